@@ -1,0 +1,119 @@
+//! Command-line flags, as the contract names them. Parsed once, then turned into a
+//! validated [`crate::config::Config`].
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "archiver",
+    version,
+    about = "Keeps a permanent, queryable Parquet archive of AWS WorkSpaces Web sessions"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct GlobalArgs {
+    /// SQLite state: checkpoints, watermarks, pending sessions, run history.
+    #[arg(
+        long,
+        global = true,
+        env = "ARCHIVER_STATE",
+        default_value = "./archiver-state.db"
+    )]
+    pub state: PathBuf,
+    /// Where the dataset goes: a local folder or file:///abs/path.
+    #[arg(
+        long,
+        global = true,
+        env = "ARCHIVER_OUTPUT",
+        default_value = "./archive"
+    )]
+    pub output: String,
+    /// Most rows buffered before a flush; every flush writes files and commits a checkpoint.
+    #[arg(
+        long,
+        global = true,
+        env = "ARCHIVER_FLUSH_ROWS",
+        default_value_t = 100_000
+    )]
+    pub flush_rows: usize,
+    /// Log format on stderr.
+    #[arg(long, global = true, env = "ARCHIVER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Portals paged side by side.
+    #[arg(long, global = true, env = "ARCHIVER_CONCURRENCY", default_value_t = 4)]
+    pub concurrency: usize,
+    /// Attempts per API call before a portal is given up for this run (throttling, 5xx,
+    /// timeouts and dropped connections are retried with backoff).
+    #[arg(
+        long,
+        global = true,
+        env = "ARCHIVER_MAX_ATTEMPTS",
+        default_value_t = 8
+    )]
+    pub max_attempts: u32,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// The scheduled job: backfill new portals, incremental pass for archived ones.
+    Run(RunArgs),
+    /// List one portal's sessions from the oldest, resumable after any failure.
+    Backfill(BackfillArgs),
+    /// Per portal: checkpoint, watermark, pending sessions, last run.
+    Status(StatusArgs),
+    /// The whole job end to end against the built-in simulator, in a local folder.
+    Demo(DemoArgs),
+    /// Serve the built-in WorkSpaces Web simulator on 127.0.0.1 (for tests and benchmarks).
+    Simulator(crate::simulator::SimArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Only these portals (repeatable); without it every portal ListPortals returns.
+    #[arg(long = "portal-id", value_name = "ID")]
+    pub portal_ids: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct BackfillArgs {
+    /// The portal to backfill (repeatable).
+    #[arg(long = "portal-id", value_name = "ID", required = true)]
+    pub portal_ids: Vec<String>,
+    /// List everything again from the oldest session; nothing already archived is written twice.
+    #[arg(long)]
+    pub restart: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct DemoArgs {
+    /// Folder for the demo's state and archive (replaced if it holds an earlier demo).
+    #[arg(long, default_value = "./archiver-demo")]
+    pub dir: PathBuf,
+    /// Portals in the simulated account.
+    #[arg(long, default_value_t = 3)]
+    pub portals: usize,
+    /// Sessions per portal in the simulated history.
+    #[arg(long, default_value_t = 2_000)]
+    pub sessions: usize,
+}

@@ -1,0 +1,422 @@
+//! The commands: `run`, `backfill`, `status`, `demo`, `simulator`. Each opens what it needs
+//! (lock, state, sink, AWS clients), does its work, and reports.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use anyhow::{anyhow, bail, Context, Result};
+use aws_config::BehaviorVersion;
+use tokio::sync::Semaphore;
+use tracing::{error, info, warn, Instrument};
+
+use crate::cli::{Cli, Command, DemoArgs};
+use crate::config::{parse_portal_ids, Config, Output, PortalId};
+use crate::error::UsageError;
+use crate::fetch::Source;
+use crate::pass::{archive_portal, Interrupted, Mode, PortalCtx, PortalReport};
+use crate::sink::Sink;
+use crate::state::{PortalOutcome, State};
+
+/// Run the parsed command line.
+pub async fn execute(cli: Cli) -> Result<()> {
+    let stop = watch_signals();
+    match cli.command {
+        Command::Run(a) => {
+            let config = Config::from_args(&cli.global)?;
+            let ids = parse_portal_ids(&a.portal_ids)?;
+            let sdk = load_aws().await?;
+            let job = Job {
+                config,
+                command: "run",
+                portals: (!ids.is_empty()).then_some(ids),
+                mode: Mode::Run,
+            };
+            run_job(&job, &sdk, stop).await.map(|_| ())
+        }
+        Command::Backfill(a) => {
+            let config = Config::from_args(&cli.global)?;
+            let ids = parse_portal_ids(&a.portal_ids)?;
+            let sdk = load_aws().await?;
+            let job = Job {
+                config,
+                command: "backfill",
+                portals: Some(ids),
+                mode: Mode::Backfill { restart: a.restart },
+            };
+            run_job(&job, &sdk, stop).await.map(|_| ())
+        }
+        Command::Status(a) => {
+            let config = Config::from_args(&cli.global)?;
+            crate::status::print(&config, a.json)
+        }
+        Command::Demo(a) => demo(a, &cli.global, stop).await,
+        Command::Simulator(a) => crate::simulator::run_cli(a).await,
+    }
+}
+
+/// SIGTERM and SIGINT set the stop flag: every portal flushes what it has and stops.
+fn watch_signals() -> Arc<AtomicBool> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            return;
+        };
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        warn!(
+            signal = name,
+            "stopping: flushing what is buffered, then exiting"
+        );
+        flag.store(true, Ordering::SeqCst);
+    });
+    stop
+}
+
+/// The AWS configuration from the standard chain.
+async fn load_aws() -> Result<aws_config::SdkConfig> {
+    let sdk = aws_config::defaults(BehaviorVersion::latest()).load().await;
+    if sdk.region().is_none() {
+        return Err(UsageError(
+            "no AWS region configured: set AWS_REGION (or a region in your AWS profile)".into(),
+        )
+        .into());
+    }
+    Ok(sdk)
+}
+
+/// One archiving job: which portals, how.
+pub struct Job {
+    pub config: Config,
+    pub command: &'static str,
+    /// `None`: every portal ListPortals returns.
+    pub portals: Option<Vec<PortalId>>,
+    pub mode: Mode,
+}
+
+/// What a job did.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct RunSummary {
+    pub portals: Vec<PortalReport>,
+    pub failed: Vec<(String, String)>,
+    pub duration_ms: u64,
+    pub api_calls: u64,
+    pub retries: u64,
+}
+
+/// Lock the state, check the output, discover portals, archive each (bounded concurrency, one
+/// failing portal does not stop the others), record the run.
+pub async fn run_job(
+    job: &Job,
+    sdk: &aws_config::SdkConfig,
+    stop: Arc<AtomicBool>,
+) -> Result<RunSummary> {
+    let started = Instant::now();
+    let cfg = &job.config;
+    let _lock = crate::lock::acquire(&cfg.state, job.command)?;
+    let state_path = cfg.state.clone();
+    let state = tokio::task::spawn_blocking(move || State::open(&state_path))
+        .await
+        .context("state task panicked")??;
+    let state_id = state.state_id()?;
+    let sink = Sink::new(&cfg.output);
+    sink.check_writable().await?;
+    let source = Source::new(sdk, cfg.max_attempts);
+
+    let portals: Vec<PortalId> = match &job.portals {
+        Some(ids) => ids.clone(),
+        None => {
+            let found = source
+                .list_portals()
+                .await
+                .map_err(|e| anyhow!(e).context("discovering portals (ListPortals)"))?;
+            for (id, arn) in &found {
+                state.portal(id.as_str())?;
+                state.set_portal_arn(id.as_str(), arn)?;
+            }
+            info!(portals = found.len(), "discovered portals");
+            found.into_iter().map(|(id, _)| id).collect()
+        }
+    };
+    let run_id = state.start_run(job.command)?;
+    let state = Arc::new(Mutex::new(state));
+
+    let sem = Arc::new(Semaphore::new(cfg.concurrency));
+    let mut tasks = tokio::task::JoinSet::new();
+    for portal in portals.clone() {
+        let ctx_parts = (
+            source.clone(),
+            sink.clone(),
+            cfg.clone(),
+            state_id.clone(),
+            stop.clone(),
+            sem.clone(),
+        );
+        let mode = job.mode;
+        tasks.spawn(async move {
+            let (source, sink, cfg, state_id, stop, sem) = ctx_parts;
+            let _permit = sem.acquire_owned().await.expect("semaphore open");
+            let mut report = PortalReport {
+                portal_id: portal.to_string(),
+                ..Default::default()
+            };
+            let result = async {
+                let path = cfg.state.clone();
+                let conn = tokio::task::spawn_blocking(move || State::open(&path))
+                    .await
+                    .context("state task panicked")??;
+                let ctx = PortalCtx {
+                    source,
+                    sink,
+                    state: Arc::new(Mutex::new(conn)),
+                    state_id,
+                    flush_rows: cfg.flush_rows,
+                    page_size: cfg.page_size(),
+                    stop,
+                };
+                let span = tracing::info_span!("portal", portal_id = %portal);
+                archive_portal(&ctx, &portal, mode, &mut report)
+                    .instrument(span)
+                    .await
+            }
+            .await;
+            (report, result)
+        });
+    }
+
+    let mut summary = RunSummary::default();
+    let mut interrupted = false;
+    while let Some(joined) = tasks.join_next().await {
+        let (report, result) = joined.context("portal task panicked")?;
+        let outcome = match &result {
+            Ok(()) => {
+                info!(
+                    portal_id = %report.portal_id,
+                    pass = report.pass.map(|p| p.as_str()),
+                    rows = report.rows,
+                    pages = report.pages,
+                    pending = report.pending,
+                    "portal done"
+                );
+                "ok"
+            }
+            Err(e) if e.is::<Interrupted>() => {
+                interrupted = true;
+                "interrupted"
+            }
+            Err(e) => {
+                error!(portal_id = %report.portal_id, error = %format!("{e:#}"), "portal failed");
+                summary
+                    .failed
+                    .push((report.portal_id.clone(), format!("{e:#}")));
+                "failed"
+            }
+        };
+        let o = PortalOutcome {
+            portal_id: report.portal_id.clone(),
+            pass: report.pass.map(|p| p.as_str().to_string()),
+            outcome: outcome.into(),
+            rows: report.rows as i64,
+            pages: report.pages as i64,
+            error: result.as_ref().err().map(|e| format!("{e:#}")),
+        };
+        state
+            .lock()
+            .expect("state")
+            .record_portal_outcome(run_id, &o)?;
+        summary.portals.push(report);
+    }
+    summary
+        .portals
+        .sort_by(|a, b| a.portal_id.cmp(&b.portal_id));
+    summary.duration_ms = started.elapsed().as_millis() as u64;
+    summary.api_calls = source.stats.calls.load(Ordering::Relaxed);
+    summary.retries = source.stats.retries.load(Ordering::Relaxed);
+
+    let (outcome, detail) = if interrupted {
+        ("interrupted", Some("stopped by a signal".to_string()))
+    } else if summary.failed.is_empty() {
+        ("ok", None)
+    } else {
+        ("failed", Some(failure_line(&summary, portals.len())))
+    };
+    state
+        .lock()
+        .expect("state")
+        .finish_run(run_id, outcome, detail.as_deref())?;
+    let sum = |f: fn(&PortalReport) -> u64| summary.portals.iter().map(f).sum::<u64>();
+    info!(
+        command = job.command,
+        outcome,
+        portals = summary.portals.len(),
+        failed = summary.failed.len(),
+        pages = sum(|r| r.pages),
+        sessions_seen = sum(|r| r.listed),
+        rows_written = sum(|r| r.rows),
+        files = sum(|r| r.files),
+        bytes = sum(|r| r.bytes),
+        pending = sum(|r| r.pending),
+        api_calls = summary.api_calls,
+        retries = summary.retries,
+        duration_ms = summary.duration_ms,
+        "run finished"
+    );
+    if interrupted {
+        return Err(Interrupted.into());
+    }
+    if let Some(d) = detail {
+        bail!(d);
+    }
+    Ok(summary)
+}
+
+fn failure_line(summary: &RunSummary, total: usize) -> String {
+    let list: Vec<String> = summary
+        .failed
+        .iter()
+        .map(|(id, e)| {
+            // The error already names the portal; keep the line short.
+            let e = e.strip_prefix(&format!("portal {id}: ")).unwrap_or(e);
+            format!("portal {id}: {e}")
+        })
+        .collect();
+    format!(
+        "{} of {total} portals failed (the others' progress is saved): {}",
+        summary.failed.len(),
+        list.join("; ")
+    )
+}
+
+/// `archiver demo`: the simulator, a backfill, simulated activity, an incremental run, and a
+/// check of the archive against the simulator's own record.
+async fn demo(a: DemoArgs, g: &crate::cli::GlobalArgs, stop: Arc<AtomicBool>) -> Result<()> {
+    use crate::simulator::{SimConfig, Simulator};
+    let dir = &a.dir;
+    let marker = dir.join(".archiver-demo");
+    if dir.exists() {
+        if marker.exists() {
+            std::fs::remove_dir_all(dir)
+                .with_context(|| format!("clearing the previous demo in {}", dir.display()))?;
+        } else if std::fs::read_dir(dir)
+            .with_context(|| format!("reading {}", dir.display()))?
+            .next()
+            .is_some()
+        {
+            return Err(UsageError(format!(
+                "{} exists and is not an earlier demo; choose another --dir",
+                dir.display()
+            ))
+            .into());
+        }
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::write(
+        &marker,
+        b"archiver demo folder; `archiver demo` replaces it\n",
+    )?;
+    let archive = dir.join("archive");
+    let config = Config {
+        state: dir.join("state.db"),
+        output: Output::Local(archive.clone()),
+        flush_rows: g.flush_rows,
+        concurrency: g.concurrency,
+        max_attempts: g.max_attempts,
+    };
+
+    let sim = Simulator::start(SimConfig {
+        portals: a.portals,
+        sessions_per_portal: a.sessions,
+        active_per_portal: 6,
+        ..SimConfig::default()
+    })
+    .await?;
+    println!(
+        "simulator: WorkSpaces Web on {} ({} portals, {} sessions each)",
+        sim.endpoint_url(),
+        a.portals,
+        a.sessions
+    );
+    let sdk = aws_config::defaults(BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_workspacesweb::config::Credentials::new(
+            "demo", "demo", None, None, "demo",
+        ))
+        .endpoint_url(sim.endpoint_url())
+        .load()
+        .await;
+    let job = Job {
+        config,
+        command: "run",
+        portals: None,
+        mode: Mode::Run,
+    };
+
+    let first = run_job(&job, &sdk, stop.clone()).await?;
+    let calls_first = sim.stats().list_sessions_calls;
+    println!(
+        "run 1 (backfill):    {:>6} sessions archived, {:>4} still active kept pending, {:>5} ListSessions calls",
+        first.portals.iter().map(|r| r.rows).sum::<u64>(),
+        first.portals.iter().map(|r| r.pending).sum::<u64>(),
+        calls_first
+    );
+
+    let mut added = 0;
+    for p in sim.portal_ids() {
+        added += sim.add_sessions(&p, 25, 3).len();
+    }
+    let ended = sim.end_active(None, usize::MAX).len();
+    println!("activity:            {added:>6} new sessions, {ended} sessions ended");
+    sim.reset_stats();
+    let second = run_job(&job, &sdk, stop).await?;
+    println!(
+        "run 2 (incremental): {:>6} sessions archived, {:>4} still active kept pending, {:>5} ListSessions calls",
+        second.portals.iter().map(|r| r.rows).sum::<u64>(),
+        second.portals.iter().map(|r| r.pending).sum::<u64>(),
+        sim.stats().list_sessions_calls
+    );
+
+    let expected: std::collections::BTreeSet<String> = sim
+        .record()
+        .into_iter()
+        .filter(|s| s.status == "Terminated")
+        .map(|s| s.session_id)
+        .collect();
+    let found = crate::status::read_archive_ids(&archive)?;
+    let distinct: std::collections::BTreeSet<String> = found.iter().cloned().collect();
+    if found.len() != distinct.len() || distinct != expected {
+        bail!(
+            "demo archive does not match the simulator: {} rows, {} distinct, {} ended sessions expected",
+            found.len(),
+            distinct.len(),
+            expected.len()
+        );
+    }
+    println!(
+        "check:               the archive holds each of the simulator's {} ended sessions exactly once",
+        expected.len()
+    );
+    let glob = archive.join("sessions/**/*.parquet");
+    println!(
+        "\nArchive: {}\nState:   {}",
+        archive.display(),
+        job.config.state.display()
+    );
+    println!("\nTry it with DuckDB (pip install duckdb, or the duckdb CLI):");
+    println!(
+        "  duckdb -c \"SELECT portal_id, count(*) AS sessions, min(start_time) AS first, max(end_time) AS last \
+         FROM read_parquet('{}', hive_partitioning = true) GROUP BY ALL ORDER BY 1\"",
+        glob.display()
+    );
+    println!(
+        "\nStatus:  archiver --state {} status",
+        job.config.state.display()
+    );
+    Ok(())
+}

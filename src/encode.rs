@@ -1,0 +1,190 @@
+//! Rows → Parquet bytes: the dataset's schema, zstd, dictionaries for the low-cardinality
+//! strings, column-chunk statistics, and no page or offset index (parquet-mr and Trino readers
+//! were reported to misread parquet-rs page indexes: arrow-rs #10316).
+
+use std::sync::{Arc, OnceLock};
+
+use anyhow::{Context, Result};
+use arrow_array::builder::{StringBuilder, TimestampMillisecondBuilder};
+use arrow_array::{ArrayRef, RecordBatch};
+use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
+
+use crate::model::Session;
+
+/// `created_by` in every file's footer. The `<app> version <semver> (build <x>)` shape is the
+/// one parquet-mr's version parser understands.
+pub const CREATED_BY: &str = concat!(
+    "archiver version ",
+    env!("CARGO_PKG_VERSION"),
+    " (build parquet-rs)"
+);
+
+fn ts() -> DataType {
+    DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()))
+}
+
+/// The dataset's columns. Partition keys (`portal_id`, `start_date`) live in the path only.
+/// Strings are plain `Utf8` for readers; the low-cardinality ones are dictionary-encoded
+/// inside the Parquet pages (see [`properties`]).
+pub fn schema() -> SchemaRef {
+    static SCHEMA: OnceLock<SchemaRef> = OnceLock::new();
+    SCHEMA
+        .get_or_init(|| {
+            Arc::new(Schema::new(vec![
+                Field::new("portal_arn", DataType::Utf8, false),
+                Field::new("session_id", DataType::Utf8, false),
+                Field::new("username", DataType::Utf8, true),
+                Field::new("status", DataType::Utf8, false),
+                Field::new("start_time", ts(), false),
+                Field::new("end_time", ts(), true),
+                Field::new("archived_at", ts(), false),
+            ]))
+        })
+        .clone()
+}
+
+fn properties() -> WriterProperties {
+    let plain = |name: &str| ColumnPath::from(name);
+    WriterProperties::builder()
+        .set_compression(Compression::ZSTD(
+            ZstdLevel::try_new(3).expect("valid level"),
+        ))
+        .set_dictionary_enabled(true)
+        .set_column_dictionary_enabled(plain("session_id"), false)
+        .set_column_dictionary_enabled(plain("start_time"), false)
+        .set_column_dictionary_enabled(plain("end_time"), false)
+        .set_column_dictionary_enabled(plain("archived_at"), false)
+        .set_statistics_enabled(EnabledStatistics::Chunk)
+        .set_offset_index_disabled(true)
+        .set_created_by(CREATED_BY.to_string())
+        .build()
+}
+
+/// One RecordBatch of the dataset's schema.
+pub fn record_batch(rows: &[Session], archived_at_ms: i64) -> Result<RecordBatch> {
+    let n = rows.len();
+    let mut arn = StringBuilder::with_capacity(n, n * 80);
+    let mut id = StringBuilder::with_capacity(n, n * 36);
+    let mut user = StringBuilder::with_capacity(n, n * 24);
+    let mut status = StringBuilder::with_capacity(n, n * 10);
+    let mut start = TimestampMillisecondBuilder::with_capacity(n).with_timezone("UTC");
+    let mut end = TimestampMillisecondBuilder::with_capacity(n).with_timezone("UTC");
+    let mut archived = TimestampMillisecondBuilder::with_capacity(n).with_timezone("UTC");
+    for s in rows {
+        arn.append_value(&s.portal_arn);
+        id.append_value(&s.session_id);
+        user.append_option(s.username.as_deref());
+        status.append_value(s.status.as_str());
+        start.append_value(s.start_ms);
+        end.append_option(s.end_ms);
+        archived.append_value(archived_at_ms);
+    }
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(arn.finish()),
+        Arc::new(id.finish()),
+        Arc::new(user.finish()),
+        Arc::new(status.finish()),
+        Arc::new(start.finish()),
+        Arc::new(end.finish()),
+        Arc::new(archived.finish()),
+    ];
+    RecordBatch::try_new(schema(), columns).context("building a record batch")
+}
+
+/// Encode rows as one complete Parquet file, in memory.
+pub fn encode(rows: &[Session], archived_at_ms: i64) -> Result<Vec<u8>> {
+    let batch = record_batch(rows, archived_at_ms)?;
+    let mut out = Vec::with_capacity(rows.len() * 40 + 4096);
+    let mut writer = ArrowWriter::try_new(&mut out, schema(), Some(properties()))
+        .context("starting a parquet writer")?;
+    writer.write(&batch).context("encoding parquet")?;
+    writer.close().context("finishing parquet")?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::SessionStatus;
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::TimestampMillisecondType;
+    use arrow_array::Array;
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    use parquet::basic::{LogicalType, TimeUnit as PqUnit, TimestampType};
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+
+    fn rows() -> Vec<Session> {
+        (0..1000)
+            .map(|i| Session {
+                portal_arn: "arn:aws:workspaces-web:us-east-1:123456789012:portal/p".into(),
+                session_id: format!("{i:036}"),
+                username: (i % 10 != 0).then(|| format!("user{}@example.com", i % 7)),
+                status: SessionStatus::Terminated,
+                start_ms: 1_700_000_000_000 + i * 1000,
+                end_ms: (i % 3 != 0).then_some(1_700_000_000_000 + i * 2000),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn round_trip_keeps_rows_and_schema() {
+        let rows = rows();
+        let bytes = encode(&rows, 42).unwrap();
+        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes))
+            .unwrap()
+            .build()
+            .unwrap();
+        let mut n = 0;
+        for batch in reader {
+            let batch = batch.unwrap();
+            let ids = batch.column(1).as_string::<i32>();
+            let starts = batch.column(4).as_primitive::<TimestampMillisecondType>();
+            let ends = batch.column(5).as_primitive::<TimestampMillisecondType>();
+            for i in 0..batch.num_rows() {
+                let want = &rows[n];
+                assert_eq!(ids.value(i), want.session_id);
+                assert_eq!(starts.value(i), want.start_ms);
+                assert_eq!(ends.is_null(i), want.end_ms.is_none());
+                n += 1;
+            }
+        }
+        assert_eq!(n, rows.len());
+    }
+
+    #[test]
+    fn footer_has_millis_utc_zstd_chunk_stats_and_no_page_index() {
+        let bytes = bytes::Bytes::from(encode(&rows(), 42).unwrap());
+        let reader = SerializedFileReader::new(bytes).unwrap();
+        let meta = reader.metadata();
+        assert_eq!(meta.file_metadata().created_by(), Some(CREATED_BY));
+        assert!(meta.page_index().is_none());
+        let schema = meta.file_metadata().schema_descr();
+        for name in ["start_time", "end_time", "archived_at"] {
+            let col = schema.columns().iter().find(|c| c.name() == name).unwrap();
+            assert_eq!(
+                col.logical_type_ref(),
+                Some(&LogicalType::Timestamp(TimestampType {
+                    is_adjusted_to_u_t_c: true,
+                    unit: PqUnit::MILLIS
+                })),
+                "{name}"
+            );
+        }
+        for rg in meta.row_groups() {
+            for c in rg.columns() {
+                assert!(
+                    matches!(c.compression(), Compression::ZSTD(_)),
+                    "{:?}",
+                    c.column_path()
+                );
+                assert!(c.statistics().is_some(), "{:?}", c.column_path());
+                assert!(c.column_index_offset().is_none(), "{:?}", c.column_path());
+                assert!(c.offset_index_offset().is_none(), "{:?}", c.column_path());
+            }
+        }
+    }
+}

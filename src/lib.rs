@@ -1,0 +1,35 @@
+//! `archiver` keeps a permanent, queryable Parquet archive of AWS WorkSpaces Web sessions.
+//!
+//! The data flow is the architecture, one module a step, in order:
+//! - [`discover`](fetch::Source::list_portals) and [`fetch`]: ListPortals and ListSessions
+//!   pages over the AWS SDK, with retries that honour `Retry-After`.
+//! - [`dedup`]: per listed session, write it, keep it pending, or skip it (pure).
+//! - [`encode`]: rows → Parquet bytes (schema, zstd, statistics).
+//! - [`sink`]: stage → publish files on local disk; object naming.
+//! - [`state`]: SQLite checkpoints, watermarks, pending sessions, dedup ids, flushes, runs.
+//! - [`pass`]: one portal's backfill or incremental pass, the loop tying the steps together.
+//!
+//! Around it:
+//! - [`cli`] and [`config`]: flags, validated once into a `Config`.
+//! - [`commands`] and [`status`]: `run`, `backfill`, `status`, `demo`.
+//! - [`lock`]: the run lock on a state.
+//! - [`model`], [`clock`], [`error`]: the session record, time helpers, exit-code errors.
+//! - [`failpoint`]: crash points for the crash-safety tests.
+//! - [`simulator`]: the built-in WorkSpaces Web simulator (demo, tests, benchmarks).
+
+pub mod cli;
+pub mod clock;
+pub mod commands;
+pub mod config;
+pub mod dedup;
+pub mod encode;
+pub mod error;
+pub mod failpoint;
+pub mod fetch;
+pub mod lock;
+pub mod model;
+pub mod pass;
+pub mod simulator;
+pub mod sink;
+pub mod state;
+pub mod status;

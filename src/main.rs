@@ -1,0 +1,56 @@
+//! `archiver`: parse flags, set up logging, run, map the outcome to an exit code.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use archiver::cli::{Cli, LogFormat};
+use archiver::error::exit_code;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.global.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("archiver: error: starting the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(archiver::commands::execute(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("archiver: error: {e:#}");
+            ExitCode::from(exit_code(&e))
+        }
+    }
+}
+
+/// Logs go to stderr. `ARCHIVER_LOG` is a level for archiver's own logs (default `info`; other
+/// crates stay at `warn`) or a full tracing filter such as `debug,aws_smithy_runtime=debug`.
+fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let spec = std::env::var("ARCHIVER_LOG").unwrap_or_else(|_| "info".into());
+    let directive = if spec.contains('=') || spec.contains(',') {
+        spec
+    } else {
+        format!("warn,archiver={spec}")
+    };
+    let filter = EnvFilter::try_new(&directive).unwrap_or_else(|e| {
+        eprintln!("archiver: warning: ignoring ARCHIVER_LOG={directive:?}: {e}");
+        EnvFilter::new("warn,archiver=info")
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter)
+        .with_target(false);
+    match format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+    }
+}

@@ -1,0 +1,457 @@
+//! One portal's work: recovery, then one pass — a backfill (oldest first, to the end) or an
+//! incremental pass (newest first, until past what is archived) — flushing as it goes.
+//!
+//! Each flush: encode rows per partition → stage files → commit ids, pending changes, files and
+//! the checkpoint in one transaction → publish the files. Killed at any line, the next run's
+//! recovery finishes the publish or drops the uncommitted staging, then continues from the last
+//! committed checkpoint: at most one flush of pages is fetched again, and dedup makes sure
+//! nothing fetched twice is written twice.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use anyhow::{anyhow, Context, Result};
+use tracing::{debug, info, warn};
+
+use crate::clock::now_ms;
+use crate::config::PortalId;
+use crate::dedup::{prune_cutoff, Dedup, OVERLAP_MS};
+use crate::encode::encode;
+use crate::failpoint;
+use crate::fetch::{FetchError, Order, Source};
+use crate::model::Session;
+use crate::sink::{final_key, staging_key, staging_prefix, Sink};
+use crate::state::{FileRecord, FlushCommit, PassCheckpoint, PassKind, PortalState, State};
+
+/// Token rejections tolerated in one pass of one run before giving up on the portal.
+const MAX_TOKEN_RESTARTS: u32 = 3;
+
+/// What a portal's work is asked to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// `run`: backfill a new portal, resume a pass in progress, or an incremental pass.
+    Run,
+    /// `backfill`: the same, or with `restart` a new listing from the oldest session.
+    Backfill { restart: bool },
+}
+
+/// Everything one portal's task needs.
+pub struct PortalCtx {
+    pub source: Source,
+    pub sink: Sink,
+    /// This task's own connection to the state.
+    pub state: Arc<Mutex<State>>,
+    pub state_id: String,
+    pub flush_rows: usize,
+    pub page_size: usize,
+    /// Set on SIGTERM/SIGINT: flush what is buffered and stop.
+    pub stop: Arc<AtomicBool>,
+}
+
+/// What one portal's work came to.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct PortalReport {
+    pub portal_id: String,
+    pub pass: Option<PassKind>,
+    pub resumed: bool,
+    pub completed: bool,
+    pub pages: u64,
+    pub listed: u64,
+    pub rows: u64,
+    pub files: u64,
+    pub bytes: u64,
+    pub pending: u64,
+    pub token_restarts: u32,
+    pub recovered_files: u64,
+}
+
+/// Stopped by a signal; progress up to the last flush is committed.
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted; progress up to the last flush is saved")]
+pub struct Interrupted;
+
+async fn db<T: Send + 'static>(
+    state: &Arc<Mutex<State>>,
+    f: impl FnOnce(&mut State) -> Result<T> + Send + 'static,
+) -> Result<T> {
+    let state = state.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut guard = state.lock().map_err(|_| anyhow!("state lock poisoned"))?;
+        f(&mut guard)
+    })
+    .await
+    .context("state task panicked")?
+}
+
+/// Archive one portal. Errors name the portal.
+pub async fn archive_portal(
+    ctx: &PortalCtx,
+    portal: &PortalId,
+    mode: Mode,
+    report: &mut PortalReport,
+) -> Result<()> {
+    report.portal_id = portal.to_string();
+    let id = portal.to_string();
+    let ps = db(&ctx.state, move |st| st.portal(&id)).await?;
+    report.recovered_files = recover(ctx, portal).await?;
+    let mut run = PassRun::start(ctx, portal, ps, mode, report).await?;
+    run.go(report).await
+}
+
+/// Publish files committed but not published; delete staged files never committed.
+async fn recover(ctx: &PortalCtx, portal: &PortalId) -> Result<u64> {
+    let id = portal.to_string();
+    let unpublished = db(&ctx.state, move |st| st.unpublished(&id)).await?;
+    let mut seqs: Vec<i64> = unpublished.iter().map(|f| f.seq).collect();
+    seqs.dedup();
+    for f in &unpublished {
+        ctx.sink
+            .publish(f.staging.clone(), f.path.clone())
+            .await
+            .with_context(|| format!("recovering flush {} of portal {portal}", f.seq))?;
+    }
+    for seq in seqs {
+        let id = portal.to_string();
+        db(&ctx.state, move |st| st.mark_published(&id, seq)).await?;
+    }
+    let leftovers = ctx.sink.list_staged(staging_prefix(portal)).await?;
+    for key in &leftovers {
+        ctx.sink.delete_staged(key.clone()).await?;
+    }
+    if !unpublished.is_empty() || !leftovers.is_empty() {
+        info!(
+            portal_id = %portal,
+            published = unpublished.len(),
+            discarded = leftovers.len(),
+            "recovered files of an interrupted run"
+        );
+    }
+    Ok(unpublished.len() as u64)
+}
+
+/// A pass being worked on.
+struct PassRun<'a> {
+    ctx: &'a PortalCtx,
+    portal: &'a PortalId,
+    ps: PortalState,
+    pass: PassCheckpoint,
+    dedup: Dedup,
+    /// Pending sessions already seen by this pass (committed before a resume, or this run).
+    seen_pending: HashSet<String>,
+    seq: i64,
+}
+
+impl<'a> PassRun<'a> {
+    async fn start(
+        ctx: &'a PortalCtx,
+        portal: &'a PortalId,
+        ps: PortalState,
+        mode: Mode,
+        report: &mut PortalReport,
+    ) -> Result<PassRun<'a>> {
+        let id = portal.to_string();
+        let pending = db(&ctx.state, move |st| st.pending(&id)).await?;
+        let restart = matches!(mode, Mode::Backfill { restart: true });
+        let (pass, resumed) = match &ps.pass {
+            Some(p) if !restart => (p.clone(), true),
+            _ => {
+                let kind = if restart || !ps.backfill_done {
+                    PassKind::Backfill
+                } else {
+                    PassKind::Incremental
+                };
+                let stop_before_ms = match kind {
+                    PassKind::Backfill => None,
+                    PassKind::Incremental => {
+                        let oldest_pending = pending.values().map(|(start, _)| *start).min();
+                        [ps.high_watermark_ms, oldest_pending]
+                            .into_iter()
+                            .flatten()
+                            .min()
+                            .map(|m| m - OVERLAP_MS)
+                    }
+                };
+                let pass = PassCheckpoint {
+                    kind,
+                    token: None,
+                    stop_before_ms,
+                    high_ms: None,
+                    pages: 0,
+                    started_at: now_ms(),
+                };
+                let (id, p) = (portal.to_string(), pass.clone());
+                db(&ctx.state, move |st| st.begin_pass(&id, &p)).await?;
+                (pass, false)
+            }
+        };
+        report.pass = Some(pass.kind);
+        report.resumed = resumed;
+        if resumed {
+            info!(portal_id = %portal, pass = pass.kind.as_str(), pages = pass.pages, "resuming from checkpoint");
+        } else {
+            info!(portal_id = %portal, pass = pass.kind.as_str(), "starting pass");
+        }
+        let seen_pending = pending
+            .iter()
+            .filter(|(_, (_, seen_at))| *seen_at >= pass.started_at)
+            .map(|(id, _)| id.clone())
+            .collect();
+        let dedup = Dedup::new(
+            pending
+                .into_iter()
+                .map(|(id, (start, _))| (id, start))
+                .collect(),
+            ps.archived_max_ms,
+            ps.dedup_floor_ms,
+        );
+        Ok(PassRun {
+            ctx,
+            portal,
+            seq: ps.flush_seq,
+            ps,
+            pass,
+            dedup,
+            seen_pending,
+        })
+    }
+
+    async fn go(&mut self, report: &mut PortalReport) -> Result<()> {
+        let order = match self.pass.kind {
+            PassKind::Backfill => Order::OldestFirst,
+            PassKind::Incremental => Order::NewestFirst,
+        };
+        let portal = self.portal;
+        let mut covered_from: Option<i64> = None;
+        loop {
+            let token = self.pass.token.clone();
+            let page = match self
+                .ctx
+                .source
+                .list_sessions(portal, order, token.as_deref(), self.ctx.page_size)
+                .await
+            {
+                Ok(p) => p,
+                Err(FetchError::TokenRejected(msg)) if token.is_some() => {
+                    report.token_restarts += 1;
+                    if report.token_restarts > MAX_TOKEN_RESTARTS {
+                        return Err(anyhow!(
+                            "portal {portal}: pagination tokens rejected {} times in one pass: {msg}",
+                            report.token_restarts
+                        ));
+                    }
+                    warn!(
+                        portal_id = %portal,
+                        pass = self.pass.kind.as_str(),
+                        reason = %msg,
+                        "the service rejected the saved pagination token; restarting the pass from its start (nothing is written twice)"
+                    );
+                    self.pass.token = None;
+                    continue;
+                }
+                Err(e) => return Err(anyhow!(e).context(format!("portal {portal}: ListSessions"))),
+            };
+            failpoint::hit("after_page");
+            self.pass.pages += 1;
+            report.pages += 1;
+            report.listed += page.sessions.len() as u64;
+            let reached_stop = self.take_page(page.sessions).await?;
+            if let Some(low) = reached_stop {
+                covered_from = Some(low);
+            }
+            self.pass.token = page.next_token;
+            let done = reached_stop.is_some() || self.pass.token.is_none();
+            if done {
+                break;
+            }
+            let stopping = self.ctx.stop.load(Ordering::Relaxed);
+            if self.dedup.batch().listed + self.ctx.page_size > self.ctx.flush_rows || stopping {
+                self.flush(false, report).await?;
+            }
+            if stopping {
+                return Err(Interrupted.into());
+            }
+        }
+        self.resolve_missing_pending(covered_from).await?;
+        self.flush(true, report).await?;
+        report.completed = true;
+        report.pending = self.dedup.pending_len() as u64;
+        Ok(())
+    }
+
+    /// Offer one page to dedup. Returns the page's oldest start if the incremental pass went
+    /// past its stop point on it.
+    async fn take_page(&mut self, sessions: Vec<Session>) -> Result<Option<i64>> {
+        let lookups: Vec<String> = sessions
+            .iter()
+            .filter(|s| self.dedup.needs_lookup(s))
+            .map(|s| s.session_id.clone())
+            .collect();
+        let archived = if lookups.is_empty() {
+            HashSet::new()
+        } else {
+            let id = self.portal.to_string();
+            db(&self.ctx.state, move |st| {
+                st.archived_among(&id, lookups.iter().map(String::as_str))
+            })
+            .await?
+        };
+        let mut low: Option<i64> = None;
+        for s in sessions {
+            self.pass.high_ms = self.pass.high_ms.max(Some(s.start_ms));
+            low = Some(low.map_or(s.start_ms, |l: i64| l.min(s.start_ms)));
+            let is_archived = archived.contains(&s.session_id);
+            let id = s.session_id.clone();
+            let verdict = self.dedup.offer(s, is_archived);
+            if matches!(
+                verdict,
+                crate::dedup::Verdict::NewPending | crate::dedup::Verdict::StillPending
+            ) {
+                self.seen_pending.insert(id);
+            }
+        }
+        let past_stop = match (self.pass.stop_before_ms, low) {
+            (Some(stop), Some(l)) if l < stop => Some(l),
+            _ => None,
+        };
+        Ok(past_stop)
+    }
+
+    /// Pending sessions this pass should have listed but did not: ask for each one.
+    async fn resolve_missing_pending(&mut self, covered_from: Option<i64>) -> Result<()> {
+        let missing: Vec<(String, i64)> = self
+            .dedup
+            .pending_ids()
+            .filter(|(id, start)| {
+                !self.seen_pending.contains(*id) && covered_from.is_none_or(|low| **start >= low)
+            })
+            .map(|(id, start)| (id.clone(), *start))
+            .collect();
+        for (id, _) in missing {
+            match self.ctx.source.get_session(self.portal, &id).await {
+                Ok(Some(s)) => {
+                    debug!(portal_id = %self.portal, session_id = %id, "pending session resolved by GetSession");
+                    self.seen_pending.insert(id);
+                    self.dedup.offer(s, false);
+                }
+                Ok(None) => {
+                    warn!(portal_id = %self.portal, session_id = %id, "pending session no longer known to the service; dropped");
+                    self.dedup.drop_pending(&id);
+                }
+                Err(e) => {
+                    return Err(anyhow!(e).context(format!(
+                        "portal {}: GetSession for pending session {id}",
+                        self.portal
+                    )))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Stage, commit, publish.
+    async fn flush(&mut self, complete: bool, report: &mut PortalReport) -> Result<()> {
+        let batch = self.dedup.take_batch();
+        let portal = self.portal;
+        let seq = if batch.rows.is_empty() {
+            self.seq
+        } else {
+            self.seq + 1
+        };
+        let rows_max = batch.rows.iter().map(|s| s.start_ms).max();
+        let archived: Vec<(String, i64)> = batch
+            .rows
+            .iter()
+            .map(|s| (s.session_id.clone(), s.start_ms))
+            .collect();
+        let mut by_date: BTreeMap<String, Vec<Session>> = BTreeMap::new();
+        for s in batch.rows {
+            by_date
+                .entry(crate::clock::utc_date(s.start_ms))
+                .or_default()
+                .push(s);
+        }
+        let archived_at = now_ms();
+        let encoded = tokio::task::spawn_blocking(move || {
+            by_date
+                .into_iter()
+                .map(|(date, rows)| Ok((date, rows.len(), encode(&rows, archived_at)?)))
+                .collect::<Result<Vec<_>>>()
+        })
+        .await
+        .context("encoder panicked")??;
+        let mut files = Vec::with_capacity(encoded.len());
+        for (date, rows, bytes) in encoded {
+            let staging = staging_key(portal, &date, &self.ctx.state_id, seq);
+            let path = final_key(portal, &date, &self.ctx.state_id, seq);
+            let len = bytes.len() as i64;
+            self.ctx
+                .sink
+                .stage(staging.clone(), bytes)
+                .await
+                .with_context(|| format!("portal {portal}: staging {staging}"))?;
+            files.push(FileRecord {
+                seq,
+                path,
+                staging,
+                rows: rows as i64,
+                bytes: len,
+            });
+            failpoint::hit("after_stage");
+        }
+        let covered_to = match (self.pass.kind, complete) {
+            (PassKind::Backfill, _) | (PassKind::Incremental, true) => {
+                self.ps.high_watermark_ms.max(self.pass.high_ms)
+            }
+            (PassKind::Incremental, false) => self.ps.high_watermark_ms,
+        };
+        let prune = prune_cutoff(covered_to, self.dedup.oldest_pending());
+        let commit = FlushCommit {
+            seq,
+            archived,
+            pending_upsert: batch.pending_upsert.into_iter().collect(),
+            pending_remove: batch.pending_remove.into_iter().collect(),
+            files: files.clone(),
+            pass: Some(self.pass.clone()),
+            complete,
+            prune_before_ms: prune,
+        };
+        let id = portal.to_string();
+        db(&self.ctx.state, move |st| st.commit_flush(&id, &commit)).await?;
+        failpoint::hit("after_commit");
+        self.seq = seq;
+        self.dedup.committed(rows_max, prune);
+        if complete {
+            self.ps.high_watermark_ms = covered_to;
+        }
+        for f in &files {
+            self.ctx
+                .sink
+                .publish(f.staging.clone(), f.path.clone())
+                .await
+                .with_context(|| format!("portal {portal}: publishing {}", f.path))?;
+            failpoint::hit("after_publish");
+        }
+        if !files.is_empty() {
+            let id = portal.to_string();
+            db(&self.ctx.state, move |st| st.mark_published(&id, seq)).await?;
+        }
+        let rows: i64 = files.iter().map(|f| f.rows).sum();
+        let bytes: i64 = files.iter().map(|f| f.bytes).sum();
+        report.rows += rows as u64;
+        report.files += files.len() as u64;
+        report.bytes += bytes as u64;
+        info!(
+            portal_id = %portal,
+            seq,
+            rows,
+            files = files.len(),
+            bytes,
+            pages = self.pass.pages,
+            pending = self.dedup.pending_len(),
+            complete,
+            "flushed"
+        );
+        Ok(())
+    }
+}

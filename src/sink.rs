@@ -1,0 +1,286 @@
+//! Where files go, and how they get there without ever exposing a partial or uncommitted one.
+//!
+//! The protocol for every flush (see `pass`):
+//! 1. **stage**: write each file under `_staging/` (outside `sessions/`, and hidden from Hive
+//!    and Athena by its leading underscore), durably;
+//! 2. **commit**: record the files and the checkpoint in the state, in one transaction;
+//! 3. **publish**: move each staged file to its final `.parquet` name under `sessions/`.
+//!
+//! Recovery at the start of every portal's work publishes what was committed but not yet
+//! published and deletes staged files that were never committed. So a name ending in
+//! `.parquet` under `sessions/` always holds a complete, committed file.
+//!
+//! Names are deterministic from what is committed (state id, portal, flush sequence, date), so
+//! replaying a step after a crash overwrites or finds its own file, never a second copy.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+use crate::config::{Output, PortalId};
+
+/// Root folder of the dataset inside the output.
+pub const DATASET: &str = "sessions";
+/// Root folder of staged (uncommitted or unpublished) files inside the output.
+pub const STAGING: &str = "_staging";
+
+/// Final key of a flush's file for one partition, relative to the output root.
+pub fn final_key(portal: &PortalId, date: &str, state_id: &str, seq: i64) -> String {
+    format!("{DATASET}/portal_id={portal}/start_date={date}/part-{state_id}-{seq:010}.parquet")
+}
+
+/// Staging key of the same file.
+pub fn staging_key(portal: &PortalId, date: &str, state_id: &str, seq: i64) -> String {
+    format!(
+        "{}/part-{state_id}-{seq:010}-{date}.tmp",
+        staging_prefix(portal)
+    )
+}
+
+/// The staging folder of one portal, relative to the output root.
+pub fn staging_prefix(portal: &PortalId) -> String {
+    format!("{STAGING}/portal_id={portal}")
+}
+
+/// A sink: local disk today.
+#[derive(Clone, Debug)]
+pub enum Sink {
+    Local(LocalSink),
+}
+
+impl Sink {
+    pub fn new(output: &Output) -> Sink {
+        match output {
+            Output::Local(root) => Sink::Local(LocalSink { root: root.clone() }),
+        }
+    }
+
+    /// Fail early, naming the place, if the output cannot be written.
+    pub async fn check_writable(&self) -> Result<()> {
+        match self {
+            Sink::Local(s) => blocking(s.clone(), |s| s.check_writable()).await,
+        }
+    }
+
+    /// Write a file under its staging key, durably. Replaces an earlier staged copy.
+    pub async fn stage(&self, key: String, bytes: Vec<u8>) -> Result<()> {
+        match self {
+            Sink::Local(s) => blocking(s.clone(), move |s| s.stage(&key, &bytes)).await,
+        }
+    }
+
+    /// Move a committed file from its staging key to its final key. Idempotent: a file already
+    /// published is left as it is.
+    pub async fn publish(&self, staging: String, key: String) -> Result<()> {
+        match self {
+            Sink::Local(s) => blocking(s.clone(), move |s| s.publish(&staging, &key)).await,
+        }
+    }
+
+    /// Staged keys under a prefix.
+    pub async fn list_staged(&self, prefix: String) -> Result<Vec<String>> {
+        match self {
+            Sink::Local(s) => blocking(s.clone(), move |s| s.list_staged(&prefix)).await,
+        }
+    }
+
+    /// Delete a staged key (no error if it is gone).
+    pub async fn delete_staged(&self, key: String) -> Result<()> {
+        match self {
+            Sink::Local(s) => blocking(s.clone(), move |s| s.delete_staged(&key)).await,
+        }
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    s: LocalSink,
+    f: impl FnOnce(LocalSink) -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(move || f(s))
+        .await
+        .context("sink task panicked")?
+}
+
+/// A folder on local disk.
+#[derive(Clone, Debug)]
+pub struct LocalSink {
+    root: PathBuf,
+}
+
+impl LocalSink {
+    fn path(&self, key: &str) -> PathBuf {
+        self.root.join(key)
+    }
+
+    fn check_writable(&self) -> Result<()> {
+        let root = &self.root;
+        if root.exists() && !root.is_dir() {
+            bail!("output {} is not a folder", root.display());
+        }
+        let staging = root.join(STAGING);
+        std::fs::create_dir_all(&staging)
+            .with_context(|| format!("output {} is not writable", root.display()))?;
+        let probe = staging.join(format!(".probe-{}", std::process::id()));
+        std::fs::write(&probe, b"probe")
+            .with_context(|| format!("output {} is not writable", root.display()))?;
+        std::fs::remove_file(&probe).ok();
+        Ok(())
+    }
+
+    fn stage(&self, key: &str, bytes: &[u8]) -> Result<()> {
+        use std::io::Write;
+        let path = self.path(key);
+        let dir = path.parent().expect("staging keys have a folder");
+        create_dir_all_synced(dir)?;
+        let mut f =
+            std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+        f.write_all(bytes)
+            .and_then(|_| f.sync_all())
+            .with_context(|| format!("writing {}", path.display()))?;
+        sync_dir(dir)?;
+        Ok(())
+    }
+
+    fn publish(&self, staging: &str, key: &str) -> Result<()> {
+        let from = self.path(staging);
+        let to = self.path(key);
+        let dir = to.parent().expect("final keys have a folder");
+        if !from.exists() {
+            if to.exists() {
+                return Ok(()); // published before a crash
+            }
+            bail!(
+                "committed file {} is missing from staging ({}); the output was changed outside archiver",
+                to.display(),
+                from.display()
+            );
+        }
+        create_dir_all_synced(dir)?;
+        std::fs::rename(&from, &to)
+            .with_context(|| format!("publishing {} as {}", from.display(), to.display()))?;
+        sync_dir(dir)?;
+        sync_dir(from.parent().expect("staging keys have a folder"))?;
+        Ok(())
+    }
+
+    fn list_staged(&self, prefix: &str) -> Result<Vec<String>> {
+        let dir = self.path(prefix);
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
+            Err(e) => return Err(e).with_context(|| format!("listing {}", dir.display())),
+        };
+        let mut keys = Vec::new();
+        for e in entries {
+            let e = e.with_context(|| format!("listing {}", dir.display()))?;
+            if e.file_type()?.is_file() {
+                keys.push(format!("{prefix}/{}", e.file_name().to_string_lossy()));
+            }
+        }
+        keys.sort();
+        Ok(keys)
+    }
+
+    fn delete_staged(&self, key: &str) -> Result<()> {
+        let path = self.path(key);
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("deleting {}", path.display())),
+        }
+    }
+}
+
+/// `mkdir -p`, syncing each parent whose entry was created, so a new partition folder survives
+/// a power loss along with the file in it.
+fn create_dir_all_synced(dir: &Path) -> Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent() {
+        create_dir_all_synced(parent)?;
+    }
+    match std::fs::create_dir(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("creating {}", dir.display())),
+    }
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        sync_dir(parent)?;
+    }
+    Ok(())
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    let d = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    std::fs::File::open(d)
+        .and_then(|f| f.sync_all())
+        .with_context(|| format!("syncing folder {}", d.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn portal() -> PortalId {
+        PortalId::parse("0a1b2c3d-0000-4000-8000-123456789abc").unwrap()
+    }
+
+    #[test]
+    fn names_are_hive_partitioned_and_deterministic() {
+        let k = final_key(&portal(), "2026-11-26", "abc", 7);
+        assert_eq!(
+            k,
+            "sessions/portal_id=0a1b2c3d-0000-4000-8000-123456789abc/start_date=2026-11-26/part-abc-0000000007.parquet"
+        );
+        let s = staging_key(&portal(), "2026-11-26", "abc", 7);
+        assert!(s.starts_with("_staging/"));
+        assert!(!s.ends_with(".parquet"));
+        assert_ne!(s, staging_key(&portal(), "2026-11-27", "abc", 7));
+    }
+
+    #[tokio::test]
+    async fn stage_then_publish_is_idempotent_and_never_shows_a_partial_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = Sink::new(&Output::Local(dir.path().to_path_buf()));
+        sink.check_writable().await.unwrap();
+        let st = staging_key(&portal(), "2026-01-01", "x", 1);
+        let fin = final_key(&portal(), "2026-01-01", "x", 1);
+        sink.stage(st.clone(), b"data".to_vec()).await.unwrap();
+        assert!(!dir.path().join(&fin).exists());
+        assert_eq!(
+            sink.list_staged(staging_prefix(&portal())).await.unwrap(),
+            vec![st.clone()]
+        );
+        sink.publish(st.clone(), fin.clone()).await.unwrap();
+        sink.publish(st.clone(), fin.clone()).await.unwrap();
+        assert_eq!(std::fs::read(dir.path().join(&fin)).unwrap(), b"data");
+        assert!(sink
+            .list_staged(staging_prefix(&portal()))
+            .await
+            .unwrap()
+            .is_empty());
+        // Neither staged nor published: an error naming the file.
+        let err = sink
+            .publish("_staging/none.tmp".into(), "sessions/none.parquet".into())
+            .await
+            .unwrap_err();
+        assert!(format!("{err:#}").contains("none.parquet"));
+    }
+
+    #[tokio::test]
+    async fn an_output_that_is_a_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f");
+        std::fs::write(&file, b"x").unwrap();
+        let err = Sink::new(&Output::Local(file.clone()))
+            .check_writable()
+            .await
+            .unwrap_err();
+        assert!(format!("{err:#}").contains("not a folder"), "{err:#}");
+    }
+}
