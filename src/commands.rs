@@ -55,7 +55,8 @@ pub async fn execute(cli: Cli) -> Result<()> {
     }
 }
 
-/// SIGTERM and SIGINT set the stop flag: every portal flushes what it has and stops.
+/// SIGTERM and SIGINT set the stop flag: every portal flushes what it has and stops. A second
+/// signal exits at once, which is safe: every step on disk is crash-consistent.
 fn watch_signals() -> Arc<AtomicBool> {
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
@@ -67,15 +68,20 @@ fn watch_signals() -> Arc<AtomicBool> {
         ) else {
             return;
         };
-        let name = tokio::select! {
-            _ = term.recv() => "SIGTERM",
-            _ = int.recv() => "SIGINT",
-        };
-        warn!(
-            signal = name,
-            "stopping: flushing what is buffered, then exiting"
-        );
-        flag.store(true, Ordering::SeqCst);
+        loop {
+            let name = tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+            };
+            if flag.swap(true, Ordering::SeqCst) {
+                eprintln!("archiver: second {name}: exiting now; the next run resumes from the last checkpoint");
+                std::process::exit(130);
+            }
+            warn!(
+                signal = name,
+                "stopping: flushing what is buffered, then exiting"
+            );
+        }
     });
     stop
 }

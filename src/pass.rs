@@ -95,8 +95,23 @@ pub async fn archive_portal(
     let id = portal.to_string();
     let ps = db(&ctx.state, move |st| st.portal(&id)).await?;
     report.recovered_files = recover(ctx, portal).await?;
-    let mut run = PassRun::start(ctx, portal, ps, mode, report).await?;
-    run.go(report).await
+    PassRun::start(ctx, portal, ps, mode, report)
+        .await?
+        .go(report)
+        .await?;
+    if report.resumed && report.pass == Some(PassKind::Incremental) {
+        // The incremental pass just finished began in an earlier run: sessions that started
+        // since then lie above its first page. One fresh incremental pass (cheap) brings the
+        // archive up to now. A backfill needs none: listing oldest first, it ends on the newest.
+        let id = portal.to_string();
+        let ps = db(&ctx.state, move |st| st.portal(&id)).await?;
+        PassRun::start(ctx, portal, ps, Mode::Run, report)
+            .await?
+            .go(report)
+            .await?;
+        report.resumed = true;
+    }
+    Ok(())
 }
 
 /// Publish files committed but not published; delete staged files never committed.
