@@ -134,7 +134,7 @@ pub async fn run_job(
     let state_id = state.state_id()?;
     let sink = Sink::new(&cfg.output);
     sink.check_writable().await?;
-    let source = Source::new(sdk, cfg.max_attempts);
+    let source = Source::new(sdk, cfg.max_attempts, stop.clone());
 
     let portals: Vec<PortalId> = match &job.portals {
         Some(ids) => ids.clone(),
@@ -169,6 +169,13 @@ pub async fn run_job(
         tasks.spawn(async move {
             let (source, sink, cfg, state_id, stop, sem) = ctx_parts;
             let _permit = sem.acquire_owned().await.expect("semaphore open");
+            if stop.load(Ordering::Relaxed) {
+                let report = PortalReport {
+                    portal_id: portal.to_string(),
+                    ..Default::default()
+                };
+                return (report, Err(Interrupted.into()));
+            }
             let mut report = PortalReport {
                 portal_id: portal.to_string(),
                 ..Default::default()

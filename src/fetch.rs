@@ -6,7 +6,7 @@
 //! connections with capped exponential backoff and full jitter, and honours the `Retry-After`
 //! header that the SDK ignores.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -54,6 +54,9 @@ pub enum FetchError {
     InvalidReply(String),
     #[error("{0}")]
     Other(String),
+    /// A stop was requested (SIGTERM/SIGINT) while waiting to retry.
+    #[error("stopped while waiting to retry")]
+    Stopped,
 }
 
 /// Counters across all calls (for the run summary and benchmarks).
@@ -70,6 +73,8 @@ pub struct Source {
     client: Client,
     max_attempts: u32,
     pub stats: Arc<CallStats>,
+    /// Set on SIGTERM/SIGINT: waits between retries end at once.
+    stop: Arc<AtomicBool>,
 }
 
 /// What one failed attempt means.
@@ -84,7 +89,7 @@ enum Attempt {
 impl Source {
     /// A client from the SDK's standard configuration chain (env, profiles, IRSA, ECS, IMDS),
     /// with `AWS_ENDPOINT_URL_WORKSPACES_WEB` and friends honoured by the SDK itself.
-    pub fn new(sdk: &aws_config::SdkConfig, max_attempts: u32) -> Source {
+    pub fn new(sdk: &aws_config::SdkConfig, max_attempts: u32, stop: Arc<AtomicBool>) -> Source {
         let conf = aws_sdk_workspacesweb::config::Builder::from(sdk)
             .retry_config(RetryConfig::disabled())
             .timeout_config(
@@ -99,6 +104,7 @@ impl Source {
             client: Client::from_conf(conf),
             max_attempts,
             stats: Arc::default(),
+            stop,
         }
     }
 
@@ -254,10 +260,24 @@ impl Source {
                     self.stats.retries.fetch_add(1, Ordering::Relaxed);
                     let wait = backoff(attempt, after);
                     debug!(op, attempt, wait_ms = wait.as_millis() as u64, why = %why, "retrying");
-                    tokio::time::sleep(wait).await;
+                    self.sleep_unless_stopped(wait).await?;
                 }
             }
         }
+    }
+}
+
+impl Source {
+    async fn sleep_unless_stopped(&self, wait: Duration) -> Result<(), FetchError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        while tokio::time::Instant::now() < deadline {
+            if self.stop.load(Ordering::Relaxed) {
+                return Err(FetchError::Stopped);
+            }
+            let step = deadline.saturating_duration_since(tokio::time::Instant::now());
+            tokio::time::sleep(step.min(Duration::from_millis(100))).await;
+        }
+        Ok(())
     }
 }
 

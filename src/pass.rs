@@ -264,6 +264,10 @@ impl<'a> PassRun<'a> {
                     self.pass.token = None;
                     continue;
                 }
+                Err(FetchError::Stopped) => {
+                    self.flush(false, report).await?;
+                    return Err(Interrupted.into());
+                }
                 Err(e) => return Err(anyhow!(e).context(format!("portal {portal}: ListSessions"))),
             };
             failpoint::hit("after_page");
@@ -353,6 +357,7 @@ impl<'a> PassRun<'a> {
                     warn!(portal_id = %self.portal, session_id = %id, "pending session no longer known to the service; dropped");
                     self.dedup.drop_pending(&id);
                 }
+                Err(FetchError::Stopped) => return Err(Interrupted.into()),
                 Err(e) => {
                     return Err(anyhow!(e).context(format!(
                         "portal {}: GetSession for pending session {id}",
