@@ -133,17 +133,7 @@ impl State {
                 .open(path)
                 .with_context(|| format!("creating state file {}", path.display()))?;
         }
-        let conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .with_context(|| format!("opening state file {}", path.display()))?;
-        conn.busy_timeout(Duration::from_secs(60))?;
-        let state = State {
-            conn,
-            path: path.to_path_buf(),
-        };
-        state.check_identity()?;
+        let state = State::connect(path, OpenFlags::SQLITE_OPEN_READ_WRITE, 60)?;
         state.conn.pragma_update(None, "journal_mode", "WAL")?;
         // FULL: a committed checkpoint survives power loss, not only a killed process.
         state.conn.pragma_update(None, "synchronous", "FULL")?;
@@ -160,17 +150,7 @@ impl State {
                 path.display()
             );
         }
-        let conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .with_context(|| format!("opening state file {}", path.display()))?;
-        conn.busy_timeout(Duration::from_secs(10))?;
-        let state = State {
-            conn,
-            path: path.to_path_buf(),
-        };
-        state.check_identity()?;
+        let state = State::connect(path, OpenFlags::SQLITE_OPEN_READ_ONLY, 10)?;
         let v = state.user_version()?;
         if v < MIGRATIONS.len() as i64 {
             anyhow::bail!(
@@ -178,6 +158,19 @@ impl State {
                 path.display()
             );
         }
+        Ok(state)
+    }
+
+    /// Open a connection and check the file is ours, before anything writes to it.
+    fn connect(path: &Path, flags: OpenFlags, busy_secs: u64) -> Result<State> {
+        let conn = Connection::open_with_flags(path, flags | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+            .with_context(|| format!("opening state file {}", path.display()))?;
+        conn.busy_timeout(Duration::from_secs(busy_secs))?;
+        let state = State {
+            conn,
+            path: path.to_path_buf(),
+        };
+        state.check_identity()?;
         Ok(state)
     }
 
