@@ -1,0 +1,122 @@
+//! `archiver simulator`: run the simulator as its own process for scripts and benchmarks.
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+
+use anyhow::Context as _;
+
+use super::{Faults, SimConfig, Simulator};
+
+/// Options of `archiver simulator`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct SimArgs {
+    /// Port on 127.0.0.1 (0 = any free port; the chosen one is printed).
+    #[arg(long, default_value_t = 0)]
+    pub port: u16,
+    /// Seed of the synthetic data and of the fault decisions.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Portals in the simulated account.
+    #[arg(long, default_value_t = 2)]
+    pub portals: usize,
+    /// Sessions generated per portal.
+    #[arg(long, default_value_t = 500)]
+    pub sessions_per_portal: usize,
+    /// The most recent sessions of each portal that are still Active.
+    #[arg(long, default_value_t = 5)]
+    pub active_per_portal: usize,
+    /// Session starts are spread over this many days before now.
+    #[arg(long, default_value_t = 30)]
+    pub history_days: u32,
+    /// Sessions older than this are no longer listed.
+    #[arg(long, default_value_t = 35)]
+    pub retention_days: u32,
+    /// Delay before every API answer.
+    #[arg(long, default_value_t = 0)]
+    pub latency_ms: u64,
+    /// Fraction of API calls answered 429 ThrottlingException.
+    #[arg(long, default_value_t = 0.0)]
+    pub throttle_rate: f64,
+    /// Fraction of API calls answered 500 InternalServerException.
+    #[arg(long, default_value_t = 0.0)]
+    pub error_rate: f64,
+    /// Retry-After header sent with ThrottlingException.
+    #[arg(long, default_value_t = 1)]
+    pub retry_after_secs: u64,
+    /// Token-bucket limit on API calls per second; calls above it are throttled.
+    #[arg(long)]
+    pub rate_limit: Option<f64>,
+    /// The simulated clock at start (epoch ms); default: now, rounded down to the minute.
+    #[arg(long)]
+    pub now_ms: Option<i64>,
+}
+
+/// Serves on 127.0.0.1 until SIGINT or SIGTERM. Prints exactly one line to stdout first:
+/// `{"endpoint":"http://127.0.0.1:PORT","portal_ids":[...]}`.
+pub async fn run_cli(args: SimArgs) -> anyhow::Result<()> {
+    for (name, rate) in [
+        ("--throttle-rate", args.throttle_rate),
+        ("--error-rate", args.error_rate),
+    ] {
+        anyhow::ensure!(
+            (0.0..=1.0).contains(&rate),
+            "{name} must be between 0 and 1, got {rate}"
+        );
+    }
+    if let Some(r) = args.rate_limit {
+        anyhow::ensure!(
+            r.is_finite() && r > 0.0,
+            "--rate-limit must be a positive number, got {r}"
+        );
+    }
+    let defaults = SimConfig::default();
+    let cfg = SimConfig {
+        seed: args.seed,
+        portals: args.portals,
+        sessions_per_portal: args.sessions_per_portal,
+        active_per_portal: args.active_per_portal,
+        history_days: args.history_days,
+        retention_days: args.retention_days,
+        now_ms: args.now_ms.unwrap_or(defaults.now_ms),
+        ..defaults
+    };
+    let sim = Simulator::start_on(cfg, SocketAddr::from(([127, 0, 0, 1], args.port))).await?;
+    sim.set_faults(Faults {
+        throttle_rate: args.throttle_rate,
+        error_rate: args.error_rate,
+        latency_ms: args.latency_ms,
+        retry_after_secs: args.retry_after_secs,
+        rate_limit_per_sec: args.rate_limit,
+        deny_portals: Vec::new(),
+    });
+    let line = serde_json::json!({
+        "endpoint": sim.endpoint_url(),
+        "portal_ids": sim.portal_ids(),
+    });
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{line}").context("writing the simulator endpoint to stdout")?;
+        out.flush().context("flushing stdout")?;
+    }
+    tracing::info!(endpoint = %sim.endpoint_url(), portals = args.portals, "simulator serving");
+    wait_for_signal().await?;
+    tracing::info!("simulator stopping");
+    sim.shutdown();
+    Ok(())
+}
+
+#[cfg(unix)]
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.context("waiting for SIGINT")?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+async fn wait_for_signal() -> anyhow::Result<()> {
+    tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")
+}

@@ -1,0 +1,866 @@
+//! The simulator's HTTP/1.1 server: the WorkSpaces Web restJson1 routes, the service's error
+//! shapes, fault injection, and the `/_sim/*` control API.
+//!
+//! Wire format, as the AWS SDKs read it:
+//! - Errors: the status code, header `x-amzn-ErrorType: <Name>` and a JSON body with at least
+//!   `message`. The SDKs take the error name from that header (falling back to `code` /
+//!   `__type` in the body).
+//! - `ThrottlingException` carries `Retry-After: <seconds>`, which the SDKs expose as
+//!   `retryAfterSeconds` (the Rust SDK's `retry_after_seconds()`).
+//! - Timestamps are epoch seconds as JSON numbers, with milliseconds as the fraction.
+//! - Every answer carries `x-amzn-RequestId`.
+
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::header::{HeaderName, HeaderValue, CONTENT_TYPE};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use super::data::{Portal, Sess, SessionQuery, StatusFilter, World};
+use super::faults::Injected;
+use super::rng::{mix64, parse_uuid, uuid_string};
+use super::token::{scope_hash, PageToken, TokenKind};
+use super::{ActivityRequest, Faults, Inner, SimStats};
+
+type Body = Full<Bytes>;
+
+/// Largest `maxResults` the service accepts.
+const MAX_RESULTS: i64 = 100;
+/// `maxResults` when the request has none.
+const DEFAULT_MAX_RESULTS: usize = 20;
+
+/// Resolves once the simulator is told to shut down.
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    loop {
+        if *rx.borrow_and_update() {
+            return;
+        }
+        if rx.changed().await.is_err() {
+            // No sender left: nobody can ask for a shutdown any more.
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// Accepts connections until shutdown; each connection is served on its own task.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    inner: Arc<Inner>,
+    shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            () = stopped(shutdown.clone()) => break,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(error = %e, "simulator accept failed");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let inner = inner.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| handle(inner.clone(), req));
+            let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+            tokio::select! {
+                _ = conn => {}
+                () = stopped(shutdown) => {}
+            }
+        });
+    }
+}
+
+async fn handle(inner: Arc<Inner>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    let seq = inner.request_seq.fetch_add(1, Ordering::Relaxed);
+    let request_id = uuid_string(
+        (u128::from(mix64(inner.secret ^ seq)) << 64)
+            | u128::from(mix64(
+                seq.wrapping_add(inner.secret).rotate_left(23) ^ 0x5EED,
+            )),
+    );
+    let mut resp = if req.uri().path().starts_with("/_sim/") {
+        control(&inner, req).await
+    } else {
+        api(&inner, req).await
+    };
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        resp.headers_mut()
+            .insert(HeaderName::from_static("x-amzn-requestid"), v);
+    }
+    Ok(resp)
+}
+
+fn json_response(status: StatusCode, body: String) -> Response<Body> {
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}
+
+// ---------------------------------------------------------------------------------------
+// Errors
+
+/// An error answer in the service's shape.
+#[derive(Debug)]
+struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    detail: Detail,
+    retry_after_secs: Option<u64>,
+}
+
+/// The modeled members an error carries besides `message`.
+#[derive(Debug)]
+enum Detail {
+    None,
+    /// `ResourceNotFoundException`: `resourceId`, `resourceType`.
+    Resource {
+        id: String,
+        kind: &'static str,
+    },
+    /// `ValidationException`: `reason` and one entry of `fieldList`.
+    Field {
+        name: &'static str,
+        message: String,
+    },
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            detail: Detail::None,
+            retry_after_secs: None,
+        }
+    }
+
+    /// A `ValidationException` about one request field.
+    fn field(name: &'static str, message: impl Into<String>) -> ApiError {
+        let message = message.into();
+        ApiError {
+            detail: Detail::Field {
+                name,
+                message: message.clone(),
+            },
+            ..ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "ValidationException",
+                format!("1 validation error detected: {message}"),
+            )
+        }
+    }
+
+    fn bad_token() -> ApiError {
+        ApiError::field(
+            "nextToken",
+            "The pagination token is invalid or expired. Start again without a nextToken.",
+        )
+    }
+
+    fn not_found(kind: &'static str, id: &str) -> ApiError {
+        let label = if kind == "portal" {
+            "Portal"
+        } else {
+            "Session"
+        };
+        ApiError {
+            detail: Detail::Resource {
+                id: id.to_owned(),
+                kind,
+            },
+            ..ApiError::new(
+                StatusCode::NOT_FOUND,
+                "ResourceNotFoundException",
+                format!("{label} {id} not found."),
+            )
+        }
+    }
+
+    fn throttled(retry_after_secs: u64) -> ApiError {
+        ApiError {
+            retry_after_secs: Some(retry_after_secs),
+            ..ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "ThrottlingException",
+                "Rate exceeded",
+            )
+        }
+    }
+
+    fn internal() -> ApiError {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalServerException",
+            "An internal error occurred. Try again.",
+        )
+    }
+
+    fn access_denied(portal_id: &str) -> ApiError {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "AccessDeniedException",
+            format!("User is not authorized to perform this action on portal {portal_id}"),
+        )
+    }
+
+    fn unknown_operation(method: &Method, path: &str) -> ApiError {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "UnknownOperationException",
+            format!("No operation matches {method} {path}"),
+        )
+    }
+
+    fn into_response(self) -> Response<Body> {
+        let mut body = String::from("{\"message\":");
+        push_json_str(&mut body, &self.message);
+        match &self.detail {
+            Detail::None => {}
+            Detail::Resource { id, kind } => {
+                body.push_str(",\"resourceId\":");
+                push_json_str(&mut body, id);
+                body.push_str(",\"resourceType\":");
+                push_json_str(&mut body, kind);
+            }
+            Detail::Field { name, message } => {
+                body.push_str(",\"reason\":\"fieldValidationFailed\",\"fieldList\":[{\"name\":");
+                push_json_str(&mut body, name);
+                body.push_str(",\"message\":");
+                push_json_str(&mut body, message);
+                body.push_str("}]");
+            }
+        }
+        body.push('}');
+        let mut resp = json_response(self.status, body);
+        let headers = resp.headers_mut();
+        headers.insert(
+            HeaderName::from_static("x-amzn-errortype"),
+            HeaderValue::from_static(self.code),
+        );
+        if let Some(secs) = self.retry_after_secs {
+            headers.insert(hyper::header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        resp
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// JSON output
+
+fn push_json_str(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// Epoch milliseconds as epoch seconds with a three-digit fraction: `1764150000.123`.
+fn push_timestamp(out: &mut String, ms: i64) {
+    let sign = if ms < 0 { "-" } else { "" };
+    let abs = ms.unsigned_abs();
+    let _ = write!(out, "{sign}{}.{:03}", abs / 1000, abs % 1000);
+}
+
+fn push_session(out: &mut String, world: &World, p: &Portal, s: &Sess, with_ips: bool) {
+    out.push_str("{\"portalArn\":");
+    push_json_str(out, &p.arn);
+    out.push_str(",\"sessionId\":\"");
+    out.push_str(&uuid_string(s.id));
+    out.push('"');
+    if let Some(user) = world.username(s) {
+        out.push_str(",\"username\":");
+        push_json_str(out, user);
+    }
+    if with_ips {
+        out.push_str(",\"clientIpAddresses\":[");
+        for (i, ip) in s.client_ips().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            push_json_str(out, &ip);
+        }
+        out.push(']');
+    }
+    out.push_str(",\"status\":\"");
+    out.push_str(s.status());
+    out.push_str("\",\"startTime\":");
+    push_timestamp(out, s.start_ms);
+    if let Some(end) = s.end_ms {
+        out.push_str(",\"endTime\":");
+        push_timestamp(out, end);
+    }
+    out.push('}');
+}
+
+// ---------------------------------------------------------------------------------------
+// Requests
+
+fn hex_digit(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Percent-decodes a path label or query component; `None` for bad escapes or non-UTF-8.
+fn percent_decode(s: &str, plus_is_space: bool) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' => {
+                let hi = hex_digit(*b.get(i + 1)?)?;
+                let lo = hex_digit(*b.get(i + 2)?)?;
+                out.push((hi << 4) | lo);
+                i += 3;
+            }
+            b'+' if plus_is_space => {
+                out.push(b' ');
+                i += 1;
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+struct Query(Vec<(String, String)>);
+
+impl Query {
+    fn parse(raw: Option<&str>) -> Result<Query, ApiError> {
+        let mut pairs = Vec::new();
+        for part in raw.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = part.split_once('=').unwrap_or((part, ""));
+            let (Some(k), Some(v)) = (percent_decode(k, true), percent_decode(v, true)) else {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "ValidationException",
+                    "The query string is not valid percent-encoded UTF-8.",
+                ));
+            };
+            pairs.push((k, v));
+        }
+        Ok(Query(pairs))
+    }
+
+    /// The first value of `name`, like the service.
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Portal and session ids: exactly 36 characters of `[a-zA-Z0-9-]`.
+fn check_id(name: &'static str, value: &str) -> Result<(), ApiError> {
+    let ok = value.len() == 36
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    if ok {
+        return Ok(());
+    }
+    let shown: String = value.chars().take(64).collect();
+    Err(ApiError::field(
+        name,
+        format!(
+            "Value '{shown}' at '{name}' failed to satisfy constraint: Member must have length \
+             36 and satisfy regular expression pattern: [a-zA-Z0-9\\-]+"
+        ),
+    ))
+}
+
+fn max_results(q: &Query) -> Result<usize, ApiError> {
+    let Some(raw) = q.get("maxResults") else {
+        return Ok(DEFAULT_MAX_RESULTS);
+    };
+    let shown: String = raw.chars().take(32).collect();
+    let n: i64 = raw.parse().map_err(|_| {
+        ApiError::field(
+            "maxResults",
+            format!("Value '{shown}' at 'maxResults' failed to satisfy constraint: Member must be an integer"),
+        )
+    })?;
+    if n < 1 {
+        return Err(ApiError::field(
+            "maxResults",
+            format!("Value '{n}' at 'maxResults' failed to satisfy constraint: Member must have value greater than or equal to 1"),
+        ));
+    }
+    if n > MAX_RESULTS {
+        return Err(ApiError::field(
+            "maxResults",
+            format!("Value '{n}' at 'maxResults' failed to satisfy constraint: Member must have value less than or equal to {MAX_RESULTS}"),
+        ));
+    }
+    Ok(n as usize)
+}
+
+fn enum_value<'a>(
+    q: &'a Query,
+    name: &'static str,
+    allowed: &[&'static str],
+) -> Result<Option<&'a str>, ApiError> {
+    match q.get(name) {
+        None => Ok(None),
+        Some(v) if allowed.contains(&v) => Ok(Some(v)),
+        Some(v) => {
+            let shown: String = v.chars().take(64).collect();
+            Err(ApiError::field(
+                name,
+                format!(
+                    "Value '{shown}' at '{name}' failed to satisfy constraint: Member must satisfy enum value set: [{}]",
+                    allowed.join(", ")
+                ),
+            ))
+        }
+    }
+}
+
+fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Inner {
+    fn issue_token(
+        &self,
+        kind: TokenKind,
+        descending: bool,
+        last: (i64, u128),
+        scope: u64,
+    ) -> String {
+        PageToken {
+            kind,
+            descending,
+            epoch: self.epoch.load(Ordering::SeqCst),
+            issued_wall_ms: wall_ms(),
+            last_start_ms: last.0,
+            last_id: last.1,
+            scope,
+        }
+        .encode(self.secret)
+    }
+
+    /// The position a token names, if this simulator issued it for exactly this request shape
+    /// and it has not expired.
+    fn check_token(
+        &self,
+        text: &str,
+        kind: TokenKind,
+        descending: bool,
+        scope: u64,
+    ) -> Result<PageToken, ApiError> {
+        let t = PageToken::decode(text, self.secret).ok_or_else(ApiError::bad_token)?;
+        let expired = self
+            .token_ttl
+            .is_some_and(|ttl| wall_ms().saturating_sub(t.issued_wall_ms) > ttl.as_millis() as u64);
+        if t.kind != kind
+            || t.descending != descending
+            || t.scope != scope
+            || t.epoch != self.epoch.load(Ordering::SeqCst)
+            || expired
+        {
+            return Err(ApiError::bad_token());
+        }
+        Ok(t)
+    }
+}
+
+enum Op {
+    ListPortals,
+    ListSessions {
+        portal_id: String,
+    },
+    GetSession {
+        portal_id: String,
+        session_id: String,
+    },
+}
+
+fn route(method: &Method, path: &str) -> Option<Op> {
+    if method != Method::GET {
+        return None;
+    }
+    let segments: Vec<&str> = path.strip_prefix('/')?.split('/').collect();
+    let label = |s: &str| percent_decode(s, false);
+    match segments.as_slice() {
+        ["portals"] => Some(Op::ListPortals),
+        ["portals", p, "sessions"] => Some(Op::ListSessions {
+            portal_id: label(p)?,
+        }),
+        ["portals", p, "sessions", s] => Some(Op::GetSession {
+            portal_id: label(p)?,
+            session_id: label(s)?,
+        }),
+        _ => None,
+    }
+}
+
+async fn api(inner: &Inner, req: Request<Incoming>) -> Response<Body> {
+    let Some(op) = route(req.method(), req.uri().path()) else {
+        return ApiError::unknown_operation(req.method(), req.uri().path()).into_response();
+    };
+    {
+        let mut stats = inner.stats();
+        match &op {
+            Op::ListPortals => stats.list_portals_calls += 1,
+            Op::ListSessions { portal_id } => {
+                stats.list_sessions_calls += 1;
+                *stats
+                    .list_sessions_by_portal
+                    .entry(portal_id.clone())
+                    .or_default() += 1;
+            }
+            Op::GetSession { .. } => stats.get_session_calls += 1,
+        }
+    }
+    let (injected, latency_ms, retry_after) = {
+        let mut faults = inner.fault_state();
+        let injected = faults.decide(Instant::now());
+        (
+            injected,
+            faults.faults.latency_ms,
+            faults.faults.retry_after_secs,
+        )
+    };
+    if latency_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(latency_ms)).await;
+    }
+    let result = match injected {
+        Injected::Throttle => Err(ApiError::throttled(retry_after)),
+        Injected::ServerError => Err(ApiError::internal()),
+        Injected::Nothing => Query::parse(req.uri().query()).and_then(|q| match &op {
+            Op::ListPortals => list_portals(inner, &q),
+            Op::ListSessions { portal_id } => list_sessions(inner, portal_id, &q),
+            Op::GetSession {
+                portal_id,
+                session_id,
+            } => get_session(inner, portal_id, session_id),
+        }),
+    };
+    match result {
+        Ok(body) => json_response(StatusCode::OK, body),
+        Err(e) => {
+            {
+                let mut stats = inner.stats();
+                match e.status.as_u16() {
+                    429 => stats.throttled += 1,
+                    500..=599 => stats.server_errors += 1,
+                    _ => stats.client_errors += 1,
+                }
+            }
+            e.into_response()
+        }
+    }
+}
+
+fn list_portals(inner: &Inner, q: &Query) -> Result<String, ApiError> {
+    let max = max_results(q)?;
+    let scope = scope_hash(&["ListPortals"]);
+    let start = match q.get("nextToken") {
+        None => 0,
+        Some(t) => {
+            let t = inner.check_token(t, TokenKind::Portals, false, scope)?;
+            usize::try_from(t.last_start_ms).map_err(|_| ApiError::bad_token())? + 1
+        }
+    };
+    let w = inner.world();
+    let mut out = String::from("{\"portals\":[");
+    let end = (start + max).min(w.portals.len());
+    for (i, p) in w.portals.iter().enumerate().take(end).skip(start) {
+        if i > start {
+            out.push(',');
+        }
+        out.push_str("{\"portalArn\":");
+        push_json_str(&mut out, &p.arn);
+        out.push_str(",\"displayName\":");
+        push_json_str(&mut out, &p.display_name);
+        let _ = write!(
+            out,
+            ",\"portalStatus\":\"Active\",\"browserType\":\"Chrome\",\"rendererType\":\"AppStream\",\
+             \"authenticationType\":\"Standard\",\"instanceType\":\"standard.regular\",\
+             \"maxConcurrentSessions\":25,\"portalEndpoint\":\"{}.workspaces-web.com\",\"creationDate\":",
+            &p.id.replace('-', "")[..20],
+        );
+        push_timestamp(&mut out, p.created_ms);
+        out.push('}');
+    }
+    out.push(']');
+    if end < w.portals.len() && end > start {
+        out.push_str(",\"nextToken\":");
+        let token = inner.issue_token(TokenKind::Portals, false, (end as i64 - 1, 0), scope);
+        push_json_str(&mut out, &token);
+    }
+    out.push('}');
+    Ok(out)
+}
+
+fn list_sessions(inner: &Inner, portal_id: &str, q: &Query) -> Result<String, ApiError> {
+    check_id("portalId", portal_id)?;
+    if inner.fault_state().denied(portal_id) {
+        return Err(ApiError::access_denied(portal_id));
+    }
+    let max = max_results(q)?;
+    let descending = enum_value(q, "sortBy", &["StartTimeAscending", "StartTimeDescending"])?
+        != Some("StartTimeAscending");
+    let status_raw = enum_value(q, "status", &["Active", "Terminated"])?;
+    let status = match status_raw {
+        None => StatusFilter::Any,
+        Some("Active") => StatusFilter::Active,
+        Some(_) => StatusFilter::Terminated,
+    };
+    // An empty username is no filter; usernames are personal data, so never echoed back.
+    let username = q.get("username").filter(|u| !u.is_empty());
+    if username.is_some_and(|u| u.chars().count() > 256) {
+        return Err(ApiError::field(
+            "username",
+            "Value at 'username' failed to satisfy constraint: Member must have length less than or equal to 256",
+        ));
+    }
+    let session_id = q.get("sessionId");
+    if let Some(id) = session_id {
+        check_id("sessionId", id)?;
+    }
+    if q.get("nextToken") == Some("") {
+        return Err(ApiError::bad_token());
+    }
+
+    let w = inner.world();
+    let portal = w
+        .portal(portal_id)
+        .ok_or_else(|| ApiError::not_found("portal", portal_id))?;
+    let scope = scope_hash(&[
+        "ListSessions",
+        portal_id,
+        username.unwrap_or(""),
+        session_id.unwrap_or(""),
+        status_raw.unwrap_or(""),
+    ]);
+    let after = match q.get("nextToken") {
+        None => None,
+        Some(t) => {
+            let t = inner.check_token(t, TokenKind::Sessions, descending, scope)?;
+            Some((t.last_start_ms, t.last_id))
+        }
+    };
+    let query = SessionQuery {
+        descending,
+        user: w.user_filter(username),
+        session_id: session_id.map(parse_uuid),
+        status,
+        after,
+        max,
+    };
+    let (page, more) = w.list_sessions(portal, &query);
+
+    let mut out = String::with_capacity(64 + page.len() * 240);
+    out.push_str("{\"sessions\":[");
+    for (i, s) in page.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        push_session(&mut out, &w, portal, s, false);
+    }
+    out.push(']');
+    if let (true, Some(last)) = (more, page.last()) {
+        out.push_str(",\"nextToken\":");
+        let token = inner.issue_token(TokenKind::Sessions, descending, last.key(), scope);
+        push_json_str(&mut out, &token);
+    }
+    out.push('}');
+    Ok(out)
+}
+
+fn get_session(inner: &Inner, portal_id: &str, session_id: &str) -> Result<String, ApiError> {
+    check_id("portalId", portal_id)?;
+    check_id("sessionId", session_id)?;
+    if inner.fault_state().denied(portal_id) {
+        return Err(ApiError::access_denied(portal_id));
+    }
+    let w = inner.world();
+    let portal = w
+        .portal(portal_id)
+        .ok_or_else(|| ApiError::not_found("portal", portal_id))?;
+    let s = parse_uuid(session_id)
+        .and_then(|id| w.visible_session(portal, id))
+        .ok_or_else(|| ApiError::not_found("session", session_id))?;
+    let mut out = String::from("{\"session\":");
+    push_session(&mut out, &w, portal, s, true);
+    out.push('}');
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------------------
+// Control API
+
+fn to_json<T: serde::Serialize>(value: &T) -> Response<Body> {
+    match serde_json::to_string(value) {
+        Ok(body) => json_response(StatusCode::OK, body),
+        Err(e) => control_error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    }
+}
+
+fn control_error(status: StatusCode, message: &str) -> Response<Body> {
+    let mut body = String::from("{\"message\":");
+    push_json_str(&mut body, message);
+    body.push('}');
+    json_response(status, body)
+}
+
+/// An empty body means all defaults; a malformed one is a 400 with the parse error.
+fn parse_body<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T, String> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body).map_err(|e| format!("bad JSON body: {e}"))
+}
+
+/// `/_sim/*`: inspect and steer the simulator from outside the process. Not counted in the
+/// stats and never subject to faults.
+async fn control(inner: &Inner, req: Request<Incoming>) -> Response<Body> {
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let body = match req.into_body().collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => return control_error(StatusCode::BAD_REQUEST, &format!("reading body: {e}")),
+    };
+    match (method, path.as_str()) {
+        (Method::GET, "/_sim/record") => to_json(&inner.world().record()),
+        (Method::GET, "/_sim/info") => to_json(&inner.info()),
+        (Method::GET, "/_sim/stats") => to_json(&*inner.stats()),
+        (Method::POST, "/_sim/reset-stats") => {
+            *inner.stats() = SimStats::default();
+            to_json(&serde_json::json!({}))
+        }
+        (Method::GET, "/_sim/faults") => to_json(&inner.fault_state().faults),
+        (Method::POST, "/_sim/faults") => match parse_body::<Faults>(&body) {
+            Ok(f) => {
+                inner.set_faults(f.clone());
+                to_json(&f)
+            }
+            Err(msg) => control_error(StatusCode::BAD_REQUEST, &msg),
+        },
+        (Method::POST, "/_sim/expire-tokens") => {
+            let epoch = inner.epoch.fetch_add(1, Ordering::SeqCst) + 1;
+            to_json(&serde_json::json!({ "tokenEpoch": epoch }))
+        }
+        (Method::POST, "/_sim/activity") => match parse_body::<ActivityRequest>(&body) {
+            Ok(a) => match inner.activity(&a) {
+                Ok(result) => to_json(&result),
+                Err(e) => control_error(StatusCode::NOT_FOUND, &format!("{e:#}")),
+            },
+            Err(msg) => control_error(StatusCode::BAD_REQUEST, &msg),
+        },
+        (Method::POST, "/_sim/portals") => {
+            let id = inner.world_mut().add_portal();
+            to_json(&serde_json::json!({ "portalId": id }))
+        }
+        (method, path) => control_error(
+            StatusCode::NOT_FOUND,
+            &format!("no control endpoint {method} {path}"),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_have_millisecond_fractions() {
+        let mut s = String::new();
+        push_timestamp(&mut s, 1_764_150_000_123);
+        s.push(' ');
+        push_timestamp(&mut s, 1_764_150_000_005);
+        s.push(' ');
+        push_timestamp(&mut s, -1_500);
+        assert_eq!(s, "1764150000.123 1764150000.005 -1.500");
+    }
+
+    #[test]
+    fn json_strings_are_escaped() {
+        let mut s = String::new();
+        push_json_str(&mut s, "a\"b\\c\nd\u{1}é");
+        assert_eq!(s, r#""a\"b\\c\nd\u0001é""#);
+        let v: String = serde_json::from_str(&s).unwrap();
+        assert_eq!(v, "a\"b\\c\nd\u{1}é");
+    }
+
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(percent_decode("a%40b.com", false).unwrap(), "a@b.com");
+        assert_eq!(percent_decode("a+b", true).unwrap(), "a b");
+        assert_eq!(percent_decode("a+b", false).unwrap(), "a+b");
+        assert!(percent_decode("%4", false).is_none());
+        assert!(percent_decode("%zz", false).is_none());
+        assert!(percent_decode("%ff", false).is_none());
+    }
+
+    #[test]
+    fn ids_must_be_36_safe_characters() {
+        assert!(check_id("portalId", "0123456789abcdef0123456789abcdef-ABC").is_ok());
+        assert!(check_id("portalId", "short").is_err());
+        assert!(check_id("portalId", "0123456789abcdef0123456789abcdef_ABC").is_err());
+    }
+
+    #[test]
+    fn routes() {
+        assert!(matches!(
+            route(&Method::GET, "/portals"),
+            Some(Op::ListPortals)
+        ));
+        assert!(matches!(
+            route(&Method::GET, "/portals/abc/sessions"),
+            Some(Op::ListSessions { portal_id }) if portal_id == "abc"
+        ));
+        assert!(matches!(
+            route(&Method::GET, "/portals/a/sessions/b"),
+            Some(Op::GetSession { portal_id, session_id }) if portal_id == "a" && session_id == "b"
+        ));
+        assert!(route(&Method::POST, "/portals").is_none());
+        assert!(route(&Method::GET, "/portals/a").is_none());
+        assert!(route(&Method::GET, "/nothing").is_none());
+    }
+}

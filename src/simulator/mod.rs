@@ -1,0 +1,401 @@
+//! The built-in WorkSpaces Web simulator: a real HTTP/1.1 server on 127.0.0.1 that speaks
+//! the service's restJson1 protocol (ListPortals, ListSessions, GetSession) the way the AWS
+//! SDKs expect, over deterministic synthetic data. Used by the demo, the tests and the
+//! benchmarks; it never talks to AWS.
+//!
+//! - [`data`]: portals, sessions, the simulated clock and the paging queries (pure logic).
+//! - [`token`]: opaque keyset pagination tokens with a keyed checksum.
+//! - [`faults`]: throttling, server errors, latency, rate limit, denied portals.
+//! - [`http`]: the hyper server: API routes, error shapes, and the `/_sim/*` control API.
+//! - [`cli`]: `archiver simulator`, for out-of-process users.
+//!
+//! The [`Simulator`] handle is the in-process control surface; [`Simulator::record`] is the
+//! independent truth tests compare the archive against.
+
+mod cli;
+mod data;
+mod faults;
+mod http;
+mod rng;
+mod token;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context as _;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+pub use cli::{run_cli, SimArgs};
+pub use faults::Faults;
+
+use data::World;
+use faults::FaultState;
+
+/// How the simulated account is generated. Same config (and seed) → same data.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    pub seed: u64,
+    pub portals: usize,
+    pub sessions_per_portal: usize,
+    /// The most recent sessions of each portal that are still Active (no end time).
+    pub active_per_portal: usize,
+    /// Session starts are spread over this many days before `now_ms`.
+    pub history_days: u32,
+    /// Sessions that started longer ago than this are no longer served, like the real service.
+    pub retention_days: u32,
+    /// The simulated clock at start; it moves only through the activity methods.
+    pub now_ms: i64,
+    pub region: String,
+    pub account_id: String,
+    /// Wall-clock lifetime of pagination tokens; `None` = until [`Simulator::expire_tokens`].
+    pub token_ttl: Option<Duration>,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        let wall_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        SimConfig {
+            seed: 1,
+            portals: 2,
+            sessions_per_portal: 500,
+            active_per_portal: 5,
+            history_days: 30,
+            retention_days: 35,
+            now_ms: wall_ms - wall_ms.rem_euclid(60_000),
+            region: "us-east-1".to_owned(),
+            account_id: "123456789012".to_owned(),
+            token_ttl: None,
+        }
+    }
+}
+
+/// One session as the simulator holds it: what the service would return, plus the portal id.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SimSession {
+    pub portal_id: String,
+    pub portal_arn: String,
+    pub session_id: String,
+    pub username: Option<String>,
+    /// `"Active"` or `"Terminated"`.
+    pub status: String,
+    pub start_time_ms: i64,
+    /// `None` while Active.
+    pub end_time_ms: Option<i64>,
+    pub client_ip_addresses: Vec<String>,
+}
+
+/// Call counters. Every API call counts towards its operation, including calls answered
+/// with an injected fault; `throttled` and `server_errors` count those faults, and
+/// `client_errors` counts 4xx answers (validation, not found, access denied).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct SimStats {
+    pub list_portals_calls: u64,
+    pub list_sessions_calls: u64,
+    pub get_session_calls: u64,
+    pub throttled: u64,
+    pub server_errors: u64,
+    #[serde(default)]
+    pub client_errors: u64,
+    /// ListSessions calls by the portal id in the request path.
+    pub list_sessions_by_portal: BTreeMap<String, u64>,
+}
+
+/// State shared by the handle and the server.
+pub(crate) struct Inner {
+    world: RwLock<World>,
+    faults: Mutex<FaultState>,
+    stats: Mutex<SimStats>,
+    /// Bumped by `expire_tokens`: tokens from an older epoch are rejected.
+    epoch: AtomicU32,
+    /// Keys the token checksum; differs per simulator instance.
+    secret: u64,
+    token_ttl: Option<Duration>,
+    addr: SocketAddr,
+    request_seq: AtomicU64,
+    shutdown: watch::Sender<bool>,
+}
+
+/// A poisoned lock only means a panic elsewhere; the data is still usable for a simulator.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Inner {
+    fn world(&self) -> RwLockReadGuard<'_, World> {
+        self.world.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn world_mut(&self) -> RwLockWriteGuard<'_, World> {
+        self.world.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn stats(&self) -> MutexGuard<'_, SimStats> {
+        lock(&self.stats)
+    }
+
+    fn fault_state(&self) -> MutexGuard<'_, FaultState> {
+        lock(&self.faults)
+    }
+
+    fn endpoint_url(&self) -> String {
+        let ip = if self.addr.ip().is_unspecified() {
+            "127.0.0.1".to_owned()
+        } else {
+            self.addr.ip().to_string()
+        };
+        format!("http://{ip}:{}", self.addr.port())
+    }
+
+    fn set_faults(&self, f: Faults) {
+        self.fault_state().set(f, Instant::now());
+    }
+
+    /// Runs simulated activity; `None` = every portal, each getting the same activity.
+    fn activity(&self, req: &ActivityRequest) -> anyhow::Result<ActivityResult> {
+        let mut w = self.world_mut();
+        let targets: Vec<usize> = match &req.portal_id {
+            Some(id) => {
+                let pos = w
+                    .portals
+                    .iter()
+                    .position(|p| &p.id == id)
+                    .with_context(|| format!("unknown portal {id}"))?;
+                vec![pos]
+            }
+            None => (0..w.portals.len()).collect(),
+        };
+        w.now_ms += req.advance_ms.unwrap_or(0);
+        let mut result = ActivityResult::default();
+        for &p in &targets {
+            result.ended.extend(
+                w.end_active(Some(p), req.end_active)
+                    .into_iter()
+                    .map(rng::uuid_string),
+            );
+        }
+        for &p in &targets {
+            let added = w.add_sessions(p, req.new_sessions, req.new_active);
+            result.added.extend(added.into_iter().map(rng::uuid_string));
+        }
+        Ok(result)
+    }
+
+    fn info(&self) -> SimInfo {
+        let w = self.world();
+        SimInfo {
+            endpoint: self.endpoint_url(),
+            now_ms: w.now_ms,
+            retention_cutoff_ms: w.retention_cutoff_ms(),
+            portal_ids: w.portal_ids(),
+            region: w.cfg.region.clone(),
+            account_id: w.cfg.account_id.clone(),
+            token_epoch: self.epoch.load(Ordering::SeqCst),
+        }
+    }
+}
+
+/// Body of `POST /_sim/activity`. Order: advance the clock, end Active sessions, add new ones.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ActivityRequest {
+    /// `None` = every portal (each one gets the whole activity).
+    pub portal_id: Option<String>,
+    pub new_sessions: usize,
+    pub new_active: usize,
+    pub end_active: usize,
+    pub advance_ms: Option<i64>,
+}
+
+/// Answer of `POST /_sim/activity`: session ids added and ended.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ActivityResult {
+    pub added: Vec<String>,
+    pub ended: Vec<String>,
+}
+
+/// Answer of `GET /_sim/info`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SimInfo {
+    pub endpoint: String,
+    pub now_ms: i64,
+    pub retention_cutoff_ms: i64,
+    pub portal_ids: Vec<String>,
+    pub region: String,
+    pub account_id: String,
+    pub token_epoch: u32,
+}
+
+/// Cheap-clone handle to a running simulator. The server runs on the tokio runtime that
+/// started it until [`Simulator::shutdown`] or until that runtime ends.
+#[derive(Clone)]
+pub struct Simulator {
+    inner: Arc<Inner>,
+}
+
+impl Simulator {
+    /// Generates the data and serves on 127.0.0.1 on a free port.
+    pub async fn start(cfg: SimConfig) -> anyhow::Result<Simulator> {
+        Self::start_on(cfg, SocketAddr::from(([127, 0, 0, 1], 0))).await
+    }
+
+    /// Generates the data and serves on `addr`.
+    pub async fn start_on(cfg: SimConfig, addr: SocketAddr) -> anyhow::Result<Simulator> {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding the simulator to {addr}"))?;
+        let addr = listener.local_addr().context("simulator local address")?;
+        let seed = cfg.seed;
+        let token_ttl = cfg.token_ttl;
+        // Millions of sessions take a moment to generate: keep that off the async workers.
+        let world = tokio::task::spawn_blocking(move || World::generate(cfg))
+            .await
+            .context("generating simulator data")?;
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let inner = Arc::new(Inner {
+            world: RwLock::new(world),
+            faults: Mutex::new(FaultState::new(rng::mix64(seed ^ 0xFA17))),
+            stats: Mutex::new(SimStats::default()),
+            epoch: AtomicU32::new(1),
+            secret: instance_secret(seed, addr),
+            token_ttl,
+            addr,
+            request_seq: AtomicU64::new(0),
+            shutdown,
+        });
+        tokio::spawn(http::serve(listener, inner.clone(), shutdown_rx));
+        Ok(Simulator { inner })
+    }
+
+    /// `http://127.0.0.1:PORT`, for `endpoint_url` / `AWS_ENDPOINT_URL_WORKSPACES_WEB`.
+    pub fn endpoint_url(&self) -> String {
+        self.inner.endpoint_url()
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.inner.addr
+    }
+
+    /// Portal ids in creation order (the order ListPortals returns them).
+    pub fn portal_ids(&self) -> Vec<String> {
+        self.inner.world().portal_ids()
+    }
+
+    pub fn portal_arn(&self, portal_id: &str) -> Option<String> {
+        self.inner.world().portal(portal_id).map(|p| p.arn.clone())
+    }
+
+    /// Every session held, including those past retention, with its current status; per
+    /// portal in creation order, then by `(start_time_ms, session_id)`.
+    pub fn record(&self) -> Vec<SimSession> {
+        self.inner.world().record()
+    }
+
+    /// The sessions ListSessions can currently return (started at or after the retention
+    /// cutoff), in the same order as [`Simulator::record`].
+    pub fn listable(&self) -> Vec<SimSession> {
+        let cutoff = self.retention_cutoff_ms();
+        let mut all = self.record();
+        all.retain(|s| s.start_time_ms >= cutoff);
+        all
+    }
+
+    /// The simulated clock (epoch ms).
+    pub fn now_ms(&self) -> i64 {
+        self.inner.world().now_ms
+    }
+
+    /// Sessions that started before this are no longer served.
+    pub fn retention_cutoff_ms(&self) -> i64 {
+        self.inner.world().retention_cutoff_ms()
+    }
+
+    pub fn config(&self) -> SimConfig {
+        self.inner.world().cfg.clone()
+    }
+
+    /// Moves the simulated clock (sessions may fall out of retention).
+    pub fn advance_clock(&self, ms: i64) {
+        self.inner.world_mut().now_ms += ms;
+    }
+
+    /// Advances the clock a little and creates `n` sessions in the portal, all starting after
+    /// its newest one; the `active` newest of them are still Active. Returns their ids in
+    /// start order; empty for an unknown portal.
+    pub fn add_sessions(&self, portal_id: &str, n: usize, active: usize) -> Vec<String> {
+        let mut w = self.inner.world_mut();
+        let Some(pos) = w.portals.iter().position(|p| p.id == portal_id) else {
+            return Vec::new();
+        };
+        w.add_sessions(pos, n, active)
+            .into_iter()
+            .map(rng::uuid_string)
+            .collect()
+    }
+
+    /// Ends up to `n` Active sessions, oldest first, at the current clock. `None` = the `n`
+    /// oldest across all portals. Returns the ids ended.
+    pub fn end_active(&self, portal_id: Option<&str>, n: usize) -> Vec<String> {
+        let mut w = self.inner.world_mut();
+        let portal = match portal_id {
+            Some(id) => match w.portals.iter().position(|p| p.id == id) {
+                Some(pos) => Some(pos),
+                None => return Vec::new(),
+            },
+            None => None,
+        };
+        w.end_active(portal, n)
+            .into_iter()
+            .map(rng::uuid_string)
+            .collect()
+    }
+
+    /// Creates a portal with `sessions_per_portal` sessions; returns its id.
+    pub fn add_portal(&self) -> String {
+        self.inner.world_mut().add_portal()
+    }
+
+    /// Replaces every fault knob at once.
+    pub fn set_faults(&self, f: Faults) {
+        self.inner.set_faults(f);
+    }
+
+    pub fn faults(&self) -> Faults {
+        self.inner.fault_state().faults.clone()
+    }
+
+    /// Invalidates every pagination token issued so far.
+    pub fn expire_tokens(&self) {
+        self.inner.epoch.fetch_add(1, Ordering::SeqCst);
+    }
+
+    pub fn stats(&self) -> SimStats {
+        self.inner.stats().clone()
+    }
+
+    pub fn reset_stats(&self) {
+        *self.inner.stats() = SimStats::default();
+    }
+
+    /// Stops accepting connections and closes open ones. Idempotent.
+    pub fn shutdown(&self) {
+        self.inner.shutdown.send_replace(true);
+    }
+}
+
+/// A checksum key no other simulator instance shares, so tokens cannot cross instances.
+fn instance_secret(seed: u64, addr: SocketAddr) -> u64 {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    let salt = (u64::from(addr.port()) << 32) | u64::from(std::process::id());
+    rng::mix64(seed ^ rng::mix64(nanos ^ rng::mix64(salt)))
+}

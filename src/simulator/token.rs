@@ -1,0 +1,139 @@
+//! Opaque pagination tokens: self-contained keyset positions with a keyed checksum.
+//!
+//! A token names the last item served (not an offset), so items added between two calls never
+//! shift later pages. It also pins what it was issued for (operation, sort order, a hash of the
+//! portal and filters) and the simulator's token epoch; any mismatch, edit or expiry is the
+//! same `ValidationException` the real service answers for a bad token.
+
+use super::rng::{hex_decode, hex_encode, keyed_checksum};
+
+const VERSION: u8 = 1;
+const LEN: usize = 55;
+
+/// What a page token was issued for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum TokenKind {
+    Sessions = 0,
+    Portals = 1,
+}
+
+/// A decoded page position.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct PageToken {
+    pub kind: TokenKind,
+    /// `true` for descending order.
+    pub descending: bool,
+    pub epoch: u32,
+    /// Wall-clock milliseconds at issue (for the optional TTL).
+    pub issued_wall_ms: u64,
+    /// Sessions: start of the last item served. Portals: index of the last portal served.
+    pub last_start_ms: i64,
+    pub last_id: u128,
+    /// Hash of the portal id and the filters the token was issued with.
+    pub scope: u64,
+}
+
+impl PageToken {
+    pub(crate) fn encode(&self, key: u64) -> String {
+        let mut raw = Vec::with_capacity(LEN);
+        raw.push(VERSION);
+        raw.push(self.kind as u8);
+        raw.push(u8::from(self.descending));
+        raw.extend_from_slice(&self.epoch.to_be_bytes());
+        raw.extend_from_slice(&self.issued_wall_ms.to_be_bytes());
+        raw.extend_from_slice(&self.last_start_ms.to_be_bytes());
+        raw.extend_from_slice(&self.last_id.to_be_bytes());
+        raw.extend_from_slice(&self.scope.to_be_bytes());
+        let sum = keyed_checksum(key, &raw);
+        raw.extend_from_slice(&sum.to_be_bytes());
+        debug_assert_eq!(raw.len(), LEN);
+        hex_encode(&raw)
+    }
+
+    /// `None` for anything that is not a token this key issued, unedited.
+    pub(crate) fn decode(text: &str, key: u64) -> Option<PageToken> {
+        let raw = hex_decode(text)?;
+        if raw.len() != LEN || raw[0] != VERSION {
+            return None;
+        }
+        let (body, sum) = raw.split_at(LEN - 8);
+        if keyed_checksum(key, body).to_be_bytes() != sum {
+            return None;
+        }
+        let kind = match raw[1] {
+            0 => TokenKind::Sessions,
+            1 => TokenKind::Portals,
+            _ => return None,
+        };
+        let descending = match raw[2] {
+            0 => false,
+            1 => true,
+            _ => return None,
+        };
+        Some(PageToken {
+            kind,
+            descending,
+            epoch: u32::from_be_bytes(raw[3..7].try_into().ok()?),
+            issued_wall_ms: u64::from_be_bytes(raw[7..15].try_into().ok()?),
+            last_start_ms: i64::from_be_bytes(raw[15..23].try_into().ok()?),
+            last_id: u128::from_be_bytes(raw[23..39].try_into().ok()?),
+            scope: u64::from_be_bytes(raw[39..47].try_into().ok()?),
+        })
+    }
+}
+
+/// Hash of the portal and filters a token is valid for.
+pub(crate) fn scope_hash(parts: &[&str]) -> u64 {
+    let mut joined = Vec::new();
+    for part in parts {
+        joined.extend_from_slice(&(part.len() as u64).to_be_bytes());
+        joined.extend_from_slice(part.as_bytes());
+    }
+    keyed_checksum(0x7363_6f70_6521, &joined)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> PageToken {
+        PageToken {
+            kind: TokenKind::Sessions,
+            descending: true,
+            epoch: 3,
+            issued_wall_ms: 1_700_000_000_000,
+            last_start_ms: 1_764_150_000_123,
+            last_id: 0x0123_4567_89ab_cdef_0123_4567_89ab_cdef,
+            scope: scope_hash(&["portal", "user"]),
+        }
+    }
+
+    #[test]
+    fn round_trips() {
+        let t = sample();
+        let text = t.encode(42);
+        assert!(text.len() <= 2048);
+        assert!(text.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_eq!(PageToken::decode(&text, 42), Some(t));
+    }
+
+    #[test]
+    fn rejects_edits_foreign_keys_and_garbage() {
+        let text = sample().encode(42);
+        assert_eq!(PageToken::decode(&text, 43), None);
+        for i in 0..text.len() {
+            let mut edited = text.clone().into_bytes();
+            edited[i] = if edited[i] == b'0' { b'1' } else { b'0' };
+            let edited = String::from_utf8(edited).unwrap();
+            assert_eq!(PageToken::decode(&edited, 42), None, "edit at {i}");
+        }
+        assert_eq!(PageToken::decode("", 42), None);
+        assert_eq!(PageToken::decode("not-hex", 42), None);
+        assert_eq!(PageToken::decode(&text[..text.len() - 2], 42), None);
+    }
+
+    #[test]
+    fn scope_separates_parts() {
+        assert_ne!(scope_hash(&["ab", "c"]), scope_hash(&["a", "bc"]));
+    }
+}

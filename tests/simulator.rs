@@ -1,0 +1,1170 @@
+//! The WorkSpaces Web simulator against the real AWS SDK for Rust (and boto3), over real
+//! sockets on 127.0.0.1. Every answer is compared with `Simulator::record()`, the simulator's
+//! own truth, computed independently of the HTTP layer.
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::{Duration, Instant};
+
+use archiver::simulator::{Faults, SimConfig, SimSession, Simulator};
+use aws_config::retry::RetryConfig;
+use aws_config::BehaviorVersion;
+use aws_sdk_workspacesweb::config::{Credentials, Region};
+use aws_sdk_workspacesweb::primitives::DateTime;
+use aws_sdk_workspacesweb::types::{SessionSortBy, SessionStatus, SessionSummary};
+use aws_sdk_workspacesweb::Client;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Fixed clock so failures reproduce; 40 days of history against 35 of retention, so some
+/// held sessions are past retention and must not be served.
+fn cfg(seed: u64) -> SimConfig {
+    SimConfig {
+        seed,
+        portals: 3,
+        sessions_per_portal: 300,
+        active_per_portal: 4,
+        history_days: 40,
+        retention_days: 35,
+        now_ms: 1_764_150_000_000,
+        ..SimConfig::default()
+    }
+}
+
+async fn client_with(sim: &Simulator, retry: RetryConfig) -> Client {
+    let conf = aws_config::defaults(BehaviorVersion::latest())
+        .endpoint_url(sim.endpoint_url())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("test", "test", None, None, "test"))
+        .retry_config(retry)
+        .load()
+        .await;
+    Client::new(&conf)
+}
+
+async fn client(sim: &Simulator) -> Client {
+    client_with(sim, RetryConfig::disabled()).await
+}
+
+/// Epoch milliseconds of an SDK timestamp, rounded to the nearest millisecond: the SDK parses
+/// epoch seconds through an `f64`, so `.123` can come back as `.122999…`.
+fn ms(t: &DateTime) -> i64 {
+    t.secs() * 1000 + i64::from((t.subsec_nanos() + 500_000) / 1_000_000)
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Order {
+    Asc,
+    Desc,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Filter {
+    status: Option<&'static str>,
+    username: Option<String>,
+    session_id: Option<String>,
+}
+
+/// What ListSessions must return, computed from the record.
+fn expected(sim: &Simulator, portal: &str, order: Order, f: &Filter) -> Vec<SimSession> {
+    let cutoff = sim.retention_cutoff_ms();
+    let mut v: Vec<SimSession> = sim
+        .record()
+        .into_iter()
+        .filter(|s| s.portal_id == portal && s.start_time_ms >= cutoff)
+        .filter(|s| f.status.is_none_or(|st| s.status == st))
+        .filter(|s| f.username.is_none() || s.username == f.username)
+        .filter(|s| f.session_id.as_ref().is_none_or(|id| &s.session_id == id))
+        .collect();
+    v.sort_by(|a, b| (a.start_time_ms, &a.session_id).cmp(&(b.start_time_ms, &b.session_id)));
+    if let Order::Desc = order {
+        v.reverse();
+    }
+    v
+}
+
+fn request(
+    c: &Client,
+    portal: &str,
+    order: Option<Order>,
+    f: &Filter,
+    max: i32,
+) -> aws_sdk_workspacesweb::operation::list_sessions::builders::ListSessionsFluentBuilder {
+    let mut r = c.list_sessions().portal_id(portal).max_results(max);
+    if let Some(o) = order {
+        r = r.sort_by(match o {
+            Order::Asc => SessionSortBy::StartTimeAscending,
+            Order::Desc => SessionSortBy::StartTimeDescending,
+        });
+    }
+    if let Some(st) = f.status {
+        r = r.status(SessionStatus::from(st));
+    }
+    if let Some(u) = &f.username {
+        r = r.username(u);
+    }
+    if let Some(id) = &f.session_id {
+        r = r.session_id(id);
+    }
+    r
+}
+
+/// Pages through with the SDK paginator; also checks every page but the last is full.
+async fn list_all(
+    c: &Client,
+    portal: &str,
+    order: Option<Order>,
+    f: &Filter,
+    max: i32,
+) -> Vec<SessionSummary> {
+    let pages = request(c, portal, order, f, max)
+        .into_paginator()
+        .send()
+        .try_collect()
+        .await
+        .expect("list sessions");
+    let n = pages.len();
+    let mut out = Vec::new();
+    for (i, page) in pages.into_iter().enumerate() {
+        let len = page.sessions().len();
+        assert!(len <= max as usize, "page of {len} > maxResults {max}");
+        if i + 1 < n {
+            assert_eq!(len, max as usize, "a page followed by more is full");
+            assert!(page.next_token().is_some());
+        } else {
+            assert!(page.next_token().is_none(), "last page has no nextToken");
+        }
+        out.extend(page.sessions);
+    }
+    out
+}
+
+fn assert_same(got: &[SessionSummary], want: &[SimSession], what: &str) {
+    let got_ids: Vec<&str> = got.iter().map(|s| s.session_id().unwrap_or("")).collect();
+    let want_ids: Vec<&str> = want.iter().map(|s| s.session_id.as_str()).collect();
+    assert_eq!(got_ids, want_ids, "{what}: ids and order");
+    for (g, w) in got.iter().zip(want) {
+        assert_eq!(g.portal_arn(), Some(w.portal_arn.as_str()), "{what}");
+        assert_eq!(
+            g.username(),
+            w.username.as_deref(),
+            "{what}: username of {}",
+            w.session_id
+        );
+        assert_eq!(
+            g.status().map(|s| s.as_str()),
+            Some(w.status.as_str()),
+            "{what}"
+        );
+        assert_eq!(
+            g.start_time().map(ms),
+            Some(w.start_time_ms),
+            "{what}: start"
+        );
+        assert_eq!(
+            g.end_time().map(ms),
+            w.end_time_ms,
+            "{what}: end of {}",
+            w.session_id
+        );
+        assert_eq!(w.end_time_ms.is_none(), w.status == "Active", "{what}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_portals_pages_through_every_portal_once() {
+    let sim = Simulator::start(SimConfig {
+        portals: 5,
+        sessions_per_portal: 10,
+        ..cfg(2)
+    })
+    .await
+    .unwrap();
+    let extra = sim.add_portal();
+    let c = client(&sim).await;
+    let mut arns = Vec::new();
+    let mut token: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let out = c
+            .list_portals()
+            .max_results(4)
+            .set_next_token(token.clone())
+            .send()
+            .await
+            .unwrap();
+        pages += 1;
+        for p in out.portals() {
+            assert_eq!(p.portal_status().map(|s| s.as_str()), Some("Active"));
+            assert_eq!(p.browser_type().map(|s| s.as_str()), Some("Chrome"));
+            assert!(p.display_name().is_some() && p.creation_date().is_some());
+            arns.push(p.portal_arn().to_owned());
+        }
+        token = out.next_token().map(str::to_owned);
+        if token.is_none() {
+            break;
+        }
+    }
+    let ids = sim.portal_ids();
+    assert_eq!(ids.len(), 6);
+    assert_eq!(ids.last(), Some(&extra));
+    let want: Vec<String> = ids.iter().map(|id| sim.portal_arn(id).unwrap()).collect();
+    assert_eq!(arns, want);
+    assert_eq!(
+        want[0],
+        format!(
+            "arn:aws:workspaces-web:us-east-1:123456789012:portal/{}",
+            ids[0]
+        )
+    );
+    assert_eq!(pages, 2);
+    assert_eq!(sim.stats().list_portals_calls, 2);
+    // Default page size (20) holds them all.
+    let out = c.list_portals().send().await.unwrap();
+    assert_eq!(out.portals().len(), 6);
+    assert!(out.next_token().is_none());
+}
+
+/// The largest page size (≤ 100) that ends a page right after position `i`.
+fn boundary_after(i: usize) -> i32 {
+    (1..=100usize)
+        .rev()
+        .find(|&m| (i + 1).is_multiple_of(m))
+        .unwrap() as i32
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_sessions_both_orders_match_the_record() {
+    let sim = Simulator::start(cfg(3)).await.unwrap();
+    let c = client(&sim).await;
+    let record = sim.record();
+    // The data exercises what the ordering rules are about.
+    assert!(
+        record
+            .iter()
+            .any(|s| s.start_time_ms < sim.retention_cutoff_ms()),
+        "some past retention"
+    );
+    let mut starts = HashMap::new();
+    for s in &record {
+        *starts.entry((&s.portal_id, s.start_time_ms)).or_insert(0) += 1;
+    }
+    assert!(
+        starts.values().any(|&n| n > 1),
+        "some sessions share a start millisecond"
+    );
+    assert!(record.iter().any(|s| s.username.is_none()) || record.len() < 200);
+
+    let mut split_ties = 0;
+    for portal in sim.portal_ids() {
+        let asc = expected(&sim, &portal, Order::Asc, &Filter::default());
+        assert!(asc.len() > 100 && asc.iter().filter(|s| s.status == "Active").count() == 4);
+        let got = list_all(&c, &portal, Some(Order::Asc), &Filter::default(), 7).await;
+        assert_same(&got, &asc, "ascending");
+        let desc = expected(&sim, &portal, Order::Desc, &Filter::default());
+        let got = list_all(&c, &portal, Some(Order::Desc), &Filter::default(), 7).await;
+        assert_same(&got, &desc, "descending");
+        // No sortBy: the service defaults to newest first.
+        let got = list_all(&c, &portal, None, &Filter::default(), 7).await;
+        assert_same(&got, &desc, "default order");
+        // Page boundaries between two sessions that share a start millisecond.
+        if let Some(i) = asc
+            .windows(2)
+            .position(|w| w[0].start_time_ms == w[1].start_time_ms)
+        {
+            split_ties += 1;
+            let got = list_all(
+                &c,
+                &portal,
+                Some(Order::Asc),
+                &Filter::default(),
+                boundary_after(i),
+            )
+            .await;
+            assert_same(&got, &asc, "ascending, boundary inside a tie");
+            let j = asc.len() - 2 - i;
+            let got = list_all(
+                &c,
+                &portal,
+                Some(Order::Desc),
+                &Filter::default(),
+                boundary_after(j),
+            )
+            .await;
+            assert_same(&got, &desc, "descending, boundary inside a tie");
+        }
+    }
+    assert!(split_ties > 0, "the data has ties to split");
+    let stats = sim.stats();
+    assert!(stats.list_sessions_calls >= 3 * 3 * 15);
+    assert_eq!(stats.list_sessions_by_portal.len(), 3);
+    assert_eq!(
+        stats.throttled + stats.server_errors + stats.client_errors,
+        0
+    );
+}
+
+/// The SDK parses epoch-second timestamps through an `f64`: `DateTime::to_millis()` then
+/// truncates `.123` to 122 for many values. Millisecond times must be rounded, as `ms` does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sdk_timestamps_must_be_rounded_to_the_millisecond() {
+    let sim = Simulator::start(cfg(16)).await.unwrap();
+    let c = client(&sim).await;
+    let portal = sim.portal_ids()[0].clone();
+    let want = expected(&sim, &portal, Order::Asc, &Filter::default());
+    let got = list_all(&c, &portal, Some(Order::Asc), &Filter::default(), 100).await;
+    assert_same(&got, &want, "rounded");
+    let truncated_wrong = got
+        .iter()
+        .zip(&want)
+        .filter(|(g, w)| g.start_time().unwrap().to_millis().unwrap() != w.start_time_ms)
+        .count();
+    assert!(
+        truncated_wrong > 0,
+        "to_millis() is exact here; the rounding note can go"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_sessions_default_page_size_and_maximum() {
+    let sim = Simulator::start(cfg(4)).await.unwrap();
+    let c = client(&sim).await;
+    let portal = &sim.portal_ids()[0];
+    let out = c.list_sessions().portal_id(portal).send().await.unwrap();
+    assert_eq!(out.sessions().len(), 20);
+    let out = c
+        .list_sessions()
+        .portal_id(portal)
+        .max_results(100)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.sessions().len(), 100);
+    let want = expected(&sim, portal, Order::Desc, &Filter::default());
+    assert_same(out.sessions(), &want[..100], "first 100");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_filter_matches_the_record() {
+    let sim = Simulator::start(cfg(5)).await.unwrap();
+    let c = client(&sim).await;
+    let portal = sim.portal_ids()[1].clone();
+    let listable = expected(&sim, &portal, Order::Asc, &Filter::default());
+    let mut per_user: HashMap<String, usize> = HashMap::new();
+    for s in &listable {
+        if let Some(u) = &s.username {
+            *per_user.entry(u.clone()).or_default() += 1;
+        }
+    }
+    let busy_user = per_user.iter().max_by_key(|(_, n)| **n).unwrap().0.clone();
+    assert!(per_user[&busy_user] > 7, "a user with more than one page");
+    let active_user = listable
+        .iter()
+        .find(|s| s.status == "Active" && s.username.is_some())
+        .and_then(|s| s.username.clone())
+        .unwrap();
+    let newest = listable.last().unwrap().session_id.clone();
+    let retired = sim
+        .record()
+        .into_iter()
+        .find(|s| s.portal_id == portal && s.start_time_ms < sim.retention_cutoff_ms())
+        .unwrap()
+        .session_id;
+
+    let filters = [
+        Filter {
+            status: Some("Active"),
+            ..Filter::default()
+        },
+        Filter {
+            status: Some("Terminated"),
+            ..Filter::default()
+        },
+        Filter {
+            username: Some(busy_user.clone()),
+            ..Filter::default()
+        },
+        Filter {
+            username: Some(active_user.clone()),
+            status: Some("Active"),
+            ..Filter::default()
+        },
+        Filter {
+            username: Some("nobody@example.com".into()),
+            ..Filter::default()
+        },
+        Filter {
+            session_id: Some(newest.clone()),
+            ..Filter::default()
+        },
+        Filter {
+            session_id: Some(retired),
+            ..Filter::default()
+        },
+        Filter {
+            session_id: Some(newest),
+            status: Some("Terminated"),
+            ..Filter::default()
+        },
+    ];
+    for f in &filters {
+        for order in [Order::Asc, Order::Desc] {
+            let want = expected(&sim, &portal, order, f);
+            let got = list_all(&c, &portal, Some(order), f, 7).await;
+            assert_same(&got, &want, &format!("{f:?} {order:?}"));
+        }
+    }
+    assert_eq!(expected(&sim, &portal, Order::Asc, &filters[0]).len(), 4);
+    assert!(!expected(&sim, &portal, Order::Asc, &filters[3]).is_empty());
+    assert_eq!(expected(&sim, &portal, Order::Asc, &filters[5]).len(), 1);
+    assert!(expected(&sim, &portal, Order::Asc, &filters[6]).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_session_returns_client_ips() {
+    let sim = Simulator::start(cfg(6)).await.unwrap();
+    let c = client(&sim).await;
+    let cutoff = sim.retention_cutoff_ms();
+    let record = sim.record();
+    let mut seen_two_ips = false;
+    for s in record
+        .iter()
+        .filter(|s| s.start_time_ms >= cutoff)
+        .step_by(17)
+        .take(25)
+    {
+        let out = c
+            .get_session()
+            .portal_id(&s.portal_id)
+            .session_id(&s.session_id)
+            .send()
+            .await
+            .unwrap();
+        let g = out.session().expect("session");
+        assert_eq!(g.session_id(), Some(s.session_id.as_str()));
+        assert_eq!(g.portal_arn(), Some(s.portal_arn.as_str()));
+        assert_eq!(g.username(), s.username.as_deref());
+        assert_eq!(g.status().map(|x| x.as_str()), Some(s.status.as_str()));
+        assert_eq!(g.start_time().map(ms), Some(s.start_time_ms));
+        assert_eq!(g.end_time().map(ms), s.end_time_ms);
+        assert_eq!(g.client_ip_addresses(), s.client_ip_addresses.as_slice());
+        assert!((1..=2).contains(&s.client_ip_addresses.len()));
+        seen_two_ips |= s.client_ip_addresses.len() == 2;
+    }
+    assert!(seen_two_ips);
+    let active = record.iter().rfind(|s| s.status == "Active").unwrap();
+    let out = c
+        .get_session()
+        .portal_id(&active.portal_id)
+        .session_id(&active.session_id)
+        .send()
+        .await
+        .unwrap();
+    assert!(out.session().unwrap().end_time().is_none());
+
+    // Past retention: gone, like the real service.
+    let retired = record.iter().find(|s| s.start_time_ms < cutoff).unwrap();
+    let err = c
+        .get_session()
+        .portal_id(&retired.portal_id)
+        .session_id(&retired.session_id)
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    assert!(err.is_resource_not_found_exception(), "{err:?}");
+    assert_eq!(sim.stats().get_session_calls, 27);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_have_the_service_shapes() {
+    let sim = Simulator::start(cfg(7)).await.unwrap();
+    let c = client(&sim).await;
+    let portal = sim.portal_ids()[0].clone();
+
+    for bad in [101, 0, -1] {
+        let err = c
+            .list_sessions()
+            .portal_id(&portal)
+            .max_results(bad)
+            .send()
+            .await
+            .unwrap_err()
+            .into_service_error();
+        assert!(err.is_validation_exception(), "maxResults {bad}: {err:?}");
+    }
+    let err = c
+        .list_portals()
+        .max_results(101)
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    assert!(err.is_validation_exception(), "{err:?}");
+
+    let unknown = "00000000-0000-4000-8000-000000000000";
+    let err = c
+        .list_sessions()
+        .portal_id(unknown)
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    match &err {
+        aws_sdk_workspacesweb::operation::list_sessions::ListSessionsError::ResourceNotFoundException(e) => {
+            assert_eq!(e.resource_id(), Some(unknown));
+        }
+        other => panic!("expected ResourceNotFoundException, got {other:?}"),
+    }
+    for malformed in [
+        "short",
+        "0000000000000000000000000000000000_x",
+        "00000000-0000-4000-8000-0000000000001",
+    ] {
+        let err = c
+            .list_sessions()
+            .portal_id(malformed)
+            .send()
+            .await
+            .unwrap_err()
+            .into_service_error();
+        assert!(err.is_validation_exception(), "{malformed}: {err:?}");
+    }
+    let err = c
+        .list_sessions()
+        .portal_id(&portal)
+        .session_id("not-a-session-id")
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    assert!(err.is_validation_exception(), "{err:?}");
+    let err = c
+        .get_session()
+        .portal_id(&portal)
+        .session_id("bad")
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    assert!(err.is_validation_exception(), "{err:?}");
+    let err = c
+        .get_session()
+        .portal_id(&portal)
+        .session_id(unknown)
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    assert!(err.is_resource_not_found_exception(), "{err:?}");
+    let err = c
+        .list_sessions()
+        .portal_id(&portal)
+        .status(SessionStatus::from("Paused"))
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    assert!(err.is_validation_exception(), "{err:?}");
+
+    // Tokens: tampered, reused with another sort order or filter, foreign, expired.
+    let first = c
+        .list_sessions()
+        .portal_id(&portal)
+        .max_results(5)
+        .send()
+        .await
+        .unwrap();
+    let token = first.next_token().unwrap().to_owned();
+    let mut tampered = token.clone().into_bytes();
+    tampered[10] = if tampered[10] == b'a' { b'b' } else { b'a' };
+    let tampered = String::from_utf8(tampered).unwrap();
+    let other_portal = sim.portal_ids()[1].clone();
+    let attempts = [
+        c.list_sessions().portal_id(&portal).next_token(&tampered),
+        c.list_sessions()
+            .portal_id(&portal)
+            .next_token(&token)
+            .sort_by(SessionSortBy::StartTimeAscending),
+        c.list_sessions()
+            .portal_id(&portal)
+            .next_token(&token)
+            .status(SessionStatus::Terminated),
+        c.list_sessions()
+            .portal_id(&other_portal)
+            .next_token(&token),
+        c.list_sessions().portal_id(&portal).next_token("zz"),
+    ];
+    for (i, a) in attempts.into_iter().enumerate() {
+        let err = a.send().await.unwrap_err().into_service_error();
+        assert!(err.is_validation_exception(), "attempt {i}: {err:?}");
+    }
+    let err = c
+        .list_portals()
+        .next_token(&token)
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    assert!(err.is_validation_exception(), "{err:?}");
+    // The token itself is still good, until the simulator expires every token.
+    c.list_sessions()
+        .portal_id(&portal)
+        .next_token(&token)
+        .send()
+        .await
+        .unwrap();
+    sim.expire_tokens();
+    let err = c
+        .list_sessions()
+        .portal_id(&portal)
+        .next_token(&token)
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    assert!(err.is_validation_exception(), "{err:?}");
+    let msg = aws_sdk_workspacesweb::error::ProvideErrorMetadata::message(&err).unwrap_or_default();
+    assert!(
+        msg.contains("pagination token is invalid or expired"),
+        "{msg}"
+    );
+    let stats = sim.stats();
+    assert!(stats.client_errors >= 15, "{stats:?}");
+    assert_eq!(stats.throttled + stats.server_errors, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_expire_after_their_ttl() {
+    let sim = Simulator::start(SimConfig {
+        token_ttl: Some(Duration::from_millis(1_000)),
+        ..cfg(8)
+    })
+    .await
+    .unwrap();
+    let c = client(&sim).await;
+    let portal = sim.portal_ids()[0].clone();
+    let first = c
+        .list_sessions()
+        .portal_id(&portal)
+        .max_results(5)
+        .send()
+        .await
+        .unwrap();
+    let token = first.next_token().unwrap().to_owned();
+    c.list_sessions()
+        .portal_id(&portal)
+        .next_token(&token)
+        .send()
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1_300)).await;
+    let err = c
+        .list_sessions()
+        .portal_id(&portal)
+        .next_token(&token)
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    assert!(err.is_validation_exception(), "{err:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn injected_faults_reach_the_sdk_as_modeled_errors() {
+    let sim = Simulator::start(cfg(9)).await.unwrap();
+    let c = client(&sim).await;
+    let portal = sim.portal_ids()[0].clone();
+
+    sim.set_faults(Faults {
+        throttle_rate: 1.0,
+        retry_after_secs: 7,
+        ..Faults::default()
+    });
+    let err = c
+        .list_sessions()
+        .portal_id(&portal)
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    match &err {
+        aws_sdk_workspacesweb::operation::list_sessions::ListSessionsError::ThrottlingException(
+            e,
+        ) => {
+            assert_eq!(e.retry_after_seconds(), 7);
+        }
+        other => panic!("expected ThrottlingException, got {other:?}"),
+    }
+    let err = c
+        .list_portals()
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    assert!(err.is_throttling_exception(), "{err:?}");
+
+    sim.set_faults(Faults {
+        error_rate: 1.0,
+        ..Faults::default()
+    });
+    let err = c
+        .get_session()
+        .portal_id(&portal)
+        .session_id("00000000-0000-4000-8000-000000000000")
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    assert!(err.is_internal_server_exception(), "{err:?}");
+
+    sim.set_faults(Faults {
+        deny_portals: vec![portal.clone()],
+        ..Faults::default()
+    });
+    let err = c
+        .list_sessions()
+        .portal_id(&portal)
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    assert!(err.is_access_denied_exception(), "{err:?}");
+    let other = sim.portal_ids()[1].clone();
+    c.list_sessions().portal_id(&other).send().await.unwrap();
+
+    sim.set_faults(Faults {
+        latency_ms: 200,
+        ..Faults::default()
+    });
+    let t0 = Instant::now();
+    c.list_sessions().portal_id(&portal).send().await.unwrap();
+    assert!(t0.elapsed() >= Duration::from_millis(200));
+
+    sim.set_faults(Faults {
+        // One call per 10 s: a burst of six lets exactly the first through, however slow.
+        rate_limit_per_sec: Some(0.1),
+        ..Faults::default()
+    });
+    let mut throttled = 0;
+    for _ in 0..6 {
+        if let Err(e) = c.list_sessions().portal_id(&portal).send().await {
+            assert!(e.into_service_error().is_throttling_exception());
+            throttled += 1;
+        }
+    }
+    assert_eq!(throttled, 5, "of 6 calls at 0.1/s");
+
+    let stats = sim.stats();
+    assert_eq!(stats.list_portals_calls, 1);
+    assert_eq!(stats.get_session_calls, 1);
+    assert_eq!(stats.server_errors, 1);
+    assert_eq!(stats.throttled, 2 + throttled);
+    assert_eq!(stats.list_sessions_by_portal[&portal], 1 + 1 + 1 + 6);
+    sim.reset_stats();
+    assert_eq!(sim.stats().list_sessions_calls, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sdk_retries_through_random_faults_and_loses_nothing() {
+    let sim = Simulator::start(cfg(10)).await.unwrap();
+    let retry = RetryConfig::standard()
+        .with_max_attempts(12)
+        .with_initial_backoff(Duration::from_millis(1))
+        .with_max_backoff(Duration::from_millis(5));
+    let c = client_with(&sim, retry).await;
+    sim.set_faults(Faults {
+        throttle_rate: 0.2,
+        error_rate: 0.2,
+        ..Faults::default()
+    });
+    let portal = sim.portal_ids()[2].clone();
+    let got = list_all(&c, &portal, Some(Order::Asc), &Filter::default(), 9).await;
+    sim.set_faults(Faults::default());
+    assert_same(
+        &got,
+        &expected(&sim, &portal, Order::Asc, &Filter::default()),
+        "with retries",
+    );
+    let stats = sim.stats();
+    assert!(stats.throttled > 0 && stats.server_errors > 0, "{stats:?}");
+}
+
+/// Drives ListSessions by hand so activity can happen between pages.
+async fn page(
+    c: &Client,
+    portal: &str,
+    order: Order,
+    f: &Filter,
+    token: Option<String>,
+) -> (Vec<SessionSummary>, Option<String>) {
+    let out = request(c, portal, Some(order), f, 7)
+        .set_next_token(token)
+        .send()
+        .await
+        .unwrap();
+    (out.sessions().to_vec(), out.next_token().map(str::to_owned))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyset_pages_stay_exact_while_sessions_arrive() {
+    // History well inside retention: the clock moving during the test drops nothing.
+    let sim = Simulator::start(SimConfig {
+        history_days: 30,
+        ..cfg(11)
+    })
+    .await
+    .unwrap();
+    let c = client(&sim).await;
+    let portal = sim.portal_ids()[0].clone();
+
+    // Newest first: sessions added after the first page are newer than the position, so they
+    // do not appear, and nothing is skipped or repeated.
+    let before = expected(&sim, &portal, Order::Desc, &Filter::default());
+    let (mut got, mut token) = page(&c, &portal, Order::Desc, &Filter::default(), None).await;
+    let added = sim.add_sessions(&portal, 25, 3);
+    assert_eq!(added.len(), 25);
+    while let Some(t) = token {
+        let (p, next) = page(&c, &portal, Order::Desc, &Filter::default(), Some(t)).await;
+        got.extend(p);
+        token = next;
+        if got.len() == 70 {
+            sim.add_sessions(&portal, 5, 0);
+        }
+    }
+    // The clock moved forward, so some of the oldest may have left retention meanwhile.
+    let cutoff = sim.retention_cutoff_ms();
+    let still_listable: Vec<SimSession> = before
+        .into_iter()
+        .filter(|s| s.start_time_ms >= cutoff)
+        .collect();
+    assert_same(&got, &still_listable, "descending across additions");
+
+    // Oldest first: additions land after the position and are all picked up.
+    let (mut got, mut token) = page(&c, &portal, Order::Asc, &Filter::default(), None).await;
+    let mut rounds = 0;
+    while let Some(t) = token {
+        rounds += 1;
+        if rounds % 10 == 0 {
+            sim.add_sessions(&portal, 3, 1);
+        }
+        let (p, next) = page(&c, &portal, Order::Asc, &Filter::default(), Some(t)).await;
+        got.extend(p);
+        token = next;
+    }
+    let want = expected(&sim, &portal, Order::Asc, &Filter::default());
+    let got_ids: Vec<_> = got
+        .iter()
+        .map(|s| s.session_id().unwrap().to_owned())
+        .collect();
+    let want_ids: Vec<_> = want.iter().map(|s| s.session_id.clone()).collect();
+    assert_eq!(got_ids, want_ids);
+    for a in &added {
+        assert!(got_ids.contains(a));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn activity_shows_up_in_the_api() {
+    let sim = Simulator::start(cfg(12)).await.unwrap();
+    let c = client(&sim).await;
+    let portal = sim.portal_ids()[1].clone();
+    let active = Filter {
+        status: Some("Active"),
+        ..Filter::default()
+    };
+    let before_now = sim.now_ms();
+
+    let clock_at_end = sim.now_ms();
+    let ended = sim.end_active(Some(&portal), 2);
+    assert_eq!(ended.len(), 2);
+    let added = sim.add_sessions(&portal, 6, 2);
+    assert!(sim.now_ms() > before_now);
+    let got = list_all(&c, &portal, Some(Order::Asc), &active, 7).await;
+    assert_same(
+        &got,
+        &expected(&sim, &portal, Order::Asc, &active),
+        "active after activity",
+    );
+    let got_ids: BTreeSet<&str> = got.iter().filter_map(|s| s.session_id()).collect();
+    assert_eq!(got.len(), 4 - 2 + 2);
+    assert!(ended.iter().all(|id| !got_ids.contains(id.as_str())));
+    assert!(added[4..].iter().all(|id| got_ids.contains(id.as_str())));
+
+    let record: HashMap<String, SimSession> = sim
+        .record()
+        .into_iter()
+        .map(|s| (s.session_id.clone(), s))
+        .collect();
+    for id in &ended {
+        let s = &record[id];
+        assert_eq!(s.status, "Terminated");
+        assert_eq!(s.end_time_ms, Some(clock_at_end));
+        let out = c
+            .get_session()
+            .portal_id(&portal)
+            .session_id(id)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(out.session().unwrap().end_time().map(ms), s.end_time_ms);
+    }
+    // Every portal, oldest Active first.
+    let all_ended = sim.end_active(None, 100);
+    assert_eq!(all_ended.len(), 3 * 4, "4 Active left in every portal");
+    for p in sim.portal_ids() {
+        assert!(list_all(&c, &p, Some(Order::Desc), &active, 7)
+            .await
+            .is_empty());
+    }
+    // Clock jumps push the oldest out of retention.
+    let listable = expected(&sim, &portal, Order::Asc, &Filter::default()).len();
+    sim.advance_clock(3 * 86_400_000);
+    let after = list_all(&c, &portal, Some(Order::Asc), &Filter::default(), 100).await;
+    assert!(after.len() < listable);
+    assert_same(
+        &after,
+        &expected(&sim, &portal, Order::Asc, &Filter::default()),
+        "after clock jump",
+    );
+}
+
+/// One HTTP/1.1 exchange over a raw socket: (status, lowercase headers, body).
+async fn raw(
+    sim: &Simulator,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> (u16, HashMap<String, String>, String) {
+    let mut s = tokio::net::TcpStream::connect(sim.local_addr())
+        .await
+        .unwrap();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.unwrap();
+    let text = String::from_utf8(buf).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    (status, headers, body.to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_api_over_http() {
+    let sim = Simulator::start(cfg(13)).await.unwrap();
+    let portal = sim.portal_ids()[0].clone();
+
+    let (status, headers, body) = raw(&sim, "GET", "/_sim/record", "").await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["content-type"], "application/json");
+    let record: Vec<SimSession> = serde_json::from_str(&body).unwrap();
+    assert_eq!(record, sim.record());
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(v[0].get("startTimeMs").is_some() && v[0].get("clientIpAddresses").is_some());
+
+    let (status, _, body) = raw(&sim, "GET", "/_sim/info", "").await;
+    assert_eq!(status, 200);
+    let info: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(info["endpoint"], sim.endpoint_url());
+    assert_eq!(info["now_ms"], sim.now_ms());
+
+    let (status, _, _) = raw(
+        &sim,
+        "POST",
+        "/_sim/faults",
+        r#"{"throttle_rate": 1.0, "retry_after_secs": 4}"#,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let f = sim.faults();
+    assert_eq!(
+        (f.throttle_rate, f.retry_after_secs, f.error_rate),
+        (1.0, 4, 0.0)
+    );
+    let (status, headers, body) =
+        raw(&sim, "GET", &format!("/portals/{portal}/sessions"), "").await;
+    assert_eq!(status, 429);
+    assert_eq!(headers["x-amzn-errortype"], "ThrottlingException");
+    assert_eq!(headers["retry-after"], "4");
+    assert!(headers.contains_key("x-amzn-requestid"));
+    assert!(serde_json::from_str::<serde_json::Value>(&body).unwrap()["message"].is_string());
+    let (status, _, _) = raw(&sim, "POST", "/_sim/faults", "{}").await;
+    assert_eq!(status, 200);
+    assert_eq!(sim.faults().throttle_rate, 0.0);
+    let (status, _, _) = raw(&sim, "POST", "/_sim/faults", "{not json").await;
+    assert_eq!(status, 400);
+
+    let (_, _, body) = raw(&sim, "GET", "/_sim/stats", "").await;
+    let stats: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(stats["list_sessions_calls"], 1);
+    assert_eq!(stats["throttled"], 1);
+    assert_eq!(stats["list_sessions_by_portal"][&portal], 1);
+    let (status, _, _) = raw(&sim, "POST", "/_sim/reset-stats", "").await;
+    assert_eq!(status, 200);
+    assert_eq!(sim.stats().list_sessions_calls, 0);
+
+    let (status, _, body) = raw(
+        &sim,
+        "POST",
+        "/_sim/activity",
+        &format!(r#"{{"portalId": "{portal}", "newSessions": 4, "newActive": 1, "endActive": 2, "advanceMs": 1000}}"#),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let act: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let added: Vec<String> = serde_json::from_value(act["added"].clone()).unwrap();
+    let ended: Vec<String> = serde_json::from_value(act["ended"].clone()).unwrap();
+    assert_eq!((added.len(), ended.len()), (4, 2));
+    let record: HashMap<String, SimSession> = sim
+        .record()
+        .into_iter()
+        .map(|s| (s.session_id.clone(), s))
+        .collect();
+    assert!(added.iter().all(|id| record[id].portal_id == portal));
+    assert_eq!(
+        added
+            .iter()
+            .filter(|id| record[*id].status == "Active")
+            .count(),
+        1
+    );
+    assert!(ended.iter().all(|id| record[id].status == "Terminated"));
+    // No portalId: every portal gets the activity.
+    let (_, _, body) = raw(&sim, "POST", "/_sim/activity", r#"{"newSessions": 2}"#).await;
+    let act: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(act["added"].as_array().unwrap().len(), 2 * 3);
+    let (status, _, _) = raw(&sim, "POST", "/_sim/activity", r#"{"portalId": "nope"}"#).await;
+    assert_eq!(status, 404);
+
+    let (status, _, body) = raw(&sim, "POST", "/_sim/expire-tokens", "").await;
+    assert_eq!(status, 200, "{body}");
+
+    let (status, _, body) = raw(&sim, "POST", "/_sim/portals", "").await;
+    assert_eq!(status, 200);
+    let id = serde_json::from_str::<serde_json::Value>(&body).unwrap()["portalId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(sim.portal_ids().last(), Some(&id));
+
+    // Unknown API paths get the service's unknown-operation error.
+    let (status, headers, body) = raw(&sim, "GET", "/nothing/here", "").await;
+    assert_eq!(status, 404);
+    assert_eq!(headers["x-amzn-errortype"], "UnknownOperationException");
+    assert!(body.contains("message"));
+    let (status, _, _) = raw(&sim, "DELETE", "/portals", "").await;
+    assert_eq!(status, 404);
+    // Timestamps go out as epoch seconds with a millisecond fraction.
+    let (status, headers, body) = raw(
+        &sim,
+        "GET",
+        &format!("/portals/{portal}/sessions?maxResults=1&sortBy=StartTimeAscending"),
+        "",
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(headers.contains_key("x-amzn-requestid"));
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let first = sim
+        .listable()
+        .into_iter()
+        .find(|s| s.portal_id == portal)
+        .unwrap();
+    let start = v["sessions"][0]["startTime"].as_f64().unwrap();
+    assert_eq!((start * 1000.0).round() as i64, first.start_time_ms);
+    assert!(body.contains(&format!(
+        "\"startTime\":{}.{:03}",
+        first.start_time_ms / 1000,
+        first.start_time_ms % 1000
+    )));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn boto3_reads_the_simulator_like_the_real_service() {
+    let python = std::env::var("ARCHIVER_TEST_PYTHON").unwrap_or_else(|_| "python3".to_owned());
+    let probe = tokio::process::Command::new(&python)
+        .args(["-c", "import boto3"])
+        .output()
+        .await;
+    match probe {
+        Ok(out) if out.status.success() => {}
+        Ok(out) => panic!(
+            "{python} cannot import boto3 ({}). Run the tests through tests/run, which prepares \
+             a Python environment with boto3 and sets ARCHIVER_TEST_PYTHON.",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ),
+        Err(e) => panic!(
+            "cannot run {python} ({e}). Run the tests through tests/run, which prepares a Python \
+             environment with boto3 and sets ARCHIVER_TEST_PYTHON."
+        ),
+    }
+    let sim = Simulator::start(cfg(14)).await.unwrap();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/boto3_check.py");
+    let out = tokio::process::Command::new(&python)
+        .arg(script)
+        .arg(sim.endpoint_url())
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "boto3 check failed:\n{stdout}\n{stderr}"
+    );
+    eprint!("{stdout}");
+    assert!(stdout.contains("boto3 check ok"), "{stdout}");
+    assert!(sim.stats().list_sessions_calls > 10);
+}
+
+/// Scale check: `cargo test --release --test simulator -- --ignored`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "large; run in release mode"]
+async fn a_million_sessions_page_quickly() {
+    let t0 = Instant::now();
+    let sim = Simulator::start(SimConfig {
+        portals: 1,
+        sessions_per_portal: 1_000_000,
+        ..cfg(15)
+    })
+    .await
+    .unwrap();
+    let generated = t0.elapsed();
+    eprintln!("generated 1,000,000 sessions in {generated:?}");
+    if !cfg!(debug_assertions) {
+        assert!(generated < Duration::from_secs(2), "{generated:?}");
+    }
+    let c = client(&sim).await;
+    let portal = sim.portal_ids()[0].clone();
+    let mut token = None;
+    let t0 = Instant::now();
+    for _ in 0..200 {
+        let out = c
+            .list_sessions()
+            .portal_id(&portal)
+            .max_results(100)
+            .sort_by(SessionSortBy::StartTimeAscending)
+            .set_next_token(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(out.sessions().len(), 100);
+        token = out.next_token().map(str::to_owned);
+    }
+    eprintln!("200 pages of 100 over HTTP in {:?}", t0.elapsed());
+}
