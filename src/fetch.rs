@@ -167,11 +167,13 @@ impl Source {
                 FetchError::PortalNotFound(_) => FetchError::PortalNotFound(portal.to_string()),
                 other => other,
             })?;
+        let mut arn: Option<Arc<str>> = None;
         let sessions = resp
             .sessions()
             .iter()
             .map(|s| {
                 session_from_wire(
+                    &mut arn,
                     s.portal_arn(),
                     s.session_id(),
                     s.username(),
@@ -215,6 +217,7 @@ impl Source {
             return Ok(None);
         };
         session_from_wire(
+            &mut None,
             s.portal_arn(),
             s.session_id(),
             s.username(),
@@ -388,6 +391,7 @@ fn to_millis(t: &DateTime) -> Option<i64> {
 
 /// A wire session → the model, refusing what cannot be archived faithfully.
 fn session_from_wire(
+    interned_arn: &mut Option<Arc<str>>,
     portal_arn: Option<&str>,
     session_id: Option<&str>,
     username: Option<&str>,
@@ -417,8 +421,12 @@ fn session_from_wire(
             "terminated session without endTime; archived with a null end_time"
         );
     }
+    let portal_arn = match interned_arn {
+        Some(a) if **a == *portal_arn => a.clone(),
+        _ => interned_arn.insert(Arc::from(portal_arn)).clone(),
+    };
     Ok(Session {
-        portal_arn: portal_arn.to_string(),
+        portal_arn,
         session_id: id.to_string(),
         username: username.map(str::to_string),
         status,
@@ -466,6 +474,7 @@ mod tests {
     fn wire_sessions_missing_fields_or_with_unknown_status_are_refused() {
         let t = DateTime::from_millis(1_700_000_000_123);
         let ok = session_from_wire(
+            &mut None,
             Some("arn"),
             Some("id"),
             None,
@@ -485,7 +494,7 @@ mod tests {
         ] {
             assert!(
                 matches!(
-                    session_from_wire(arn, id, None, st, start, None),
+                    session_from_wire(&mut None, arn, id, None, st, start, None),
                     Err(FetchError::InvalidReply(_))
                 ),
                 "{arn:?} {id:?} {st:?} {start:?}"

@@ -1,6 +1,7 @@
 //! The one record the archiver moves: a WorkSpaces Web session as listed by the service.
 
 use std::fmt;
+use std::sync::Arc;
 
 /// A session's status as the service reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -23,7 +24,8 @@ impl SessionStatus {
 /// `Debug` leaves the username out: it is personal data and must never reach a log.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Session {
-    pub portal_arn: String,
+    /// Shared by every session of a page: one allocation, not one per row.
+    pub portal_arn: Arc<str>,
     pub session_id: String,
     pub username: Option<String>,
     pub status: SessionStatus,

@@ -7,7 +7,7 @@
 //! committed checkpoint: at most one flush of pages is fetched again, and dedup makes sure
 //! nothing fetched twice is written twice.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -379,24 +379,26 @@ impl<'a> PassRun<'a> {
             self.seq + 1
         };
         let rows_max = batch.rows.iter().map(|s| s.start_ms).max();
-        let archived: Vec<(String, i64)> = batch
-            .rows
-            .iter()
-            .map(|s| (s.session_id.clone(), s.start_ms))
-            .collect();
-        let mut by_date: BTreeMap<String, Vec<Session>> = BTreeMap::new();
-        for s in batch.rows {
-            by_date
-                .entry(crate::clock::utc_date(s.start_ms))
-                .or_default()
-                .push(s);
-        }
         let archived_at = now_ms();
-        let encoded = tokio::task::spawn_blocking(move || {
-            by_date
+        let mut rows = batch.rows;
+        // Encode each day's rows as one file, from slices of the buffer sorted in place (no
+        // second copy of the rows), then keep only the ids for the commit.
+        let (encoded, archived) = tokio::task::spawn_blocking(move || -> Result<_> {
+            rows.sort_unstable_by_key(|s| s.start_ms);
+            let mut files = Vec::new();
+            let mut rest = &rows[..];
+            while let Some(first) = rest.first() {
+                let date = crate::clock::utc_date(first.start_ms);
+                let n = rest.partition_point(|s| crate::clock::utc_date(s.start_ms) == date);
+                let (day, tail) = rest.split_at(n);
+                files.push((date, day.len(), encode(day, archived_at)?));
+                rest = tail;
+            }
+            let ids: Vec<(String, i64)> = rows
                 .into_iter()
-                .map(|(date, rows)| Ok((date, rows.len(), encode(&rows, archived_at)?)))
-                .collect::<Result<Vec<_>>>()
+                .map(|s| (s.session_id, s.start_ms))
+                .collect();
+            Ok((files, ids))
         })
         .await
         .context("encoder panicked")??;
