@@ -95,13 +95,20 @@ pub fn record_batch(rows: &[Session], archived_at_ms: i64) -> Result<RecordBatch
     RecordBatch::try_new(schema(), columns).context("building a record batch")
 }
 
+/// Rows handed to the Parquet writer at a time: bounds the Arrow copy of the rows, whatever
+/// the file's size (the row group still spans the whole file).
+const CHUNK_ROWS: usize = 8192;
+
 /// Encode rows as one complete Parquet file, in memory.
 pub fn encode(rows: &[Session], archived_at_ms: i64) -> Result<Vec<u8>> {
-    let batch = record_batch(rows, archived_at_ms)?;
     let mut out = Vec::with_capacity(rows.len() * 40 + 4096);
     let mut writer = ArrowWriter::try_new(&mut out, schema(), Some(properties()))
         .context("starting a parquet writer")?;
-    writer.write(&batch).context("encoding parquet")?;
+    for chunk in rows.chunks(CHUNK_ROWS) {
+        writer
+            .write(&record_batch(chunk, archived_at_ms)?)
+            .context("encoding parquet")?;
+    }
     writer.close().context("finishing parquet")?;
     Ok(out)
 }
@@ -118,7 +125,7 @@ mod tests {
     use parquet::file::reader::{FileReader, SerializedFileReader};
 
     fn rows() -> Vec<Session> {
-        (0..1000)
+        (0..20_000)
             .map(|i| Session {
                 portal_arn: "arn:aws:workspaces-web:us-east-1:123456789012:portal/p".into(),
                 session_id: format!("{i:036}"),
@@ -153,6 +160,10 @@ mod tests {
             }
         }
         assert_eq!(n, rows.len());
+        assert!(
+            rows.len() > CHUNK_ROWS * 2,
+            "the round trip must span several chunks"
+        );
     }
 
     #[test]
@@ -160,6 +171,7 @@ mod tests {
         let bytes = bytes::Bytes::from(encode(&rows(), 42).unwrap());
         let reader = SerializedFileReader::new(bytes).unwrap();
         let meta = reader.metadata();
+        assert_eq!(meta.num_row_groups(), 1, "one row group per file");
         assert_eq!(meta.file_metadata().created_by(), Some(CREATED_BY));
         assert!(meta.page_index().is_none());
         let schema = meta.file_metadata().schema_descr();
