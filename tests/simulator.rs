@@ -1168,3 +1168,372 @@ async fn a_million_sessions_page_quickly() {
     }
     eprintln!("200 pages of 100 over HTTP in {:?}", t0.elapsed());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hidden_sessions_are_left_out_of_listings_but_get_session_finds_them() {
+    let sim = Simulator::start(cfg(21)).await.unwrap();
+    let c = client(&sim).await;
+    let portal = sim.portal_ids()[1].clone();
+    let all = expected(&sim, &portal, Order::Asc, &Filter::default());
+    // Page size 6: a hidden run longer than a page, ids on page edges, both ends (the newest
+    // is Active), and one id of another portal.
+    let mut hidden: Vec<String> = [0, 5, 6, 11, 20, 21, 22, 23, 24, 25, 26, 27, 50]
+        .iter()
+        .map(|&i| all[i].session_id.clone())
+        .collect();
+    hidden.push(all[all.len() - 1].session_id.clone());
+    hidden.push(all[all.len() - 7].session_id.clone());
+    assert_eq!(all[all.len() - 1].status, "Active");
+    let elsewhere =
+        expected(&sim, &sim.portal_ids()[0], Order::Desc, &Filter::default())[0].clone();
+    hidden.push(elsewhere.session_id.clone());
+
+    // Through the control API, as an out-of-process user would set it.
+    let body = serde_json::json!({ "hide_from_listing": hidden }).to_string();
+    let (status, _, echoed) = raw(&sim, "POST", "/_sim/faults", &body).await;
+    assert_eq!(status, 200, "{echoed}");
+    assert_eq!(sim.faults().hide_from_listing, hidden);
+
+    for order in [Order::Asc, Order::Desc] {
+        for f in [
+            Filter::default(),
+            Filter {
+                status: Some("Active"),
+                ..Filter::default()
+            },
+        ] {
+            // `list_all` also checks every page but the last is full.
+            let got = list_all(&c, &portal, Some(order), &f, 6).await;
+            let mut want = expected(&sim, &portal, order, &f);
+            want.retain(|s| !hidden.contains(&s.session_id));
+            assert_same(&got, &want, &format!("hidden, {order:?} {f:?}"));
+        }
+    }
+    let got = list_all(&c, &elsewhere.portal_id, None, &Filter::default(), 100).await;
+    assert!(got
+        .iter()
+        .all(|s| s.session_id() != Some(&elsewhere.session_id)));
+    // Asking ListSessions for a hidden id by name does not find it either.
+    let f = Filter {
+        session_id: Some(hidden[3].clone()),
+        ..Filter::default()
+    };
+    assert!(list_all(&c, &portal, None, &f, 5).await.is_empty());
+
+    let record: HashMap<String, SimSession> = sim
+        .record()
+        .into_iter()
+        .map(|s| (s.session_id.clone(), s))
+        .collect();
+    for id in &hidden {
+        let s = &record[id];
+        let out = c
+            .get_session()
+            .portal_id(&s.portal_id)
+            .session_id(id)
+            .send()
+            .await
+            .unwrap();
+        let g = out.session().expect("session");
+        assert_eq!(g.session_id(), Some(id.as_str()));
+        assert_eq!(g.status().map(|x| x.as_str()), Some(s.status.as_str()));
+        assert_eq!(g.start_time().map(ms), Some(s.start_time_ms));
+        assert_eq!(g.client_ip_addresses(), s.client_ip_addresses.as_slice());
+        assert!(!g.client_ip_addresses().is_empty());
+    }
+
+    // Cleared: everything is listed again.
+    sim.set_faults(Faults::default());
+    let got = list_all(&c, &portal, Some(Order::Asc), &Filter::default(), 100).await;
+    assert_same(&got, &all, "unhidden");
+}
+
+/// First page (and, when there is one, second page) of ListSessions, 5 per page.
+async fn corrupt_pages(
+    c: &Client,
+    portal: &str,
+    order: Order,
+) -> Vec<
+    Result<
+        aws_sdk_workspacesweb::operation::list_sessions::ListSessionsOutput,
+        aws_sdk_workspacesweb::error::SdkError<
+            aws_sdk_workspacesweb::operation::list_sessions::ListSessionsError,
+            aws_sdk_workspacesweb::config::http::HttpResponse,
+        >,
+    >,
+> {
+    let first = request(c, portal, Some(order), &Filter::default(), 5)
+        .send()
+        .await;
+    let token = first
+        .as_ref()
+        .ok()
+        .and_then(|o| o.next_token().map(str::to_owned));
+    let mut out = vec![first];
+    if let Some(t) = token {
+        out.push(
+            request(c, portal, Some(order), &Filter::default(), 5)
+                .next_token(t)
+                .send()
+                .await,
+        );
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupted_listings_reach_the_sdk_like_this() {
+    let sim = Simulator::start(cfg(22)).await.unwrap();
+    let c = client(&sim).await;
+    let portal = sim.portal_ids()[0].clone();
+
+    for mode in [
+        "missing_session_id",
+        "missing_start_time",
+        "unknown_status",
+        "missing_portal_arn",
+    ] {
+        let body = format!(r#"{{"corrupt_listing": "{mode}"}}"#);
+        let (status, _, echoed) = raw(&sim, "POST", "/_sim/faults", &body).await;
+        assert_eq!(status, 200, "{echoed}");
+        assert_eq!(sim.faults().corrupt_listing.as_deref(), Some(mode));
+        for order in [Order::Asc, Order::Desc] {
+            let want = expected(&sim, &portal, order, &Filter::default());
+            let pages = corrupt_pages(&c, &portal, order).await;
+            assert_eq!(pages.len(), 2, "{mode}: the token still works");
+            for (n, page) in pages.into_iter().enumerate() {
+                // The SDK accepts the page: the summary members are all optional.
+                let out = page.unwrap_or_else(|e| panic!("{mode}: {e:?}"));
+                let got = out.sessions();
+                let want = &want[n * 5..n * 5 + 5];
+                assert_eq!(got.len(), 5);
+                // Every session but the first is intact.
+                assert_same(&got[1..], &want[1..], mode);
+                let (g, w) = (&got[0], &want[0]);
+                match mode {
+                    "missing_session_id" => {
+                        assert_eq!(g.session_id(), None);
+                        assert_eq!(g.portal_arn(), Some(w.portal_arn.as_str()));
+                    }
+                    "missing_start_time" => {
+                        assert_eq!(g.start_time(), None);
+                        assert_eq!(g.session_id(), Some(w.session_id.as_str()));
+                    }
+                    "unknown_status" => {
+                        // `SessionStatus::Unknown(UnknownVariantValue("Hibernating"))`.
+                        let st = g.status().expect("status");
+                        assert!(
+                            !matches!(st, SessionStatus::Active | SessionStatus::Terminated),
+                            "{mode}: {st:?}"
+                        );
+                        assert_eq!(*st, SessionStatus::from("Hibernating"));
+                        assert!(format!("{st:?}").starts_with("Unknown("), "{st:?}");
+                        assert_eq!(st.as_str(), "Hibernating");
+                        assert_eq!(g.session_id(), Some(w.session_id.as_str()));
+                    }
+                    "missing_portal_arn" => {
+                        assert_eq!(g.portal_arn(), None);
+                        assert_eq!(g.session_id(), Some(w.session_id.as_str()));
+                    }
+                    _ => unreachable!(),
+                }
+                if mode != "missing_start_time" {
+                    assert_eq!(g.start_time().map(ms), Some(w.start_time_ms), "{mode}");
+                }
+            }
+        }
+    }
+
+    sim.set_faults(Faults {
+        corrupt_listing: Some("bad_json".to_owned()),
+        ..Faults::default()
+    });
+    let (status, _, body) = raw(
+        &sim,
+        "GET",
+        &format!("/portals/{portal}/sessions?maxResults=3"),
+        "",
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(body.starts_with("{\"sessions\":[{\"portalArn\":"), "{body}");
+    assert!(serde_json::from_str::<serde_json::Value>(&body).is_err());
+    let err = c
+        .list_sessions()
+        .portal_id(&portal)
+        .send()
+        .await
+        .expect_err("bad JSON must fail");
+    // `ServiceError` wrapping `ListSessionsError::Unhandled` (source: the JSON
+    // `DeserializeError`, no error code), with the raw 200 response attached.
+    assert!(
+        matches!(err, aws_sdk_workspacesweb::error::SdkError::ServiceError(_)),
+        "bad_json: {err:?}"
+    );
+    let raw_status = err.raw_response().map(|r| r.status().as_u16());
+    assert_eq!(raw_status, Some(200));
+    let service = err.into_service_error();
+    let shown = format!("{service:?}");
+    assert!(
+        shown.starts_with("Unhandled(") && shown.contains("DeserializeError"),
+        "bad_json: {shown}"
+    );
+    {
+        use aws_sdk_workspacesweb::error::ProvideErrorMetadata as _;
+        assert_eq!((service.code(), service.message()), (None, None));
+    }
+    // GetSession is never corrupted.
+    let s = &expected(&sim, &portal, Order::Asc, &Filter::default())[0];
+    let out = c
+        .get_session()
+        .portal_id(&portal)
+        .session_id(&s.session_id)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        out.session().unwrap().session_id(),
+        Some(s.session_id.as_str())
+    );
+    // An empty page is sent intact even in bad_json mode.
+    let nobody = Filter {
+        username: Some("nobody@example.com".to_owned()),
+        ..Filter::default()
+    };
+    assert!(list_all(&c, &portal, None, &nobody, 5).await.is_empty());
+
+    // Unknown modes and out-of-range rates are refused, and the knobs stay as they were.
+    for body in [
+        r#"{"corrupt_listing": "sideways"}"#,
+        r#"{"drop_rate": 1.5}"#,
+        r#"{"drop_rate": -0.5}"#,
+    ] {
+        let (status, _, msg) = raw(&sim, "POST", "/_sim/faults", body).await;
+        assert_eq!(status, 400, "{body}: {msg}");
+    }
+    assert_eq!(sim.faults().corrupt_listing.as_deref(), Some("bad_json"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_connections_reach_the_sdk_like_this() {
+    use aws_sdk_workspacesweb::error::SdkError;
+    let sim = Simulator::start(cfg(23)).await.unwrap();
+    let c = client(&sim).await;
+    let portal = sim.portal_ids()[0].clone();
+    let s = sim.listable()[0].clone();
+
+    let (status, _, body) = raw(&sim, "POST", "/_sim/faults", r#"{"drop_rate": 1.0}"#).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(sim.faults().drop_rate, 1.0);
+
+    let err = c
+        .list_sessions()
+        .portal_id(&portal)
+        .send()
+        .await
+        .expect_err("dropped");
+    // `DispatchFailure`: a `ConnectorError` of kind `Other(Some(TransientError))` around
+    // hyper's `IncompleteMessage`; not `is_io()`, not a timeout, no raw response.
+    match &err {
+        SdkError::DispatchFailure(d) => {
+            assert!(d.is_other() && !d.is_io() && !d.is_timeout(), "{d:?}");
+            assert_eq!(format!("{:?}", d.as_other()), "Some(TransientError)");
+            assert!(format!("{d:?}").contains("IncompleteMessage"), "{d:?}");
+        }
+        other => panic!("expected DispatchFailure, got {other:?}"),
+    }
+    assert!(err.raw_response().is_none());
+    let err = c
+        .get_session()
+        .portal_id(&portal)
+        .session_id(&s.session_id)
+        .send()
+        .await
+        .expect_err("dropped");
+    assert!(matches!(err, SdkError::DispatchFailure(_)), "{err:?}");
+    let err = c.list_portals().send().await.expect_err("dropped");
+    assert!(matches!(err, SdkError::DispatchFailure(_)), "{err:?}");
+
+    // On the wire: the request is read and the connection closes without a single byte.
+    let mut sock = tokio::net::TcpStream::connect(sim.local_addr())
+        .await
+        .unwrap();
+    let req = format!("GET /portals/{portal}/sessions HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+    sock.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    let n = tokio::time::timeout(Duration::from_secs(10), sock.read_to_end(&mut buf))
+        .await
+        .expect("the server closes the connection")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "{:?}", String::from_utf8_lossy(&buf));
+
+    // The control API is never dropped.
+    let stats = sim.stats();
+    assert_eq!(stats.dropped, 4);
+    assert_eq!(
+        (
+            stats.list_sessions_calls,
+            stats.get_session_calls,
+            stats.list_portals_calls
+        ),
+        (2, 1, 1)
+    );
+    assert_eq!(
+        (stats.throttled, stats.server_errors, stats.client_errors),
+        (0, 0, 0)
+    );
+    let (_, _, body) = raw(&sim, "GET", "/_sim/stats", "").await;
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["dropped"], 4);
+
+    // Some but not all of 50 calls, and the answers that do come are right.
+    sim.reset_stats();
+    sim.set_faults(Faults {
+        drop_rate: 0.3,
+        ..Faults::default()
+    });
+    let mut dropped = 0;
+    for _ in 0..50 {
+        match c
+            .get_session()
+            .portal_id(&s.portal_id)
+            .session_id(&s.session_id)
+            .send()
+            .await
+        {
+            Ok(out) => assert_eq!(
+                out.session().unwrap().client_ip_addresses(),
+                s.client_ip_addresses.as_slice()
+            ),
+            Err(SdkError::DispatchFailure(_)) => dropped += 1,
+            Err(e) => panic!("expected DispatchFailure, got {e:?}"),
+        }
+    }
+    assert!((1..50).contains(&dropped), "{dropped}");
+    let stats = sim.stats();
+    assert_eq!(stats.dropped, dropped);
+    assert_eq!(stats.get_session_calls, 50);
+
+    // The SDK's standard retry strategy treats a dropped connection as transient.
+    let retry = RetryConfig::standard()
+        .with_max_attempts(12)
+        .with_initial_backoff(Duration::from_millis(1))
+        .with_max_backoff(Duration::from_millis(5));
+    let retrying = client_with(&sim, retry).await;
+    sim.reset_stats();
+    let got = list_all(
+        &retrying,
+        &portal,
+        Some(Order::Desc),
+        &Filter::default(),
+        10,
+    )
+    .await;
+    sim.set_faults(Faults::default());
+    assert_same(
+        &got,
+        &expected(&sim, &portal, Order::Desc, &Filter::default()),
+        "retried through drops",
+    );
+    assert!(sim.stats().dropped > 0);
+}

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 
 use anyhow::Context as _;
 
+use super::faults::CORRUPT_LISTING_MODES;
 use super::{Faults, SimConfig, Simulator};
 
 /// Options of `archiver simulator`.
@@ -46,6 +47,17 @@ pub struct SimArgs {
     /// Token-bucket limit on API calls per second; calls above it are throttled.
     #[arg(long)]
     pub rate_limit: Option<f64>,
+    /// Fraction of API calls whose connection is closed after reading the request, with no
+    /// answer.
+    #[arg(long, default_value_t = 0.0)]
+    pub drop_rate: f64,
+    /// Corrupt the first session of every ListSessions page in this way.
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(CORRUPT_LISTING_MODES))]
+    pub corrupt_listing: Option<String>,
+    /// Session ids ListSessions leaves out while GetSession still returns them
+    /// (comma-separated or repeated).
+    #[arg(long, value_delimiter = ',')]
+    pub hide_from_listing: Vec<String>,
     /// The simulated clock at start (epoch ms); default: now, rounded down to the minute.
     #[arg(long)]
     pub now_ms: Option<i64>,
@@ -57,6 +69,7 @@ pub async fn run_cli(args: SimArgs) -> anyhow::Result<()> {
     for (name, rate) in [
         ("--throttle-rate", args.throttle_rate),
         ("--error-rate", args.error_rate),
+        ("--drop-rate", args.drop_rate),
     ] {
         anyhow::ensure!(
             (0.0..=1.0).contains(&rate),
@@ -88,6 +101,9 @@ pub async fn run_cli(args: SimArgs) -> anyhow::Result<()> {
         retry_after_secs: args.retry_after_secs,
         rate_limit_per_sec: args.rate_limit,
         deny_portals: Vec::new(),
+        hide_from_listing: args.hide_from_listing,
+        corrupt_listing: args.corrupt_listing,
+        drop_rate: args.drop_rate,
     });
     let line = serde_json::json!({
         "endpoint": sim.endpoint_url(),

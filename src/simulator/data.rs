@@ -6,7 +6,7 @@
 //! the wire order and the in-memory order agree. A page is a binary search to the token's
 //! position plus a short scan: cheap even with millions of sessions in a portal.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::net::Ipv4Addr;
 
@@ -75,6 +75,8 @@ impl Hasher for IdHasher {
 }
 
 type IdMap = HashMap<u128, u32, BuildHasherDefault<IdHasher>>;
+/// Session ids, e.g. those ListSessions must leave out.
+pub(crate) type IdSet = HashSet<u128, BuildHasherDefault<IdHasher>>;
 
 /// One session, compactly: formatted to text only when served.
 #[derive(Clone, Debug)]
@@ -424,11 +426,13 @@ impl World {
     }
 
     /// One page of ListSessions: the matching sessions after `q.after` in the requested order,
-    /// and whether more match beyond the page.
+    /// and whether more match beyond the page. Sessions in `hidden` are skipped as if they
+    /// did not match, so pages stay full and keyset positions stay exact around them.
     pub(crate) fn list_sessions<'a>(
         &self,
         p: &'a Portal,
         q: &SessionQuery,
+        hidden: &IdSet,
     ) -> (Vec<&'a Sess>, bool) {
         let all = &p.sessions;
         let lo = all.partition_point(|s| s.start_ms < self.retention_cutoff_ms());
@@ -443,7 +447,7 @@ impl World {
                 StatusFilter::Active => s.is_active(),
                 StatusFilter::Terminated => !s.is_active(),
             };
-            user_ok && status_ok
+            user_ok && status_ok && !hidden.contains(&s.id)
         };
         let beyond = |s: &Sess| match q.after {
             None => true,
@@ -545,10 +549,20 @@ mod tests {
     }
 
     /// Pages through with the given query and returns every key served.
-    fn drain(w: &World, p: &Portal, mut q: SessionQuery) -> Vec<(i64, u128)> {
+    fn drain(w: &World, p: &Portal, q: SessionQuery) -> Vec<(i64, u128)> {
+        drain_hiding(w, p, q, &IdSet::default())
+    }
+
+    /// Pages through, leaving out `hidden`, and returns every key served.
+    fn drain_hiding(
+        w: &World,
+        p: &Portal,
+        mut q: SessionQuery,
+        hidden: &IdSet,
+    ) -> Vec<(i64, u128)> {
         let mut out = Vec::new();
         loop {
-            let (page, more) = w.list_sessions(p, &q);
+            let (page, more) = w.list_sessions(p, &q, hidden);
             assert!(page.len() <= q.max);
             out.extend(page.iter().map(|s| s.key()));
             if !more {
@@ -668,6 +682,45 @@ mod tests {
         assert!(drain(&w, p, q).is_empty());
     }
 
+    #[test]
+    fn hidden_sessions_are_skipped_and_pages_stay_full() {
+        let w = World::generate(cfg(300, 6));
+        let p = &w.portals[0];
+        let cutoff = w.retention_cutoff_ms();
+        let listable: Vec<&Sess> = p.sessions.iter().filter(|s| s.start_ms >= cutoff).collect();
+        // Runs of neighbours (so whole pages can be hidden), page edges, both ends, and one
+        // Active session; page size is 7.
+        let mut hidden = IdSet::default();
+        for i in [0, 1, 6, 7, 13, 14, 15, 16, 17, 18, 19, 20, 40] {
+            hidden.insert(listable[i].id);
+        }
+        hidden.insert(listable[listable.len() - 1].id);
+        hidden.insert(listable[listable.len() - 8].id);
+        for descending in [false, true] {
+            for status in [
+                StatusFilter::Any,
+                StatusFilter::Active,
+                StatusFilter::Terminated,
+            ] {
+                let q = SessionQuery {
+                    descending,
+                    status,
+                    ..query()
+                };
+                let mut want = expected(&w, p, &q);
+                want.retain(|k| !hidden.contains(&k.1));
+                assert_eq!(drain_hiding(&w, p, q, &hidden), want, "{q:?}");
+            }
+        }
+        let gone = listable[7];
+        let q = SessionQuery {
+            session_id: Some(Some(gone.id)),
+            ..query()
+        };
+        assert!(drain_hiding(&w, p, q, &hidden).is_empty());
+        assert!(w.visible_session(p, gone.id).is_some());
+    }
+
     /// `cargo test --release --lib simulator -- --ignored --nocapture`
     #[test]
     #[ignore = "large; meaningful in release mode"]
@@ -693,7 +746,7 @@ mod tests {
                 max: 100,
                 ..query()
             };
-            served += w.list_sessions(p, &q).0.len();
+            served += w.list_sessions(p, &q, &IdSet::default()).0.len();
         }
         let per_page = t0.elapsed() / pages;
         assert_eq!(served, 100 * pages as usize);

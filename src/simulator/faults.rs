@@ -1,12 +1,24 @@
-//! Fault injection: throttling, server errors, latency, a rate limit and denied portals,
-//! all settable at run time. Random decisions come from a seeded PRNG, so a run with the
-//! same seed and the same call sequence fails the same calls.
+//! Fault injection: throttling, server errors, latency, a rate limit, denied portals,
+//! dropped connections, sessions hidden from listings and hostile listing bodies, all
+//! settable at run time. Random decisions come from a seeded PRNG, so a run with the same
+//! seed and the same call sequence fails the same calls.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use super::rng::SplitMix64;
+use super::data::IdSet;
+use super::rng::{parse_uuid, SplitMix64};
+
+/// The values `Faults::corrupt_listing` accepts.
+pub const CORRUPT_LISTING_MODES: [&str; 5] = [
+    "missing_session_id",
+    "missing_start_time",
+    "unknown_status",
+    "missing_portal_arn",
+    "bad_json",
+];
 
 /// Fault knobs. Every field has a default, so a JSON body may set only some of them.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -24,6 +36,18 @@ pub struct Faults {
     pub rate_limit_per_sec: Option<f64>,
     /// Portal ids whose ListSessions and GetSession calls get `403 AccessDeniedException`.
     pub deny_portals: Vec<String>,
+    /// Session ids ListSessions leaves out (an inconsistent listing) while GetSession still
+    /// returns them. Pages stay full: the next matching sessions take their place.
+    pub hide_from_listing: Vec<String>,
+    /// Makes every ListSessions reply hostile in one way, on the first session of each
+    /// non-empty page: one of [`CORRUPT_LISTING_MODES`]. `missing_session_id`,
+    /// `missing_start_time` and `missing_portal_arn` omit that member, `unknown_status` sends
+    /// status `"Hibernating"`, `bad_json` cuts the body off inside that session (still 200).
+    /// Empty pages are sent intact.
+    pub corrupt_listing: Option<String>,
+    /// Fraction (0..=1) of API calls where the server reads the request and then closes the
+    /// connection without answering.
+    pub drop_rate: f64,
 }
 
 impl Default for Faults {
@@ -35,7 +59,55 @@ impl Default for Faults {
             retry_after_secs: 1,
             rate_limit_per_sec: None,
             deny_portals: Vec::new(),
+            hide_from_listing: Vec::new(),
+            corrupt_listing: None,
+            drop_rate: 0.0,
         }
+    }
+}
+
+impl Faults {
+    /// Checks the knobs that have a closed set of values: `corrupt_listing` must be one of
+    /// [`CORRUPT_LISTING_MODES`] and `drop_rate` within 0..=1.
+    pub fn validate(&self) -> Result<(), String> {
+        if let Some(mode) = &self.corrupt_listing {
+            if Corruption::parse(mode).is_none() {
+                return Err(format!(
+                    "corrupt_listing must be one of {}, got {mode:?}",
+                    CORRUPT_LISTING_MODES.join(", ")
+                ));
+            }
+        }
+        if !(0.0..=1.0).contains(&self.drop_rate) {
+            return Err(format!(
+                "drop_rate must be between 0 and 1, got {}",
+                self.drop_rate
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// How ListSessions replies are corrupted; see [`Faults::corrupt_listing`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Corruption {
+    MissingSessionId,
+    MissingStartTime,
+    UnknownStatus,
+    MissingPortalArn,
+    BadJson,
+}
+
+impl Corruption {
+    pub(crate) fn parse(mode: &str) -> Option<Corruption> {
+        Some(match mode {
+            "missing_session_id" => Corruption::MissingSessionId,
+            "missing_start_time" => Corruption::MissingStartTime,
+            "unknown_status" => Corruption::UnknownStatus,
+            "missing_portal_arn" => Corruption::MissingPortalArn,
+            "bad_json" => Corruption::BadJson,
+            _ => return None,
+        })
     }
 }
 
@@ -45,6 +117,8 @@ pub(crate) enum Injected {
     Nothing,
     Throttle,
     ServerError,
+    /// Close the connection without an answer.
+    Drop,
 }
 
 #[derive(Debug)]
@@ -84,6 +158,11 @@ pub(crate) struct FaultState {
     pub faults: Faults,
     rng: SplitMix64,
     bucket: Option<Bucket>,
+    /// `faults.hide_from_listing`, parsed; ids that are not UUIDs match no session.
+    hidden: Arc<IdSet>,
+    /// `faults.corrupt_listing`, parsed; an unknown mode (possible only in process, the
+    /// control API refuses it) corrupts nothing.
+    corruption: Option<Corruption>,
 }
 
 impl FaultState {
@@ -92,6 +171,8 @@ impl FaultState {
             faults: Faults::default(),
             rng: SplitMix64::new(seed),
             bucket: None,
+            hidden: Arc::default(),
+            corruption: None,
         }
     }
 
@@ -101,10 +182,28 @@ impl FaultState {
             .rate_limit_per_sec
             .filter(|r| r.is_finite() && *r > 0.0)
             .map(|r| Bucket::new(r, now));
+        self.hidden = Arc::new(
+            faults
+                .hide_from_listing
+                .iter()
+                .filter_map(|id| parse_uuid(id))
+                .collect(),
+        );
+        self.corruption = faults.corrupt_listing.as_deref().and_then(|mode| {
+            let c = Corruption::parse(mode);
+            if c.is_none() {
+                tracing::warn!(mode, "unknown corrupt_listing mode ignored");
+            }
+            c
+        });
         self.faults = faults;
     }
 
+    /// A dropped connection is decided first: it never reaches the rate limiter.
     pub(crate) fn decide(&mut self, now: Instant) -> Injected {
+        if self.faults.drop_rate > 0.0 && self.rng.unit_f64() < self.faults.drop_rate {
+            return Injected::Drop;
+        }
         if let Some(bucket) = &mut self.bucket {
             if !bucket.try_take(now) {
                 return Injected::Throttle;
@@ -121,6 +220,14 @@ impl FaultState {
 
     pub(crate) fn denied(&self, portal_id: &str) -> bool {
         self.faults.deny_portals.iter().any(|p| p == portal_id)
+    }
+
+    pub(crate) fn hidden(&self) -> Arc<IdSet> {
+        self.hidden.clone()
+    }
+
+    pub(crate) fn corruption(&self) -> Option<Corruption> {
+        self.corruption
     }
 }
 
@@ -148,6 +255,7 @@ mod tests {
                 Injected::Throttle => throttled += 1,
                 Injected::ServerError => errors += 1,
                 Injected::Nothing => {}
+                Injected::Drop => unreachable!("drop_rate is 0"),
             }
         }
         assert!((2_200..2_800).contains(&throttled), "{throttled}");
@@ -182,5 +290,64 @@ mod tests {
         let f: Faults = serde_json::from_str(r#"{"throttle_rate": 1.0}"#).unwrap();
         assert_eq!(f.retry_after_secs, 1);
         assert_eq!(f.throttle_rate, 1.0);
+        assert!(f.hide_from_listing.is_empty());
+        assert_eq!(f.corrupt_listing, None);
+        assert_eq!(f.drop_rate, 0.0);
+    }
+
+    #[test]
+    fn drops_come_first_and_are_seeded() {
+        let now = Instant::now();
+        let run = |seed| {
+            let mut f = FaultState::new(seed);
+            f.set(
+                Faults {
+                    drop_rate: 0.3,
+                    throttle_rate: 1.0,
+                    ..Faults::default()
+                },
+                now,
+            );
+            (0..1_000).map(|_| f.decide(now)).collect::<Vec<_>>()
+        };
+        let a = run(3);
+        assert_eq!(a, run(3));
+        let dropped = a.iter().filter(|&&i| i == Injected::Drop).count();
+        assert!((240..360).contains(&dropped), "{dropped}");
+        assert!(a
+            .iter()
+            .all(|&i| i == Injected::Drop || i == Injected::Throttle));
+    }
+
+    #[test]
+    fn listing_knobs_are_parsed_and_validated() {
+        let mut f = FaultState::new(1);
+        let id = "0f0e0d0c-0b0a-4908-8706-050403020100";
+        let faults: Faults = serde_json::from_str(&format!(
+            r#"{{"hide_from_listing": ["{id}", "not-a-uuid"], "corrupt_listing": "unknown_status"}}"#
+        ))
+        .unwrap();
+        assert_eq!(faults.validate(), Ok(()));
+        f.set(faults, Instant::now());
+        assert_eq!(f.hidden().len(), 1);
+        assert!(f.hidden().contains(&parse_uuid(id).unwrap()));
+        assert_eq!(f.corruption(), Some(Corruption::UnknownStatus));
+        for mode in CORRUPT_LISTING_MODES {
+            assert!(Corruption::parse(mode).is_some(), "{mode}");
+        }
+        let bad = Faults {
+            corrupt_listing: Some("sideways".to_owned()),
+            ..Faults::default()
+        };
+        assert!(bad.validate().unwrap_err().contains("sideways"));
+        f.set(bad, Instant::now());
+        assert_eq!(f.corruption(), None);
+        for rate in [-0.1, 1.5, f64::NAN] {
+            let bad = Faults {
+                drop_rate: rate,
+                ..Faults::default()
+            };
+            assert!(bad.validate().is_err(), "{rate}");
+        }
     }
 }

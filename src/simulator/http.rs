@@ -9,8 +9,10 @@
 //!   `retryAfterSeconds` (the Rust SDK's `retry_after_seconds()`).
 //! - Timestamps are epoch seconds as JSON numbers, with milliseconds as the fraction.
 //! - Every answer carries `x-amzn-RequestId`.
+//!
+//! Faults that break the wire format on purpose: a dropped connection (the request is read,
+//! then the connection closes with no answer at all) and corrupted ListSessions bodies.
 
-use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -28,7 +30,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use super::data::{Portal, Sess, SessionQuery, StatusFilter, World};
-use super::faults::Injected;
+use super::faults::{Corruption, Injected};
 use super::rng::{mix64, parse_uuid, uuid_string};
 use super::token::{scope_hash, PageToken, TokenKind};
 use super::{ActivityRequest, Faults, Inner, SimStats};
@@ -87,7 +89,23 @@ pub(crate) async fn serve(
     }
 }
 
-async fn handle(inner: Arc<Inner>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+/// The service's answer to hyper when a call is to be dropped: hyper then closes the
+/// connection without writing a response.
+#[derive(Debug)]
+struct DroppedConnection;
+
+impl std::fmt::Display for DroppedConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("connection dropped by fault injection")
+    }
+}
+
+impl std::error::Error for DroppedConnection {}
+
+async fn handle(
+    inner: Arc<Inner>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, DroppedConnection> {
     let seq = inner.request_seq.fetch_add(1, Ordering::Relaxed);
     let request_id = uuid_string(
         (u128::from(mix64(inner.secret ^ seq)) << 64)
@@ -98,7 +116,7 @@ async fn handle(inner: Arc<Inner>, req: Request<Incoming>) -> Result<Response<Bo
     let mut resp = if req.uri().path().starts_with("/_sim/") {
         control(&inner, req).await
     } else {
-        api(&inner, req).await
+        api(&inner, req).await.ok_or(DroppedConnection)?
     };
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         resp.headers_mut()
@@ -293,12 +311,28 @@ fn push_timestamp(out: &mut String, ms: i64) {
     let _ = write!(out, "{sign}{}.{:03}", abs / 1000, abs % 1000);
 }
 
-fn push_session(out: &mut String, world: &World, p: &Portal, s: &Sess, with_ips: bool) {
-    out.push_str("{\"portalArn\":");
-    push_json_str(out, &p.arn);
-    out.push_str(",\"sessionId\":\"");
-    out.push_str(&uuid_string(s.id));
-    out.push('"');
+/// One session object. `corrupt` breaks it on purpose (except `BadJson`, which the caller
+/// applies to the whole body).
+fn push_session(
+    out: &mut String,
+    world: &World,
+    p: &Portal,
+    s: &Sess,
+    with_ips: bool,
+    corrupt: Option<Corruption>,
+) {
+    // Members are comma-prefixed; the leading one is dropped at the end.
+    let start = out.len();
+    out.push('{');
+    if corrupt != Some(Corruption::MissingPortalArn) {
+        out.push_str(",\"portalArn\":");
+        push_json_str(out, &p.arn);
+    }
+    if corrupt != Some(Corruption::MissingSessionId) {
+        out.push_str(",\"sessionId\":\"");
+        out.push_str(&uuid_string(s.id));
+        out.push('"');
+    }
     if let Some(user) = world.username(s) {
         out.push_str(",\"username\":");
         push_json_str(out, user);
@@ -314,14 +348,23 @@ fn push_session(out: &mut String, world: &World, p: &Portal, s: &Sess, with_ips:
         out.push(']');
     }
     out.push_str(",\"status\":\"");
-    out.push_str(s.status());
-    out.push_str("\",\"startTime\":");
-    push_timestamp(out, s.start_ms);
+    out.push_str(if corrupt == Some(Corruption::UnknownStatus) {
+        "Hibernating"
+    } else {
+        s.status()
+    });
+    out.push('"');
+    if corrupt != Some(Corruption::MissingStartTime) {
+        out.push_str(",\"startTime\":");
+        push_timestamp(out, s.start_ms);
+    }
     if let Some(end) = s.end_ms {
         out.push_str(",\"endTime\":");
         push_timestamp(out, end);
     }
     out.push('}');
+    // `status` is always there, so a member follows the brace.
+    out.remove(start + 1);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -538,9 +581,10 @@ fn route(method: &Method, path: &str) -> Option<Op> {
     }
 }
 
-async fn api(inner: &Inner, req: Request<Incoming>) -> Response<Body> {
+/// One API call; `None` = drop the connection without answering.
+async fn api(inner: &Inner, req: Request<Incoming>) -> Option<Response<Body>> {
     let Some(op) = route(req.method(), req.uri().path()) else {
-        return ApiError::unknown_operation(req.method(), req.uri().path()).into_response();
+        return Some(ApiError::unknown_operation(req.method(), req.uri().path()).into_response());
     };
     {
         let mut stats = inner.stats();
@@ -569,6 +613,12 @@ async fn api(inner: &Inner, req: Request<Incoming>) -> Response<Body> {
         tokio::time::sleep(Duration::from_millis(latency_ms)).await;
     }
     let result = match injected {
+        Injected::Drop => {
+            // Read the whole request first, as a server that dies after receiving it would.
+            let _ = req.into_body().collect().await;
+            inner.stats().dropped += 1;
+            return None;
+        }
         Injected::Throttle => Err(ApiError::throttled(retry_after)),
         Injected::ServerError => Err(ApiError::internal()),
         Injected::Nothing => Query::parse(req.uri().query()).and_then(|q| match &op {
@@ -580,7 +630,7 @@ async fn api(inner: &Inner, req: Request<Incoming>) -> Response<Body> {
             } => get_session(inner, portal_id, session_id),
         }),
     };
-    match result {
+    Some(match result {
         Ok(body) => json_response(StatusCode::OK, body),
         Err(e) => {
             {
@@ -593,7 +643,7 @@ async fn api(inner: &Inner, req: Request<Incoming>) -> Response<Body> {
             }
             e.into_response()
         }
-    }
+    })
 }
 
 fn list_portals(inner: &Inner, q: &Query) -> Result<String, ApiError> {
@@ -639,9 +689,13 @@ fn list_portals(inner: &Inner, q: &Query) -> Result<String, ApiError> {
 
 fn list_sessions(inner: &Inner, portal_id: &str, q: &Query) -> Result<String, ApiError> {
     check_id("portalId", portal_id)?;
-    if inner.fault_state().denied(portal_id) {
-        return Err(ApiError::access_denied(portal_id));
-    }
+    let (hidden, corruption) = {
+        let faults = inner.fault_state();
+        if faults.denied(portal_id) {
+            return Err(ApiError::access_denied(portal_id));
+        }
+        (faults.hidden(), faults.corruption())
+    };
     let max = max_results(q)?;
     let descending = enum_value(q, "sortBy", &["StartTimeAscending", "StartTimeDescending"])?
         != Some("StartTimeAscending");
@@ -693,7 +747,7 @@ fn list_sessions(inner: &Inner, portal_id: &str, q: &Query) -> Result<String, Ap
         after,
         max,
     };
-    let (page, more) = w.list_sessions(portal, &query);
+    let (page, more) = w.list_sessions(portal, &query, &hidden);
 
     let mut out = String::with_capacity(64 + page.len() * 240);
     out.push_str("{\"sessions\":[");
@@ -701,7 +755,18 @@ fn list_sessions(inner: &Inner, portal_id: &str, q: &Query) -> Result<String, Ap
         if i > 0 {
             out.push(',');
         }
-        push_session(&mut out, &w, portal, s, false);
+        let corrupt = corruption.filter(|_| i == 0);
+        let at = out.len();
+        push_session(&mut out, &w, portal, s, false, corrupt);
+        if corrupt == Some(Corruption::BadJson) {
+            // Cut the body off halfway through the first session: invalid JSON, still 200.
+            let mut cut = at + (out.len() - at) / 2;
+            while !out.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            out.truncate(cut);
+            return Ok(out);
+        }
     }
     out.push(']');
     if let (true, Some(last)) = (more, page.last()) {
@@ -727,7 +792,7 @@ fn get_session(inner: &Inner, portal_id: &str, session_id: &str) -> Result<Strin
         .and_then(|id| w.visible_session(portal, id))
         .ok_or_else(|| ApiError::not_found("session", session_id))?;
     let mut out = String::from("{\"session\":");
-    push_session(&mut out, &w, portal, s, true);
+    push_session(&mut out, &w, portal, s, true, None);
     out.push('}');
     Ok(out)
 }
@@ -775,13 +840,15 @@ async fn control(inner: &Inner, req: Request<Incoming>) -> Response<Body> {
             to_json(&serde_json::json!({}))
         }
         (Method::GET, "/_sim/faults") => to_json(&inner.fault_state().faults),
-        (Method::POST, "/_sim/faults") => match parse_body::<Faults>(&body) {
-            Ok(f) => {
-                inner.set_faults(f.clone());
-                to_json(&f)
+        (Method::POST, "/_sim/faults") => {
+            match parse_body::<Faults>(&body).and_then(|f| f.validate().map(|()| f)) {
+                Ok(f) => {
+                    inner.set_faults(f.clone());
+                    to_json(&f)
+                }
+                Err(msg) => control_error(StatusCode::BAD_REQUEST, &msg),
             }
-            Err(msg) => control_error(StatusCode::BAD_REQUEST, &msg),
-        },
+        }
         (Method::POST, "/_sim/expire-tokens") => {
             let epoch = inner.epoch.fetch_add(1, Ordering::SeqCst) + 1;
             to_json(&serde_json::json!({ "tokenEpoch": epoch }))

@@ -5,7 +5,8 @@
 //!
 //! - [`data`]: portals, sessions, the simulated clock and the paging queries (pure logic).
 //! - [`token`]: opaque keyset pagination tokens with a keyed checksum.
-//! - [`faults`]: throttling, server errors, latency, rate limit, denied portals.
+//! - [`faults`]: throttling, server errors, latency, rate limit, denied portals, dropped
+//!   connections, sessions hidden from listings, corrupted listing bodies.
 //! - [`http`]: the hyper server: API routes, error shapes, and the `/_sim/*` control API.
 //! - [`cli`]: `archiver simulator`, for out-of-process users.
 //!
@@ -30,7 +31,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 pub use cli::{run_cli, SimArgs};
-pub use faults::Faults;
+pub use faults::{Faults, CORRUPT_LISTING_MODES};
 
 use data::World;
 use faults::FaultState;
@@ -93,8 +94,9 @@ pub struct SimSession {
 }
 
 /// Call counters. Every API call counts towards its operation, including calls answered
-/// with an injected fault; `throttled` and `server_errors` count those faults, and
-/// `client_errors` counts 4xx answers (validation, not found, access denied).
+/// with an injected fault; `throttled` and `server_errors` count those faults, `dropped`
+/// the calls whose connection was closed without an answer, and `client_errors` counts 4xx
+/// answers (validation, not found, access denied).
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct SimStats {
     pub list_portals_calls: u64,
@@ -104,6 +106,8 @@ pub struct SimStats {
     pub server_errors: u64,
     #[serde(default)]
     pub client_errors: u64,
+    #[serde(default)]
+    pub dropped: u64,
     /// ListSessions calls by the portal id in the request path.
     pub list_sessions_by_portal: BTreeMap<String, u64>,
 }
@@ -362,7 +366,8 @@ impl Simulator {
         self.inner.world_mut().add_portal()
     }
 
-    /// Replaces every fault knob at once.
+    /// Replaces every fault knob at once. Unlike `POST /_sim/faults` this does not call
+    /// [`Faults::validate`]: an unknown `corrupt_listing` mode corrupts nothing.
     pub fn set_faults(&self, f: Faults) {
         self.inner.set_faults(f);
     }
