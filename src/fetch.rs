@@ -342,6 +342,13 @@ where
                     after: retry_after,
                     why,
                 },
+                // A success status with a body the SDK could not parse: a reply not to trust.
+                "" if (200..300).contains(&status) => {
+                    Attempt::Fail(FetchError::InvalidReply(format!(
+                        "HTTP {status} with an unparseable body: {}",
+                        error_chain(err)
+                    )))
+                }
                 _ => Attempt::Fail(FetchError::Other(why)),
             }
         }
