@@ -380,12 +380,12 @@ async fn demo(a: DemoArgs, g: &crate::cli::GlobalArgs, stop: Arc<AtomicBool>) ->
         calls_first
     );
 
+    let ended = sim.end_active(None, usize::MAX).len();
     let mut added = 0;
     for p in sim.portal_ids() {
         added += sim.add_sessions(&p, 25, 3).len();
     }
-    let ended = sim.end_active(None, usize::MAX).len();
-    println!("activity:            {added:>6} new sessions, {ended} sessions ended");
+    println!("activity:            {ended:>6} active sessions ended, {added} new ones started (some still active)");
     sim.reset_stats();
     let second = run_job(&job, &sdk, stop).await?;
     println!(

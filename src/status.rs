@@ -100,10 +100,10 @@ pub fn print(config: &Config, as_json: bool) -> Result<()> {
                 "not yet"
             },
             p["watermark"].as_str().unwrap_or("-"),
-            p["pending"],
+            p["pending"].as_i64().unwrap_or(0),
             checkpoint,
             p["last_run"]["outcome"].as_str().unwrap_or("-"),
-            p["rows_written"],
+            p["rows_written"].as_i64().unwrap_or(0),
         );
     }
     Ok(())
