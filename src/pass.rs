@@ -268,7 +268,13 @@ impl<'a> PassRun<'a> {
                     self.flush(false, report).await?;
                     return Err(Interrupted.into());
                 }
-                Err(e) => return Err(anyhow!(e).context(format!("portal {portal}: ListSessions"))),
+                Err(e) => {
+                    // Keep what the pages before this one brought: they are complete.
+                    if let Err(flush_err) = self.flush(false, report).await {
+                        warn!(portal_id = %portal, error = %format!("{flush_err:#}"), "could not save progress before failing");
+                    }
+                    return Err(anyhow!(e).context(format!("portal {portal}: ListSessions")));
+                }
             };
             failpoint::hit("after_page");
             self.pass.pages += 1;
