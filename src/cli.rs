@@ -20,7 +20,8 @@ pub struct Cli {
 
 #[derive(Args, Debug, Clone)]
 pub struct GlobalArgs {
-    /// SQLite state: checkpoints, watermarks, pending sessions, run history.
+    /// SQLite state: checkpoints, watermarks, pending sessions, run history. `{shard}` in the
+    /// path is replaced by this process's shard index.
     #[arg(
         long,
         global = true,
@@ -47,6 +48,13 @@ pub struct GlobalArgs {
     /// Log format on stderr.
     #[arg(long, global = true, env = "ARCHIVER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// This process handles shard I of N of the portals (0-based), e.g. `1/4`.
+    #[arg(long, global = true, env = "ARCHIVER_SHARD", value_name = "I/N")]
+    pub shard: Option<String>,
+    /// Shard count N when the index comes from the scheduler: `JOB_COMPLETION_INDEX`
+    /// (Kubernetes Indexed Jobs) or `AWS_BATCH_JOB_ARRAY_INDEX` (AWS Batch array jobs).
+    #[arg(long, global = true, env = "ARCHIVER_SHARD_COUNT", value_name = "N")]
+    pub shard_count: Option<u32>,
     /// Portals paged side by side.
     #[arg(long, global = true, env = "ARCHIVER_CONCURRENCY", default_value_t = 4)]
     pub concurrency: usize,

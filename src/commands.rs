@@ -11,7 +11,7 @@ use tokio::sync::Semaphore;
 use tracing::{error, info, warn, Instrument};
 
 use crate::cli::{Cli, Command, DemoArgs};
-use crate::config::{parse_portal_ids, Config, Output, PortalId};
+use crate::config::{parse_portal_ids, Config, Output, PortalId, Shard};
 use crate::error::UsageError;
 use crate::fetch::Source;
 use crate::pass::{archive_portal, Interrupted, Mode, PortalCtx, PortalReport};
@@ -136,13 +136,18 @@ pub async fn run_job(
     sink.check_writable().await?;
     let source = Source::new(sdk, cfg.max_attempts, stop.clone());
 
+    let run_id = state.start_run(job.command)?;
     let portals: Vec<PortalId> = match &job.portals {
         Some(ids) => ids.clone(),
         None => {
-            let found = source
-                .list_portals()
-                .await
-                .map_err(|e| anyhow!(e).context("discovering portals (ListPortals)"))?;
+            let found = match source.list_portals().await {
+                Ok(found) => found,
+                Err(e) => {
+                    let e = anyhow!(e).context("discovering portals (ListPortals)");
+                    state.finish_run(run_id, "failed", Some(&format!("{e:#}")))?;
+                    return Err(e);
+                }
+            };
             for (id, arn) in &found {
                 state.portal(id.as_str())?;
                 state.set_portal_arn(id.as_str(), arn)?;
@@ -151,7 +156,19 @@ pub async fn run_job(
             found.into_iter().map(|(id, _)| id).collect()
         }
     };
-    let run_id = state.start_run(job.command)?;
+    let portals = if cfg.shard == Shard::ALL {
+        portals
+    } else {
+        let (mine, others): (Vec<PortalId>, Vec<PortalId>) =
+            portals.into_iter().partition(|p| cfg.shard.owns(p));
+        for p in &others {
+            if job.portals.is_some() {
+                warn!(portal_id = %p, shard = %cfg.shard, "portal belongs to another shard; skipped");
+            }
+        }
+        info!(shard = %cfg.shard, portals = mine.len(), skipped = others.len(), "this shard's portals");
+        mine
+    };
     let state = Arc::new(Mutex::new(state));
 
     let sem = Arc::new(Semaphore::new(cfg.concurrency));
@@ -341,6 +358,7 @@ async fn demo(a: DemoArgs, g: &crate::cli::GlobalArgs, stop: Arc<AtomicBool>) ->
         flush_rows: g.flush_rows,
         concurrency: g.concurrency,
         max_attempts: g.max_attempts,
+        shard: Shard::ALL,
     };
 
     let sim = Simulator::start(SimConfig {

@@ -86,6 +86,84 @@ impl std::fmt::Display for Output {
     }
 }
 
+/// The slice of the portals this process handles: shard `index` of `count`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shard {
+    pub index: u32,
+    pub count: u32,
+}
+
+impl Shard {
+    pub const ALL: Shard = Shard { index: 0, count: 1 };
+
+    /// `I/N`, with `0 <= I < N`.
+    pub fn parse(s: &str) -> Result<Shard, UsageError> {
+        let bad = || {
+            UsageError(format!(
+                "invalid --shard {s:?}: expected I/N with 0 <= I < N, e.g. 0/4"
+            ))
+        };
+        let (i, n) = s.split_once('/').ok_or_else(bad)?;
+        let index: u32 = i.trim().parse().map_err(|_| bad())?;
+        let count: u32 = n.trim().parse().map_err(|_| bad())?;
+        Shard::new(index, count).ok_or_else(bad)
+    }
+
+    fn new(index: u32, count: u32) -> Option<Shard> {
+        (count >= 1 && index < count).then_some(Shard { index, count })
+    }
+
+    /// From the flags, or from the scheduler's index variable with `--shard-count`.
+    pub fn resolve(
+        flag: Option<&str>,
+        count: Option<u32>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Shard, UsageError> {
+        if let Some(f) = flag {
+            return Shard::parse(f);
+        }
+        let Some(count) = count else {
+            return Ok(Shard::ALL);
+        };
+        for var in ["JOB_COMPLETION_INDEX", "AWS_BATCH_JOB_ARRAY_INDEX"] {
+            if let Some(v) = env(var) {
+                let index: u32 = v
+                    .trim()
+                    .parse()
+                    .map_err(|_| UsageError(format!("{var}={v:?} is not a shard index")))?;
+                return Shard::new(index, count).ok_or_else(|| {
+                    UsageError(format!(
+                        "{var}={index} is out of range for --shard-count {count}"
+                    ))
+                });
+            }
+        }
+        Err(UsageError(
+            "--shard-count needs the shard index: set --shard I/N, JOB_COMPLETION_INDEX or \
+             AWS_BATCH_JOB_ARRAY_INDEX"
+                .into(),
+        ))
+    }
+
+    /// Does this shard handle the portal? A stable hash of the id, so every process agrees
+    /// without talking to the others.
+    pub fn owns(&self, portal: &PortalId) -> bool {
+        // FNV-1a, 64-bit: fixed forever, unlike std's hasher.
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in portal.as_str().bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        h % u64::from(self.count) == u64::from(self.index)
+    }
+}
+
+impl std::fmt::Display for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
+}
+
 /// Everything a run needs, validated.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -94,6 +172,7 @@ pub struct Config {
     pub flush_rows: usize,
     pub concurrency: usize,
     pub max_attempts: u32,
+    pub shard: Shard,
 }
 
 /// The service rejects `maxResults` above 100.
@@ -112,8 +191,15 @@ impl Config {
                 "--max-attempts must be between 1 and 100".into(),
             ));
         }
+        let shard = Shard::resolve(g.shard.as_deref(), g.shard_count, |k| std::env::var(k).ok())?;
+        let state = PathBuf::from(
+            g.state
+                .to_string_lossy()
+                .replace("{shard}", &shard.index.to_string()),
+        );
         Ok(Config {
-            state: g.state.clone(),
+            shard,
+            state,
             output: Output::parse(&g.output)?,
             flush_rows: g.flush_rows,
             concurrency: g.concurrency,
@@ -161,6 +247,45 @@ mod tests {
         )
         .unwrap();
         assert_eq!(id.as_str(), "0a1b2c3d-0000-4000-8000-123456789abc");
+    }
+
+    #[test]
+    fn shards_parse_resolve_and_split_portals_once() {
+        assert_eq!(Shard::parse("1/4").unwrap(), Shard { index: 1, count: 4 });
+        for bad in ["4/4", "1", "a/2", "0/0", "-1/3", ""] {
+            assert!(Shard::parse(bad).is_err(), "{bad:?}");
+        }
+        let none = |_: &str| None;
+        assert_eq!(Shard::resolve(None, None, none).unwrap(), Shard::ALL);
+        assert!(Shard::resolve(None, Some(3), none).is_err());
+        let k8s = |k: &str| (k == "JOB_COMPLETION_INDEX").then(|| "2".to_string());
+        assert_eq!(
+            Shard::resolve(None, Some(3), k8s).unwrap(),
+            Shard { index: 2, count: 3 }
+        );
+        assert!(Shard::resolve(None, Some(2), k8s).is_err());
+        let batch = |k: &str| (k == "AWS_BATCH_JOB_ARRAY_INDEX").then(|| "0".to_string());
+        assert_eq!(
+            Shard::resolve(None, Some(2), batch).unwrap(),
+            Shard { index: 0, count: 2 }
+        );
+        assert_eq!(
+            Shard::resolve(Some("1/2"), Some(9), k8s).unwrap(),
+            Shard { index: 1, count: 2 }
+        );
+        // Every portal belongs to exactly one shard, and the split is not degenerate.
+        let ids: Vec<PortalId> = (0..300)
+            .map(|i| PortalId::parse(&format!("{i:08x}-0000-4000-8000-000000000000")).unwrap())
+            .collect();
+        let mut per_shard = [0; 4];
+        for id in &ids {
+            let owners: Vec<u32> = (0..4)
+                .filter(|&i| Shard { index: i, count: 4 }.owns(id))
+                .collect();
+            assert_eq!(owners.len(), 1);
+            per_shard[owners[0] as usize] += 1;
+        }
+        assert!(per_shard.iter().all(|&n| n > 40), "{per_shard:?}");
     }
 
     #[test]

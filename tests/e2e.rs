@@ -215,3 +215,49 @@ async fn global_options_work_before_or_after_the_subcommand_and_from_env() {
     let doc: serde_json::Value = serde_json::from_str(&st.stdout).unwrap();
     assert_eq!(doc["portals"][0]["flushes"], 3, "{}", st.stdout);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shards_with_their_own_states_cover_every_portal_exactly_once() {
+    let env = Env::new(sim_config(7, 150, 2)).await;
+    let state = env.dir.path().join("state-{shard}.db");
+    // Shard 0 by flag; 1 as a Kubernetes Indexed Job; 2 as an AWS Batch array job.
+    let how: [(&str, Option<(&str, &str)>); 3] = [
+        ("--shard=0/3", None),
+        ("--shard-count=3", Some(("JOB_COMPLETION_INDEX", "1"))),
+        ("--shard-count=3", Some(("AWS_BATCH_JOB_ARRAY_INDEX", "2"))),
+    ];
+    for (flag, index_env) in how {
+        let mut c = env.cmd(&["run", flag]);
+        c.arg("--state").arg(&state);
+        if let Some((k, v)) = index_env {
+            c.env(k, v);
+        }
+        util::Run::from(c.output().await.unwrap()).ok();
+    }
+    for i in 0..3 {
+        assert!(env.dir.path().join(format!("state-{i}.db")).exists());
+    }
+    env.assert_exact();
+    // Each portal's files come from one state (the state id is in every file name).
+    let mut writers: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> =
+        Default::default();
+    for f in util::parquet_files(&env.archive().join("sessions")) {
+        let name = f.file_name().unwrap().to_string_lossy().into_owned();
+        let state_id = name.split('-').nth(1).unwrap().to_string();
+        let portal = f.parent().unwrap().parent().unwrap().file_name().unwrap();
+        writers
+            .entry(portal.to_string_lossy().into_owned())
+            .or_default()
+            .insert(state_id);
+    }
+    assert_eq!(writers.len(), 7);
+    assert!(writers.values().all(|w| w.len() == 1), "{writers:?}");
+    let distinct: std::collections::BTreeSet<_> = writers.values().flatten().collect();
+    assert!(
+        distinct.len() >= 2,
+        "the split put every portal in one shard"
+    );
+    // A shard index out of range is a usage error.
+    let r = env.run(&["run", "--shard", "3/3"]).await;
+    r.code(2);
+}
