@@ -25,26 +25,24 @@ pub async fn execute(cli: Cli) -> Result<()> {
         Command::Run(a) => {
             let config = Config::from_args(&cli.global)?;
             let ids = parse_portal_ids(&a.portal_ids)?;
-            let sdk = load_aws().await?;
             let job = Job {
                 config,
                 command: "run",
                 portals: (!ids.is_empty()).then_some(ids),
                 mode: Mode::Run,
             };
-            run_job(&job, &sdk, stop).await.map(|_| ())
+            run_job(&job, load_aws(), stop).await.map(|_| ())
         }
         Command::Backfill(a) => {
             let config = Config::from_args(&cli.global)?;
             let ids = parse_portal_ids(&a.portal_ids)?;
-            let sdk = load_aws().await?;
             let job = Job {
                 config,
                 command: "backfill",
                 portals: Some(ids),
                 mode: Mode::Backfill { restart: a.restart },
             };
-            run_job(&job, &sdk, stop).await.map(|_| ())
+            run_job(&job, load_aws(), stop).await.map(|_| ())
         }
         Command::Status(a) => {
             let config = Config::from_args(&cli.global)?;
@@ -117,11 +115,12 @@ pub struct RunSummary {
     pub retries: u64,
 }
 
-/// Lock the state, check the output, discover portals, archive each (bounded concurrency, one
-/// failing portal does not stop the others), record the run.
+/// Lock the state, check the output, load the AWS configuration, discover portals, archive
+/// each (bounded concurrency, one failing portal does not stop the others), record the run.
+/// The AWS configuration is loaded only once the lock, state and output are known good.
 pub async fn run_job(
     job: &Job,
-    sdk: &aws_config::SdkConfig,
+    sdk: impl std::future::Future<Output = Result<aws_config::SdkConfig>>,
     stop: Arc<AtomicBool>,
 ) -> Result<RunSummary> {
     let started = Instant::now();
@@ -134,7 +133,8 @@ pub async fn run_job(
     let state_id = state.state_id()?;
     let sink = Sink::new(&cfg.output);
     sink.check_writable().await?;
-    let source = Source::new(sdk, cfg.max_attempts, stop.clone());
+    let sdk = sdk.await?;
+    let source = Source::new(&sdk, cfg.max_attempts, stop.clone());
 
     let run_id = state.start_run(job.command)?;
     let portals: Vec<PortalId> = match &job.portals {
@@ -389,7 +389,7 @@ async fn demo(a: DemoArgs, g: &crate::cli::GlobalArgs, stop: Arc<AtomicBool>) ->
         mode: Mode::Run,
     };
 
-    let first = run_job(&job, &sdk, stop.clone()).await?;
+    let first = run_job(&job, async { Ok(sdk.clone()) }, stop.clone()).await?;
     let calls_first = sim.stats().list_sessions_calls;
     println!(
         "run 1 (backfill):    {:>6} sessions archived, {:>4} still active kept pending, {:>5} ListSessions calls",
@@ -405,7 +405,7 @@ async fn demo(a: DemoArgs, g: &crate::cli::GlobalArgs, stop: Arc<AtomicBool>) ->
     }
     println!("activity:            {ended:>6} active sessions ended, {added} new ones started (some still active)");
     sim.reset_stats();
-    let second = run_job(&job, &sdk, stop).await?;
+    let second = run_job(&job, async { Ok(sdk.clone()) }, stop).await?;
     println!(
         "run 2 (incremental): {:>6} sessions archived, {:>4} still active kept pending, {:>5} ListSessions calls",
         second.portals.iter().map(|r| r.rows).sum::<u64>(),

@@ -403,3 +403,30 @@ async fn a_pending_session_the_service_no_longer_knows_is_dropped_with_a_warning
     let doc: serde_json::Value = serde_json::from_str(&st.stdout).unwrap();
     assert_eq!(doc["portals"][0]["pending"], 0, "{}", st.stdout);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_overlapping_run_is_refused_with_75_naming_the_holder_and_a_killed_holder_blocks_nothing(
+) {
+    let env = Env::new(sim_config(2, 3000, 0)).await;
+    env.sim.set_faults(Faults {
+        latency_ms: 30,
+        ..Faults::default()
+    });
+    let mut first = env.cmd(&["run"]).spawn().unwrap();
+    let pid = first.id().unwrap();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let second = env.run(&["run"]).await;
+    second.code(75);
+    let line = second.stderr.trim();
+    assert_eq!(line.lines().count(), 1, "{line}");
+    assert!(
+        line.contains(&format!("pid {pid}")) && line.contains("since"),
+        "{line}"
+    );
+    // The holder dies without releasing anything: the next run goes ahead and resumes.
+    first.start_kill().unwrap();
+    first.wait().await.unwrap();
+    env.sim.set_faults(Faults::default());
+    env.run(&["run"]).await.ok();
+    env.assert_exact();
+}
