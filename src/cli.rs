@@ -58,6 +58,13 @@ pub struct GlobalArgs {
     /// Portals paged side by side.
     #[arg(long, global = true, env = "ARCHIVER_CONCURRENCY", default_value_t = 4)]
     pub concurrency: usize,
+    /// After every run/backfill, write what it did as JSON here (replaced atomically).
+    #[arg(long, global = true, env = "ARCHIVER_SUMMARY_JSON", value_name = "PATH")]
+    pub summary_json: Option<PathBuf>,
+    /// After every run/backfill, write Prometheus metrics here, for node_exporter's textfile
+    /// collector (replaced atomically).
+    #[arg(long, global = true, env = "ARCHIVER_METRICS_FILE", value_name = "PATH")]
+    pub metrics_file: Option<PathBuf>,
     /// Attempts per API call before a portal is given up for this run (throttling, 5xx,
     /// timeouts and dropped connections are retried with backoff).
     #[arg(
@@ -94,6 +101,9 @@ pub struct RunArgs {
     /// Only these portals (repeatable); without it every portal ListPortals returns.
     #[arg(long = "portal-id", value_name = "ID")]
     pub portal_ids: Vec<String>,
+    /// Say what each portal would get (backfill, resume, incremental) and write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Args, Debug)]
@@ -104,6 +114,9 @@ pub struct BackfillArgs {
     /// List everything again from the oldest session; nothing already archived is written twice.
     #[arg(long)]
     pub restart: bool,
+    /// Say what each portal would get and write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Args, Debug)]

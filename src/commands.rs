@@ -16,6 +16,7 @@ use crate::error::UsageError;
 use crate::fetch::Source;
 use crate::pass::{archive_portal, Interrupted, Mode, PortalCtx, PortalReport};
 use crate::sink::Sink;
+use crate::report::{Failure, RunSummary};
 use crate::state::{PortalOutcome, State};
 
 /// Run the parsed command line.
@@ -31,6 +32,9 @@ pub async fn execute(cli: Cli) -> Result<()> {
                 portals: (!ids.is_empty()).then_some(ids),
                 mode: Mode::Run,
             };
+            if a.dry_run {
+                return dry_run(&job, load_aws()).await;
+            }
             run_job(&job, load_aws(), stop).await.map(|_| ())
         }
         Command::Backfill(a) => {
@@ -42,6 +46,9 @@ pub async fn execute(cli: Cli) -> Result<()> {
                 portals: Some(ids),
                 mode: Mode::Backfill { restart: a.restart },
             };
+            if a.dry_run {
+                return dry_run(&job, load_aws()).await;
+            }
             run_job(&job, load_aws(), stop).await.map(|_| ())
         }
         Command::Status(a) => {
@@ -105,16 +112,6 @@ pub struct Job {
     pub mode: Mode,
 }
 
-/// What a job did.
-#[derive(Debug, Default, serde::Serialize)]
-pub struct RunSummary {
-    pub portals: Vec<PortalReport>,
-    pub failed: Vec<(String, String)>,
-    pub duration_ms: u64,
-    pub api_calls: u64,
-    pub retries: u64,
-}
-
 /// Lock the state, check the output, load the AWS configuration, discover portals, archive
 /// each (bounded concurrency, one failing portal does not stop the others), record the run.
 /// The AWS configuration is loaded only once the lock, state and output are known good.
@@ -124,6 +121,7 @@ pub async fn run_job(
     stop: Arc<AtomicBool>,
 ) -> Result<RunSummary> {
     let started = Instant::now();
+    let started_at_ms = crate::clock::now_ms();
     let cfg = &job.config;
     let _lock = crate::lock::acquire(&cfg.state, job.command)?;
     let state_path = cfg.state.clone();
@@ -221,7 +219,11 @@ pub async fn run_job(
         });
     }
 
-    let mut summary = RunSummary::default();
+    let mut summary = RunSummary {
+        command: job.command.to_string(),
+        started_at_ms,
+        ..Default::default()
+    };
     let mut interrupted = false;
     while let Some(joined) = tasks.join_next().await {
         let (report, result) = joined.context("portal task panicked")?;
@@ -243,9 +245,10 @@ pub async fn run_job(
             }
             Err(e) => {
                 error!(portal_id = %report.portal_id, error = %format!("{e:#}"), "portal failed");
-                summary
-                    .failed
-                    .push((report.portal_id.clone(), format!("{e:#}")));
+                summary.failed.push(Failure {
+                    portal_id: report.portal_id.clone(),
+                    error: format!("{e:#}"),
+                });
                 "failed"
             }
         };
@@ -267,8 +270,11 @@ pub async fn run_job(
         .portals
         .sort_by(|a, b| a.portal_id.cmp(&b.portal_id));
     summary.duration_ms = started.elapsed().as_millis() as u64;
-    summary.api_calls = source.stats.calls.load(Ordering::Relaxed);
-    summary.retries = source.stats.retries.load(Ordering::Relaxed);
+    summary.ended_at_ms = crate::clock::now_ms();
+    summary.totals.api_calls = source.stats.calls.load(Ordering::Relaxed);
+    summary.totals.retries = source.stats.retries.load(Ordering::Relaxed);
+    summary.totals.throttled = source.stats.throttled.load(Ordering::Relaxed);
+    summary.sum_portals();
 
     let (outcome, detail) = if interrupted {
         ("interrupted", Some("stopped by a signal".to_string()))
@@ -277,27 +283,19 @@ pub async fn run_job(
     } else {
         ("failed", Some(failure_line(&summary, portals.len())))
     };
-    state
-        .lock()
-        .expect("state")
-        .finish_run(run_id, outcome, detail.as_deref())?;
-    let sum = |f: fn(&PortalReport) -> u64| summary.portals.iter().map(f).sum::<u64>();
-    info!(
-        command = job.command,
-        outcome,
-        portals = summary.portals.len(),
-        failed = summary.failed.len(),
-        pages = sum(|r| r.pages),
-        sessions_seen = sum(|r| r.listed),
-        rows_written = sum(|r| r.rows),
-        files = sum(|r| r.files),
-        bytes = sum(|r| r.bytes),
-        pending = sum(|r| r.pending),
-        api_calls = summary.api_calls,
-        retries = summary.retries,
-        duration_ms = summary.duration_ms,
-        "run finished"
-    );
+    summary.outcome = outcome.to_string();
+    let state = state.lock().expect("state");
+    state.finish_run(run_id, outcome, detail.as_deref())?;
+    summary.log();
+    if let Some(path) = &cfg.summary_json {
+        summary.write_json(path)?;
+    }
+    if let Some(path) = &cfg.metrics_file {
+        let (last, per_portal) = state.last_successes()?;
+        crate::report::write_atomic(path, summary.metrics_text(last, &per_portal).as_bytes())
+            .with_context(|| format!("writing --metrics-file {}", path.display()))?;
+    }
+    drop(state);
     if interrupted {
         return Err(Interrupted.into());
     }
@@ -307,14 +305,90 @@ pub async fn run_job(
     Ok(summary)
 }
 
+/// `--dry-run`: what each portal would get, from the state (read only, no lock) and the
+/// service's portal list. Writes nothing anywhere.
+async fn dry_run(
+    job: &Job,
+    sdk: impl std::future::Future<Output = Result<aws_config::SdkConfig>>,
+) -> Result<()> {
+    let cfg = &job.config;
+    let state = if cfg.state.exists() {
+        Some(State::open_readonly(&cfg.state)?)
+    } else {
+        None
+    };
+    let sdk = sdk.await?;
+    let source = Source::new(&sdk, cfg.max_attempts, Arc::new(AtomicBool::new(false)));
+    let portals: Vec<PortalId> = match &job.portals {
+        Some(ids) => ids.clone(),
+        None => source
+            .list_portals()
+            .await
+            .map_err(|e| anyhow!(e).context("discovering portals (ListPortals)"))?
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect(),
+    };
+    let portals: Vec<PortalId> = portals
+        .into_iter()
+        .filter(|p| cfg.shard.owns(p))
+        .collect();
+    println!(
+        "dry run of `{}` (shard {}): {} portals; nothing is written",
+        job.command,
+        cfg.shard,
+        portals.len()
+    );
+    for p in &portals {
+        let (ps, pending) = match &state {
+            Some(st) => (
+                st.find(p.as_str())?,
+                st.pending(p.as_str())?
+                    .into_values()
+                    .map(|(start, _)| start)
+                    .collect::<Vec<_>>(),
+            ),
+            None => (None, vec![]),
+        };
+        let known = ps.is_some();
+        let ps = ps.unwrap_or_default();
+        let what = match crate::pass::plan(&ps, pending.iter().copied().min(), job.mode) {
+            crate::pass::Plan::Resume(c) => format!(
+                "resume the {} pass from its checkpoint (after {} pages)",
+                c.kind.as_str(),
+                c.pages
+            ),
+            crate::pass::Plan::New {
+                kind: crate::state::PassKind::Backfill,
+                ..
+            } if !known || !ps.backfill_done => "backfill (never archived)".to_string(),
+            crate::pass::Plan::New {
+                kind: crate::state::PassKind::Backfill,
+                ..
+            } => "backfill again from the oldest session (--restart)".to_string(),
+            crate::pass::Plan::New {
+                stop_before_ms: Some(stop),
+                ..
+            } => format!(
+                "incremental pass, newest first, back to {}",
+                crate::clock::rfc3339(stop)
+            ),
+            crate::pass::Plan::New { .. } => "incremental pass over everything".to_string(),
+        };
+        println!("{p}  {what}; {} pending", pending.len());
+    }
+    Ok(())
+}
+
 fn failure_line(summary: &RunSummary, total: usize) -> String {
     let list: Vec<String> = summary
         .failed
         .iter()
-        .map(|(id, e)| {
+        .map(|f| {
             // The error already names the portal; keep the line short.
-            let e = e.strip_prefix(&format!("portal {id}: ")).unwrap_or(e);
-            format!("portal {id}: {e}")
+            let prefix = format!("portal {}: ", f.portal_id);
+            let e = f.error.strip_prefix(&prefix).unwrap_or(&f.error);
+            format!("portal {}: {e}", f.portal_id)
         })
         .collect();
     format!(
@@ -359,6 +433,8 @@ async fn demo(a: DemoArgs, g: &crate::cli::GlobalArgs, stop: Arc<AtomicBool>) ->
         concurrency: g.concurrency,
         max_attempts: g.max_attempts,
         shard: Shard::ALL,
+        summary_json: None,
+        metrics_file: None,
     };
 
     let sim = Simulator::start(SimConfig {

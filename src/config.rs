@@ -173,6 +173,8 @@ pub struct Config {
     pub concurrency: usize,
     pub max_attempts: u32,
     pub shard: Shard,
+    pub summary_json: Option<PathBuf>,
+    pub metrics_file: Option<PathBuf>,
 }
 
 /// The service rejects `maxResults` above 100.
@@ -198,6 +200,8 @@ impl Config {
                 .replace("{shard}", &shard.index.to_string()),
         );
         Ok(Config {
+            summary_json: g.summary_json.clone(),
+            metrics_file: g.metrics_file.clone(),
             shard,
             state,
             output: Output::parse(&g.output)?,

@@ -12,6 +12,7 @@
 //! Around it:
 //! - [`cli`] and [`config`]: flags, validated once into a `Config`.
 //! - [`commands`] and [`status`]: `run`, `backfill`, `status`, `demo`.
+//! - [`report`]: the run summary as a log line, `--summary-json` and `--metrics-file`.
 //! - [`lock`]: the run lock on a state.
 //! - [`model`], [`clock`], [`error`]: the session record, time helpers, exit-code errors.
 //! - [`failpoint`]: crash points for the crash-safety tests.
@@ -29,6 +30,7 @@ pub mod fetch;
 pub mod lock;
 pub mod model;
 pub mod pass;
+pub mod report;
 pub mod simulator;
 pub mod sink;
 pub mod state;

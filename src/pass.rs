@@ -114,6 +114,39 @@ pub async fn archive_portal(
     Ok(())
 }
 
+/// What a portal's work will be.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Plan {
+    /// Continue the pass in progress from its checkpoint.
+    Resume(PassCheckpoint),
+    /// Start a pass: a backfill, or an incremental pass that stops past `stop_before_ms`
+    /// (`None`: read to the end).
+    New {
+        kind: PassKind,
+        stop_before_ms: Option<i64>,
+    },
+}
+
+/// Decide a portal's work from its state (pure: shared by runs and `--dry-run`).
+pub fn plan(ps: &PortalState, oldest_pending: Option<i64>, mode: Mode) -> Plan {
+    let restart = matches!(mode, Mode::Backfill { restart: true });
+    match &ps.pass {
+        Some(p) if !restart => Plan::Resume(p.clone()),
+        _ if restart || !ps.backfill_done => Plan::New {
+            kind: PassKind::Backfill,
+            stop_before_ms: None,
+        },
+        _ => Plan::New {
+            kind: PassKind::Incremental,
+            stop_before_ms: [ps.high_watermark_ms, oldest_pending]
+                .into_iter()
+                .flatten()
+                .min()
+                .map(|m| m - OVERLAP_MS),
+        },
+    }
+}
+
 /// Publish files committed but not published; delete staged files never committed.
 async fn recover(ctx: &PortalCtx, portal: &PortalId) -> Result<u64> {
     let id = portal.to_string();
@@ -167,26 +200,13 @@ impl<'a> PassRun<'a> {
     ) -> Result<PassRun<'a>> {
         let id = portal.to_string();
         let pending = db(&ctx.state, move |st| st.pending(&id)).await?;
-        let restart = matches!(mode, Mode::Backfill { restart: true });
-        let (pass, resumed) = match &ps.pass {
-            Some(p) if !restart => (p.clone(), true),
-            _ => {
-                let kind = if restart || !ps.backfill_done {
-                    PassKind::Backfill
-                } else {
-                    PassKind::Incremental
-                };
-                let stop_before_ms = match kind {
-                    PassKind::Backfill => None,
-                    PassKind::Incremental => {
-                        let oldest_pending = pending.values().map(|(start, _)| *start).min();
-                        [ps.high_watermark_ms, oldest_pending]
-                            .into_iter()
-                            .flatten()
-                            .min()
-                            .map(|m| m - OVERLAP_MS)
-                    }
-                };
+        let oldest_pending = pending.values().map(|(start, _)| *start).min();
+        let (pass, resumed) = match plan(&ps, oldest_pending, mode) {
+            Plan::Resume(p) => (p, true),
+            Plan::New {
+                kind,
+                stop_before_ms,
+            } => {
                 let pass = PassCheckpoint {
                     kind,
                     token: None,

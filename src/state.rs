@@ -573,6 +573,29 @@ impl State {
             .optional()?)
     }
 
+    /// A portal's row, if this state knows the portal. Reads only.
+    pub fn find(&self, portal_id: &str) -> Result<Option<PortalState>> {
+        self.find_portal(portal_id)
+    }
+
+    /// When a run last ended `ok` (epoch ms), and per portal when its work last ended `ok`
+    /// (the start of that run).
+    pub fn last_successes(&self) -> Result<(Option<i64>, HashMap<String, i64>)> {
+        let run: Option<i64> = self.conn.query_row(
+            "SELECT max(ended_at) FROM runs WHERE outcome = 'ok'",
+            [],
+            |r| r.get(0),
+        )?;
+        let mut stmt = self.conn.prepare(
+            "SELECT rp.portal_id, max(r.started_at) FROM run_portals rp JOIN runs r USING (run_id)
+             WHERE rp.outcome = 'ok' GROUP BY rp.portal_id",
+        )?;
+        let per_portal = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok((run, per_portal))
+    }
+
     /// How many archived ids (the dedup window) and pending sessions a portal holds.
     pub fn sizes(&self, portal_id: &str) -> Result<(i64, i64)> {
         let archived = self.conn.query_row(

@@ -1,0 +1,270 @@
+//! Operator output: what a run did, as one log line, as JSON (`--summary-json`), and as a
+//! Prometheus text file for node_exporter's textfile collector (`--metrics-file`).
+//! Both files are replaced atomically (temp name, fsync, rename), so a collector never reads
+//! half a file.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+use tracing::info;
+
+use crate::pass::PortalReport;
+
+/// What a run did.
+#[derive(Debug, Default, Serialize)]
+pub struct RunSummary {
+    pub command: String,
+    /// `ok`, `failed` or `interrupted`.
+    pub outcome: String,
+    pub started_at_ms: i64,
+    pub ended_at_ms: i64,
+    pub duration_ms: u64,
+    pub totals: Totals,
+    pub portals: Vec<PortalReport>,
+    pub failed: Vec<Failure>,
+}
+
+/// Sums over the portals.
+#[derive(Debug, Default, Serialize)]
+pub struct Totals {
+    pub portals: u64,
+    pub failed: u64,
+    pub pages: u64,
+    pub sessions_seen: u64,
+    pub rows_written: u64,
+    pub files: u64,
+    pub bytes: u64,
+    pub pending: u64,
+    pub api_calls: u64,
+    pub retries: u64,
+    pub throttled: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Failure {
+    pub portal_id: String,
+    pub error: String,
+}
+
+impl RunSummary {
+    /// Fill `totals` from the portal reports (API counters are set by the caller).
+    pub fn sum_portals(&mut self) {
+        let t = &mut self.totals;
+        t.portals = self.portals.len() as u64;
+        t.failed = self.failed.len() as u64;
+        for r in &self.portals {
+            t.pages += r.pages;
+            t.sessions_seen += r.listed;
+            t.rows_written += r.rows;
+            t.files += r.files;
+            t.bytes += r.bytes;
+            t.pending += r.pending;
+        }
+    }
+
+    /// The summary log line.
+    pub fn log(&self) {
+        let t = &self.totals;
+        info!(
+            command = %self.command,
+            outcome = %self.outcome,
+            portals = t.portals,
+            failed = t.failed,
+            pages = t.pages,
+            sessions_seen = t.sessions_seen,
+            rows_written = t.rows_written,
+            files = t.files,
+            bytes = t.bytes,
+            pending = t.pending,
+            api_calls = t.api_calls,
+            retries = t.retries,
+            duration_ms = self.duration_ms,
+            "run finished"
+        );
+    }
+
+    pub fn write_json(&self, path: &Path) -> Result<()> {
+        let mut bytes = serde_json::to_vec_pretty(self)?;
+        bytes.push(b'\n');
+        write_atomic(path, &bytes).with_context(|| format!("writing --summary-json {}", path.display()))
+    }
+
+    /// Prometheus text exposition of this run, with the last successes from the state.
+    pub fn metrics_text(
+        &self,
+        last_success_ms: Option<i64>,
+        portal_last_success_ms: &HashMap<String, i64>,
+    ) -> String {
+        let secs = |ms: i64| ms as f64 / 1000.0;
+        let mut out = String::new();
+        let mut gauge = |name: &str, help: &str, samples: Vec<(String, f64)>| {
+            let _ = writeln!(out, "# HELP archiver_{name} {help}");
+            let _ = writeln!(out, "# TYPE archiver_{name} gauge");
+            for (labels, v) in samples {
+                let _ = writeln!(out, "archiver_{name}{labels} {v}");
+            }
+        };
+        let t = &self.totals;
+        let run = format!("{{command=\"{}\"}}", self.command);
+        gauge(
+            "last_run_timestamp_seconds",
+            "When the last run ended.",
+            vec![(run.clone(), secs(self.ended_at_ms))],
+        );
+        gauge(
+            "last_run_success",
+            "1 if the last run succeeded, else 0.",
+            vec![(run.clone(), f64::from(u8::from(self.outcome == "ok")))],
+        );
+        gauge(
+            "last_run_duration_seconds",
+            "How long the last run took.",
+            vec![(run.clone(), self.duration_ms as f64 / 1000.0)],
+        );
+        gauge(
+            "last_run_rows_written",
+            "Sessions written by the last run.",
+            vec![(run.clone(), t.rows_written as f64)],
+        );
+        gauge(
+            "last_run_api_calls",
+            "WorkSpaces Web API calls made by the last run.",
+            vec![(run.clone(), t.api_calls as f64)],
+        );
+        gauge(
+            "last_run_retries",
+            "Calls retried by the last run (throttling, 5xx, timeouts).",
+            vec![(run, t.retries as f64)],
+        );
+        if let Some(ms) = last_success_ms {
+            gauge(
+                "last_success_timestamp_seconds",
+                "When a run last succeeded.",
+                vec![(String::new(), secs(ms))],
+            );
+        }
+        let label = |id: &str| format!("{{portal_id=\"{id}\"}}");
+        let failed: Vec<&str> = self.failed.iter().map(|f| f.portal_id.as_str()).collect();
+        gauge(
+            "portal_failed",
+            "1 if the portal failed in the last run, else 0.",
+            self.portals
+                .iter()
+                .map(|r| (label(&r.portal_id), f64::from(u8::from(failed.contains(&r.portal_id.as_str())))))
+                .collect(),
+        );
+        gauge(
+            "portal_rows_written",
+            "Sessions written for the portal by the last run.",
+            self.portals
+                .iter()
+                .map(|r| (label(&r.portal_id), r.rows as f64))
+                .collect(),
+        );
+        gauge(
+            "portal_pending_sessions",
+            "Sessions still active, kept pending, after the last run.",
+            self.portals
+                .iter()
+                .filter(|r| r.completed)
+                .map(|r| (label(&r.portal_id), r.pending as f64))
+                .collect(),
+        );
+        gauge(
+            "portal_last_success_timestamp_seconds",
+            "When the portal's work last succeeded (start of that run).",
+            self.portals
+                .iter()
+                .filter_map(|r| {
+                    portal_last_success_ms
+                        .get(&r.portal_id)
+                        .map(|ms| (label(&r.portal_id), secs(*ms)))
+                })
+                .collect(),
+        );
+        out
+    }
+}
+
+/// Replace a file atomically: write a temp file beside it, fsync, rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .context("not a file path")?
+        .to_string_lossy();
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_are_valid_prometheus_text_with_one_sample_per_portal() {
+        let mut s = RunSummary {
+            command: "run".into(),
+            outcome: "failed".into(),
+            ended_at_ms: 1_700_000_000_500,
+            duration_ms: 2500,
+            portals: vec![
+                PortalReport {
+                    portal_id: "a".into(),
+                    rows: 7,
+                    pending: 2,
+                    completed: true,
+                    ..Default::default()
+                },
+                PortalReport {
+                    portal_id: "b".into(),
+                    ..Default::default()
+                },
+            ],
+            failed: vec![Failure {
+                portal_id: "b".into(),
+                error: "x".into(),
+            }],
+            ..Default::default()
+        };
+        s.sum_portals();
+        let last = HashMap::from([("a".to_string(), 1_600_000_000_000)]);
+        let text = s.metrics_text(Some(1_650_000_000_000), &last);
+        for want in [
+            "archiver_last_run_success{command=\"run\"} 0",
+            "archiver_last_run_timestamp_seconds{command=\"run\"} 1700000000.5",
+            "archiver_last_run_rows_written{command=\"run\"} 7",
+            "archiver_last_success_timestamp_seconds 1650000000",
+            "archiver_portal_failed{portal_id=\"a\"} 0",
+            "archiver_portal_failed{portal_id=\"b\"} 1",
+            "archiver_portal_pending_sessions{portal_id=\"a\"} 2",
+            "archiver_portal_last_success_timestamp_seconds{portal_id=\"a\"} 1600000000",
+        ] {
+            assert!(text.lines().any(|l| l == want), "missing {want:?} in\n{text}");
+        }
+        // Every sample line belongs to a declared metric; every metric is declared once.
+        let mut declared = std::collections::HashSet::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                assert!(declared.insert(rest.split(' ').next().unwrap().to_string()));
+            } else if !line.starts_with('#') {
+                let name = line.split(['{', ' ']).next().unwrap();
+                assert!(declared.contains(name), "{line}");
+                let value = line.rsplit(' ').next().unwrap();
+                assert!(value.parse::<f64>().is_ok(), "{line}");
+            }
+        }
+        assert!(!text.contains("portal_pending_sessions{portal_id=\"b\"}"));
+    }
+}

@@ -1,0 +1,171 @@
+//! What a run tells its operator: `--summary-json`, `--metrics-file`, `status`, `--dry-run`.
+
+mod util;
+
+use archiver::simulator::Faults;
+use util::{sim_config, Env};
+
+fn metric(text: &str, name_and_labels: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name_and_labels)?.strip_prefix(' '))
+        .and_then(|v| v.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn summary_json_and_metrics_file_report_what_the_run_did() {
+    let env = Env::new(sim_config(3, 500, 4)).await;
+    let summary = env.dir.path().join("summary.json");
+    let metrics = env.dir.path().join("archiver.prom");
+    let (s, m) = (
+        format!("--summary-json={}", summary.display()),
+        format!("--metrics-file={}", metrics.display()),
+    );
+    env.run(&["run", &s, &m]).await.ok();
+    env.assert_exact();
+    let expected = env.expected().len() as u64;
+
+    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
+    assert_eq!(doc["outcome"], "ok");
+    assert_eq!(doc["totals"]["rows_written"], expected);
+    assert_eq!(doc["totals"]["portals"], 3);
+    assert_eq!(doc["totals"]["pending"], 12);
+    assert_eq!(
+        doc["totals"]["api_calls"].as_u64().unwrap(),
+        {
+            let st = env.sim.stats();
+            st.list_portals_calls + st.list_sessions_calls + st.get_session_calls
+        },
+        "the summary's call count disagrees with the simulator's"
+    );
+
+    let text = std::fs::read_to_string(&metrics).unwrap();
+    assert_eq!(
+        metric(&text, "archiver_last_run_success{command=\"run\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(&text, "archiver_last_run_rows_written{command=\"run\"}"),
+        Some(expected as f64)
+    );
+    let per_portal: f64 = env
+        .sim
+        .portal_ids()
+        .iter()
+        .map(|p| {
+            metric(
+                &text,
+                &format!("archiver_portal_rows_written{{portal_id=\"{p}\"}}"),
+            )
+            .unwrap()
+        })
+        .sum();
+    assert_eq!(per_portal, expected as f64);
+    let first_success = metric(&text, "archiver_last_success_timestamp_seconds").unwrap();
+
+    // A run where one portal is denied: failure shows, the last success stays.
+    let denied = env.portal(2);
+    env.sim.set_faults(Faults {
+        deny_portals: vec![denied.clone()],
+        ..Faults::default()
+    });
+    env.run(&["run", &s, &m]).await.code(1);
+    let text = std::fs::read_to_string(&metrics).unwrap();
+    assert_eq!(
+        metric(&text, "archiver_last_run_success{command=\"run\"}"),
+        Some(0.0)
+    );
+    assert_eq!(
+        metric(
+            &text,
+            &format!("archiver_portal_failed{{portal_id=\"{denied}\"}}")
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(
+            &text,
+            &format!("archiver_portal_failed{{portal_id=\"{}\"}}", env.portal(0))
+        ),
+        Some(0.0)
+    );
+    assert_eq!(
+        metric(&text, "archiver_last_success_timestamp_seconds"),
+        Some(first_success)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
+    assert_eq!(doc["outcome"], "failed");
+    assert_eq!(doc["failed"][0]["portal_id"], denied);
+    // No temp files left beside them.
+    let leftovers: Vec<_> = std::fs::read_dir(env.dir.path())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains(".tmp-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_run_says_what_each_portal_would_get_and_writes_nothing() {
+    let env = Env::new(sim_config(2, 1500, 3)).await;
+    let (p0, p1) = (env.portal(0), env.portal(1));
+
+    // Nothing archived yet: both would be backfilled; no state, no output appear.
+    let r = env.run(&["run", "--dry-run"]).await;
+    r.ok();
+    for p in [&p0, &p1] {
+        assert!(
+            r.stdout
+                .contains(&format!("{p}  backfill (never archived)")),
+            "{}",
+            r.stdout
+        );
+    }
+    assert!(!env.state().exists() && !env.archive().exists());
+    assert_eq!(env.sim.stats().list_sessions_calls, 0);
+
+    // One portal archived, the other's backfill killed mid-way.
+    env.run(&["backfill", "--portal-id", &p0]).await.ok();
+    let crashed = env
+        .run_crashing(
+            &["backfill", "--portal-id", &p1, "--flush-rows", "300"],
+            "after_commit:2",
+        )
+        .await;
+    assert_eq!(crashed.code, 134, "{}", crashed.stderr);
+    let before = std::fs::read(env.state()).unwrap();
+    env.sim.reset_stats();
+    let r = env.run(&["run", "--dry-run"]).await;
+    r.ok();
+    assert!(
+        r.stdout
+            .contains(&format!("{p0}  incremental pass, newest first, back to ")),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains(&format!("{p0}  ")) && r.stdout.contains("; 3 pending"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains(&format!(
+            "{p1}  resume the backfill pass from its checkpoint (after 6 pages)"
+        )),
+        "{}",
+        r.stdout
+    );
+    let r = env
+        .run(&["backfill", "--portal-id", &p0, "--restart", "--dry-run"])
+        .await;
+    assert!(
+        r.stdout.contains("backfill again from the oldest session"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(env.sim.stats().list_sessions_calls, 0);
+    assert_eq!(
+        std::fs::read(env.state()).unwrap(),
+        before,
+        "a dry run changed the state"
+    );
+}
