@@ -59,11 +59,21 @@ pub struct GlobalArgs {
     #[arg(long, global = true, env = "ARCHIVER_CONCURRENCY", default_value_t = 4)]
     pub concurrency: usize,
     /// After every run/backfill, write what it did as JSON here (replaced atomically).
-    #[arg(long, global = true, env = "ARCHIVER_SUMMARY_JSON", value_name = "PATH")]
+    #[arg(
+        long,
+        global = true,
+        env = "ARCHIVER_SUMMARY_JSON",
+        value_name = "PATH"
+    )]
     pub summary_json: Option<PathBuf>,
     /// After every run/backfill, write Prometheus metrics here, for node_exporter's textfile
     /// collector (replaced atomically).
-    #[arg(long, global = true, env = "ARCHIVER_METRICS_FILE", value_name = "PATH")]
+    #[arg(
+        long,
+        global = true,
+        env = "ARCHIVER_METRICS_FILE",
+        value_name = "PATH"
+    )]
     pub metrics_file: Option<PathBuf>,
     /// Attempts per API call before a portal is given up for this run (throttling, 5xx,
     /// timeouts and dropped connections are retried with backoff).

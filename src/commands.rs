@@ -15,8 +15,8 @@ use crate::config::{parse_portal_ids, Config, Output, PortalId, Shard};
 use crate::error::UsageError;
 use crate::fetch::Source;
 use crate::pass::{archive_portal, Interrupted, Mode, PortalCtx, PortalReport};
-use crate::sink::Sink;
 use crate::report::{Failure, RunSummary};
+use crate::sink::Sink;
 use crate::state::{PortalOutcome, State};
 
 /// Run the parsed command line.
@@ -329,10 +329,7 @@ async fn dry_run(
             .map(|(id, _)| id)
             .collect(),
     };
-    let portals: Vec<PortalId> = portals
-        .into_iter()
-        .filter(|p| cfg.shard.owns(p))
-        .collect();
+    let portals: Vec<PortalId> = portals.into_iter().filter(|p| cfg.shard.owns(p)).collect();
     println!(
         "dry run of `{}` (shard {}): {} portals; nothing is written",
         job.command,

@@ -89,7 +89,8 @@ impl RunSummary {
     pub fn write_json(&self, path: &Path) -> Result<()> {
         let mut bytes = serde_json::to_vec_pretty(self)?;
         bytes.push(b'\n');
-        write_atomic(path, &bytes).with_context(|| format!("writing --summary-json {}", path.display()))
+        write_atomic(path, &bytes)
+            .with_context(|| format!("writing --summary-json {}", path.display()))
     }
 
     /// Prometheus text exposition of this run, with the last successes from the state.
@@ -153,7 +154,12 @@ impl RunSummary {
             "1 if the portal failed in the last run, else 0.",
             self.portals
                 .iter()
-                .map(|r| (label(&r.portal_id), f64::from(u8::from(failed.contains(&r.portal_id.as_str())))))
+                .map(|r| {
+                    (
+                        label(&r.portal_id),
+                        f64::from(u8::from(failed.contains(&r.portal_id.as_str()))),
+                    )
+                })
                 .collect(),
         );
         gauge(
@@ -251,7 +257,10 @@ mod tests {
             "archiver_portal_pending_sessions{portal_id=\"a\"} 2",
             "archiver_portal_last_success_timestamp_seconds{portal_id=\"a\"} 1600000000",
         ] {
-            assert!(text.lines().any(|l| l == want), "missing {want:?} in\n{text}");
+            assert!(
+                text.lines().any(|l| l == want),
+                "missing {want:?} in\n{text}"
+            );
         }
         // Every sample line belongs to a declared metric; every metric is declared once.
         let mut declared = std::collections::HashSet::new();
