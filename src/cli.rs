@@ -100,6 +100,8 @@ pub enum Command {
     Backfill(BackfillArgs),
     /// Per portal: checkpoint, watermark, pending sessions, last run.
     Status(StatusArgs),
+    /// Rewrite each partition's files into one (old partitions only), exactly once.
+    Compact(CompactArgs),
     /// The whole job end to end against the built-in simulator, in a local folder.
     Demo(DemoArgs),
     /// Serve the built-in WorkSpaces Web simulator on 127.0.0.1 (for tests and benchmarks).
@@ -127,6 +129,13 @@ pub struct BackfillArgs {
     /// Say what each portal would get and write nothing.
     #[arg(long)]
     pub dry_run: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct CompactArgs {
+    /// Leave partitions whose day ended less than this long ago (s, m, h, d, w), e.g. 36h.
+    #[arg(long, default_value = "2d", value_name = "DURATION")]
+    pub older_than: String,
 }
 
 #[derive(Args, Debug)]

@@ -55,6 +55,21 @@ pub async fn execute(cli: Cli) -> Result<()> {
             let config = Config::from_args(&cli.global)?;
             crate::status::print(&config, a.json)
         }
+        Command::Compact(a) => {
+            let config = Config::from_args(&cli.global)?;
+            let older_than = crate::compact::parse_duration(&a.older_than).ok_or_else(|| {
+                UsageError(format!(
+                    "invalid --older-than {:?}: a whole number and s, m, h, d or w, e.g. 36h",
+                    a.older_than
+                ))
+            })?;
+            let s = crate::compact::compact(&config, older_than).await?;
+            println!(
+                "compacted {} partitions: {} files into {}, {} rows; readers could see old and new files together for at most {:.1} ms",
+                s.partitions, s.files_before, s.files_after, s.rows, s.max_overlap_ms
+            );
+            Ok(())
+        }
         Command::Demo(a) => demo(a, &cli.global, stop).await,
         Command::Simulator(a) => crate::simulator::run_cli(a).await,
     }

@@ -47,7 +47,8 @@ pub fn schema() -> SchemaRef {
         .clone()
 }
 
-fn properties() -> WriterProperties {
+/// The writer settings of every file of the dataset.
+pub fn writer_properties() -> WriterProperties {
     let plain = |name: &str| ColumnPath::from(name);
     WriterProperties::builder()
         .set_compression(Compression::ZSTD(
@@ -102,7 +103,7 @@ const CHUNK_ROWS: usize = 8192;
 /// Encode rows as one complete Parquet file, in memory.
 pub fn encode(rows: &[Session], archived_at_ms: i64) -> Result<Vec<u8>> {
     let mut out = Vec::with_capacity(rows.len() * 40 + 4096);
-    let mut writer = ArrowWriter::try_new(&mut out, schema(), Some(properties()))
+    let mut writer = ArrowWriter::try_new(&mut out, schema(), Some(writer_properties()))
         .context("starting a parquet writer")?;
     for chunk in rows.chunks(CHUNK_ROWS) {
         writer

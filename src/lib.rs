@@ -12,6 +12,7 @@
 //! Around it:
 //! - [`cli`] and [`config`]: flags, validated once into a `Config`.
 //! - [`commands`] and [`status`]: `run`, `backfill`, `status`, `demo`.
+//! - [`compact`]: rewrite each partition's files into one, exactly once.
 //! - [`report`]: the run summary as a log line, `--summary-json` and `--metrics-file`.
 //! - [`lock`]: the run lock on a state.
 //! - [`model`], [`clock`], [`error`]: the session record, time helpers, exit-code errors.
@@ -21,6 +22,7 @@
 pub mod cli;
 pub mod clock;
 pub mod commands;
+pub mod compact;
 pub mod config;
 pub mod dedup;
 pub mod encode;

@@ -71,7 +71,7 @@ pub struct PortalReport {
 #[error("interrupted; progress up to the last flush is saved")]
 pub struct Interrupted;
 
-async fn db<T: Send + 'static>(
+pub(crate) async fn db<T: Send + 'static>(
     state: &Arc<Mutex<State>>,
     f: impl FnOnce(&mut State) -> Result<T> + Send + 'static,
 ) -> Result<T> {
@@ -94,7 +94,7 @@ pub async fn archive_portal(
     report.portal_id = portal.to_string();
     let id = portal.to_string();
     let ps = db(&ctx.state, move |st| st.portal(&id)).await?;
-    report.recovered_files = recover(ctx, portal).await?;
+    report.recovered_files = recover(&ctx.sink, &ctx.state, portal).await?;
     PassRun::start(ctx, portal, ps, mode, report)
         .await?
         .go(report)
@@ -147,30 +147,43 @@ pub fn plan(ps: &PortalState, oldest_pending: Option<i64>, mode: Mode) -> Plan {
     }
 }
 
-/// Publish files committed but not published; delete staged files never committed.
-async fn recover(ctx: &PortalCtx, portal: &PortalId) -> Result<u64> {
+/// Publish files committed but not published, delete files a committed compaction replaced,
+/// delete staged files never committed.
+pub(crate) async fn recover(
+    sink: &Sink,
+    state: &Arc<Mutex<State>>,
+    portal: &PortalId,
+) -> Result<u64> {
     let id = portal.to_string();
-    let unpublished = db(&ctx.state, move |st| st.unpublished(&id)).await?;
+    let unpublished = db(state, move |st| st.unpublished(&id)).await?;
     let mut seqs: Vec<i64> = unpublished.iter().map(|f| f.seq).collect();
     seqs.dedup();
     for f in &unpublished {
-        ctx.sink
-            .publish(f.staging.clone(), f.path.clone())
+        sink.publish(f.staging.clone(), f.path.clone())
             .await
             .with_context(|| format!("recovering flush {} of portal {portal}", f.seq))?;
     }
     for seq in seqs {
         let id = portal.to_string();
-        db(&ctx.state, move |st| st.mark_published(&id, seq)).await?;
+        db(state, move |st| st.mark_published(&id, seq)).await?;
     }
-    let leftovers = ctx.sink.list_staged(staging_prefix(portal)).await?;
+    // Files a committed compaction replaced: their replacement is published now.
+    let id = portal.to_string();
+    let retired = db(state, move |st| st.retired(&id)).await?;
+    for path in &retired {
+        sink.delete(path.clone()).await?;
+        let (id, path) = (portal.to_string(), path.clone());
+        db(state, move |st| st.forget_retired(&id, &path)).await?;
+    }
+    let leftovers = sink.list_staged(staging_prefix(portal)).await?;
     for key in &leftovers {
-        ctx.sink.delete_staged(key.clone()).await?;
+        sink.delete(key.clone()).await?;
     }
-    if !unpublished.is_empty() || !leftovers.is_empty() {
+    if !unpublished.is_empty() || !leftovers.is_empty() || !retired.is_empty() {
         info!(
             portal_id = %portal,
             published = unpublished.len(),
+            retired = retired.len(),
             discarded = leftovers.len(),
             "recovered files of an interrupted run"
         );

@@ -84,10 +84,31 @@ impl Sink {
         }
     }
 
-    /// Delete a staged key (no error if it is gone).
-    pub async fn delete_staged(&self, key: String) -> Result<()> {
+    /// Delete a key, staged or published (no error if it is gone).
+    pub async fn delete(&self, key: String) -> Result<()> {
         match self {
-            Sink::Local(s) => blocking(s.clone(), move |s| s.delete_staged(&key)).await,
+            Sink::Local(s) => blocking(s.clone(), move |s| s.delete(&key)).await,
+        }
+    }
+
+    /// The published files of one portal, by partition date: `(date, keys)`, sorted.
+    pub async fn partitions(&self, portal: &PortalId) -> Result<Vec<(String, Vec<String>)>> {
+        let prefix = format!("{DATASET}/portal_id={portal}");
+        match self {
+            Sink::Local(s) => blocking(s.clone(), move |s| s.partitions(&prefix)).await,
+        }
+    }
+
+    /// A whole object's bytes.
+    pub async fn read(&self, key: String) -> Result<Vec<u8>> {
+        match self {
+            Sink::Local(s) => {
+                blocking(s.clone(), move |s| {
+                    let path = s.path(&key);
+                    std::fs::read(&path).with_context(|| format!("reading {}", path.display()))
+                })
+                .await
+            }
         }
     }
 }
@@ -181,13 +202,42 @@ impl LocalSink {
         Ok(keys)
     }
 
-    fn delete_staged(&self, key: &str) -> Result<()> {
+    fn delete(&self, key: &str) -> Result<()> {
         let path = self.path(key);
         match std::fs::remove_file(&path) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(e).with_context(|| format!("deleting {}", path.display())),
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e).with_context(|| format!("deleting {}", path.display())),
         }
+        sync_dir(path.parent().expect("keys have a folder"))
+    }
+
+    fn partitions(&self, prefix: &str) -> Result<Vec<(String, Vec<String>)>> {
+        let dir = self.path(prefix);
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
+            Err(e) => return Err(e).with_context(|| format!("listing {}", dir.display())),
+        };
+        let mut out = Vec::new();
+        for e in entries {
+            let e = e.with_context(|| format!("listing {}", dir.display()))?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(date) = name.strip_prefix("start_date=") else {
+                continue;
+            };
+            let mut keys = Vec::new();
+            for f in std::fs::read_dir(e.path())? {
+                let file = f?.file_name().to_string_lossy().into_owned();
+                if file.ends_with(".parquet") {
+                    keys.push(format!("{prefix}/{name}/{file}"));
+                }
+            }
+            keys.sort();
+            out.push((date.to_string(), keys));
+        }
+        out.sort();
+        Ok(out)
     }
 }
 
@@ -258,6 +308,10 @@ mod tests {
         );
         sink.publish(st.clone(), fin.clone()).await.unwrap();
         sink.publish(st.clone(), fin.clone()).await.unwrap();
+        assert_eq!(
+            sink.partitions(&portal()).await.unwrap(),
+            vec![("2026-01-01".to_string(), vec![fin.clone()])]
+        );
         assert_eq!(std::fs::read(dir.path().join(&fin)).unwrap(), b"data");
         assert!(sink
             .list_staged(staging_prefix(&portal()))

@@ -23,7 +23,13 @@ use crate::error::StateRefused;
 const APPLICATION_ID: i64 = 0x4152_4348;
 
 /// Migrations in order; migration N brings the schema to `user_version` N.
-const MIGRATIONS: &[(&str, &str)] = &[("0001_init", include_str!("../migrations/0001_init.sql"))];
+const MIGRATIONS: &[(&str, &str)] = &[
+    ("0001_init", include_str!("../migrations/0001_init.sql")),
+    (
+        "0002_compaction",
+        include_str!("../migrations/0002_compaction.sql"),
+    ),
+];
 
 /// Runs kept in the history; older ones are pruned.
 const RUNS_KEPT: i64 = 500;
@@ -453,6 +459,60 @@ impl State {
         }
         tx.commit()
             .with_context(|| format!("committing flush {} of portal {portal_id}", c.seq))?;
+        Ok(())
+    }
+
+    /// Commit a compaction: the new files (to publish) and the files they replace (to delete
+    /// once published), under a new flush sequence, in one transaction.
+    pub fn commit_compaction(
+        &mut self,
+        portal_id: &str,
+        seq: i64,
+        files: &[FileRecord],
+        retired: &[String],
+    ) -> Result<()> {
+        let now = now_ms();
+        let tx = self.conn.transaction()?;
+        {
+            let mut file = tx.prepare_cached(
+                "INSERT INTO flush_files (portal_id, seq, path, staging, rows, bytes, committed_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?;
+            for f in files {
+                file.execute(params![
+                    portal_id, seq, f.path, f.staging, f.rows, f.bytes, now
+                ])?;
+            }
+            let mut ret = tx.prepare_cached(
+                "INSERT INTO retired_files (portal_id, seq, path) VALUES (?1, ?2, ?3)",
+            )?;
+            for path in retired {
+                ret.execute(params![portal_id, seq, path])?;
+            }
+        }
+        tx.execute(
+            "UPDATE portals SET flush_seq = max(flush_seq, ?2), updated_at = ?3 WHERE portal_id = ?1",
+            params![portal_id, seq, now],
+        )?;
+        tx.commit()
+            .with_context(|| format!("committing compaction {seq} of portal {portal_id}"))?;
+        Ok(())
+    }
+
+    /// Files replaced by a committed compaction and not deleted yet.
+    pub fn retired(&self, portal_id: &str) -> Result<Vec<String>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT path FROM retired_files WHERE portal_id = ?1 ORDER BY path")?;
+        let rows = stmt.query_map([portal_id], |r| r.get(0))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    pub fn forget_retired(&self, portal_id: &str, path: &str) -> Result<()> {
+        self.conn.execute(
+            "DELETE FROM retired_files WHERE portal_id = ?1 AND path = ?2",
+            params![portal_id, path],
+        )?;
         Ok(())
     }
 
