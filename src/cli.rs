@@ -58,6 +58,10 @@ pub struct GlobalArgs {
     /// Portals paged side by side.
     #[arg(long, global = true, env = "ARCHIVER_CONCURRENCY", default_value_t = 4)]
     pub concurrency: usize,
+    /// Also archive each ended session's client IP addresses (one GetSession call per
+    /// session written).
+    #[arg(long, global = true, env = "ARCHIVER_WITH_CLIENT_IPS")]
+    pub with_client_ips: bool,
     /// After every run/backfill, write what it did as JSON here (replaced atomically).
     #[arg(
         long,

@@ -222,6 +222,7 @@ pub async fn run_job(
                     state_id,
                     flush_rows: cfg.flush_rows,
                     page_size: cfg.page_size(),
+                    with_client_ips: cfg.with_client_ips,
                     stop,
                 };
                 let span = tracing::info_span!("portal", portal_id = %portal);
@@ -447,6 +448,7 @@ async fn demo(a: DemoArgs, g: &crate::cli::GlobalArgs, stop: Arc<AtomicBool>) ->
         shard: Shard::ALL,
         summary_json: None,
         metrics_file: None,
+        with_client_ips: false,
     };
 
     let sim = Simulator::start(SimConfig {

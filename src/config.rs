@@ -175,6 +175,7 @@ pub struct Config {
     pub shard: Shard,
     pub summary_json: Option<PathBuf>,
     pub metrics_file: Option<PathBuf>,
+    pub with_client_ips: bool,
 }
 
 /// The service rejects `maxResults` above 100.
@@ -201,6 +202,7 @@ impl Config {
         );
         Ok(Config {
             summary_json: g.summary_json.clone(),
+            with_client_ips: g.with_client_ips,
             metrics_file: g.metrics_file.clone(),
             shard,
             state,

@@ -196,6 +196,7 @@ mod tests {
             },
             start_ms: start,
             end_ms: (!active).then_some(start + 10),
+            client_ips: None,
         }
     }
 

@@ -5,7 +5,7 @@
 use std::sync::{Arc, OnceLock};
 
 use anyhow::{Context, Result};
-use arrow_array::builder::{StringBuilder, TimestampMillisecondBuilder};
+use arrow_array::builder::{ListBuilder, StringBuilder, TimestampMillisecondBuilder};
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use parquet::arrow::ArrowWriter;
@@ -22,6 +22,11 @@ pub const CREATED_BY: &str = concat!(
     env!("CARGO_PKG_VERSION"),
     " (build parquet-rs)"
 );
+
+/// The element of the `client_ip_addresses` list, named as the Parquet spec's 3-level list.
+fn ip_element() -> Arc<Field> {
+    Arc::new(Field::new("element", DataType::Utf8, true))
+}
 
 fn ts() -> DataType {
     DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()))
@@ -42,6 +47,8 @@ pub fn schema() -> SchemaRef {
                 Field::new("start_time", ts(), false),
                 Field::new("end_time", ts(), true),
                 Field::new("archived_at", ts(), false),
+                // Null unless archived with --with-client-ips.
+                Field::new("client_ip_addresses", DataType::List(ip_element()), true),
             ]))
         })
         .clone()
@@ -75,6 +82,7 @@ pub fn record_batch(rows: &[Session], archived_at_ms: i64) -> Result<RecordBatch
     let mut start = TimestampMillisecondBuilder::with_capacity(n).with_timezone("UTC");
     let mut end = TimestampMillisecondBuilder::with_capacity(n).with_timezone("UTC");
     let mut archived = TimestampMillisecondBuilder::with_capacity(n).with_timezone("UTC");
+    let mut ips = ListBuilder::new(StringBuilder::new()).with_field(ip_element());
     for s in rows {
         arn.append_value(&s.portal_arn);
         id.append_value(&s.session_id);
@@ -83,6 +91,15 @@ pub fn record_batch(rows: &[Session], archived_at_ms: i64) -> Result<RecordBatch
         start.append_value(s.start_ms);
         end.append_option(s.end_ms);
         archived.append_value(archived_at_ms);
+        match &s.client_ips {
+            Some(list) => {
+                for ip in list {
+                    ips.values().append_value(ip);
+                }
+                ips.append(true);
+            }
+            None => ips.append(false),
+        }
     }
     let columns: Vec<ArrayRef> = vec![
         Arc::new(arn.finish()),
@@ -92,6 +109,7 @@ pub fn record_batch(rows: &[Session], archived_at_ms: i64) -> Result<RecordBatch
         Arc::new(start.finish()),
         Arc::new(end.finish()),
         Arc::new(archived.finish()),
+        Arc::new(ips.finish()),
     ];
     RecordBatch::try_new(schema(), columns).context("building a record batch")
 }
@@ -134,6 +152,8 @@ mod tests {
                 status: SessionStatus::Terminated,
                 start_ms: 1_700_000_000_000 + i * 1000,
                 end_ms: (i % 3 != 0).then_some(1_700_000_000_000 + i * 2000),
+                client_ips: (i % 2 == 0)
+                    .then(|| vec![format!("10.0.0.{}", i % 250), "203.0.113.9".into()]),
             })
             .collect()
     }
@@ -152,11 +172,20 @@ mod tests {
             let ids = batch.column(1).as_string::<i32>();
             let starts = batch.column(4).as_primitive::<TimestampMillisecondType>();
             let ends = batch.column(5).as_primitive::<TimestampMillisecondType>();
+            let ips = batch.column(7).as_list::<i32>();
             for i in 0..batch.num_rows() {
                 let want = &rows[n];
                 assert_eq!(ids.value(i), want.session_id);
                 assert_eq!(starts.value(i), want.start_ms);
                 assert_eq!(ends.is_null(i), want.end_ms.is_none());
+                let got: Option<Vec<String>> = (!ips.is_null(i)).then(|| {
+                    ips.value(i)
+                        .as_string::<i32>()
+                        .iter()
+                        .map(|v| v.unwrap().to_string())
+                        .collect()
+                });
+                assert_eq!(got, want.client_ips);
                 n += 1;
             }
         }

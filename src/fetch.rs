@@ -216,7 +216,7 @@ impl Source {
         let Some(s) = resp.session() else {
             return Ok(None);
         };
-        session_from_wire(
+        let mut session = session_from_wire(
             &mut None,
             s.portal_arn(),
             s.session_id(),
@@ -224,8 +224,9 @@ impl Source {
             s.status(),
             s.start_time(),
             s.end_time(),
-        )
-        .map(Some)
+        )?;
+        session.client_ips = Some(s.client_ip_addresses().to_vec());
+        Ok(Some(session))
     }
 
     /// Run one API call with retries.
@@ -439,6 +440,7 @@ fn session_from_wire(
         status,
         start_ms,
         end_ms,
+        client_ips: None,
     })
 }
 

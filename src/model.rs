@@ -21,7 +21,8 @@ impl SessionStatus {
 
 /// One session. Timestamps are epoch milliseconds (UTC).
 ///
-/// `Debug` leaves the username out: it is personal data and must never reach a log.
+/// `Debug` leaves the username and client IPs out: they are personal data and must never
+/// reach a log.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Session {
     /// Shared by every session of a page: one allocation, not one per row.
@@ -31,6 +32,8 @@ pub struct Session {
     pub status: SessionStatus,
     pub start_ms: i64,
     pub end_ms: Option<i64>,
+    /// From GetSession, with `--with-client-ips` only. Personal data, like the username.
+    pub client_ips: Option<Vec<String>>,
 }
 
 impl fmt::Debug for Session {
@@ -41,6 +44,13 @@ impl fmt::Debug for Session {
             .field("start_ms", &self.start_ms)
             .field("end_ms", &self.end_ms)
             .field("username", &self.username.as_ref().map(|_| "<redacted>"))
+            .field(
+                "client_ips",
+                &self
+                    .client_ips
+                    .as_ref()
+                    .map(|ips| format!("<{} redacted>", ips.len())),
+            )
             .finish()
     }
 }

@@ -7,7 +7,7 @@
 //! committed checkpoint: at most one flush of pages is fetched again, and dedup makes sure
 //! nothing fetched twice is written twice.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -45,6 +45,8 @@ pub struct PortalCtx {
     pub state_id: String,
     pub flush_rows: usize,
     pub page_size: usize,
+    /// Fetch each written session's client IPs with GetSession.
+    pub with_client_ips: bool,
     /// Set on SIGTERM/SIGINT: flush what is buffered and stop.
     pub stop: Arc<AtomicBool>,
 }
@@ -298,7 +300,7 @@ impl<'a> PassRun<'a> {
                     continue;
                 }
                 Err(FetchError::Stopped) => {
-                    self.flush(false, report).await?;
+                    self.flush_on_the_way_out(report).await?;
                     return Err(Interrupted.into());
                 }
                 Err(e) => {
@@ -322,12 +324,12 @@ impl<'a> PassRun<'a> {
             if done {
                 break;
             }
-            let stopping = self.ctx.stop.load(Ordering::Relaxed);
-            if self.dedup.batch().listed + self.ctx.page_size > self.ctx.flush_rows || stopping {
-                self.flush(false, report).await?;
-            }
-            if stopping {
+            if self.ctx.stop.load(Ordering::Relaxed) {
+                self.flush_on_the_way_out(report).await?;
                 return Err(Interrupted.into());
+            }
+            if self.dedup.batch().listed + self.ctx.page_size > self.ctx.flush_rows {
+                self.flush(false, report).await?;
             }
         }
         self.resolve_missing_pending(covered_from).await?;
@@ -387,8 +389,11 @@ impl<'a> PassRun<'a> {
             .collect();
         for (id, _) in missing {
             match self.ctx.source.get_session(self.portal, &id).await {
-                Ok(Some(s)) => {
+                Ok(Some(mut s)) => {
                     debug!(portal_id = %self.portal, session_id = %id, "pending session resolved by GetSession");
+                    if !self.ctx.with_client_ips {
+                        s.client_ips = None; // opt-in only, wherever they came from
+                    }
                     self.seen_pending.insert(id);
                     self.dedup.offer(s, false);
                 }
@@ -408,10 +413,72 @@ impl<'a> PassRun<'a> {
         Ok(())
     }
 
+    /// On a stop: save the buffered pages if that is quick. With `--with-client-ips` it would
+    /// take a GetSession call per row, so those pages are left for the resume to fetch again.
+    async fn flush_on_the_way_out(&mut self, report: &mut PortalReport) -> Result<()> {
+        if self.ctx.with_client_ips && !self.dedup.batch().rows.is_empty() {
+            info!(portal_id = %self.portal, rows = self.dedup.batch().rows.len(), "stopping without the unflushed pages; the next run fetches them again");
+            return Ok(());
+        }
+        self.flush(false, report).await
+    }
+
+    /// GetSession for every row without client IPs, a few calls in flight at a time (each
+    /// with the retry loop's backoff on throttling).
+    async fn fetch_client_ips(&self, rows: &mut [Session]) -> Result<()> {
+        const IN_FLIGHT: usize = 4;
+        let mut todo = rows
+            .iter()
+            .filter(|s| s.client_ips.is_none())
+            .map(|s| s.session_id.clone())
+            .collect::<Vec<_>>()
+            .into_iter();
+        let mut found: HashMap<String, Vec<String>> = HashMap::new();
+        let mut calls = tokio::task::JoinSet::new();
+        loop {
+            while calls.len() < IN_FLIGHT {
+                let Some(id) = todo.next() else { break };
+                let (source, portal) = (self.ctx.source.clone(), self.portal.clone());
+                calls.spawn(async move {
+                    let r = source.get_session(&portal, &id).await;
+                    (id, r)
+                });
+            }
+            let Some(joined) = calls.join_next().await else {
+                break;
+            };
+            let (id, result) = joined.context("GetSession task panicked")?;
+            match result {
+                Ok(Some(s)) => {
+                    found.insert(id, s.client_ips.unwrap_or_default());
+                }
+                Ok(None) => {
+                    debug!(portal_id = %self.portal, session_id = %id, "no longer known to GetSession; archived without client IPs");
+                }
+                Err(FetchError::Stopped) => return Err(Interrupted.into()),
+                Err(e) => {
+                    return Err(anyhow!(e).context(format!(
+                        "portal {}: GetSession for the client IPs of session {id}",
+                        self.portal
+                    )))
+                }
+            }
+        }
+        for s in rows.iter_mut() {
+            if let Some(ips) = found.remove(&s.session_id) {
+                s.client_ips = Some(ips);
+            }
+        }
+        Ok(())
+    }
+
     /// Stage, commit, publish.
     async fn flush(&mut self, complete: bool, report: &mut PortalReport) -> Result<()> {
-        let batch = self.dedup.take_batch();
+        let mut batch = self.dedup.take_batch();
         let portal = self.portal;
+        if self.ctx.with_client_ips {
+            self.fetch_client_ips(&mut batch.rows).await?;
+        }
         let seq = if batch.rows.is_empty() {
             self.seq
         } else {

@@ -261,3 +261,48 @@ async fn shards_with_their_own_states_cover_every_portal_exactly_once() {
     let r = env.run(&["run", "--shard", "3/3"]).await;
     r.code(2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_client_ips_every_row_carries_the_addresses_get_session_returns() {
+    let env = Env::new(sim_config(2, 250, 4)).await;
+    env.run(&["run", "--with-client-ips", "--flush-rows", "100"])
+        .await
+        .ok();
+    env.assert_exact();
+    let record: std::collections::BTreeMap<String, Vec<String>> = env
+        .sim
+        .record()
+        .into_iter()
+        .map(|s| (s.session_id, s.client_ip_addresses))
+        .collect();
+    let rows = env.archived();
+    for r in &rows {
+        assert_eq!(
+            r.client_ips.as_ref(),
+            Some(&record[&r.session_id]),
+            "{}",
+            r.session_id
+        );
+    }
+    assert!(rows
+        .iter()
+        .any(|r| r.client_ips.as_ref().is_some_and(|l| !l.is_empty())));
+    // One GetSession per session written.
+    assert_eq!(env.sim.stats().get_session_calls, rows.len() as u64);
+
+    // Without the flag: the column is there, null, and no GetSession call is made.
+    env.sim.end_active(None, usize::MAX);
+    env.sim.reset_stats();
+    env.run(&["run"]).await.ok();
+    env.assert_exact();
+    assert_eq!(env.sim.stats().get_session_calls, 0);
+    let nulls = env
+        .archived()
+        .into_iter()
+        .filter(|r| r.client_ips.is_none())
+        .count();
+    assert_eq!(
+        nulls, 8,
+        "the 8 sessions ended since were written without IPs"
+    );
+}

@@ -32,7 +32,8 @@ CREATE EXTERNAL TABLE IF NOT EXISTS archiver_sessions (
     status      string,
     start_time  timestamp,
     end_time    timestamp,
-    archived_at timestamp
+    archived_at timestamp,
+    client_ip_addresses array<string>   -- null unless archived with --with-client-ips
 )
 PARTITIONED BY (
     portal_id  string,

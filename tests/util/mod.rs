@@ -148,6 +148,7 @@ pub struct Row {
     pub status: String,
     pub start_ms: i64,
     pub end_ms: Option<i64>,
+    pub client_ips: Option<Vec<String>>,
 }
 
 /// Every `.parquet` file under `<root>/sessions`, read with parquet's own reader.
@@ -188,6 +189,9 @@ pub fn read_dataset(root: &Path) -> Vec<Row> {
             let (arn, id, user, status) =
                 (s("portal_arn"), s("session_id"), s("username"), s("status"));
             let (start, end) = (t("start_time"), t("end_time"));
+            let ips = b
+                .column_by_name("client_ip_addresses")
+                .map(|c| c.as_list::<i32>().clone());
             for i in 0..b.num_rows() {
                 rows.push(Row {
                     file: file.clone(),
@@ -199,6 +203,13 @@ pub fn read_dataset(root: &Path) -> Vec<Row> {
                     status: status.value(i).to_string(),
                     start_ms: start.value(i),
                     end_ms: (!end.is_null(i)).then(|| end.value(i)),
+                    client_ips: ips.as_ref().filter(|l| !l.is_null(i)).map(|l| {
+                        l.value(i)
+                            .as_string::<i32>()
+                            .iter()
+                            .map(|v| v.unwrap_or_default().to_string())
+                            .collect()
+                    }),
                 });
             }
         }
