@@ -15,6 +15,7 @@
 //! - [`compact`]: rewrite each partition's files into one, exactly once.
 //! - [`report`]: the run summary as a log line, `--summary-json` and `--metrics-file`.
 //! - [`lock`]: the run lock on a state.
+//! - [`progress`]: progress lines on a terminal, none in logs.
 //! - [`model`], [`clock`], [`error`]: the session record, time helpers, exit-code errors.
 //! - [`failpoint`]: crash points for the crash-safety tests.
 //! - [`simulator`]: the built-in WorkSpaces Web simulator (demo, tests, benchmarks).
@@ -32,6 +33,7 @@ pub mod fetch;
 pub mod lock;
 pub mod model;
 pub mod pass;
+pub mod progress;
 pub mod report;
 pub mod simulator;
 pub mod sink;

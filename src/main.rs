@@ -4,11 +4,17 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use archiver::cli::{Cli, LogFormat};
+use archiver::cli::{Cli, Command, LogFormat};
 use archiver::error::exit_code;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let long_work = matches!(cli.command, Command::Run(_) | Command::Backfill(_));
+    archiver::progress::init(
+        long_work
+            && cli.global.log_format == LogFormat::Text
+            && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+    );
     init_logging(cli.global.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -44,7 +50,7 @@ fn init_logging(format: LogFormat) {
         EnvFilter::new("warn,archiver=info")
     });
     let builder = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
+        .with_writer(|| archiver::progress::LogWriter)
         .with_env_filter(filter)
         .with_target(false);
     match format {

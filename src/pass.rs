@@ -273,6 +273,7 @@ impl<'a> PassRun<'a> {
         };
         let portal = self.portal;
         let mut covered_from: Option<i64> = None;
+        let bar = crate::progress::portal(portal.as_str());
         loop {
             let token = self.pass.token.clone();
             let page = match self
@@ -315,6 +316,16 @@ impl<'a> PassRun<'a> {
             self.pass.pages += 1;
             report.pages += 1;
             report.listed += page.sessions.len() as u64;
+            if let Some(bar) = &bar {
+                bar.set_message(format!(
+                    "{} pass: {} pages, {} sessions listed, {} written, {} pending",
+                    self.pass.kind.as_str(),
+                    report.pages,
+                    report.listed,
+                    report.rows + self.dedup.batch().rows.len() as u64,
+                    self.dedup.pending_len()
+                ));
+            }
             let reached_stop = self.take_page(page.sessions).await?;
             if let Some(low) = reached_stop {
                 covered_from = Some(low);
@@ -331,6 +342,9 @@ impl<'a> PassRun<'a> {
             if self.dedup.batch().listed + self.ctx.page_size > self.ctx.flush_rows {
                 self.flush(false, report).await?;
             }
+        }
+        if let Some(bar) = bar {
+            bar.finish_and_clear();
         }
         self.resolve_missing_pending(covered_from).await?;
         self.flush(true, report).await?;

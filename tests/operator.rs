@@ -169,3 +169,37 @@ async fn dry_run_says_what_each_portal_would_get_and_writes_nothing() {
         "a dry run changed the state"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_progress_line_on_a_terminal_and_none_in_logs() {
+    let env = Env::new(sim_config(1, 3000, 0)).await;
+    env.sim.set_faults(Faults {
+        latency_ms: 25,
+        ..Faults::default()
+    });
+    let p = env.portal(0);
+    // stderr is a pipe here, as under cron: no progress line.
+    let r = env.run(&["backfill", "--portal-id", &p]).await;
+    r.ok();
+    assert!(!r.stderr.contains("sessions listed"), "{}", r.stderr);
+    // Under a terminal (`script` gives the command a pty): the progress line shows.
+    let cmdline = format!(
+        "{} --state {} --output {} backfill --portal-id {p} --restart",
+        util::BIN,
+        env.state().display(),
+        env.archive().display()
+    );
+    let mut c = tokio::process::Command::new("script");
+    c.args(["-qec", &cmdline, "/dev/null"]);
+    for (k, v) in util::aws_env(&env.sim.endpoint_url()) {
+        c.env(k, v);
+    }
+    let out = c.output().await.expect("script(1) from util-linux");
+    let tty = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{tty}");
+    assert!(
+        tty.contains("sessions listed"),
+        "no progress on a terminal:\n{tty}"
+    );
+    env.assert_exact();
+}
