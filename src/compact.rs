@@ -5,11 +5,11 @@
 //! (see `pass::recover`) finishes the publish and the deletes, or drops the uncommitted stage.
 //!
 //! Readers can see both the new file and some old ones only between the publish (a rename)
-//! and the last delete: a few filesystem operations, measured and reported as `overlap_ms`.
+//! and the last delete, done back to back before any sync: measured and reported.
 //! Nothing is ever missing: old files go only after the new one is in place.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use arrow_array::{new_null_array, ArrayRef, RecordBatch};
@@ -176,15 +176,11 @@ async fn compact_partition(
     })
     .await?;
     failpoint::hit("compact_after_commit");
-    let started = Instant::now();
-    ctx.sink.publish(staging, path).await?;
-    failpoint::hit("compact_after_publish");
-    for k in &keys {
-        ctx.sink.delete(k.clone()).await?;
-        let (id, k) = (portal.to_string(), k.clone());
-        db(&ctx.state, move |st| st.forget_retired(&id, &k)).await?;
-    }
-    let overlap = started.elapsed().as_secs_f64() * 1000.0;
+    let window = ctx.sink.replace(staging, path, keys.clone()).await?;
+    failpoint::hit("compact_after_replace");
+    let overlap = window.as_secs_f64() * 1000.0;
+    let (id, retired) = (portal.to_string(), keys.clone());
+    db(&ctx.state, move |st| st.forget_retired(&id, &retired)).await?;
     let id = portal.to_string();
     db(&ctx.state, move |st| st.mark_published(&id, seq)).await?;
     summary.partitions += 1;

@@ -172,10 +172,10 @@ pub(crate) async fn recover(
     // Files a committed compaction replaced: their replacement is published now.
     let id = portal.to_string();
     let retired = db(state, move |st| st.retired(&id)).await?;
-    for path in &retired {
-        sink.delete(path.clone()).await?;
-        let (id, path) = (portal.to_string(), path.clone());
-        db(state, move |st| st.forget_retired(&id, &path)).await?;
+    if !retired.is_empty() {
+        sink.delete_all(retired.clone()).await?;
+        let (id, paths) = (portal.to_string(), retired.clone());
+        db(state, move |st| st.forget_retired(&id, &paths)).await?;
     }
     let leftovers = sink.list_staged(staging_prefix(portal)).await?;
     for key in &leftovers {

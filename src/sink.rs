@@ -91,6 +91,30 @@ impl Sink {
         }
     }
 
+    /// Publish a committed file and delete the files it replaces, back to back, syncing only
+    /// afterwards: readers can see both for just the time between the rename and the last
+    /// unlink, which is returned. Idempotent, like `publish` and `delete`.
+    pub async fn replace(
+        &self,
+        staging: String,
+        key: String,
+        replaced: Vec<String>,
+    ) -> Result<std::time::Duration> {
+        match self {
+            Sink::Local(s) => {
+                blocking(s.clone(), move |s| s.replace(&staging, &key, &replaced)).await
+            }
+        }
+    }
+
+    /// Delete several keys back to back, then make the deletes durable (one sync per folder):
+    /// readers see them gone as soon as each returns.
+    pub async fn delete_all(&self, keys: Vec<String>) -> Result<()> {
+        match self {
+            Sink::Local(s) => blocking(s.clone(), move |s| s.delete_all(&keys)).await,
+        }
+    }
+
     /// The published files of one portal, by partition date: `(date, keys)`, sorted.
     pub async fn partitions(&self, portal: &PortalId) -> Result<Vec<(String, Vec<String>)>> {
         let prefix = format!("{DATASET}/portal_id={portal}");
@@ -202,14 +226,55 @@ impl LocalSink {
         Ok(keys)
     }
 
-    fn delete(&self, key: &str) -> Result<()> {
-        let path = self.path(key);
-        match std::fs::remove_file(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(e).with_context(|| format!("deleting {}", path.display())),
+    fn replace(
+        &self,
+        staging: &str,
+        key: &str,
+        replaced: &[String],
+    ) -> Result<std::time::Duration> {
+        let (from, to) = (self.path(staging), self.path(key));
+        if from.exists() {
+            std::fs::rename(&from, &to)
+                .with_context(|| format!("publishing {} as {}", from.display(), to.display()))?;
+        } else if !to.exists() {
+            bail!("committed file {} is missing from staging", to.display());
         }
-        sync_dir(path.parent().expect("keys have a folder"))
+        let visible = std::time::Instant::now();
+        crate::failpoint::hit("compact_mid_replace");
+        let mut dirs = std::collections::BTreeSet::new();
+        for k in replaced {
+            let path = self.path(k);
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e).with_context(|| format!("deleting {}", path.display())),
+            }
+            dirs.insert(path.parent().expect("keys have a folder").to_path_buf());
+        }
+        let window = visible.elapsed();
+        dirs.insert(to.parent().expect("keys have a folder").to_path_buf());
+        dirs.insert(from.parent().expect("keys have a folder").to_path_buf());
+        dirs.iter().try_for_each(|d| sync_dir(d))?;
+        Ok(window)
+    }
+
+    fn delete(&self, key: &str) -> Result<()> {
+        self.delete_all(&[key.to_string()])
+    }
+
+    fn delete_all(&self, keys: &[String]) -> Result<()> {
+        let mut dirs = std::collections::BTreeSet::new();
+        for key in keys {
+            let path = self.path(key);
+            match std::fs::remove_file(&path) {
+                Ok(()) => {
+                    dirs.insert(path.parent().expect("keys have a folder").to_path_buf());
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e).with_context(|| format!("deleting {}", path.display())),
+            }
+        }
+        dirs.iter().try_for_each(|d| sync_dir(d))
     }
 
     fn partitions(&self, prefix: &str) -> Result<Vec<(String, Vec<String>)>> {

@@ -508,11 +508,17 @@ impl State {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    pub fn forget_retired(&self, portal_id: &str, path: &str) -> Result<()> {
-        self.conn.execute(
-            "DELETE FROM retired_files WHERE portal_id = ?1 AND path = ?2",
-            params![portal_id, path],
-        )?;
+    /// The retired files are deleted (durably): forget them, in one transaction.
+    pub fn forget_retired(&mut self, portal_id: &str, paths: &[String]) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut del =
+                tx.prepare_cached("DELETE FROM retired_files WHERE portal_id = ?1 AND path = ?2")?;
+            for path in paths {
+                del.execute(params![portal_id, path])?;
+            }
+        }
+        tx.commit()?;
         Ok(())
     }
 

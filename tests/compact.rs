@@ -113,8 +113,9 @@ async fn compaction_killed_at_each_step_is_finished_by_the_next_compaction_or_ru
     for (point, then) in [
         ("compact_after_stage:3", "compact"),
         ("compact_after_commit:3", "compact"),
-        ("compact_after_publish:3", "compact"),
-        ("compact_after_publish:1", "run"),
+        ("compact_mid_replace:3", "compact"),
+        ("compact_after_replace:3", "compact"),
+        ("compact_mid_replace:1", "run"),
         ("compact_after_commit:2", "run"),
     ] {
         let env = fragmented().await;
