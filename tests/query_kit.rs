@@ -7,22 +7,9 @@ mod util;
 
 use util::{sim_config, Env};
 
-fn python() -> String {
-    std::env::var("ARCHIVER_TEST_PYTHON").unwrap_or_else(|_| "python3".into())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duckdb_query_kit_answers_match_the_simulator() {
-    let py = python();
-    let probe = std::process::Command::new(&py)
-        .args(["-c", "import duckdb"])
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {py}: {e}; run the tests through tests/run"));
-    assert!(
-        probe.status.success(),
-        "{py} lacks duckdb: run the tests through tests/run\n{}",
-        String::from_utf8_lossy(&probe.stderr)
-    );
+    let py = util::python_with("duckdb");
 
     // Two portals, ~800 sessions, files from several flushes and from a second run.
     let env = Env::new(sim_config(2, 400, 6)).await;
@@ -34,10 +21,8 @@ async fn duckdb_query_kit_answers_match_the_simulator() {
     env.run(&["run"]).await.ok();
     env.assert_exact();
 
-    let expected: Vec<_> = env.expected().into_values().collect();
-    assert!(expected.len() >= 700, "{} sessions", expected.len());
-    let expected_path = env.dir.path().join("expected.json");
-    std::fs::write(&expected_path, serde_json::to_vec(&expected).unwrap()).unwrap();
+    let (expected_path, count) = env.write_expected();
+    assert!(count >= 700, "{count} sessions");
     let out = tokio::process::Command::new(&py)
         .arg(concat!(
             env!("CARGO_MANIFEST_DIR"),

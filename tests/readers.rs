@@ -6,22 +6,9 @@ mod util;
 
 use util::{sim_config, Env};
 
-fn python() -> String {
-    std::env::var("ARCHIVER_TEST_PYTHON").unwrap_or_else(|_| "python3".into())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pyarrow_duckdb_and_spark_read_the_archive_exactly() {
-    let py = python();
-    let probe = std::process::Command::new(&py)
-        .args(["-c", "import pyarrow, duckdb, pyspark"])
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {py}: {e}; run the tests through tests/run"));
-    assert!(
-        probe.status.success(),
-        "{py} lacks pyarrow/duckdb/pyspark: run the tests through tests/run\n{}",
-        String::from_utf8_lossy(&probe.stderr)
-    );
+    let py = util::python_with("pyarrow, duckdb, pyspark");
 
     let env = Env::new(sim_config(2, 1200, 6)).await;
     env.run(&["run", "--flush-rows", "500"]).await.ok();
@@ -35,9 +22,8 @@ async fn pyarrow_duckdb_and_spark_read_the_archive_exactly() {
     env.run(&["compact", "--older-than", "3d"]).await.ok();
     env.assert_exact();
 
-    let expected: Vec<_> = env.expected().into_values().collect();
-    let expected_path = env.dir.path().join("expected.json");
-    std::fs::write(&expected_path, serde_json::to_vec(&expected).unwrap()).unwrap();
+    let (expected_path, count) = env.write_expected();
+    assert!(count > 2000, "{count} sessions");
     let out = tokio::process::Command::new(&py)
         .arg(concat!(
             env!("CARGO_MANIFEST_DIR"),

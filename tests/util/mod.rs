@@ -81,11 +81,35 @@ impl Env {
             .collect()
     }
 
+    /// Write [`Env::expected`] as JSON for the Python checks; returns the file and the count.
+    pub fn write_expected(&self) -> (PathBuf, usize) {
+        let expected: Vec<SimSession> = self.expected().into_values().collect();
+        let path = self.dir.path().join("expected.json");
+        std::fs::write(&path, serde_json::to_vec(&expected).unwrap()).unwrap();
+        (path, expected.len())
+    }
+
     /// The archive holds each expected session exactly once, with the simulator's values, in
     /// the right partition.
     pub fn assert_exact(&self) {
         assert_exact(&self.archived(), &self.expected());
     }
+}
+
+/// The test venv's python (`ARCHIVER_TEST_PYTHON`, set by `tests/run`), checked to import
+/// `modules` (e.g. `"pyarrow, duckdb"`): a test that needs them fails, never skips.
+pub fn python_with(modules: &str) -> String {
+    let py = std::env::var("ARCHIVER_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let probe = std::process::Command::new(&py)
+        .args(["-c", &format!("import {modules}")])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {py}: {e}; run the tests through tests/run"));
+    assert!(
+        probe.status.success(),
+        "{py} lacks {modules}: run the tests through tests/run\n{}",
+        String::from_utf8_lossy(&probe.stderr)
+    );
+    py
 }
 
 /// The standard AWS variables pointing the SDK at a local endpoint.
