@@ -21,35 +21,11 @@ use crate::state::{PortalOutcome, State};
 
 /// Run the parsed command line.
 pub async fn execute(cli: Cli) -> Result<()> {
-    let stop = watch_signals();
     match cli.command {
-        Command::Run(a) => {
-            let config = Config::from_args(&cli.global)?;
-            let ids = parse_portal_ids(&a.portal_ids)?;
-            let job = Job {
-                config,
-                command: "run",
-                portals: (!ids.is_empty()).then_some(ids),
-                mode: Mode::Run,
-            };
-            if a.dry_run {
-                return dry_run(&job, load_aws()).await;
-            }
-            run_job(&job, load_aws(), stop).await.map(|_| ())
-        }
+        Command::Run(a) => archive(&cli.global, "run", &a.portal_ids, Mode::Run, a.dry_run).await,
         Command::Backfill(a) => {
-            let config = Config::from_args(&cli.global)?;
-            let ids = parse_portal_ids(&a.portal_ids)?;
-            let job = Job {
-                config,
-                command: "backfill",
-                portals: Some(ids),
-                mode: Mode::Backfill { restart: a.restart },
-            };
-            if a.dry_run {
-                return dry_run(&job, load_aws()).await;
-            }
-            run_job(&job, load_aws(), stop).await.map(|_| ())
+            let mode = Mode::Backfill { restart: a.restart };
+            archive(&cli.global, "backfill", &a.portal_ids, mode, a.dry_run).await
         }
         Command::Status(a) => {
             let config = Config::from_args(&cli.global)?;
@@ -70,9 +46,30 @@ pub async fn execute(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
-        Command::Demo(a) => demo(a, &cli.global, stop).await,
+        Command::Demo(a) => demo(a, &cli.global, watch_signals()).await,
         Command::Simulator(a) => crate::simulator::run_cli(a).await,
     }
+}
+
+/// `run` and `backfill`: validate, then archive (or only say what would be done).
+async fn archive(
+    g: &crate::cli::GlobalArgs,
+    command: &'static str,
+    raw_ids: &[String],
+    mode: Mode,
+    dry: bool,
+) -> Result<()> {
+    let ids = parse_portal_ids(raw_ids)?;
+    let job = Job {
+        config: Config::from_args(g)?,
+        command,
+        portals: (!ids.is_empty()).then_some(ids),
+        mode,
+    };
+    if dry {
+        return dry_run(&job, load_aws()).await;
+    }
+    run_job(&job, load_aws(), watch_signals()).await.map(|_| ())
 }
 
 /// SIGTERM and SIGINT set the stop flag: every portal flushes what it has and stops. A second
