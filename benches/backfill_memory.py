@@ -64,19 +64,11 @@ def aws_env(endpoint: str) -> dict[str, str]:
 class Simulator:
     """`archiver simulator` in the background; its first stdout line says where it listens."""
 
-    def __init__(self, binary: str, sessions: int, active: int, log_path: str, timeout: float):
+    def __init__(self, binary: str, sim_args: list[str], log_path: str, timeout: float):
+        """Start `binary simulator *sim_args`; wait up to `timeout` s for its address."""
         self.log = open(log_path, "wb")
         self.proc = subprocess.Popen(
-            [
-                binary,
-                "simulator",
-                "--portals",
-                "1",
-                "--sessions-per-portal",
-                str(sessions),
-                "--active-per-portal",
-                str(active),
-            ],
+            [binary, "simulator", *sim_args],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=self.log,
@@ -118,7 +110,8 @@ def run_once(binary: str, sessions: int, active: int, timeout: float, keep: bool
     tmp = tempfile.mkdtemp(prefix=f"archiver-bench-{sessions}-")
     ok = False
     try:
-        sim = Simulator(binary, sessions, active, os.path.join(tmp, "simulator.log"), timeout)
+        sim_args = ["--portals", "1", "--sessions-per-portal", str(sessions), "--active-per-portal", str(active)]
+        sim = Simulator(binary, sim_args, os.path.join(tmp, "simulator.log"), timeout)
         try:
             if len(sim.portal_ids) != 1:
                 raise RuntimeError(f"simulator reports portals {sim.portal_ids}, expected one")

@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import queue
 import resource
 import shutil
 import signal
@@ -57,29 +56,11 @@ def log(msg: str) -> None:
 
 
 class Sim(Simulator):
-    """backfill_memory's Simulator (stats, stop), started with any simulator options."""
+    """backfill_memory's Simulator, with this benchmark's seed and no active sessions (so every
+    contender writes the same rows)."""
 
     def __init__(self, binary: str, sim_args: list[str], log_path: str, timeout: float):  # noqa: D107
-        self.log = open(log_path, "wb")
-        self.proc = subprocess.Popen(
-            [binary, "simulator", "--seed", str(SEED), "--active-per-portal", "0", *sim_args],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=self.log,
-        )
-        lines: queue.Queue = queue.Queue()
-        threading.Thread(target=lambda: lines.put(self.proc.stdout.readline()), daemon=True).start()
-        try:
-            line = lines.get(timeout=timeout)
-        except queue.Empty:
-            self.stop()
-            raise RuntimeError(f"simulator printed nothing within {timeout:.0f}s (log: {log_path})")
-        if not line:
-            self.stop()
-            raise RuntimeError(f"simulator exited with {self.proc.returncode} before listening (log: {log_path})")
-        info = json.loads(line)
-        self.endpoint: str = info["endpoint"]
-        self.portal_ids: list[str] = info["portal_ids"]
+        super().__init__(binary, ["--seed", str(SEED), "--active-per-portal", "0", *sim_args], log_path, timeout)
 
 
 def measure(argv: list[str], env: dict[str, str], out_path: str, err_path: str, timeout: float) -> dict:
