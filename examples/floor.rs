@@ -16,14 +16,12 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 use archiver::encode::encode;
 use archiver::model::{Session, SessionStatus};
 use aws_config::BehaviorVersion;
-use aws_sdk_workspacesweb::config::retry::RetryConfig;
-use aws_sdk_workspacesweb::config::timeout::TimeoutConfig;
 use aws_sdk_workspacesweb::primitives::DateTime;
 use aws_sdk_workspacesweb::types::{SessionSortBy, SessionStatus as WireStatus};
 use aws_sdk_workspacesweb::Client;
@@ -67,17 +65,8 @@ async fn main() -> Result<()> {
         .with_context(|| format!("creating {}", args.out.display()))?;
 
     let sdk = aws_config::defaults(BehaviorVersion::latest()).load().await;
-    let conf = aws_sdk_workspacesweb::config::Builder::from(&sdk)
-        .retry_config(RetryConfig::disabled())
-        .timeout_config(
-            TimeoutConfig::builder()
-                .connect_timeout(Duration::from_secs(5))
-                .read_timeout(Duration::from_secs(30))
-                .operation_attempt_timeout(Duration::from_secs(60))
-                .build(),
-        )
-        .build();
-    let client = Client::from_conf(conf);
+    // The archiver's own client settings (retries off, same timeouts).
+    let client = Client::from_conf(archiver::fetch::client_config(&sdk));
 
     let mut rows: Vec<Session> = Vec::with_capacity(FLUSH_ROWS);
     let mut token: Option<String> = None;

@@ -90,18 +90,8 @@ impl Source {
     /// A client from the SDK's standard configuration chain (env, profiles, IRSA, ECS, IMDS),
     /// with `AWS_ENDPOINT_URL_WORKSPACES_WEB` and friends honoured by the SDK itself.
     pub fn new(sdk: &aws_config::SdkConfig, max_attempts: u32, stop: Arc<AtomicBool>) -> Source {
-        let conf = aws_sdk_workspacesweb::config::Builder::from(sdk)
-            .retry_config(RetryConfig::disabled())
-            .timeout_config(
-                TimeoutConfig::builder()
-                    .connect_timeout(Duration::from_secs(5))
-                    .read_timeout(Duration::from_secs(30))
-                    .operation_attempt_timeout(Duration::from_secs(60))
-                    .build(),
-            )
-            .build();
         Source {
-            client: Client::from_conf(conf),
+            client: Client::from_conf(client_config(sdk)),
             max_attempts,
             stats: Arc::default(),
             stop,
@@ -269,6 +259,22 @@ impl Source {
             }
         }
     }
+}
+
+/// The WorkSpaces Web client settings: the SDK's own retries off (this module retries), and
+/// connect, read and attempt timeouts. Public so that the benchmark's floor pages with exactly
+/// the same client.
+pub fn client_config(sdk: &aws_config::SdkConfig) -> aws_sdk_workspacesweb::Config {
+    aws_sdk_workspacesweb::config::Builder::from(sdk)
+        .retry_config(RetryConfig::disabled())
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(5))
+                .read_timeout(Duration::from_secs(30))
+                .operation_attempt_timeout(Duration::from_secs(60))
+                .build(),
+        )
+        .build()
 }
 
 impl Source {
