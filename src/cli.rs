@@ -20,16 +20,17 @@ pub struct Cli {
 
 #[derive(Args, Debug, Clone)]
 pub struct GlobalArgs {
-    /// SQLite state: checkpoints, watermarks, pending sessions, run history. `{shard}` in the
-    /// path is replaced by this process's shard index.
+    /// SQLite state: checkpoints, watermarks, pending sessions, run history. A local path, or
+    /// `s3://bucket/key` for a state kept in S3 under a lease. `{shard}` in it is replaced by
+    /// this process's shard index.
     #[arg(
         long,
         global = true,
         env = "ARCHIVER_STATE",
         default_value = "./archiver-state.db"
     )]
-    pub state: PathBuf,
-    /// Where the dataset goes: a local folder or file:///abs/path.
+    pub state: String,
+    /// Where the dataset goes: a local folder, file:///abs/path or s3://bucket/prefix.
     #[arg(
         long,
         global = true,
@@ -56,7 +57,7 @@ pub struct GlobalArgs {
     #[arg(long, global = true, env = "ARCHIVER_SHARD_COUNT", value_name = "N")]
     pub shard_count: Option<u32>,
     /// Portals paged side by side.
-    #[arg(long, global = true, env = "ARCHIVER_CONCURRENCY", default_value_t = 4)]
+    #[arg(long, global = true, env = "ARCHIVER_CONCURRENCY", default_value_t = 8)]
     pub concurrency: usize,
     /// Also archive each ended session's client IP addresses (one GetSession call per
     /// session written).
@@ -88,6 +89,68 @@ pub struct GlobalArgs {
         default_value_t = 8
     )]
     pub max_attempts: u32,
+    /// AWS region to archive (repeatable, or a comma-separated list); one client per region.
+    /// Default: the region of the SDK's standard chain (AWS_REGION, profile).
+    #[arg(
+        long = "region",
+        global = true,
+        env = "ARCHIVER_REGIONS",
+        value_name = "REGION",
+        value_delimiter = ','
+    )]
+    pub regions: Vec<String>,
+    /// S3 server-side encryption of written objects: `AES256` (SSE-S3) or `aws:kms` (SSE-KMS).
+    /// Default: the bucket's default encryption.
+    #[arg(
+        long,
+        global = true,
+        env = "ARCHIVER_S3_SSE",
+        value_name = "AES256|aws:kms"
+    )]
+    pub s3_sse: Option<String>,
+    /// KMS key id or ARN for SSE-KMS (implies `--s3-sse aws:kms`).
+    #[arg(
+        long,
+        global = true,
+        env = "ARCHIVER_S3_KMS_KEY_ID",
+        value_name = "KEY"
+    )]
+    pub s3_kms_key_id: Option<String>,
+    /// Account id that must own the bucket (ExpectedBucketOwner on every S3 call).
+    #[arg(
+        long,
+        global = true,
+        env = "ARCHIVER_S3_EXPECTED_BUCKET_OWNER",
+        value_name = "ACCOUNT"
+    )]
+    pub s3_expected_bucket_owner: Option<String>,
+    /// Storage class of written Parquet files, e.g. STANDARD_IA or INTELLIGENT_TIERING.
+    #[arg(
+        long,
+        global = true,
+        env = "ARCHIVER_S3_STORAGE_CLASS",
+        value_name = "CLASS"
+    )]
+    pub s3_storage_class: Option<String>,
+    /// Files larger than this many MiB go up as multipart uploads of parts this size (5 to 512).
+    #[arg(
+        long,
+        global = true,
+        env = "ARCHIVER_S3_PART_SIZE_MIB",
+        value_name = "MIB",
+        default_value_t = 16
+    )]
+    pub s3_part_size_mib: u32,
+    /// Lease on an S3 state: how long it holds without renewal (a crashed run's lease blocks
+    /// others at most this long). Renewed every third of it while the run lives.
+    #[arg(
+        long,
+        global = true,
+        env = "ARCHIVER_LEASE_TTL",
+        value_name = "DURATION",
+        default_value = "10m"
+    )]
+    pub lease_ttl: String,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

@@ -11,13 +11,14 @@ use tokio::sync::Semaphore;
 use tracing::{error, info, warn, Instrument};
 
 use crate::cli::{Cli, Command, DemoArgs};
-use crate::config::{parse_portal_ids, Config, Output, PortalId, Shard};
+use crate::config::{parse_portal_ids, Config, Output, PortalId, Shard, StateLoc};
 use crate::error::UsageError;
 use crate::fetch::Source;
 use crate::pass::{archive_portal, Interrupted, Mode, PortalCtx, PortalReport};
 use crate::report::{Failure, RunSummary};
 use crate::sink::Sink;
 use crate::state::{PortalOutcome, State};
+use crate::state_store::{OpenState, ReadOnlyState};
 
 /// Run the parsed command line.
 pub async fn execute(cli: Cli) -> Result<()> {
@@ -29,7 +30,14 @@ pub async fn execute(cli: Cli) -> Result<()> {
         }
         Command::Status(a) => {
             let config = Config::from_args(&cli.global)?;
-            crate::status::print(&config, a.json)
+            let s3 = if config.uses_s3() {
+                let sdk = load_aws(config.regions.clone()).await?;
+                Some(crate::s3::client(&sdk, config.max_attempts))
+            } else {
+                None
+            };
+            let copy = ReadOnlyState::open(&config, s3.as_ref()).await?;
+            crate::status::print(&config, copy.as_ref().map(|c| c.path.as_path()), a.json)
         }
         Command::Compact(a) => {
             let config = Config::from_args(&cli.global)?;
@@ -39,7 +47,13 @@ pub async fn execute(cli: Cli) -> Result<()> {
                     a.older_than
                 ))
             })?;
-            let s = crate::compact::compact(&config, older_than).await?;
+            let s3 = if config.uses_s3() {
+                let sdk = load_aws(config.regions.clone()).await?;
+                Some(crate::s3::client(&sdk, config.max_attempts))
+            } else {
+                None
+            };
+            let s = crate::compact::compact(&config, older_than, s3.as_ref()).await?;
             println!(
                 "compacted {} partitions: {} files into {}, {} rows; readers could see old and new files together for at most {:.1} ms",
                 s.partitions, s.files_before, s.files_after, s.rows, s.max_overlap_ms
@@ -67,9 +81,10 @@ async fn archive(
         mode,
     };
     if dry {
-        return dry_run(&job, load_aws()).await;
+        return dry_run(&job, load_aws(job.config.regions.clone())).await;
     }
-    run_job(&job, load_aws(), watch_signals()).await.map(|_| ())
+    let sdk = load_aws(job.config.regions.clone());
+    run_job(&job, sdk, watch_signals()).await.map(|_| ())
 }
 
 /// SIGTERM and SIGINT set the stop flag: every portal flushes what it has and stops. A second
@@ -103,16 +118,24 @@ fn watch_signals() -> Arc<AtomicBool> {
     stop
 }
 
-/// The AWS configuration from the standard chain.
-async fn load_aws() -> Result<aws_config::SdkConfig> {
+/// The AWS configuration from the standard chain. Without a region there, the first
+/// `--region` is the default (it is also the S3 client's region).
+async fn load_aws(regions: Vec<String>) -> Result<aws_config::SdkConfig> {
     let sdk = aws_config::defaults(BehaviorVersion::latest()).load().await;
-    if sdk.region().is_none() {
+    if sdk.region().is_some() {
+        return Ok(sdk);
+    }
+    let Some(first) = regions.first() else {
         return Err(UsageError(
-            "no AWS region configured: set AWS_REGION (or a region in your AWS profile)".into(),
+            "no AWS region configured: set AWS_REGION, --region, or a region in your AWS profile"
+                .into(),
         )
         .into());
-    }
-    Ok(sdk)
+    };
+    Ok(sdk
+        .to_builder()
+        .region(aws_config::Region::new(first.clone()))
+        .build())
 }
 
 /// One archiving job: which portals, how.
@@ -124,77 +147,129 @@ pub struct Job {
     pub mode: Mode,
 }
 
-/// Lock the state, check the output, load the AWS configuration, discover portals, archive
-/// each (bounded concurrency, one failing portal does not stop the others), record the run.
-/// The AWS configuration is loaded only once the lock, state and output are known good.
+/// The WorkSpaces Web client of each region to archive: `--region` values, or the SDK chain's
+/// region alone.
+fn regional_sources(
+    sdk: &aws_config::SdkConfig,
+    cfg: &Config,
+    stop: &Arc<AtomicBool>,
+) -> Vec<(String, Source)> {
+    if cfg.regions.is_empty() {
+        let region = sdk.region().map(|r| r.to_string()).unwrap_or_default();
+        return vec![(region, Source::new(sdk, cfg.max_attempts, stop.clone()))];
+    }
+    cfg.regions
+        .iter()
+        .map(|r| {
+            let conf = sdk
+                .to_builder()
+                .region(aws_config::Region::new(r.clone()))
+                .build();
+            (
+                r.clone(),
+                Source::new(&conf, cfg.max_attempts, stop.clone()),
+            )
+        })
+        .collect()
+}
+
+/// Take the state (a local lock, or an S3 lease and download), run the job, then make the
+/// state durable and release it, whatever the job's outcome. A lost lease wins over other
+/// outcomes: it means this run's view of the state is stale.
 pub async fn run_job(
     job: &Job,
     sdk: impl std::future::Future<Output = Result<aws_config::SdkConfig>>,
     stop: Arc<AtomicBool>,
 ) -> Result<RunSummary> {
+    let cfg = &job.config;
+    tokio::pin!(sdk);
+    // S3 is needed before anything else; otherwise the AWS chain (which may probe instance
+    // metadata) is loaded only once the lock, state and output are known good.
+    let early = if cfg.uses_s3() {
+        Some((&mut sdk).await?)
+    } else {
+        None
+    };
+    let s3 = early
+        .as_ref()
+        .map(|sdk| crate::s3::client(sdk, cfg.max_attempts));
+    let store = OpenState::acquire(cfg, job.command, s3.as_ref(), stop.clone()).await?;
+    let result = run_on_state(job, &store, s3.as_ref(), early, sdk, stop).await;
+    match (result, store.finish().await) {
+        (Ok(summary), Ok(())) => Ok(summary),
+        (Err(e), Ok(())) => Err(e),
+        (Ok(_), Err(f)) => Err(f),
+        (Err(e), Err(f)) if e.is::<Interrupted>() => Err(f),
+        (Err(e), Err(f)) => {
+            error!(error = %format!("{f:#}"), "saving the state at the end of the run failed");
+            Err(e)
+        }
+    }
+}
+
+/// Open the state, check the output, discover portals, archive each (bounded concurrency, one
+/// failing portal does not stop the others), record the run.
+async fn run_on_state(
+    job: &Job,
+    store: &OpenState,
+    s3: Option<&aws_sdk_s3::Client>,
+    early: Option<aws_config::SdkConfig>,
+    sdk: std::pin::Pin<&mut impl std::future::Future<Output = Result<aws_config::SdkConfig>>>,
+    stop: Arc<AtomicBool>,
+) -> Result<RunSummary> {
     let started = Instant::now();
     let started_at_ms = crate::clock::now_ms();
     let cfg = &job.config;
-    let _lock = crate::lock::acquire(&cfg.state, job.command)?;
-    let state_path = cfg.state.clone();
+    let state_path = store.path.clone();
     let state = tokio::task::spawn_blocking(move || State::open(&state_path))
         .await
         .context("state task panicked")??;
     let state_id = state.state_id()?;
-    let sink = Sink::new(&cfg.output);
+    let sink = Sink::new(&cfg.output, s3, &cfg.s3)?;
     sink.check_writable().await?;
-    let sdk = sdk.await?;
-    let source = Source::new(&sdk, cfg.max_attempts, stop.clone());
+    let sdk = match early {
+        Some(sdk) => sdk,
+        None => sdk.await?,
+    };
+    let sources = regional_sources(&sdk, cfg, &stop);
 
     let run_id = state.start_run(job.command)?;
-    let portals: Vec<PortalId> = match &job.portals {
-        Some(ids) => ids.clone(),
-        None => {
-            let found = match source.list_portals().await {
-                Ok(found) => found,
-                Err(e) => {
-                    let e = anyhow!(e).context("discovering portals (ListPortals)");
-                    state.finish_run(run_id, "failed", Some(&format!("{e:#}")))?;
-                    return Err(e);
-                }
-            };
-            for (id, arn) in &found {
-                state.portal(id.as_str())?;
-                state.set_portal_arn(id.as_str(), arn)?;
-            }
-            info!(portals = found.len(), "discovered portals");
-            found.into_iter().map(|(id, _)| id).collect()
+    let found = match discover(job, &sources, Some(&state)).await {
+        Ok(found) => found,
+        Err(e) => {
+            state.finish_run(run_id, "failed", Some(&format!("{e:#}")))?;
+            return Err(e);
         }
     };
-    let portals = if cfg.shard == Shard::ALL {
-        portals
-    } else {
-        let (mine, others): (Vec<PortalId>, Vec<PortalId>) =
-            portals.into_iter().partition(|p| cfg.shard.owns(p));
-        for p in &others {
+    let (portals, others): (Vec<_>, Vec<_>) =
+        found.into_iter().partition(|(p, _)| cfg.shard.owns(p));
+    if cfg.shard != Shard::ALL {
+        for (p, _) in &others {
             if job.portals.is_some() {
                 warn!(portal_id = %p, shard = %cfg.shard, "portal belongs to another shard; skipped");
             }
         }
-        info!(shard = %cfg.shard, portals = mine.len(), skipped = others.len(), "this shard's portals");
-        mine
-    };
+        info!(shard = %cfg.shard, portals = portals.len(), skipped = others.len(), "this shard's portals");
+    }
     let state = Arc::new(Mutex::new(state));
 
     let sem = Arc::new(Semaphore::new(cfg.concurrency));
     let mut tasks = tokio::task::JoinSet::new();
-    for portal in portals.clone() {
+    let total = portals.len();
+    for (portal, source) in portals {
         let ctx_parts = (
-            source.clone(),
+            source,
             sink.clone(),
             cfg.clone(),
             state_id.clone(),
             stop.clone(),
             sem.clone(),
+            store.durability(),
+            store.path.clone(),
         );
         let mode = job.mode;
         tasks.spawn(async move {
-            let (source, sink, cfg, state_id, stop, sem) = ctx_parts;
+            let (source, sink, cfg, state_id, stop, sem, durable, path) = ctx_parts;
             let _permit = sem.acquire_owned().await.expect("semaphore open");
             if stop.load(Ordering::Relaxed) {
                 let report = PortalReport {
@@ -208,7 +283,6 @@ pub async fn run_job(
                 ..Default::default()
             };
             let result = async {
-                let path = cfg.state.clone();
                 let conn = tokio::task::spawn_blocking(move || State::open(&path))
                     .await
                     .context("state task panicked")??;
@@ -221,6 +295,7 @@ pub async fn run_job(
                     page_size: cfg.page_size(),
                     with_client_ips: cfg.with_client_ips,
                     stop,
+                    durable,
                 };
                 let span = tracing::info_span!("portal", portal_id = %portal);
                 archive_portal(&ctx, &portal, mode, &mut report)
@@ -284,9 +359,11 @@ pub async fn run_job(
         .sort_by(|a, b| a.portal_id.cmp(&b.portal_id));
     summary.duration_ms = started.elapsed().as_millis() as u64;
     summary.ended_at_ms = crate::clock::now_ms();
-    summary.totals.api_calls = source.stats.calls.load(Ordering::Relaxed);
-    summary.totals.retries = source.stats.retries.load(Ordering::Relaxed);
-    summary.totals.throttled = source.stats.throttled.load(Ordering::Relaxed);
+    for (_, source) in &sources {
+        summary.totals.api_calls += source.stats.calls.load(Ordering::Relaxed);
+        summary.totals.retries += source.stats.retries.load(Ordering::Relaxed);
+        summary.totals.throttled += source.stats.throttled.load(Ordering::Relaxed);
+    }
     summary.sum_portals();
 
     let (outcome, detail) = if interrupted {
@@ -294,7 +371,7 @@ pub async fn run_job(
     } else if summary.failed.is_empty() {
         ("ok", None)
     } else {
-        ("failed", Some(failure_line(&summary, portals.len())))
+        ("failed", Some(failure_line(&summary, total)))
     };
     summary.outcome = outcome.to_string();
     let state = state.lock().expect("state");
@@ -318,6 +395,55 @@ pub async fn run_job(
     Ok(summary)
 }
 
+/// The portals to archive, each with its region's client: the `--portal-id` values, or every
+/// portal ListPortals returns in each region. With several regions, named portals are looked
+/// up in each region's list.
+async fn discover(
+    job: &Job,
+    sources: &[(String, Source)],
+    record: Option<&State>,
+) -> Result<Vec<(PortalId, Source)>> {
+    if let (Some(ids), [(_, only)]) = (&job.portals, sources) {
+        return Ok(ids.iter().map(|p| (p.clone(), only.clone())).collect());
+    }
+    let mut found: Vec<(PortalId, Source)> = Vec::new();
+    for (region, source) in sources {
+        let listed = source.list_portals().await.map_err(|e| {
+            anyhow!(e).context(format!("discovering portals in {region} (ListPortals)"))
+        })?;
+        info!(region = %region, portals = listed.len(), "discovered portals");
+        for (id, arn) in listed {
+            if job.portals.as_ref().is_some_and(|ids| !ids.contains(&id)) {
+                continue;
+            }
+            if let (None, Some(state)) = (&job.portals, record) {
+                state.portal(id.as_str())?;
+                state.set_portal_arn(id.as_str(), &arn)?;
+            }
+            if !found.iter().any(|(p, _)| p == &id) {
+                found.push((id, source.clone()));
+            }
+        }
+    }
+    if let Some(ids) = &job.portals {
+        let missing: Vec<String> = ids
+            .iter()
+            .filter(|id| !found.iter().any(|(p, _)| p == *id))
+            .map(|id| id.to_string())
+            .collect();
+        if !missing.is_empty() {
+            let regions: Vec<&str> = sources.iter().map(|(r, _)| r.as_str()).collect();
+            bail!(
+                "portal {} not found in regions {}",
+                missing.join(", "),
+                regions.join(", ")
+            );
+        }
+        found.sort_by_key(|(p, _)| ids.iter().position(|i| i == p));
+    }
+    Ok(found)
+}
+
 /// `--dry-run`: what each portal would get, from the state (read only, no lock) and the
 /// service's portal list. Writes nothing anywhere.
 async fn dry_run(
@@ -325,23 +451,31 @@ async fn dry_run(
     sdk: impl std::future::Future<Output = Result<aws_config::SdkConfig>>,
 ) -> Result<()> {
     let cfg = &job.config;
-    let state = if cfg.state.exists() {
-        Some(State::open_readonly(&cfg.state)?)
-    } else {
-        None
+    let local = match &cfg.state {
+        StateLoc::Local(p) if p.exists() => Some(p.clone()),
+        _ => None,
     };
+    let state = local.map(|p| State::open_readonly(&p)).transpose()?;
     let sdk = sdk.await?;
-    let source = Source::new(&sdk, cfg.max_attempts, Arc::new(AtomicBool::new(false)));
-    let portals: Vec<PortalId> = match &job.portals {
-        Some(ids) => ids.clone(),
-        None => source
-            .list_portals()
-            .await
-            .map_err(|e| anyhow!(e).context("discovering portals (ListPortals)"))?
-            .into_iter()
-            .map(|(id, _)| id)
-            .collect(),
+    // An S3 state: a read-only copy, no lease.
+    let s3 = cfg
+        .uses_s3()
+        .then(|| crate::s3::client(&sdk, cfg.max_attempts));
+    let copy = match (&state, &cfg.state) {
+        (None, StateLoc::S3(_)) => ReadOnlyState::open(cfg, s3.as_ref()).await?,
+        _ => None,
     };
+    let state = match &copy {
+        Some(c) => Some(State::open_readonly(&c.path)?),
+        None => state,
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let sources = regional_sources(&sdk, cfg, &stop);
+    let portals: Vec<PortalId> = discover(job, &sources, None)
+        .await?
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
     let portals: Vec<PortalId> = portals.into_iter().filter(|p| cfg.shard.owns(p)).collect();
     println!(
         "dry run of `{}` (shard {}): {} portals; nothing is written",
@@ -437,7 +571,7 @@ async fn demo(a: DemoArgs, g: &crate::cli::GlobalArgs, stop: Arc<AtomicBool>) ->
     )?;
     let archive = dir.join("archive");
     let config = Config {
-        state: dir.join("state.db"),
+        state: StateLoc::Local(dir.join("state.db")),
         output: Output::Local(archive.clone()),
         flush_rows: g.flush_rows,
         concurrency: g.concurrency,
@@ -446,6 +580,9 @@ async fn demo(a: DemoArgs, g: &crate::cli::GlobalArgs, stop: Arc<AtomicBool>) ->
         summary_json: None,
         metrics_file: None,
         with_client_ips: false,
+        regions: vec![],
+        s3: Default::default(),
+        lease_ttl: std::time::Duration::from_secs(600),
     };
 
     let sim = Simulator::start(SimConfig {
@@ -524,7 +661,7 @@ async fn demo(a: DemoArgs, g: &crate::cli::GlobalArgs, stop: Arc<AtomicBool>) ->
     println!(
         "\nArchive: {}\nState:   {}",
         archive.display(),
-        job.config.state.display()
+        job.config.state
     );
     println!("\nTry it with DuckDB (pip install duckdb, or the duckdb CLI):");
     println!(
@@ -532,9 +669,6 @@ async fn demo(a: DemoArgs, g: &crate::cli::GlobalArgs, stop: Arc<AtomicBool>) ->
          FROM read_parquet('{}', hive_partitioning = true) GROUP BY ALL ORDER BY 1\"",
         glob.display()
     );
-    println!(
-        "\nStatus:  archiver --state {} status",
-        job.config.state.display()
-    );
+    println!("\nStatus:  archiver --state {} status", job.config.state);
     Ok(())
 }

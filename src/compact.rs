@@ -23,6 +23,7 @@ use crate::failpoint;
 use crate::pass::{db, recover};
 use crate::sink::{final_key, staging_key, Sink};
 use crate::state::{FileRecord, State};
+use crate::state_store::{Durability, OpenState};
 
 /// What a compaction did.
 #[derive(Debug, Default, serde::Serialize)]
@@ -77,9 +78,27 @@ fn date_start_ms(date: &str) -> Option<i64> {
 }
 
 /// Compact every portal of this state (and shard).
-pub async fn compact(cfg: &Config, older_than: Duration) -> Result<CompactSummary> {
-    let _lock = crate::lock::acquire(&cfg.state, "compact")?;
-    let path = cfg.state.clone();
+pub async fn compact(
+    cfg: &Config,
+    older_than: Duration,
+    s3: Option<&aws_sdk_s3::Client>,
+) -> Result<CompactSummary> {
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let store = OpenState::acquire(cfg, "compact", s3, stop).await?;
+    let result = compact_on(cfg, older_than, s3, &store).await;
+    let finished = store.finish().await;
+    let summary = result?;
+    finished?;
+    Ok(summary)
+}
+
+async fn compact_on(
+    cfg: &Config,
+    older_than: Duration,
+    s3: Option<&aws_sdk_s3::Client>,
+    store: &OpenState,
+) -> Result<CompactSummary> {
+    let path = store.path.clone();
     let state = tokio::task::spawn_blocking(move || State::open(&path))
         .await
         .context("state task panicked")??;
@@ -90,7 +109,7 @@ pub async fn compact(cfg: &Config, older_than: Duration) -> Result<CompactSummar
         .filter_map(|p| PortalId::parse(&p.portal_id).ok())
         .filter(|p| cfg.shard.owns(p))
         .collect();
-    let sink = Sink::new(&cfg.output);
+    let sink = Sink::new(&cfg.output, s3, &cfg.s3)?;
     sink.check_writable().await?;
     let run_id = state.start_run("compact")?;
     let state = Arc::new(Mutex::new(state));
@@ -98,6 +117,7 @@ pub async fn compact(cfg: &Config, older_than: Duration) -> Result<CompactSummar
         sink,
         state,
         state_id,
+        durable: store.durability(),
     };
     let mut summary = CompactSummary::default();
     let now = now_ms();
@@ -139,6 +159,7 @@ struct Ctx {
     sink: Sink,
     state: Arc<Mutex<State>>,
     state_id: String,
+    durable: Durability,
 }
 
 async fn compact_partition(
@@ -175,6 +196,7 @@ async fn compact_partition(
         st.commit_compaction(&id, seq, std::slice::from_ref(&f), &retired)
     })
     .await?;
+    ctx.durable.checkpoint().await?;
     failpoint::hit("compact_after_commit");
     let window = ctx.sink.replace(staging, path, keys.clone()).await?;
     failpoint::hit("compact_after_replace");

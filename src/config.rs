@@ -45,10 +45,64 @@ fn truncate(s: &str, n: usize) -> String {
     s.chars().take(n).collect()
 }
 
+/// An S3 location: a bucket and a key (an object's key, or a prefix without trailing `/`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct S3Url {
+    pub bucket: String,
+    pub key: String,
+}
+
+impl S3Url {
+    /// `s3://bucket[/key]`; the bucket is checked against S3's naming rules.
+    pub fn parse(uri: &str, what: &str) -> Result<S3Url, UsageError> {
+        let rest = uri.strip_prefix("s3://").ok_or_else(|| {
+            UsageError(format!("invalid {what} {uri:?}: expected s3://bucket/key"))
+        })?;
+        let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
+        let ok = (3..=63).contains(&bucket.len())
+            && bucket
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+            && bucket.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && bucket.ends_with(|c: char| c.is_ascii_alphanumeric());
+        if !ok {
+            return Err(UsageError(format!(
+                "invalid {what} {uri:?}: {bucket:?} is not a valid S3 bucket name"
+            )));
+        }
+        let key = key.trim_end_matches('/');
+        if key.split('/').any(|p| p == "." || p == "..") || key.contains("//") {
+            return Err(UsageError(format!(
+                "invalid {what} {uri:?}: the key must not contain empty, . or .. segments"
+            )));
+        }
+        Ok(S3Url {
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+        })
+    }
+
+    /// The full key of `rel` under this prefix.
+    pub fn join(&self, rel: &str) -> String {
+        if self.key.is_empty() {
+            rel.to_string()
+        } else {
+            format!("{}/{rel}", self.key)
+        }
+    }
+}
+
+impl std::fmt::Display for S3Url {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "s3://{}/{}", self.bucket, self.key)
+    }
+}
+
 /// Where the dataset goes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Output {
     Local(PathBuf),
+    S3(S3Url),
 }
 
 impl Output {
@@ -65,13 +119,11 @@ impl Output {
             return Ok(Output::Local(PathBuf::from(rest)));
         }
         if uri.starts_with("s3://") {
-            return Err(UsageError(format!(
-                "--output {uri:?}: S3 output is not available in this build yet; use a local folder"
-            )));
+            return Ok(Output::S3(S3Url::parse(uri, "--output")?));
         }
         if let Some((scheme, _)) = uri.split_once("://") {
             return Err(UsageError(format!(
-                "invalid --output {uri:?}: unsupported scheme {scheme:?} (use a folder or file:///abs/path)"
+                "invalid --output {uri:?}: unsupported scheme {scheme:?} (use a folder, file:///abs/path or s3://bucket/prefix)"
             )));
         }
         Ok(Output::Local(PathBuf::from(uri)))
@@ -82,7 +134,128 @@ impl std::fmt::Display for Output {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Output::Local(p) => write!(f, "{}", p.display()),
+            Output::S3(u) => u.fmt(f),
         }
+    }
+}
+
+/// Where the state lives: a local SQLite file, or an object in S3 (downloaded at start,
+/// uploaded after every commit, guarded by a lease).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StateLoc {
+    Local(PathBuf),
+    S3(S3Url),
+}
+
+impl StateLoc {
+    pub fn parse(s: &str) -> Result<StateLoc, UsageError> {
+        if s.is_empty() {
+            return Err(UsageError("--state is empty".into()));
+        }
+        if s.starts_with("s3://") {
+            let u = S3Url::parse(s, "--state")?;
+            if u.key.is_empty() {
+                return Err(UsageError(format!(
+                    "invalid --state {s:?}: name the state object, e.g. s3://bucket/archiver/state.db"
+                )));
+            }
+            return Ok(StateLoc::S3(u));
+        }
+        if let Some((scheme, _)) = s.split_once("://") {
+            return Err(UsageError(format!(
+                "invalid --state {s:?}: unsupported scheme {scheme:?} (use a path or s3://bucket/key)"
+            )));
+        }
+        Ok(StateLoc::Local(PathBuf::from(s)))
+    }
+}
+
+impl std::fmt::Display for StateLoc {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StateLoc::Local(p) => write!(f, "{}", p.display()),
+            StateLoc::S3(u) => u.fmt(f),
+        }
+    }
+}
+
+/// How S3 objects are written.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct S3Options {
+    /// `AES256` or `aws:kms`; `None`: the bucket's default.
+    pub sse: Option<String>,
+    pub kms_key_id: Option<String>,
+    pub expected_bucket_owner: Option<String>,
+    pub storage_class: Option<String>,
+    /// Multipart part size and threshold, in bytes.
+    pub part_size: usize,
+}
+
+impl S3Options {
+    fn from_args(g: &GlobalArgs) -> Result<S3Options, UsageError> {
+        let sse = match (g.s3_sse.as_deref(), &g.s3_kms_key_id) {
+            (None, None) => None,
+            (None, Some(_)) => Some("aws:kms".to_string()),
+            (Some(s), key) => {
+                let canon = match s.to_ascii_lowercase().as_str() {
+                    "aes256" | "sse-s3" => "AES256",
+                    "aws:kms" | "sse-kms" | "kms" => "aws:kms",
+                    _ => {
+                        return Err(UsageError(format!(
+                            "invalid --s3-sse {s:?}: use AES256 (SSE-S3) or aws:kms (SSE-KMS)"
+                        )))
+                    }
+                };
+                if canon == "AES256" && key.is_some() {
+                    return Err(UsageError(
+                        "--s3-kms-key-id needs --s3-sse aws:kms, not AES256".into(),
+                    ));
+                }
+                Some(canon.to_string())
+            }
+        };
+        if let Some(owner) = &g.s3_expected_bucket_owner {
+            if owner.len() != 12 || !owner.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(UsageError(format!(
+                    "invalid --s3-expected-bucket-owner {owner:?}: expected a 12-digit account id"
+                )));
+            }
+        }
+        const CLASSES: [&str; 8] = [
+            "STANDARD",
+            "STANDARD_IA",
+            "ONEZONE_IA",
+            "INTELLIGENT_TIERING",
+            "GLACIER_IR",
+            "REDUCED_REDUNDANCY",
+            "GLACIER",
+            "DEEP_ARCHIVE",
+        ];
+        if let Some(c) = &g.s3_storage_class {
+            if !CLASSES.contains(&c.as_str()) {
+                return Err(UsageError(format!(
+                    "invalid --s3-storage-class {c:?}: one of {}",
+                    CLASSES.join(", ")
+                )));
+            }
+            if matches!(c.as_str(), "GLACIER" | "DEEP_ARCHIVE") {
+                return Err(UsageError(format!(
+                    "--s3-storage-class {c}: Athena and the archiver cannot read archived objects; use GLACIER_IR or an S3 lifecycle rule"
+                )));
+            }
+        }
+        if !(5..=512).contains(&g.s3_part_size_mib) {
+            return Err(UsageError(
+                "--s3-part-size-mib must be between 5 and 512".into(),
+            ));
+        }
+        Ok(S3Options {
+            sse,
+            kms_key_id: g.s3_kms_key_id.clone(),
+            expected_bucket_owner: g.s3_expected_bucket_owner.clone(),
+            storage_class: g.s3_storage_class.clone(),
+            part_size: g.s3_part_size_mib as usize * 1024 * 1024,
+        })
     }
 }
 
@@ -167,7 +340,7 @@ impl std::fmt::Display for Shard {
 /// Everything a run needs, validated.
 #[derive(Clone, Debug)]
 pub struct Config {
-    pub state: PathBuf,
+    pub state: StateLoc,
     pub output: Output,
     pub flush_rows: usize,
     pub concurrency: usize,
@@ -176,6 +349,10 @@ pub struct Config {
     pub summary_json: Option<PathBuf>,
     pub metrics_file: Option<PathBuf>,
     pub with_client_ips: bool,
+    /// Regions to archive; empty: the SDK chain's region.
+    pub regions: Vec<String>,
+    pub s3: S3Options,
+    pub lease_ttl: std::time::Duration,
 }
 
 /// The service rejects `maxResults` above 100.
@@ -195,11 +372,31 @@ impl Config {
             ));
         }
         let shard = Shard::resolve(g.shard.as_deref(), g.shard_count, |k| std::env::var(k).ok())?;
-        let state = PathBuf::from(
-            g.state
-                .to_string_lossy()
-                .replace("{shard}", &shard.index.to_string()),
-        );
+        let state = StateLoc::parse(&g.state.replace("{shard}", &shard.index.to_string()))?;
+        let mut regions: Vec<String> = Vec::new();
+        for r in &g.regions {
+            let r = r.trim();
+            let ok = !r.is_empty()
+                && r.len() <= 32
+                && r.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+            if !ok {
+                return Err(UsageError(format!(
+                    "invalid --region {r:?}: expected a region name such as us-east-1"
+                )));
+            }
+            if !regions.iter().any(|x| x == r) {
+                regions.push(r.to_string());
+            }
+        }
+        let lease_ttl = crate::compact::parse_duration(&g.lease_ttl)
+            .filter(|d| d.as_secs() >= 30)
+            .ok_or_else(|| {
+                UsageError(format!(
+                    "invalid --lease-ttl {:?}: a duration of at least 30s, e.g. 10m",
+                    g.lease_ttl
+                ))
+            })?;
         Ok(Config {
             summary_json: g.summary_json.clone(),
             with_client_ips: g.with_client_ips,
@@ -207,10 +404,18 @@ impl Config {
             shard,
             state,
             output: Output::parse(&g.output)?,
+            regions,
+            s3: S3Options::from_args(g)?,
+            lease_ttl,
             flush_rows: g.flush_rows,
             concurrency: g.concurrency,
             max_attempts: g.max_attempts,
         })
+    }
+
+    /// Does this run talk to S3 (output or state)?
+    pub fn uses_s3(&self) -> bool {
+        matches!(self.output, Output::S3(_)) || matches!(self.state, StateLoc::S3(_))
     }
 
     /// Sessions asked for per ListSessions call: never more than a flush holds.
@@ -306,6 +511,42 @@ mod tests {
         );
         assert!(Output::parse("file://relative").is_err());
         assert!(Output::parse("gs://bucket/x").is_err());
+        assert_eq!(
+            Output::parse("s3://my-bucket/a/b/").unwrap(),
+            Output::S3(S3Url {
+                bucket: "my-bucket".into(),
+                key: "a/b".into()
+            })
+        );
+        assert_eq!(
+            Output::parse("s3://my-bucket").unwrap(),
+            Output::S3(S3Url {
+                bucket: "my-bucket".into(),
+                key: "".into()
+            })
+        );
+        for bad in [
+            "s3://",
+            "s3://B/x",
+            "s3://ab/x",
+            "s3://-ab/x",
+            "s3://abc/a//b",
+            "s3://abc/../x",
+        ] {
+            assert!(Output::parse(bad).is_err(), "{bad:?}");
+        }
+        assert!(StateLoc::parse("s3://bucket").is_err());
+        assert_eq!(
+            StateLoc::parse("s3://bucket/k/state.db").unwrap(),
+            StateLoc::S3(S3Url {
+                bucket: "bucket".into(),
+                key: "k/state.db".into()
+            })
+        );
+        assert_eq!(
+            StateLoc::parse("./s.db").unwrap(),
+            StateLoc::Local("./s.db".into())
+        );
         assert!(Output::parse("").is_err());
     }
 }

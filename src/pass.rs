@@ -11,7 +11,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use tracing::{debug, info, warn};
 
 use crate::clock::now_ms;
@@ -23,6 +23,7 @@ use crate::fetch::{FetchError, Order, Source};
 use crate::model::Session;
 use crate::sink::{final_key, staging_key, staging_prefix, Sink};
 use crate::state::{FileRecord, FlushCommit, PassCheckpoint, PassKind, PortalState, State};
+use crate::state_store::Durability;
 
 /// Token rejections tolerated in one pass of one run before giving up on the portal.
 const MAX_TOKEN_RESTARTS: u32 = 3;
@@ -49,6 +50,8 @@ pub struct PortalCtx {
     pub with_client_ips: bool,
     /// Set on SIGTERM/SIGINT: flush what is buffered and stop.
     pub stop: Arc<AtomicBool>,
+    /// Makes each commit durable where the state lives (an S3 state is uploaded).
+    pub durable: Durability,
 }
 
 /// What one portal's work came to.
@@ -97,6 +100,9 @@ pub async fn archive_portal(
     let id = portal.to_string();
     let ps = db(&ctx.state, move |st| st.portal(&id)).await?;
     report.recovered_files = recover(&ctx.sink, &ctx.state, portal).await?;
+    if ps.flush_seq == 0 && ps.pass.is_none() && !ps.backfill_done {
+        check_unclaimed(&ctx.sink, portal, &ctx.state_id).await?;
+    }
     PassRun::start(ctx, portal, ps, mode, report)
         .await?
         .go(report)
@@ -112,6 +118,30 @@ pub async fn archive_portal(
             .go(report)
             .await?;
         report.resumed = true;
+    }
+    Ok(())
+}
+
+/// Before a state archives a portal for the first time: refuse if the output already holds
+/// files of that portal written by another state (a lost or replaced state, a changed shard
+/// count, two job definitions on one output). Archiving it from here would write its listed
+/// sessions a second time.
+async fn check_unclaimed(sink: &Sink, portal: &PortalId, state_id: &str) -> Result<()> {
+    for (_, keys) in sink.partitions(portal).await? {
+        for k in keys {
+            let name = k.rsplit('/').next().unwrap_or(&k);
+            let owner = name
+                .strip_prefix("part-")
+                .and_then(|r| r.split('-').next())
+                .unwrap_or_default();
+            if owner != state_id {
+                bail!(
+                    "portal {portal}: the output already holds files of this portal from another state ({k}); \
+                     archiving it from this state would write its sessions twice. Use the state that wrote them \
+                     (a changed --shard-count or --state moves portals between states), or move those files away first"
+                );
+            }
+        }
     }
     Ok(())
 }
@@ -560,6 +590,12 @@ impl<'a> PassRun<'a> {
         };
         let id = portal.to_string();
         db(&self.ctx.state, move |st| st.commit_flush(&id, &commit)).await?;
+        failpoint::hit("after_local_commit");
+        self.ctx
+            .durable
+            .checkpoint()
+            .await
+            .with_context(|| format!("portal {portal}: saving the state after flush {seq}"))?;
         failpoint::hit("after_commit");
         self.seq = seq;
         self.dedup.committed(rows_max, prune);

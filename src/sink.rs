@@ -17,7 +17,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use crate::config::{Output, PortalId};
+use crate::config::{Output, PortalId, S3Options};
+use crate::s3::S3Sink;
 
 /// Root folder of the dataset inside the output.
 pub const DATASET: &str = "sessions";
@@ -29,12 +30,26 @@ pub fn final_key(portal: &PortalId, date: &str, state_id: &str, seq: i64) -> Str
     format!("{DATASET}/portal_id={portal}/start_date={date}/part-{state_id}-{seq:010}.parquet")
 }
 
-/// Staging key of the same file.
+/// Staging key of the same file. It also carries a tag unique to this process, so two runs
+/// that both believe they own a state (one whose S3 lease expired under it) never write the
+/// same staged object; the state records the staging key it committed.
 pub fn staging_key(portal: &PortalId, date: &str, state_id: &str, seq: i64) -> String {
     format!(
-        "{}/part-{state_id}-{seq:010}-{date}.tmp",
-        staging_prefix(portal)
+        "{}/part-{state_id}-{seq:010}-{date}-{}.tmp",
+        staging_prefix(portal),
+        run_tag()
     )
+}
+
+/// Unique to this process: pid and start time.
+fn run_tag() -> &'static str {
+    static TAG: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TAG.get_or_init(|| {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        format!("{:x}{:x}", std::process::id(), t.as_micros())
+    })
 }
 
 /// The staging folder of one portal, relative to the output root.
@@ -42,23 +57,37 @@ pub fn staging_prefix(portal: &PortalId) -> String {
     format!("{STAGING}/portal_id={portal}")
 }
 
-/// A sink: local disk today.
+/// A sink: a local folder or an S3 prefix, with the same protocol.
 #[derive(Clone, Debug)]
 pub enum Sink {
     Local(LocalSink),
+    S3(S3Sink),
 }
 
 impl Sink {
-    pub fn new(output: &Output) -> Sink {
-        match output {
+    /// The sink for an output. An S3 output needs the run's S3 client.
+    pub fn new(output: &Output, s3: Option<&aws_sdk_s3::Client>, opts: &S3Options) -> Result<Sink> {
+        Ok(match output {
             Output::Local(root) => Sink::Local(LocalSink { root: root.clone() }),
-        }
+            Output::S3(url) => {
+                let client = s3.ok_or_else(|| anyhow::anyhow!("no S3 client for {url}"))?;
+                Sink::S3(S3Sink::new(client.clone(), url.clone(), opts.clone()))
+            }
+        })
+    }
+
+    /// A local folder.
+    pub fn local(root: &Path) -> Sink {
+        Sink::Local(LocalSink {
+            root: root.to_path_buf(),
+        })
     }
 
     /// Fail early, naming the place, if the output cannot be written.
     pub async fn check_writable(&self) -> Result<()> {
         match self {
             Sink::Local(s) => blocking(s.clone(), |s| s.check_writable()).await,
+            Sink::S3(s) => s.check_writable().await,
         }
     }
 
@@ -66,6 +95,7 @@ impl Sink {
     pub async fn stage(&self, key: String, bytes: Vec<u8>) -> Result<()> {
         match self {
             Sink::Local(s) => blocking(s.clone(), move |s| s.stage(&key, &bytes)).await,
+            Sink::S3(s) => s.stage(key, bytes).await,
         }
     }
 
@@ -74,13 +104,25 @@ impl Sink {
     pub async fn publish(&self, staging: String, key: String) -> Result<()> {
         match self {
             Sink::Local(s) => blocking(s.clone(), move |s| s.publish(&staging, &key)).await,
+            Sink::S3(s) => s.publish(staging, key).await,
         }
     }
 
-    /// Staged keys under a prefix.
+    /// Staged keys under a prefix. For S3, multipart uploads a killed run left under it are
+    /// aborted first (they are invisible, but billed until aborted).
     pub async fn list_staged(&self, prefix: String) -> Result<Vec<String>> {
         match self {
             Sink::Local(s) => blocking(s.clone(), move |s| s.list_staged(&prefix)).await,
+            Sink::S3(s) => {
+                let aborted = s.abort_uploads(&prefix).await?;
+                if aborted > 0 {
+                    tracing::info!(
+                        aborted,
+                        "aborted multipart uploads left by an interrupted run"
+                    );
+                }
+                s.list_staged(prefix).await
+            }
         }
     }
 
@@ -88,6 +130,7 @@ impl Sink {
     pub async fn delete(&self, key: String) -> Result<()> {
         match self {
             Sink::Local(s) => blocking(s.clone(), move |s| s.delete(&key)).await,
+            Sink::S3(s) => s.delete(key).await,
         }
     }
 
@@ -104,6 +147,7 @@ impl Sink {
             Sink::Local(s) => {
                 blocking(s.clone(), move |s| s.replace(&staging, &key, &replaced)).await
             }
+            Sink::S3(s) => s.replace(staging, key, replaced).await,
         }
     }
 
@@ -112,6 +156,7 @@ impl Sink {
     pub async fn delete_all(&self, keys: Vec<String>) -> Result<()> {
         match self {
             Sink::Local(s) => blocking(s.clone(), move |s| s.delete_all(&keys)).await,
+            Sink::S3(s) => s.delete_all(keys).await,
         }
     }
 
@@ -120,6 +165,7 @@ impl Sink {
         let prefix = format!("{DATASET}/portal_id={portal}");
         match self {
             Sink::Local(s) => blocking(s.clone(), move |s| s.partitions(&prefix)).await,
+            Sink::S3(s) => s.partitions(&prefix).await,
         }
     }
 
@@ -133,6 +179,7 @@ impl Sink {
                 })
                 .await
             }
+            Sink::S3(s) => s.read(key).await,
         }
     }
 }
@@ -361,7 +408,7 @@ mod tests {
     #[tokio::test]
     async fn stage_then_publish_is_idempotent_and_never_shows_a_partial_name() {
         let dir = tempfile::tempdir().unwrap();
-        let sink = Sink::new(&Output::Local(dir.path().to_path_buf()));
+        let sink = Sink::local(dir.path());
         sink.check_writable().await.unwrap();
         let st = staging_key(&portal(), "2026-01-01", "x", 1);
         let fin = final_key(&portal(), "2026-01-01", "x", 1);
@@ -396,10 +443,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("f");
         std::fs::write(&file, b"x").unwrap();
-        let err = Sink::new(&Output::Local(file.clone()))
-            .check_writable()
-            .await
-            .unwrap_err();
+        let err = Sink::local(&file).check_writable().await.unwrap_err();
         assert!(format!("{err:#}").contains("not a folder"), "{err:#}");
     }
 }

@@ -10,8 +10,14 @@ use crate::config::Config;
 use crate::state::State;
 
 /// Print the status table (or JSON) of a state.
-pub fn print(config: &Config, as_json: bool) -> Result<()> {
-    let st = State::open_readonly(&config.state)?;
+pub fn print(config: &Config, local: Option<&Path>, as_json: bool) -> Result<()> {
+    let Some(local) = local else {
+        anyhow::bail!(
+            "no state at {} (nothing archived yet with this --state)",
+            config.state
+        );
+    };
+    let st = State::open_readonly(local)?;
     let last = st.last_run()?;
     let mut portals = Vec::new();
     for p in st.portals()? {
@@ -46,7 +52,7 @@ pub fn print(config: &Config, as_json: bool) -> Result<()> {
         }));
     }
     let doc = json!({
-        "state": config.state.display().to_string(),
+        "state": config.state.to_string(),
         "state_id": st.state_id()?,
         "last_run": last.map(|r| json!({
             "run_id": r.run_id,
@@ -62,7 +68,7 @@ pub fn print(config: &Config, as_json: bool) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(());
     }
-    println!("state {}", config.state.display());
+    println!("state {}", config.state);
     match &doc["last_run"] {
         serde_json::Value::Null => println!("last run: none"),
         r => println!(

@@ -1,0 +1,513 @@
+//! The S3 side: one client per run, and the S3 sink.
+//!
+//! The sink keeps the local sink's protocol (see `sink`): a flush's files are **staged** as
+//! objects under `<prefix>/_staging/`, the state **commits** them (and, for a state in S3, is
+//! uploaded before anything goes on), then each is **published** by a server-side CopyObject to
+//! its final `.parquet` key and the staged object deleted. A PUT or a copy is atomic in S3: an
+//! object under `sessions/` is whole and committed, or absent. A file larger than the part size
+//! goes up as a multipart upload, aborted if any part fails; an upload left by a killed run is
+//! invisible (it is not an object) and is aborted by the next run's recovery of that portal.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{
+    ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart, ServerSideEncryption, StorageClass,
+};
+use aws_sdk_s3::Client;
+use bytes::Bytes;
+
+use crate::config::{S3Options, S3Url};
+use crate::sink::{DATASET, STAGING};
+
+/// The run's S3 client: the SDK chain's configuration, standard retries (throttling, 500/503
+/// SlowDown, dropped connections) with `max_attempts`, and path-style addressing whenever the
+/// endpoint is overridden (S3-compatible servers, VPC endpoints by URL).
+pub fn client(sdk: &aws_config::SdkConfig, max_attempts: u32) -> Client {
+    let custom_endpoint = sdk.endpoint_url().is_some()
+        || std::env::var_os("AWS_ENDPOINT_URL_S3").is_some()
+        || std::env::var_os("AWS_ENDPOINT_URL").is_some();
+    let timeouts = aws_config::timeout::TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .read_timeout(Duration::from_secs(60))
+        .operation_attempt_timeout(Duration::from_secs(300))
+        .build();
+    let conf = aws_sdk_s3::config::Builder::from(sdk)
+        .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(max_attempts))
+        .timeout_config(timeouts)
+        .force_path_style(custom_endpoint)
+        .build();
+    Client::from_conf(conf)
+}
+
+/// HTTP status of a failed call, if the service answered.
+pub fn status<E>(e: &SdkError<E, HttpResponse>) -> Option<u16> {
+    e.raw_response().map(|r| r.status().as_u16())
+}
+
+/// One line for an S3 error: the service's code and message, or the transport failure.
+pub fn describe<E>(e: &SdkError<E, HttpResponse>) -> String
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    match e {
+        SdkError::ServiceError(s) => {
+            let err = s.err();
+            let code = err.code().unwrap_or("error");
+            let status = s.raw().status().as_u16();
+            match err.message() {
+                Some(m) => format!("{code} (HTTP {status}): {m}"),
+                None => format!("{code} (HTTP {status})"),
+            }
+        }
+        other => {
+            let mut line = other.to_string();
+            let mut src = std::error::Error::source(other);
+            while let Some(s) = src {
+                line.push_str(": ");
+                line.push_str(&s.to_string());
+                src = s.source();
+            }
+            line
+        }
+    }
+}
+
+/// A dataset under `s3://bucket/prefix`.
+#[derive(Clone, Debug)]
+pub struct S3Sink {
+    client: Client,
+    url: S3Url,
+    opts: S3Options,
+}
+
+impl S3Sink {
+    pub fn new(client: Client, url: S3Url, opts: S3Options) -> S3Sink {
+        S3Sink { client, url, opts }
+    }
+
+    fn key(&self, rel: &str) -> String {
+        self.url.join(rel)
+    }
+
+    fn bucket(&self) -> &str {
+        &self.url.bucket
+    }
+
+    /// The bucket exists, is the expected owner's, and a staged object can be written and
+    /// deleted: checked before any page is fetched, with one line naming the bucket.
+    pub async fn check_writable(&self) -> Result<()> {
+        let b = self.bucket();
+        if let Err(e) = self
+            .client
+            .head_bucket()
+            .bucket(b)
+            .set_expected_bucket_owner(self.opts.expected_bucket_owner.clone())
+            .send()
+            .await
+        {
+            let why = match status(&e) {
+                Some(404) => "does not exist".to_string(),
+                Some(403) => match &self.opts.expected_bucket_owner {
+                    Some(o) => format!("access denied, or the bucket is not owned by account {o}"),
+                    None => "access denied".to_string(),
+                },
+                Some(301) => {
+                    "is in another region than the client's (set AWS_REGION to the bucket's region)"
+                        .to_string()
+                }
+                _ => describe(&e),
+            };
+            bail!("output bucket {b}: {why}");
+        }
+        let probe = self.key(&format!("{STAGING}/.probe-{}", std::process::id()));
+        self.put(&probe, Bytes::from_static(b"probe"), false)
+            .await
+            .map_err(|e| anyhow!("output s3://{b}/{probe}: cannot write: {e:#}"))?;
+        self.client
+            .delete_object()
+            .bucket(b)
+            .key(&probe)
+            .set_expected_bucket_owner(self.opts.expected_bucket_owner.clone())
+            .send()
+            .await
+            .map_err(|e| anyhow!("output s3://{b}/{probe}: cannot delete: {}", describe(&e)))?;
+        Ok(())
+    }
+
+    /// One PutObject with the run's encryption (and, for final objects, storage class).
+    async fn put(&self, key: &str, body: Bytes, final_object: bool) -> Result<()> {
+        let o = &self.opts;
+        self.client
+            .put_object()
+            .bucket(self.bucket())
+            .key(key)
+            .body(ByteStream::from(body))
+            .set_server_side_encryption(o.sse.as_deref().map(ServerSideEncryption::from))
+            .set_ssekms_key_id(o.kms_key_id.clone())
+            .set_expected_bucket_owner(o.expected_bucket_owner.clone())
+            .set_storage_class(
+                o.storage_class
+                    .as_deref()
+                    .filter(|_| final_object)
+                    .map(StorageClass::from),
+            )
+            .send()
+            .await
+            .map_err(|e| anyhow!("{}", describe(&e)))?;
+        Ok(())
+    }
+
+    /// Write a staged object (a replayed stage overwrites its own key). Staged objects are
+    /// STANDARD whatever `--s3-storage-class` says: they live seconds, and infrequent-access
+    /// classes bill 30 days minimum.
+    pub async fn stage(&self, rel: String, bytes: Vec<u8>) -> Result<()> {
+        let key = self.key(&rel);
+        let body = Bytes::from(bytes);
+        if body.len() <= self.opts.part_size {
+            return self
+                .put(&key, body, false)
+                .await
+                .with_context(|| format!("uploading s3://{}/{key}", self.bucket()));
+        }
+        self.multipart(&key, body)
+            .await
+            .with_context(|| format!("uploading s3://{}/{key} in parts", self.bucket()))
+    }
+
+    async fn multipart(&self, key: &str, body: Bytes) -> Result<()> {
+        let o = &self.opts;
+        let created = self
+            .client
+            .create_multipart_upload()
+            .bucket(self.bucket())
+            .key(key)
+            .checksum_algorithm(ChecksumAlgorithm::Crc32)
+            .set_server_side_encryption(o.sse.as_deref().map(ServerSideEncryption::from))
+            .set_ssekms_key_id(o.kms_key_id.clone())
+            .set_expected_bucket_owner(o.expected_bucket_owner.clone())
+            .send()
+            .await
+            .map_err(|e| anyhow!("CreateMultipartUpload: {}", describe(&e)))?;
+        let upload_id = created
+            .upload_id()
+            .ok_or_else(|| anyhow!("CreateMultipartUpload returned no upload id"))?
+            .to_string();
+        let result = async {
+            let mut parts = Vec::new();
+            let mut offset = 0;
+            let mut number = 1;
+            while offset < body.len() {
+                let end = (offset + o.part_size).min(body.len());
+                let part = self
+                    .client
+                    .upload_part()
+                    .bucket(self.bucket())
+                    .key(key)
+                    .upload_id(&upload_id)
+                    .part_number(number)
+                    .checksum_algorithm(ChecksumAlgorithm::Crc32)
+                    .body(ByteStream::from(body.slice(offset..end)))
+                    .set_expected_bucket_owner(o.expected_bucket_owner.clone())
+                    .send()
+                    .await
+                    .map_err(|e| anyhow!("UploadPart {number}: {}", describe(&e)))?;
+                parts.push(
+                    CompletedPart::builder()
+                        .part_number(number)
+                        .set_e_tag(part.e_tag().map(str::to_string))
+                        .set_checksum_crc32(part.checksum_crc32().map(str::to_string))
+                        .build(),
+                );
+                crate::failpoint::hit("s3_after_part");
+                offset = end;
+                number += 1;
+            }
+            self.client
+                .complete_multipart_upload()
+                .bucket(self.bucket())
+                .key(key)
+                .upload_id(&upload_id)
+                .multipart_upload(
+                    CompletedMultipartUpload::builder()
+                        .set_parts(Some(parts))
+                        .build(),
+                )
+                .set_expected_bucket_owner(o.expected_bucket_owner.clone())
+                .send()
+                .await
+                .map_err(|e| anyhow!("CompleteMultipartUpload: {}", describe(&e)))?;
+            Ok::<(), anyhow::Error>(())
+        }
+        .await;
+        if result.is_err() {
+            // Best effort: a failed abort leaves an invisible upload for the next recovery.
+            let _ = self
+                .client
+                .abort_multipart_upload()
+                .bucket(self.bucket())
+                .key(key)
+                .upload_id(&upload_id)
+                .set_expected_bucket_owner(o.expected_bucket_owner.clone())
+                .send()
+                .await;
+        }
+        result
+    }
+
+    /// Abort the multipart uploads left under a staging prefix (by a killed run). Returns how
+    /// many.
+    pub async fn abort_uploads(&self, rel_prefix: &str) -> Result<usize> {
+        let prefix = format!("{}/", self.key(rel_prefix));
+        let mut aborted = 0;
+        let mut key_marker: Option<String> = None;
+        let mut id_marker: Option<String> = None;
+        loop {
+            let page = self
+                .client
+                .list_multipart_uploads()
+                .bucket(self.bucket())
+                .prefix(&prefix)
+                .set_key_marker(key_marker.clone())
+                .set_upload_id_marker(id_marker.clone())
+                .set_expected_bucket_owner(self.opts.expected_bucket_owner.clone())
+                .send()
+                .await
+                .map_err(|e| {
+                    anyhow!(
+                        "listing multipart uploads under s3://{}/{prefix}: {}",
+                        self.bucket(),
+                        describe(&e)
+                    )
+                })?;
+            for u in page.uploads() {
+                let (Some(k), Some(id)) = (u.key(), u.upload_id()) else {
+                    continue;
+                };
+                self.client
+                    .abort_multipart_upload()
+                    .bucket(self.bucket())
+                    .key(k)
+                    .upload_id(id)
+                    .set_expected_bucket_owner(self.opts.expected_bucket_owner.clone())
+                    .send()
+                    .await
+                    .map_err(|e| {
+                        anyhow!(
+                            "aborting upload of s3://{}/{k}: {}",
+                            self.bucket(),
+                            describe(&e)
+                        )
+                    })?;
+                aborted += 1;
+            }
+            if page.is_truncated() != Some(true) {
+                return Ok(aborted);
+            }
+            key_marker = page.next_key_marker().map(str::to_string);
+            id_marker = page.next_upload_id_marker().map(str::to_string);
+        }
+    }
+
+    /// Copy a committed staged object to its final key, then delete the staged one.
+    /// Idempotent: a file already published (staged copy gone) is left as it is.
+    pub async fn publish(&self, staging: String, rel: String) -> Result<()> {
+        self.copy(&staging, &rel).await?;
+        self.delete(staging).await
+    }
+
+    async fn copy(&self, staging: &str, rel: &str) -> Result<()> {
+        let (from, to) = (self.key(staging), self.key(rel));
+        let o = &self.opts;
+        let copied = self
+            .client
+            .copy_object()
+            .bucket(self.bucket())
+            .key(&to)
+            .copy_source(format!("{}/{}", self.bucket(), encode_key(&from)))
+            .set_server_side_encryption(o.sse.as_deref().map(ServerSideEncryption::from))
+            .set_ssekms_key_id(o.kms_key_id.clone())
+            .set_storage_class(o.storage_class.as_deref().map(StorageClass::from))
+            .set_expected_bucket_owner(o.expected_bucket_owner.clone())
+            .set_expected_source_bucket_owner(o.expected_bucket_owner.clone())
+            .send()
+            .await;
+        match copied {
+            Ok(_) => Ok(()),
+            Err(e) if status(&e) == Some(404) && self.exists(&to).await? => Ok(()),
+            Err(e) if status(&e) == Some(404) => bail!(
+                "committed file s3://{}/{to} is missing from staging (s3://{}/{from}); the output was changed outside archiver",
+                self.bucket(),
+                self.bucket()
+            ),
+            Err(e) => bail!(
+                "publishing s3://{}/{from} as {to}: {}",
+                self.bucket(),
+                describe(&e)
+            ),
+        }
+    }
+
+    async fn exists(&self, key: &str) -> Result<bool> {
+        match self
+            .client
+            .head_object()
+            .bucket(self.bucket())
+            .key(key)
+            .set_expected_bucket_owner(self.opts.expected_bucket_owner.clone())
+            .send()
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if status(&e) == Some(404) => Ok(false),
+            Err(e) => bail!("HeadObject s3://{}/{key}: {}", self.bucket(), describe(&e)),
+        }
+    }
+
+    /// Keys (relative to the output) under a relative prefix, sorted.
+    async fn list(&self, rel_prefix: &str) -> Result<Vec<String>> {
+        let prefix = format!("{}/", self.key(rel_prefix));
+        let root = self.key("");
+        let mut out = Vec::new();
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(self.bucket())
+            .prefix(&prefix)
+            .set_expected_bucket_owner(self.opts.expected_bucket_owner.clone())
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| {
+                anyhow!("listing s3://{}/{prefix}: {}", self.bucket(), describe(&e))
+            })?;
+            for o in page.contents() {
+                if let Some(k) = o.key() {
+                    let rel = if root.is_empty() {
+                        k
+                    } else {
+                        k.strip_prefix(&root).unwrap_or(k)
+                    };
+                    out.push(rel.to_string());
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    pub async fn list_staged(&self, rel_prefix: String) -> Result<Vec<String>> {
+        self.list(&rel_prefix).await
+    }
+
+    /// Delete an object (no error if it is gone).
+    pub async fn delete(&self, rel: String) -> Result<()> {
+        let key = self.key(&rel);
+        self.client
+            .delete_object()
+            .bucket(self.bucket())
+            .key(&key)
+            .set_expected_bucket_owner(self.opts.expected_bucket_owner.clone())
+            .send()
+            .await
+            .map_err(|e| anyhow!("deleting s3://{}/{key}: {}", self.bucket(), describe(&e)))?;
+        Ok(())
+    }
+
+    pub async fn delete_all(&self, keys: Vec<String>) -> Result<()> {
+        for k in keys {
+            self.delete(k).await?;
+        }
+        Ok(())
+    }
+
+    /// Publish a compaction's file, then delete the files it replaces: readers can see both
+    /// for the time between the copy and the last delete, which is returned.
+    pub async fn replace(
+        &self,
+        staging: String,
+        rel: String,
+        replaced: Vec<String>,
+    ) -> Result<Duration> {
+        self.copy(&staging, &rel).await?;
+        let visible = Instant::now();
+        crate::failpoint::hit("compact_mid_replace");
+        for k in replaced {
+            self.delete(k).await?;
+        }
+        let window = visible.elapsed();
+        self.delete(staging).await?;
+        Ok(window)
+    }
+
+    /// `(date, keys)` of one portal's published files, sorted.
+    pub async fn partitions(&self, rel_prefix: &str) -> Result<Vec<(String, Vec<String>)>> {
+        let mut out: Vec<(String, Vec<String>)> = Vec::new();
+        for k in self.list(rel_prefix).await? {
+            if !k.ends_with(".parquet") {
+                continue;
+            }
+            let Some(date) = k.split('/').find_map(|seg| seg.strip_prefix("start_date=")) else {
+                continue;
+            };
+            match out.last_mut() {
+                Some((d, keys)) if d == date => keys.push(k.clone()),
+                _ => out.push((date.to_string(), vec![k.clone()])),
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn read(&self, rel: String) -> Result<Vec<u8>> {
+        let key = self.key(&rel);
+        let got = self
+            .client
+            .get_object()
+            .bucket(self.bucket())
+            .key(&key)
+            .set_expected_bucket_owner(self.opts.expected_bucket_owner.clone())
+            .send()
+            .await
+            .map_err(|e| anyhow!("reading s3://{}/{key}: {}", self.bucket(), describe(&e)))?;
+        let body = got
+            .body
+            .collect()
+            .await
+            .with_context(|| format!("reading s3://{}/{key}", self.bucket()))?;
+        Ok(body.into_bytes().to_vec())
+    }
+}
+
+/// Percent-encode a key for `x-amz-copy-source` (everything but unreserved characters and `/`).
+fn encode_key(key: &str) -> String {
+    let mut out = String::with_capacity(key.len());
+    for b in key.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b'/') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Where the dataset's published files start, for messages.
+pub fn dataset_url(url: &S3Url) -> String {
+    format!("s3://{}/{}", url.bucket, url.join(DATASET))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_sources_are_percent_encoded_but_keep_slashes() {
+        assert_eq!(
+            encode_key("p/sessions/portal_id=a/start_date=2026-01-01/x.parquet"),
+            "p/sessions/portal_id%3Da/start_date%3D2026-01-01/x.parquet"
+        );
+    }
+}
