@@ -265,9 +265,13 @@ impl World {
         let k = self.portals.len() as u64;
         let mut rng = SplitMix64::new(mix64(self.cfg.seed) ^ mix64(0x1000 + k));
         let id = uuid_string(random_uuid(&mut rng));
+        let region = match self.cfg.regions.len() {
+            0 => &self.cfg.region,
+            n => &self.cfg.regions[k as usize % n],
+        };
         let arn = format!(
-            "arn:aws:workspaces-web:{}:{}:portal/{}",
-            self.cfg.region, self.cfg.account_id, id
+            "arn:aws:workspaces-web:{region}:{}:portal/{id}",
+            self.cfg.account_id
         );
         let history_ms = i64::from(self.cfg.history_days) * DAY_MS;
         let created_ms = self.now_ms - history_ms - rng.range_i64(DAY_MS, 90 * DAY_MS);

@@ -612,6 +612,7 @@ async fn api(inner: &Inner, req: Request<Incoming>) -> Option<Response<Body>> {
     if latency_ms > 0 {
         tokio::time::sleep(Duration::from_millis(latency_ms)).await;
     }
+    let region = signed_region(&req);
     let result = match injected {
         Injected::Drop => {
             // Read the whole request first, as a server that dies after receiving it would.
@@ -622,12 +623,14 @@ async fn api(inner: &Inner, req: Request<Incoming>) -> Option<Response<Body>> {
         Injected::Throttle => Err(ApiError::throttled(retry_after)),
         Injected::ServerError => Err(ApiError::internal()),
         Injected::Nothing => Query::parse(req.uri().query()).and_then(|q| match &op {
-            Op::ListPortals => list_portals(inner, &q),
-            Op::ListSessions { portal_id } => list_sessions(inner, portal_id, &q),
+            Op::ListPortals => list_portals(inner, &q, region.as_deref()),
+            Op::ListSessions { portal_id } => in_region(inner, portal_id, region.as_deref())
+                .and_then(|()| list_sessions(inner, portal_id, &q)),
             Op::GetSession {
                 portal_id,
                 session_id,
-            } => get_session(inner, portal_id, session_id),
+            } => in_region(inner, portal_id, region.as_deref())
+                .and_then(|()| get_session(inner, portal_id, session_id)),
         }),
     };
     Some(match result {
@@ -646,7 +649,34 @@ async fn api(inner: &Inner, req: Request<Incoming>) -> Option<Response<Body>> {
     })
 }
 
-fn list_portals(inner: &Inner, q: &Query) -> Result<String, ApiError> {
+/// The region a request was signed for: `Credential=KEY/DATE/REGION/SERVICE/aws4_request`.
+fn signed_region(req: &Request<Incoming>) -> Option<String> {
+    let auth = req.headers().get("authorization")?.to_str().ok()?;
+    let cred = auth.split("Credential=").nth(1)?;
+    let cred = cred.split([',', ' ']).next()?;
+    cred.split('/').nth(2).map(str::to_string)
+}
+
+/// The region of a portal, from its ARN.
+fn arn_region(arn: &str) -> &str {
+    arn.split(':').nth(3).unwrap_or_default()
+}
+
+/// With several regions configured, a portal is found only through its own region's endpoint.
+fn in_region(inner: &Inner, portal_id: &str, region: Option<&str>) -> Result<(), ApiError> {
+    let w = inner.world();
+    if w.cfg.regions.is_empty() {
+        return Ok(());
+    }
+    match (w.portal(portal_id), region) {
+        (Some(p), Some(r)) if arn_region(&p.arn) != r => {
+            Err(ApiError::not_found("portal", portal_id))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn list_portals(inner: &Inner, q: &Query, region: Option<&str>) -> Result<String, ApiError> {
     let max = max_results(q)?;
     let scope = scope_hash(&["ListPortals"]);
     let start = match q.get("nextToken") {
@@ -657,9 +687,14 @@ fn list_portals(inner: &Inner, q: &Query) -> Result<String, ApiError> {
         }
     };
     let w = inner.world();
+    let mine: Vec<_> = w
+        .portals
+        .iter()
+        .filter(|p| w.cfg.regions.is_empty() || region.is_none_or(|r| arn_region(&p.arn) == r))
+        .collect();
     let mut out = String::from("{\"portals\":[");
-    let end = (start + max).min(w.portals.len());
-    for (i, p) in w.portals.iter().enumerate().take(end).skip(start) {
+    let end = (start + max).min(mine.len());
+    for (i, p) in mine.iter().enumerate().take(end).skip(start) {
         if i > start {
             out.push(',');
         }
@@ -678,7 +713,7 @@ fn list_portals(inner: &Inner, q: &Query) -> Result<String, ApiError> {
         out.push('}');
     }
     out.push(']');
-    if end < w.portals.len() && end > start {
+    if end < mine.len() && end > start {
         out.push_str(",\"nextToken\":");
         let token = inner.issue_token(TokenKind::Portals, false, (end as i64 - 1, 0), scope);
         push_json_str(&mut out, &token);

@@ -51,6 +51,11 @@ pub struct SimConfig {
     /// The simulated clock at start; it moves only through the activity methods.
     pub now_ms: i64,
     pub region: String,
+    /// Several regions: portal `k` lives in `regions[k % len]`, and each call sees only the
+    /// portals of the region it was signed for (SigV4 credential scope), like the real
+    /// service's regional endpoints. Empty: every portal is in `region` and calls from any
+    /// region see them all.
+    pub regions: Vec<String>,
     pub account_id: String,
     /// Wall-clock lifetime of pagination tokens; `None` = until [`Simulator::expire_tokens`].
     pub token_ttl: Option<Duration>,
@@ -71,6 +76,7 @@ impl Default for SimConfig {
             retention_days: 35,
             now_ms: wall_ms - wall_ms.rem_euclid(60_000),
             region: "us-east-1".to_owned(),
+            regions: Vec::new(),
             account_id: "123456789012".to_owned(),
             token_ttl: None,
         }
