@@ -9,6 +9,8 @@ use std::process::Output;
 
 use archiver::simulator::{SimConfig, SimSession, Simulator};
 
+pub mod s3;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_archiver");
 
 /// A test's working folder with its state and archive.

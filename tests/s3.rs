@@ -1,0 +1,769 @@
+//! The sink suite: the same checks against local disk and against a real S3-compatible server
+//! (moto's, from PyPI, started on 127.0.0.1), with the state local or in S3. Then what is
+//! S3's own: faults between the archiver and S3 (503 SlowDown, 500, connections cut in the
+//! middle of an upload), multipart uploads, a missing bucket, the lease (held → exit 75,
+//! expired → taken over, lost → the run stops), encryption and storage-class headers, shards
+//! and regions.
+//!
+//! Truth is always the simulator's record; the archive is read back with parquet's reader
+//! (S3 objects are downloaded first).
+
+mod util;
+
+use std::time::Duration;
+
+use archiver::simulator::{Faults, SimConfig};
+use util::s3::{self as s3u, FaultProxy, Moto};
+use util::{aws_env, sim_config, Env, Run, BIN};
+
+const BUCKET: &str = "archive-bucket";
+const PREFIX: &str = "team/archive";
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Backend {
+    /// Local output and local state.
+    Local,
+    /// S3 output, local state.
+    S3Output,
+    /// S3 output and S3 state (the container set-up).
+    S3Both,
+}
+
+/// A simulator, maybe moto (and a proxy in front of it), and how the binary is pointed at them.
+struct T {
+    env: Env,
+    backend: Backend,
+    moto: Option<Moto>,
+    proxy: Option<FaultProxy>,
+    s3: Option<aws_sdk_s3::Client>,
+    /// `--state` for S3 state (may contain `{shard}`).
+    state_key: String,
+}
+
+impl T {
+    async fn new(backend: Backend, sim: SimConfig) -> T {
+        let env = Env::new(sim).await;
+        let (moto, proxy, s3) = if backend == Backend::Local {
+            (None, None, None)
+        } else {
+            let moto = Moto::start().await;
+            let proxy = FaultProxy::start(&moto.endpoint).await;
+            let c = s3u::client(&moto.endpoint);
+            s3u::create_bucket(&c, BUCKET).await;
+            (Some(moto), Some(proxy), Some(c))
+        };
+        T {
+            env,
+            backend,
+            moto,
+            proxy,
+            s3,
+            state_key: "team/state/archiver.db".into(),
+        }
+    }
+
+    fn state_arg(&self) -> String {
+        match self.backend {
+            Backend::S3Both => format!("s3://{BUCKET}/{}", self.state_key),
+            _ => self.env.state().to_string_lossy().into_owned(),
+        }
+    }
+
+    fn output_arg(&self) -> String {
+        match self.backend {
+            Backend::Local => self.env.archive().to_string_lossy().into_owned(),
+            _ => format!("s3://{BUCKET}/{PREFIX}"),
+        }
+    }
+
+    fn cmd(&self, args: &[&str]) -> tokio::process::Command {
+        self.cmd_at(&self.state_arg(), &self.output_arg(), args)
+    }
+
+    fn cmd_at(&self, state: &str, output: &str, args: &[&str]) -> tokio::process::Command {
+        let mut c = tokio::process::Command::new(BIN);
+        c.arg("--state")
+            .arg(state)
+            .arg("--output")
+            .arg(output)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        for (k, v) in aws_env(&self.env.sim.endpoint_url()) {
+            c.env(k, v);
+        }
+        if let Some(p) = &self.proxy {
+            c.env("AWS_ENDPOINT_URL_S3", &p.endpoint);
+        }
+        c.env_remove("ARCHIVER_FAILPOINT");
+        c.env("TMPDIR", self.env.dir.path());
+        c.kill_on_drop(true);
+        c
+    }
+
+    async fn run(&self, args: &[&str]) -> Run {
+        Run::from(self.cmd(args).output().await.unwrap())
+    }
+
+    async fn run_crashing(&self, args: &[&str], failpoint: &str) -> Run {
+        let mut c = self.cmd(args);
+        c.env("ARCHIVER_FAILPOINT", failpoint);
+        Run::from(c.output().await.unwrap())
+    }
+
+    fn client(&self) -> &aws_sdk_s3::Client {
+        self.s3.as_ref().expect("an S3 backend")
+    }
+
+    /// The archive's rows, read back (downloaded first for S3).
+    async fn archived(&self) -> Vec<util::Row> {
+        match self.backend {
+            Backend::Local => self.env.archived(),
+            _ => {
+                let dir = self.env.dir.path().join("downloaded");
+                s3u::download(self.client(), BUCKET, PREFIX, &dir).await;
+                util::read_dataset(&dir)
+            }
+        }
+    }
+
+    #[track_caller]
+    async fn assert_exact(&self) {
+        util::assert_exact(&self.archived().await, &self.env.expected());
+    }
+
+    /// Nothing is left staged, no object outside the layout, no upload in progress.
+    async fn assert_clean(&self) {
+        if self.backend == Backend::Local {
+            let staged = self.env.archive().join("_staging");
+            let left: Vec<_> = walk(&staged);
+            assert!(left.is_empty(), "staged files left: {left:?}");
+            return;
+        }
+        let keys = s3u::keys(self.client(), BUCKET).await;
+        for k in &keys {
+            let ok = (k.starts_with(&format!("{PREFIX}/sessions/portal_id="))
+                && k.ends_with(".parquet"))
+                || k.starts_with("team/state/");
+            assert!(ok, "unexpected object {k}");
+        }
+        assert!(s3u::uploads(self.client(), BUCKET).await.is_empty());
+    }
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in rd {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+async fn backfill_activity_incremental(backend: Backend) {
+    let t = T::new(backend, sim_config(3, 1500, 6)).await;
+    t.run(&["run", "--flush-rows", "400"]).await.ok();
+    t.assert_exact().await;
+    t.env.sim.end_active(None, usize::MAX);
+    for p in t.env.sim.portal_ids() {
+        t.env.sim.add_sessions(&p, 120, 4);
+    }
+    t.env.sim.reset_stats();
+    t.run(&["run", "--flush-rows", "400"]).await.ok();
+    t.assert_exact().await;
+    // Incremental: a few pages per portal, not the whole history again.
+    let calls = t.env.sim.stats().list_sessions_calls;
+    assert!(
+        calls <= 3 * 4,
+        "incremental run made {calls} ListSessions calls"
+    );
+    t.assert_clean().await;
+    if backend == Backend::S3Both {
+        // The state is in S3, the lease released, and nothing of the state is on local disk.
+        let keys = s3u::keys(t.client(), BUCKET).await;
+        assert!(
+            keys.contains(&"team/state/archiver.db".to_string()),
+            "{keys:?}"
+        );
+        let lease: serde_json::Value = serde_json::from_slice(
+            &s3u::get(t.client(), BUCKET, "team/state/archiver.db.lease").await,
+        )
+        .unwrap();
+        assert_eq!(lease["expires_ms"], 0, "lease not released: {lease}");
+        assert!(!t.env.state().exists());
+        let status = t.run(&["status", "--json"]).await;
+        status.ok();
+        let v: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
+        assert_eq!(v["portals"].as_array().unwrap().len(), 3, "{v}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exact_local() {
+    backfill_activity_incremental(Backend::Local).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exact_s3_output() {
+    backfill_activity_incremental(Backend::S3Output).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exact_s3_output_and_state() {
+    backfill_activity_incremental(Backend::S3Both).await;
+}
+
+/// Killed (abort, like `kill -9`) at each step of a flush, then resumed; then SIGKILLed at
+/// random moments. Exact after every resume, no duplicate after any kill.
+async fn killed_then_resumed(backend: Backend) {
+    let t = T::new(backend, sim_config(2, 1200, 4)).await;
+    let args = ["run", "--flush-rows", "200"];
+    for point in [
+        "after_stage:2",
+        "after_local_commit:2",
+        "after_commit:3",
+        "after_publish:2",
+    ] {
+        let r = t.run_crashing(&args, point).await;
+        assert_eq!(
+            r.code, 134,
+            "{point}: the failpoint did not fire\n{}",
+            r.stderr
+        );
+        if backend == Backend::S3Both {
+            // The killed run's lease would block the next run until it expires.
+            expire_lease(&t).await;
+        }
+        let rows = t.archived().await;
+        let ids: std::collections::BTreeSet<_> = rows.iter().map(|r| &r.session_id).collect();
+        assert_eq!(ids.len(), rows.len(), "{point}: duplicates after the kill");
+        for p in t.env.sim.portal_ids() {
+            t.env.sim.add_sessions(&p, 150, 2);
+        }
+    }
+    t.env.sim.set_faults(Faults {
+        latency_ms: 10,
+        ..Faults::default()
+    });
+    let mut kills = 0;
+    for (i, wait_ms) in [150u64, 400, 60, 250, 700].into_iter().enumerate() {
+        for p in t.env.sim.portal_ids() {
+            t.env.sim.add_sessions(&p, 200, 2);
+        }
+        t.env.sim.end_active(None, 2);
+        let mut child = t
+            .cmd(&args)
+            .stderr(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        if tokio::time::timeout(Duration::from_millis(wait_ms), child.wait())
+            .await
+            .is_err()
+        {
+            child.start_kill().unwrap();
+            child.wait().await.unwrap();
+            kills += 1;
+            if backend == Backend::S3Both {
+                expire_lease(&t).await;
+            }
+        } else {
+            assert_eq!(
+                child.wait().await.unwrap().code(),
+                Some(0),
+                "run {i} failed"
+            );
+        }
+        let rows = t.archived().await;
+        let ids: std::collections::BTreeSet<_> = rows.iter().map(|r| &r.session_id).collect();
+        assert_eq!(ids.len(), rows.len(), "kill {i}: duplicates");
+    }
+    assert!(kills >= 3, "only {kills} SIGKILLs landed");
+    t.env.sim.set_faults(Faults::default());
+    t.run(&args).await.ok();
+    t.assert_exact().await;
+    t.assert_clean().await;
+}
+
+/// Rewrite the lease object as expired (what waiting out the TTL would do).
+async fn expire_lease(t: &T) {
+    let key = format!("{}.lease", t.state_key);
+    let mut lease: serde_json::Value =
+        serde_json::from_slice(&s3u::get(t.client(), BUCKET, &key).await).unwrap();
+    lease["expires_ms"] = serde_json::json!(1);
+    s3u::put(
+        t.client(),
+        BUCKET,
+        &key,
+        serde_json::to_vec(&lease).unwrap(),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_then_resumed_local() {
+    killed_then_resumed(Backend::Local).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_then_resumed_s3_output() {
+    killed_then_resumed(Backend::S3Output).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_then_resumed_s3_output_and_state() {
+    killed_then_resumed(Backend::S3Both).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_slowdowns_errors_and_cut_uploads_are_retried_and_leave_no_partial_object() {
+    let t = T::new(Backend::S3Both, sim_config(2, 1500, 3)).await;
+    {
+        let mut f = t.proxy.as_ref().unwrap().faults();
+        f.slow_down_every = 5;
+        f.internal_every = 11;
+        f.cut_put_every = 4;
+    }
+    t.run(&["run", "--flush-rows", "300", "--max-attempts", "10"])
+        .await
+        .ok();
+    let (slowed, internal, cut) = {
+        let f = t.proxy.as_ref().unwrap().faults();
+        (f.slowed, f.internal, f.cut)
+    };
+    assert!(
+        slowed >= 3 && internal >= 2 && cut >= 2,
+        "faults injected: {slowed} SlowDown, {internal} 500, {cut} cut uploads"
+    );
+    // Every object is whole: each .parquet reads back, and the rows are exact.
+    t.assert_exact().await;
+    t.assert_clean().await;
+    eprintln!("injected {slowed} SlowDown, {internal} InternalError, {cut} cut uploads");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_bucket_fails_before_any_page_is_fetched() {
+    let t = T::new(Backend::S3Output, sim_config(2, 300, 0)).await;
+    let mut c = t.cmd_at(&t.state_arg(), "s3://no-such-bucket/x", &["run"]);
+    let r = Run::from(c.output().await.unwrap());
+    r.code(1);
+    let last = r.stderr.trim().lines().last().unwrap();
+    assert!(last.contains("no-such-bucket"), "{}", r.stderr);
+    assert!(last.contains("does not exist"), "{}", r.stderr);
+    let s = t.env.sim.stats();
+    assert_eq!(s.list_portals_calls + s.list_sessions_calls, 0);
+    // The same for a state in a missing bucket.
+    let mut c = t.cmd_at("s3://no-such-state-bucket/s.db", &t.output_arg(), &["run"]);
+    let r = Run::from(c.output().await.unwrap());
+    r.code(1);
+    assert!(
+        r.stderr
+            .trim()
+            .lines()
+            .last()
+            .unwrap()
+            .contains("no-such-state-bucket"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(t.env.sim.stats().list_sessions_calls, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_lease_exits_75_and_an_expired_one_is_taken_over() {
+    let t = T::new(Backend::S3Both, sim_config(2, 600, 2)).await;
+    t.run(&["run"]).await.ok();
+    let key = format!("{}.lease", t.state_key);
+    let future = archiver::clock::now_ms() + 3_600_000;
+    let held = serde_json::json!({
+        "holder": "pid 4242 on other-host", "command": "run",
+        "since_ms": future - 4_000_000, "expires_ms": future, "writer": "x"
+    });
+    s3u::put(t.client(), BUCKET, &key, serde_json::to_vec(&held).unwrap()).await;
+    let r = t.run(&["run"]).await;
+    r.code(75);
+    assert!(r.stderr.contains("pid 4242 on other-host"), "{}", r.stderr);
+    // Two real processes: the second is refused while the first runs.
+    t.env.sim.set_faults(Faults {
+        latency_ms: 40,
+        ..Faults::default()
+    });
+    expire_lease(&t).await;
+    for p in t.env.sim.portal_ids() {
+        t.env.sim.add_sessions(&p, 400, 0);
+    }
+    let first = t.cmd(&["run", "--flush-rows", "100"]).spawn().unwrap();
+    // Wait until the first holds the lease.
+    for _ in 0..200 {
+        let l: serde_json::Value =
+            serde_json::from_slice(&s3u::get(t.client(), BUCKET, &key).await).unwrap();
+        if l["expires_ms"].as_i64().unwrap() > archiver::clock::now_ms() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let second = t.run(&["run"]).await;
+    second.code(75);
+    let first = Run::from(first.wait_with_output().await.unwrap());
+    first.ok();
+    t.env.sim.set_faults(Faults::default());
+    // Expired (a crashed holder): taken over with a warning, and the run is exact.
+    let past = serde_json::json!({
+        "holder": "pid 1 on crashed-host", "command": "run",
+        "since_ms": 1, "expires_ms": 2, "writer": "y"
+    });
+    s3u::put(t.client(), BUCKET, &key, serde_json::to_vec(&past).unwrap()).await;
+    let r = t.run(&["run"]).await;
+    r.ok();
+    assert!(
+        r.stderr.contains("taking over an expired lease"),
+        "{}",
+        r.stderr
+    );
+    t.assert_exact().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_whose_state_was_taken_over_stops_without_publishing_more() {
+    let t = T::new(Backend::S3Both, sim_config(1, 3000, 0)).await;
+    t.env.sim.set_faults(Faults {
+        latency_ms: 30,
+        ..Faults::default()
+    });
+    let run = t.cmd(&["run", "--flush-rows", "100"]).spawn().unwrap();
+    // Once the state has been uploaded a few times, another run "takes over": it rewrites the
+    // state object (same content, new ETag) as a successor would after its first commit.
+    let state = t.state_key.clone();
+    let mut seen = std::collections::BTreeSet::new();
+    while seen.len() < 3 {
+        if let Ok(h) = t
+            .client()
+            .head_object()
+            .bucket(BUCKET)
+            .key(&state)
+            .send()
+            .await
+        {
+            seen.insert(h.e_tag().unwrap().to_string());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The successor's first commit: its own run row (new bytes, so a new ETag).
+    let copy = t.env.dir.path().join("successor.db");
+    std::fs::write(&copy, s3u::get(t.client(), BUCKET, &state).await).unwrap();
+    {
+        let db = rusqlite::Connection::open(&copy).unwrap();
+        db.execute_batch("PRAGMA journal_mode=DELETE; INSERT INTO runs (command, pid, started_at, outcome) VALUES ('run', 1, 1, 'ok');")
+            .unwrap();
+    }
+    s3u::put(t.client(), BUCKET, &state, std::fs::read(&copy).unwrap()).await;
+    let files_at_takeover = s3u::keys(t.client(), BUCKET).await.len();
+    let r = Run::from(
+        tokio::time::timeout(Duration::from_secs(60), run.wait_with_output())
+            .await
+            .unwrap()
+            .unwrap(),
+    );
+    r.code(1);
+    assert!(r.stderr.contains("changed by another run"), "{}", r.stderr);
+    // At most the flush in flight was published after the takeover; none after the refusal.
+    let files_after = s3u::keys(t.client(), BUCKET).await.len();
+    assert!(
+        files_after <= files_at_takeover + 2,
+        "{files_at_takeover} → {files_after}"
+    );
+    t.env.sim.set_faults(Faults::default());
+    expire_lease(&t).await;
+    t.run(&["run"]).await.ok();
+    t.assert_exact().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shards_with_s3_states_cover_every_portal_once() {
+    let mut t = T::new(Backend::S3Both, sim_config(7, 300, 2)).await;
+    t.state_key = "team/state/shard-{shard}.db".into();
+    for i in 0..3 {
+        t.run(&["run", "--shard", &format!("{i}/3")]).await.ok();
+    }
+    t.assert_exact().await;
+    let keys = s3u::keys(t.client(), BUCKET).await;
+    for i in 0..3 {
+        assert!(
+            keys.contains(&format!("team/state/shard-{i}.db")),
+            "{keys:?}"
+        );
+    }
+    // Each portal's files come from exactly one state (one shard).
+    let mut writers: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> =
+        Default::default();
+    for r in t.archived().await {
+        let name = r.file.file_name().unwrap().to_string_lossy().into_owned();
+        let state_id = name.split('-').nth(1).unwrap().to_string();
+        writers.entry(r.portal_id).or_default().insert(state_id);
+    }
+    assert_eq!(writers.len(), 7);
+    assert!(writers.values().all(|w| w.len() == 1), "{writers:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn encryption_storage_class_and_bucket_owner_reach_s3() {
+    let t = T::new(Backend::S3Both, sim_config(1, 400, 0)).await;
+    let opts = [
+        "--s3-sse",
+        "aws:kms",
+        "--s3-kms-key-id",
+        "alias/archive",
+        "--s3-storage-class",
+        "STANDARD_IA",
+        "--s3-expected-bucket-owner",
+        "123456789012",
+    ];
+    t.proxy.as_ref().unwrap().faults().bucket_owner = Some("123456789012".into());
+    let mut args = vec!["run"];
+    args.extend(opts);
+    t.run(&args).await.ok();
+    t.assert_exact().await;
+    let keys = s3u::keys(t.client(), BUCKET).await;
+    let file = keys.iter().find(|k| k.ends_with(".parquet")).unwrap();
+    let h = t
+        .client()
+        .head_object()
+        .bucket(BUCKET)
+        .key(file)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(h.storage_class().map(|c| c.as_str()), Some("STANDARD_IA"));
+    assert_eq!(
+        h.server_side_encryption().map(|c| c.as_str()),
+        Some("aws:kms")
+    );
+    assert!(h
+        .ssekms_key_id()
+        .unwrap_or_default()
+        .contains("alias/archive"));
+    {
+        let f = t.proxy.as_ref().unwrap().faults();
+        let without: Vec<_> = f
+            .seen
+            .iter()
+            .filter(|(_, _, h)| !h.iter().any(|(k, _)| k == "x-amz-expected-bucket-owner"))
+            .map(|(m, p, _)| format!("{m} {p}"))
+            .collect();
+        assert!(
+            without.is_empty(),
+            "calls without ExpectedBucketOwner: {without:?}"
+        );
+        // Staged objects are STANDARD: only copies to the final keys carry the class.
+        for (m, p, h) in &f.seen {
+            let ia = h
+                .iter()
+                .any(|(k, v)| k == "x-amz-storage-class" && v == "STANDARD_IA");
+            if ia {
+                assert!(
+                    m == "PUT"
+                        && p.contains("/sessions/")
+                        && h.iter().any(|(k, _)| k == "x-amz-copy-source"),
+                    "storage class on {m} {p}"
+                );
+            }
+        }
+    }
+    // A bucket owned by another account: refused at start-up, naming the bucket.
+    let mut args = vec!["run"];
+    args.extend(opts);
+    let n = args.len();
+    args[n - 1] = "210987654321";
+    let r = t.run(&args).await;
+    r.code(1);
+    assert!(
+        r.stderr.contains(BUCKET) && r.stderr.contains("210987654321"),
+        "{}",
+        r.stderr
+    );
+}
+
+/// Multipart: a file over the part size goes up in parts; a failed upload is aborted; one left
+/// by a killed run is aborted by the next recovery.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multipart_uploads_complete_or_are_aborted() {
+    use archiver::config::{Output, S3Options};
+    use archiver::sink::Sink;
+    let moto = Moto::start().await;
+    let proxy = FaultProxy::start(&moto.endpoint).await;
+    let c = s3u::client(&moto.endpoint);
+    s3u::create_bucket(&c, BUCKET).await;
+    let via_proxy = s3u::client(&proxy.endpoint);
+    let opts = S3Options {
+        part_size: 5 * 1024 * 1024,
+        ..S3Options::default()
+    };
+    let out = Output::parse(&format!("s3://{BUCKET}/{PREFIX}")).unwrap();
+    let sink = Sink::new(&out, Some(&via_proxy), &opts).unwrap();
+    sink.check_writable().await.unwrap();
+    // 12 MiB of incompressible bytes: three parts.
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let big: Vec<u8> = (0..12 * 1024 * 1024)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    let staged = "_staging/portal_id=p/part-a-0000000001-2026-01-01-t.tmp".to_string();
+    let fin = "sessions/portal_id=p/start_date=2026-01-01/part-a-0000000001.parquet".to_string();
+    sink.stage(staged.clone(), big.clone()).await.unwrap();
+    let parts = proxy
+        .faults()
+        .seen
+        .iter()
+        .filter(|(m, p, _)| m == "PUT" && p.contains("partNumber="))
+        .count();
+    assert_eq!(parts, 3);
+    sink.publish(staged.clone(), fin.clone()).await.unwrap();
+    sink.publish(staged.clone(), fin.clone()).await.unwrap(); // idempotent
+    assert_eq!(s3u::get(&c, BUCKET, &format!("{PREFIX}/{fin}")).await, big);
+    assert!(s3u::uploads(&c, BUCKET).await.is_empty());
+
+    // Part 2 refused: the stage fails and the upload is aborted, nothing is left.
+    proxy.faults().deny_part_2 = true;
+    let err = sink.stage(staged.clone(), big.clone()).await.unwrap_err();
+    assert!(format!("{err:#}").contains("UploadPart 2"), "{err:#}");
+    assert!(s3u::uploads(&c, BUCKET).await.is_empty());
+    assert!(!s3u::keys(&c, BUCKET)
+        .await
+        .iter()
+        .any(|k| k.contains("_staging")));
+    proxy.faults().deny_part_2 = false;
+
+    // An upload a killed run left: invisible, and aborted by the next recovery's listing.
+    let key = format!("{PREFIX}/_staging/portal_id=p/part-a-0000000002-2026-01-01-t.tmp");
+    let up = c
+        .create_multipart_upload()
+        .bucket(BUCKET)
+        .key(&key)
+        .send()
+        .await
+        .unwrap();
+    c.upload_part()
+        .bucket(BUCKET)
+        .key(&key)
+        .upload_id(up.upload_id().unwrap())
+        .part_number(1)
+        .body(big[..5 * 1024 * 1024].to_vec().into())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(s3u::uploads(&c, BUCKET).await.len(), 1);
+    assert!(sink
+        .list_staged("_staging/portal_id=p".into())
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(s3u::uploads(&c, BUCKET).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_regions_in_one_run_each_with_its_own_client() {
+    let regions = vec!["us-east-1".to_string(), "eu-west-1".to_string()];
+    let t = T::new(
+        Backend::Local,
+        SimConfig {
+            regions: regions.clone(),
+            ..sim_config(4, 500, 2)
+        },
+    )
+    .await;
+    // One region: only its portals.
+    t.run(&["run", "--region", "eu-west-1"]).await.ok();
+    let rows = t.archived().await;
+    let arn_regions: std::collections::BTreeSet<_> = rows
+        .iter()
+        .map(|r| r.portal_arn.split(':').nth(3).unwrap().to_string())
+        .collect();
+    assert_eq!(
+        arn_regions.into_iter().collect::<Vec<_>>(),
+        vec!["eu-west-1"]
+    );
+    // Both: every portal, exactly once.
+    t.run(&["run", "--region", "us-east-1,eu-west-1"])
+        .await
+        .ok();
+    t.assert_exact().await;
+    // A named portal is found in its region.
+    let p = t.env.portal(1);
+    t.run(&[
+        "backfill",
+        "--portal-id",
+        &p,
+        "--region",
+        "us-east-1",
+        "--region",
+        "eu-west-1",
+    ])
+    .await
+    .ok();
+    let r = t
+        .run(&[
+            "backfill",
+            "--portal-id",
+            "00000000-0000-4000-8000-000000000000",
+            "--region",
+            "us-east-1",
+            "--region",
+            "eu-west-1",
+        ])
+        .await;
+    r.code(1);
+    assert!(
+        r.stderr
+            .contains("not found in regions us-east-1, eu-west-1"),
+        "{}",
+        r.stderr
+    );
+    t.assert_exact().await;
+}
+
+/// A state that never archived a portal refuses it when the output already holds that
+/// portal's files from another state (a lost state, a changed shard count): writing its
+/// sessions again would duplicate them. The archive is left as it was.
+async fn a_second_state_is_refused(backend: Backend) {
+    let mut t = T::new(backend, sim_config(2, 400, 0)).await;
+    t.run(&["run"]).await.ok();
+    t.state_key = "team/state/other.db".into();
+    let fresh = t.env.dir.path().join("other.db");
+    let state = match backend {
+        Backend::S3Both => t.state_arg(),
+        _ => fresh.to_string_lossy().into_owned(),
+    };
+    let r = Run::from(
+        t.cmd_at(&state, &t.output_arg(), &["run"])
+            .output()
+            .await
+            .unwrap(),
+    );
+    r.code(1);
+    let last = r.stderr.trim().lines().last().unwrap();
+    assert!(last.contains("2 of 2 portals failed"), "{last}");
+    assert!(last.contains("from another state"), "{last}");
+    t.assert_exact().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_state_on_the_same_output_is_refused_local() {
+    a_second_state_is_refused(Backend::Local).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_state_on_the_same_output_is_refused_s3() {
+    a_second_state_is_refused(Backend::S3Both).await;
+}

@@ -1,0 +1,313 @@
+//! S3 for the tests: moto's server (a real S3-compatible server nobody here wrote) started on
+//! 127.0.0.1, a fault-injecting proxy in front of it, and helpers to read what was written.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+
+use aws_sdk_s3::Client;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+/// moto's S3 server on a free port of 127.0.0.1, killed on drop.
+pub struct Moto {
+    pub endpoint: String,
+    _child: tokio::process::Child,
+}
+
+impl Moto {
+    pub async fn start() -> Moto {
+        let bin = std::env::var("ARCHIVER_TEST_MOTO").unwrap_or_else(|_| "moto_server".into());
+        let mut child = tokio::process::Command::new(&bin)
+            .args(["-H", "127.0.0.1", "-p", "0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {bin}: {e}; run the tests through tests/run"));
+        // werkzeug prints " * Running on http://127.0.0.1:PORT" on stderr.
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let endpoint = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+            while let Some(line) = lines.next_line().await.unwrap() {
+                if let Some(i) = line.find("http://127.0.0.1:") {
+                    return line[i..].trim().to_string();
+                }
+            }
+            panic!("moto_server exited before listening");
+        })
+        .await
+        .expect("moto_server did not start in 60 s");
+        // Keep draining its output so it never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Moto {
+            endpoint,
+            _child: child,
+        }
+    }
+}
+
+/// An S3 client for the tests' own checks (path-style, dummy keys).
+pub fn client(endpoint: &str) -> Client {
+    let conf = aws_sdk_s3::Config::builder()
+        .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+        .region(aws_sdk_s3::config::Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .force_path_style(true)
+        // moto reports a multipart object's composite CRC32 as if it were the whole object's;
+        // real S3 marks it `-N` and the SDK then skips it. The tests compare bytes themselves.
+        .response_checksum_validation(aws_sdk_s3::config::ResponseChecksumValidation::WhenRequired)
+        .credentials_provider(aws_sdk_s3::config::Credentials::new(
+            "test", "test", None, None, "test",
+        ))
+        .build();
+    Client::from_conf(conf)
+}
+
+pub async fn create_bucket(c: &Client, bucket: &str) {
+    c.create_bucket().bucket(bucket).send().await.unwrap();
+}
+
+/// Every key in a bucket, sorted.
+pub async fn keys(c: &Client, bucket: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut pages = c.list_objects_v2().bucket(bucket).into_paginator().send();
+    while let Some(p) = pages.next().await {
+        for o in p.unwrap().contents() {
+            out.push(o.key().unwrap().to_string());
+        }
+    }
+    out.sort();
+    out
+}
+
+pub async fn get(c: &Client, bucket: &str, key: &str) -> Vec<u8> {
+    let o = c.get_object().bucket(bucket).key(key).send().await.unwrap();
+    o.body.collect().await.unwrap().into_bytes().to_vec()
+}
+
+pub async fn put(c: &Client, bucket: &str, key: &str, body: Vec<u8>) {
+    c.put_object()
+        .bucket(bucket)
+        .key(key)
+        .body(body.into())
+        .send()
+        .await
+        .unwrap();
+}
+
+/// Multipart uploads in progress in a bucket.
+pub async fn uploads(c: &Client, bucket: &str) -> Vec<String> {
+    let l = c
+        .list_multipart_uploads()
+        .bucket(bucket)
+        .send()
+        .await
+        .unwrap();
+    l.uploads()
+        .iter()
+        .map(|u| u.key().unwrap_or_default().to_string())
+        .collect()
+}
+
+/// Download every object under `prefix/` into `dir`, keeping the key layout (so the local
+/// dataset reader reads an S3 dataset).
+pub async fn download(c: &Client, bucket: &str, prefix: &str, dir: &Path) {
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir).unwrap();
+    let prefix = format!("{prefix}/");
+    for k in keys(c, bucket).await {
+        let Some(rel) = k.strip_prefix(&prefix) else {
+            continue;
+        };
+        let path = dir.join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, get(c, bucket, &k).await).unwrap();
+    }
+}
+
+/// What the proxy does to requests. Counters say what it did.
+#[derive(Debug, Default)]
+pub struct ProxyFaults {
+    /// Every Nth request is answered 503 SlowDown without reaching S3.
+    pub slow_down_every: u64,
+    /// Every Nth request is answered 500 InternalError without reaching S3.
+    pub internal_every: u64,
+    /// Every Nth PUT with a body: half the body is sent to S3, then both connections drop.
+    pub cut_put_every: u64,
+    /// Answer 403 to UploadPart number 2 (a multipart upload that cannot finish).
+    pub deny_part_2: bool,
+    /// Like S3: a request whose `x-amz-expected-bucket-owner` differs gets 403.
+    pub bucket_owner: Option<String>,
+    pub requests: u64,
+    pub puts: u64,
+    pub slowed: u64,
+    pub internal: u64,
+    pub cut: u64,
+    /// Requests seen: method, path and query, and the `x-amz-*` headers (names and values).
+    pub seen: Vec<(String, String, Vec<(String, String)>)>,
+}
+
+/// A proxy on 127.0.0.1 in front of an S3 endpoint, injecting [`ProxyFaults`].
+pub struct FaultProxy {
+    pub endpoint: String,
+    pub faults: Arc<Mutex<ProxyFaults>>,
+}
+
+impl FaultProxy {
+    pub async fn start(upstream: &str) -> FaultProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let upstream = upstream
+            .strip_prefix("http://")
+            .unwrap()
+            .trim_end_matches('/')
+            .to_string();
+        let faults = Arc::new(Mutex::new(ProxyFaults::default()));
+        let f = faults.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((sock, _)) = listener.accept().await else {
+                    return;
+                };
+                let (f, upstream) = (f.clone(), upstream.clone());
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req| {
+                        proxy(req, f.clone(), upstream.clone())
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(sock), svc)
+                        .await;
+                });
+            }
+        });
+        FaultProxy {
+            endpoint: format!("http://{addr}"),
+            faults,
+        }
+    }
+
+    pub fn faults(&self) -> std::sync::MutexGuard<'_, ProxyFaults> {
+        self.faults.lock().unwrap()
+    }
+}
+
+#[derive(Debug)]
+struct Cut;
+impl std::fmt::Display for Cut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("connection cut by the fault proxy")
+    }
+}
+impl std::error::Error for Cut {}
+
+fn s3_error(status: u16, code: &str) -> Response<Full<Bytes>> {
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code><Message>injected by the test proxy</Message><RequestId>test</RequestId></Error>"
+    );
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/xml")
+        .body(Full::new(Bytes::from(body)))
+        .unwrap()
+}
+
+enum Action {
+    Forward,
+    Answer(u16, &'static str),
+    Cut,
+}
+
+async fn proxy(
+    req: Request<Incoming>,
+    faults: Arc<Mutex<ProxyFaults>>,
+    upstream: String,
+) -> Result<Response<Full<Bytes>>, Cut> {
+    let method = req.method().to_string();
+    let path = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.to_string())
+        .unwrap_or_default();
+    let action = {
+        let mut f = faults.lock().unwrap();
+        f.requests += 1;
+        let amz: Vec<(String, String)> = req
+            .headers()
+            .iter()
+            .filter(|(k, _)| k.as_str().starts_with("x-amz-"))
+            .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
+            .collect();
+        let owner_header = amz
+            .iter()
+            .find(|(k, _)| k == "x-amz-expected-bucket-owner")
+            .map(|(_, v)| v.clone());
+        f.seen.push((method.clone(), path.clone(), amz));
+        let is_put = method == "PUT" && !req.headers().contains_key("x-amz-copy-source");
+        if is_put {
+            f.puts += 1;
+        }
+        let n = f.requests;
+        if matches!((&f.bucket_owner, &owner_header), (Some(want), Some(got)) if want != got) {
+            Action::Answer(403, "AccessDenied")
+        } else if f.deny_part_2 && path.contains("partNumber=2") {
+            Action::Answer(403, "AccessDenied")
+        } else if f.slow_down_every > 0 && n % f.slow_down_every == 0 {
+            f.slowed += 1;
+            Action::Answer(503, "SlowDown")
+        } else if f.internal_every > 0 && n % f.internal_every == 0 {
+            f.internal += 1;
+            Action::Answer(500, "InternalError")
+        } else if is_put && f.cut_put_every > 0 && f.puts % f.cut_put_every == 0 {
+            f.cut += 1;
+            Action::Cut
+        } else {
+            Action::Forward
+        }
+    };
+    match action {
+        Action::Answer(status, code) => {
+            let _ = req.into_body().collect().await;
+            Ok(s3_error(status, code))
+        }
+        Action::Cut => {
+            // Send the head and half the body to S3, then drop both connections: S3 must not
+            // keep a partial object, and the client must retry.
+            let (parts, body) = req.into_parts();
+            let body = body.collect().await.map_err(|_| Cut)?.to_bytes();
+            let mut up = tokio::net::TcpStream::connect(&upstream)
+                .await
+                .map_err(|_| Cut)?;
+            let mut head = format!("{} {} HTTP/1.1\r\n", parts.method, path);
+            for (k, v) in &parts.headers {
+                head.push_str(&format!("{k}: {}\r\n", v.to_str().unwrap_or("")));
+            }
+            head.push_str("\r\n");
+            let _ = up.write_all(head.as_bytes()).await;
+            let _ = up.write_all(&body[..body.len() / 2]).await;
+            let _ = up.flush().await;
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            drop(up);
+            Err(Cut)
+        }
+        Action::Forward => {
+            let (parts, body) = req.into_parts();
+            let body = body.collect().await.map_err(|_| Cut)?.to_bytes();
+            let stream = tokio::net::TcpStream::connect(&upstream)
+                .await
+                .map_err(|_| Cut)?;
+            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                .await
+                .map_err(|_| Cut)?;
+            tokio::spawn(conn);
+            let fwd = Request::from_parts(parts, Full::new(body));
+            let resp = sender.send_request(fwd).await.map_err(|_| Cut)?;
+            let (parts, body) = resp.into_parts();
+            let body = body.collect().await.map_err(|_| Cut)?.to_bytes();
+            Ok(Response::from_parts(parts, Full::new(body)))
+        }
+    }
+}
