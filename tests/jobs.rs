@@ -1,0 +1,1040 @@
+//! The scheduled-job definitions in `jobs/` run the real CLI: every `archiver` command line in
+//! them parses and validates exactly as at start-up, and every `ARCHIVER_*` name in them is one
+//! archiver reads. No network, no subprocess.
+//!
+//! Extraction, per file (every file under `jobs/` must be listed in [`EXPECTED`] with the
+//! number of command lines found in it, so a new file, a lost line or a line the rules below
+//! no longer see fails the test):
+//! - `Dockerfile` (final stage): the JSON arrays of `ENTRYPOINT` and `CMD` make one command
+//!   line; `ENV NAME=value` is the image's environment, under which every container command
+//!   line below is parsed.
+//! - `*.json`: each entry of `containerDefinitions` (ECS task definition): its `entryPoint`
+//!   (default: the image's) + `command` (default: the image's `CMD`), with the image's
+//!   environment + its `environment`. Each entry of `containerOverrides` with a `command`
+//!   (RunTask overrides), also inside a string field `Input` holding JSON (an EventBridge
+//!   Scheduler target's input): the image's entry point + that command.
+//! - `*.yaml`: documents split at `---`; a document with `containers:` holds one container,
+//!   whose `args:` and `command:` (if any) must be JSON flow arrays (`["run"]`, possibly over
+//!   several lines): a block list is an error, not a line silently skipped. The environment
+//!   is the image's + the `- name: X` / `value: Y` pairs. An Indexed Job (`completionMode:
+//!   Indexed`) is checked once per index with `JOB_COMPLETION_INDEX` set, and its shard count
+//!   must equal `completions` and `parallelism`.
+//! - `crontab`: `NAME=value` lines are the environment; every entry (five time fields and a
+//!   command), commented-out entries included, must run archiver.
+//! - `*.md`: in fenced code blocks (backslash-newline continuations joined), lines starting
+//!   with `archiver ` or `/usr/local/bin/archiver `, and `docker run` lines, whose arguments
+//!   after the image (none: the image's `CMD`) follow the image's entry point, with the image's
+//!   environment + the `-e NAME=value` options.
+//!
+//! Shell lines are split into words as `sh` would for the simple forms used here: single and
+//! double quotes, backslash escapes, `$VAR` / `${VAR}` replaced from [`SAMPLE_VARS`] (any other
+//! variable, command substitution or backquote is an error); the command ends at an unquoted
+//! `;`, `|`, `&`, `<`, `>` or `#`.
+//!
+//! Each command line then goes through what `main` and `commands::execute` do before any I/O
+//! ([`check`]): `Cli::try_parse_from`, `Config::from_args`, `parse_portal_ids` (run,
+//! backfill), `compact::parse_duration` (compact), with the process environment holding the
+//! line's archiver variables and nothing else of archiver's. On top of that, lines for
+//! ephemeral containers (`k8s/`, `ecs/`) must keep both state and output in S3, and a sharded
+//! line must give each shard its own state (`{shard}` in `--state`).
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use archiver::cli::{Cli, Command};
+use archiver::config::{Config, Output, Shard, StateLoc};
+use clap::{CommandFactory, Parser};
+use serde_json::Value;
+
+/// Command lines per file under `jobs/`. Every file there must be listed.
+const EXPECTED: &[(&str, usize)] = &[
+    ("Dockerfile", 1),
+    ("README.md", 6),
+    ("crontab", 2),
+    ("ecs/scheduler.json", 0),
+    ("ecs/task-definition.json", 1),
+    ("iam-policy.json", 0),
+    ("iam-trust-ecs.json", 0),
+    ("iam-trust-irsa.json", 0),
+    ("k8s/cronjob.yaml", 1),
+    ("k8s/indexed-job.yaml", 1),
+];
+
+/// Values for the shell variables the job files use.
+const SAMPLE_VARS: &[(&str, &str)] = &[("HOME", "/home/operator"), ("IMAGE", IMAGE)];
+
+/// The image as the job files name it (`docker run` lines find their arguments after it).
+const IMAGE: &str = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/archiver:0.1.0";
+
+/// Environment variables archiver reads outside clap (main.rs).
+const NON_CLI_ENV: &[&str] = &["ARCHIVER_LOG"];
+
+/// The scheduler index variables `--shard-count` reads.
+const INDEX_ENV: &[&str] = &["JOB_COMPLETION_INDEX", "AWS_BATCH_JOB_ARRAY_INDEX"];
+
+/// Environment variables, in order (a later one wins).
+type Env = Vec<(String, String)>;
+
+/// One command line found in a job file.
+#[derive(Debug, Clone)]
+struct Line {
+    /// Where: file and position, for messages.
+    at: String,
+    argv: Vec<String>,
+    env: Env,
+    /// An Indexed Job: (completions, parallelism).
+    indexed: Option<(u32, u32)>,
+}
+
+/// The final stage of the Dockerfile: what every container line starts from.
+#[derive(Debug, Clone, Default)]
+struct Image {
+    entrypoint: Vec<String>,
+    cmd: Vec<String>,
+    env: Env,
+    user: String,
+}
+
+// ---------------------------------------------------------------------------------------
+// Checking one command line
+// ---------------------------------------------------------------------------------------
+
+/// The process environment is global: every test that touches it holds this.
+static ENV_LOCK: Mutex<()> = Mutex::new(());
+
+/// Every `ARCHIVER_*` (or other) variable the CLI reads, from clap's own definitions.
+fn cli_env_names() -> BTreeSet<String> {
+    fn walk(cmd: &clap::Command, out: &mut BTreeSet<String>) {
+        for a in cmd.get_arguments() {
+            if let Some(e) = a.get_env() {
+                out.insert(e.to_string_lossy().into_owned());
+            }
+        }
+        for sub in cmd.get_subcommands() {
+            walk(sub, out);
+        }
+    }
+    let mut out = BTreeSet::new();
+    walk(&Cli::command(), &mut out);
+    out
+}
+
+/// Parse and validate `argv` as archiver does at start-up, with exactly `env`'s archiver
+/// variables set (and the scheduler index variables). Returns the parsed flags and the
+/// validated config, or the error archiver would print (with exit 2).
+fn check(argv: &[String], env: &[(String, String)]) -> Result<(Cli, Config), String> {
+    let _guard = ENV_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let names: BTreeSet<String> = cli_env_names()
+        .into_iter()
+        .chain(INDEX_ENV.iter().map(|s| s.to_string()))
+        .collect();
+    for n in &names {
+        std::env::remove_var(n);
+    }
+    for (k, v) in env {
+        if names.contains(k) {
+            std::env::set_var(k, v);
+        }
+    }
+    let result = parse_and_validate(argv);
+    for n in &names {
+        std::env::remove_var(n);
+    }
+    result
+}
+
+fn parse_and_validate(argv: &[String]) -> Result<(Cli, Config), String> {
+    let cli = Cli::try_parse_from(argv).map_err(|e| e.to_string())?;
+    let config = Config::from_args(&cli.global).map_err(|e| e.to_string())?;
+    match &cli.command {
+        Command::Run(a) => {
+            archiver::config::parse_portal_ids(&a.portal_ids).map_err(|e| e.to_string())?;
+        }
+        Command::Backfill(a) => {
+            archiver::config::parse_portal_ids(&a.portal_ids).map_err(|e| e.to_string())?;
+        }
+        Command::Compact(a) => {
+            archiver::compact::parse_duration(&a.older_than)
+                .ok_or_else(|| format!("invalid --older-than {:?}", a.older_than))?;
+        }
+        Command::Status(_) => {}
+        Command::Demo(_) | Command::Simulator(_) => {
+            return Err("a job runs demo or simulator, not the archiver".into());
+        }
+    }
+    Ok((cli, config))
+}
+
+/// Check one extracted line: every index of an Indexed Job, the S3 rule for containers, a
+/// state per shard. Returns how many parses it took.
+fn check_line(line: &Line) -> Result<usize, String> {
+    let container = line.at.starts_with("k8s/") || line.at.starts_with("ecs/");
+    let runs: Vec<(Env, Option<u32>)> = match line.indexed {
+        None => vec![(line.env.clone(), None)],
+        Some((completions, parallelism)) => {
+            if completions != parallelism {
+                return Err(format!(
+                    "completions {completions} != parallelism {parallelism}: shards would run in turns"
+                ));
+            }
+            (0..completions)
+                .map(|i| {
+                    let mut env = line.env.clone();
+                    env.push(("JOB_COMPLETION_INDEX".into(), i.to_string()));
+                    (env, Some(i))
+                })
+                .collect()
+        }
+    };
+    for (env, index) in &runs {
+        let (cli, cfg) =
+            check(&line.argv, env).map_err(|e| format!("{e} (argv {:?})", line.argv))?;
+        if let (Some(i), Some((n, _))) = (index, line.indexed) {
+            if cfg.shard
+                != (Shard {
+                    index: *i,
+                    count: n,
+                })
+            {
+                return Err(format!(
+                    "index {i} of {n} runs shard {} (--shard-count must be {n})",
+                    cfg.shard
+                ));
+            }
+        }
+        if cfg.shard.count > 1 {
+            if !cli.global.state.contains("{shard}") {
+                return Err(format!(
+                    "sharded ({}) but --state {:?} has no {{shard}}: the shards would share one state",
+                    cfg.shard, cli.global.state
+                ));
+            }
+            let want = cli
+                .global
+                .state
+                .replace("{shard}", &cfg.shard.index.to_string());
+            if cfg.state.to_string() != want {
+                return Err(format!("state {} is not {want}", cfg.state));
+            }
+        }
+        let in_s3 = matches!(cfg.state, StateLoc::S3(_)) && matches!(cfg.output, Output::S3(_));
+        if container && !in_s3 {
+            return Err(format!(
+                "an ephemeral container must keep state and output in S3, not {} and {}",
+                cfg.state, cfg.output
+            ));
+        }
+    }
+    Ok(runs.len())
+}
+
+// ---------------------------------------------------------------------------------------
+// Shell words
+// ---------------------------------------------------------------------------------------
+
+fn sample_var(name: &str) -> Option<String> {
+    SAMPLE_VARS
+        .iter()
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_string())
+}
+
+/// Split one command into words, as `sh` does for quotes, escapes and `$VAR`; stops at the
+/// first unquoted control or redirection operator, or a comment.
+fn shell_words(text: &str) -> Result<Vec<String>, String> {
+    let mut words = Vec::new();
+    let mut word: Option<String> = None;
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            ' ' | '\t' | '\n' => {
+                if let Some(w) = word.take() {
+                    words.push(w);
+                }
+            }
+            ';' | '|' | '&' | '<' | '>' => {
+                // `2>&1`, `2>>log`: the digits are a file descriptor, not a word.
+                if let Some(w) = word.take() {
+                    if !(matches!(c, '<' | '>') && w.bytes().all(|b| b.is_ascii_digit())) {
+                        words.push(w);
+                    }
+                }
+                return Ok(words);
+            }
+            '#' if word.is_none() => return Ok(words),
+            '\'' => {
+                let w = word.get_or_insert_with(String::new);
+                loop {
+                    match chars.next() {
+                        Some('\'') => break,
+                        Some(x) => w.push(x),
+                        None => return Err(format!("unterminated ' in {text:?}")),
+                    }
+                }
+            }
+            '"' => {
+                word.get_or_insert_with(String::new);
+                loop {
+                    match chars.next() {
+                        Some('"') => break,
+                        Some('\\') => match chars.next() {
+                            Some(x @ ('"' | '\\' | '$' | '`')) => word.as_mut().unwrap().push(x),
+                            Some('\n') => {}
+                            Some(x) => {
+                                let w = word.as_mut().unwrap();
+                                w.push('\\');
+                                w.push(x);
+                            }
+                            None => return Err(format!("unterminated \" in {text:?}")),
+                        },
+                        Some('$') => {
+                            let v = expand(&mut chars, text)?;
+                            word.as_mut().unwrap().push_str(&v);
+                        }
+                        Some('`') => return Err(format!("backquotes in {text:?}")),
+                        Some(x) => word.as_mut().unwrap().push(x),
+                        None => return Err(format!("unterminated \" in {text:?}")),
+                    }
+                }
+            }
+            '\\' => match chars.next() {
+                Some('\n') => {}
+                Some(x) => word.get_or_insert_with(String::new).push(x),
+                None => return Err(format!("trailing backslash in {text:?}")),
+            },
+            '$' => {
+                let v = expand(&mut chars, text)?;
+                word.get_or_insert_with(String::new).push_str(&v);
+            }
+            '`' => return Err(format!("backquotes in {text:?}")),
+            x => word.get_or_insert_with(String::new).push(x),
+        }
+    }
+    if let Some(w) = word {
+        words.push(w);
+    }
+    Ok(words)
+}
+
+/// After a `$`: `NAME` or `{NAME}`, replaced from [`SAMPLE_VARS`].
+fn expand(
+    chars: &mut std::iter::Peekable<std::str::Chars<'_>>,
+    text: &str,
+) -> Result<String, String> {
+    let braced = chars.peek() == Some(&'{');
+    if braced {
+        chars.next();
+    }
+    let mut name = String::new();
+    while let Some(&c) = chars.peek() {
+        if c.is_ascii_alphanumeric() || c == '_' {
+            name.push(c);
+            chars.next();
+        } else {
+            break;
+        }
+    }
+    if braced && chars.next() != Some('}') {
+        return Err(format!("unsupported ${{...}} form in {text:?}"));
+    }
+    if name.is_empty() {
+        return Err(format!(
+            "unsupported $ form (command substitution or special parameter) in {text:?}"
+        ));
+    }
+    sample_var(&name)
+        .ok_or_else(|| format!("${name} in {text:?} has no sample value: add it to SAMPLE_VARS"))
+}
+
+/// `/usr/local/bin/archiver` or `archiver`.
+fn is_archiver(word: &str) -> bool {
+    word == "archiver" || word.ends_with("/archiver")
+}
+
+// ---------------------------------------------------------------------------------------
+// Extraction, per file type
+// ---------------------------------------------------------------------------------------
+
+/// Join `\`-newline continuations.
+fn logical_lines(text: &str) -> Vec<(usize, String)> {
+    let mut out = Vec::new();
+    let mut cur: Option<(usize, String)> = None;
+    for (i, raw) in text.lines().enumerate() {
+        let (start, mut acc) = cur.take().unwrap_or((i + 1, String::new()));
+        let t = raw.trim_end();
+        if let Some(head) = t.strip_suffix('\\') {
+            acc.push_str(head);
+            acc.push(' ');
+            cur = Some((start, acc));
+        } else {
+            acc.push_str(t);
+            out.push((start, acc));
+        }
+    }
+    if let Some(c) = cur {
+        out.push(c);
+    }
+    out
+}
+
+fn json_array(text: &str, what: &str) -> Result<Vec<String>, String> {
+    serde_json::from_str(text.trim())
+        .map_err(|e| format!("{what}: not a JSON array of strings: {e}"))
+}
+
+fn dockerfile(text: &str) -> Result<Image, String> {
+    let lines = logical_lines(text);
+    let last_from = lines
+        .iter()
+        .rposition(|(_, l)| l.trim_start().to_ascii_uppercase().starts_with("FROM "))
+        .ok_or("no FROM")?;
+    let mut image = Image::default();
+    let (mut entrypoint, mut cmd) = (None, None);
+    for (n, l) in &lines[last_from..] {
+        let l = l.trim();
+        let (instr, rest) = l.split_once(char::is_whitespace).unwrap_or((l, ""));
+        match instr.to_ascii_uppercase().as_str() {
+            "ENTRYPOINT" => {
+                entrypoint = Some(json_array(rest, &format!("Dockerfile:{n} ENTRYPOINT"))?)
+            }
+            "CMD" => cmd = Some(json_array(rest, &format!("Dockerfile:{n} CMD"))?),
+            "USER" => image.user = rest.trim().to_string(),
+            "ENV" => {
+                let words = shell_words(rest)?;
+                if words.len() >= 2 && !words[0].contains('=') {
+                    image.env.push((words[0].clone(), words[1..].join(" ")));
+                } else {
+                    for w in words {
+                        let (k, v) = w
+                            .split_once('=')
+                            .ok_or_else(|| format!("Dockerfile:{n}: ENV {w:?} without ="))?;
+                        image.env.push((k.to_string(), v.to_string()));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    image.entrypoint = entrypoint.ok_or("the final stage has no ENTRYPOINT")?;
+    image.cmd = cmd.ok_or("the final stage has no CMD")?;
+    Ok(image)
+}
+
+fn json_env(v: Option<&Value>) -> Env {
+    v.and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|e| {
+                    Some((
+                        e.get("name")?.as_str()?.to_string(),
+                        e.get("value")?.as_str()?.to_string(),
+                    ))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn strings(v: &Value, what: &str) -> Result<Vec<String>, String> {
+    serde_json::from_value(v.clone()).map_err(|e| format!("{what}: not an array of strings: {e}"))
+}
+
+fn json_lines(file: &str, v: &Value, image: &Image, out: &mut Vec<Line>) -> Result<(), String> {
+    match v {
+        Value::Object(o) => {
+            if let Some(defs) = o.get("containerDefinitions").and_then(Value::as_array) {
+                for (i, d) in defs.iter().enumerate() {
+                    let at = format!("{file} containerDefinitions[{i}]");
+                    let mut argv = match d.get("entryPoint") {
+                        Some(e) => strings(e, &at)?,
+                        None => image.entrypoint.clone(),
+                    };
+                    argv.extend(match d.get("command") {
+                        Some(c) => strings(c, &at)?,
+                        None => image.cmd.clone(),
+                    });
+                    let mut env = image.env.clone();
+                    env.extend(json_env(d.get("environment")));
+                    out.push(Line {
+                        at,
+                        argv,
+                        env,
+                        indexed: None,
+                    });
+                }
+            }
+            if let Some(ovs) = o.get("containerOverrides").and_then(Value::as_array) {
+                for (i, ov) in ovs.iter().enumerate() {
+                    if let Some(c) = ov.get("command") {
+                        let at = format!("{file} containerOverrides[{i}]");
+                        let mut argv = image.entrypoint.clone();
+                        argv.extend(strings(c, &at)?);
+                        let mut env = image.env.clone();
+                        env.extend(json_env(ov.get("environment")));
+                        out.push(Line {
+                            at,
+                            argv,
+                            env,
+                            indexed: None,
+                        });
+                    }
+                }
+            }
+            for (k, x) in o {
+                if k == "Input" {
+                    if let Some(Ok(inner)) = x.as_str().map(serde_json::from_str::<Value>) {
+                        json_lines(&format!("{file} Input"), &inner, image, out)?;
+                    }
+                }
+                if k != "containerDefinitions" && k != "containerOverrides" {
+                    json_lines(file, x, image, out)?;
+                }
+            }
+        }
+        Value::Array(a) => {
+            for x in a {
+                json_lines(file, x, image, out)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// The value of `key:` starting on line `i`: a JSON flow array, possibly over several lines.
+fn yaml_flow_array(lines: &[&str], i: usize, key: &str, at: &str) -> Result<Vec<String>, String> {
+    let t = lines[i].trim_start();
+    let t = t.strip_prefix("- ").map_or(t, str::trim_start);
+    let first = t.strip_prefix(key).unwrap().trim();
+    if !first.starts_with('[') {
+        return Err(format!(
+            "{at}: `{key}` must be a JSON flow array ([\"...\"]) so this test can check it, not {first:?}"
+        ));
+    }
+    let mut text = String::new();
+    for l in &lines[i..] {
+        let piece = if text.is_empty() { first } else { l.trim() };
+        text.push_str(piece);
+        text.push(' ');
+        if serde_json::from_str::<Value>(text.trim()).is_ok() {
+            return json_array(&text, at);
+        }
+    }
+    json_array(&text, at)
+}
+
+fn yaml_scalar(s: &str) -> String {
+    let s = s.trim();
+    let unq = s
+        .strip_prefix('"')
+        .and_then(|x| x.strip_suffix('"'))
+        .or_else(|| s.strip_prefix('\'').and_then(|x| x.strip_suffix('\'')));
+    unq.unwrap_or(s).to_string()
+}
+
+fn yaml_lines(file: &str, text: &str, image: &Image) -> Result<Vec<Line>, String> {
+    let mut out = Vec::new();
+    let all: Vec<&str> = text.lines().collect();
+    let mut start = 0;
+    for end in (0..=all.len()).filter(|&i| i == all.len() || all[i].trim_end() == "---") {
+        let doc = &all[start..end];
+        let first_line = start + 1;
+        start = end + 1;
+        let content: Vec<&str> = doc
+            .iter()
+            .map(|l| {
+                if l.trim_start().starts_with('#') {
+                    ""
+                } else {
+                    l
+                }
+            })
+            .collect();
+        if !content.iter().any(|l| l.trim() == "containers:") {
+            continue;
+        }
+        let at = format!("{file}:{first_line}");
+        let (mut args, mut command, mut env) = (Vec::new(), Vec::new(), image.env.clone());
+        let (mut indexed, mut completions, mut parallelism) = (false, None, None);
+        for (i, l) in content.iter().enumerate() {
+            let t = l.trim_start();
+            // A key, also as the first key of a list item (`- args: [...]`).
+            let key = t.strip_prefix("- ").map_or(t, str::trim_start);
+            let here = format!("{file}:{}", first_line + i);
+            if key.starts_with("args:") {
+                args.push(yaml_flow_array(&content, i, "args:", &here)?);
+            } else if key.starts_with("command:") {
+                command.push(yaml_flow_array(&content, i, "command:", &here)?);
+            } else if let Some(name) = t.strip_prefix("- name:") {
+                if let Some(v) = content
+                    .get(i + 1)
+                    .and_then(|n| n.trim().strip_prefix("value:"))
+                {
+                    env.push((yaml_scalar(name), yaml_scalar(v)));
+                }
+            } else if t == "completionMode: Indexed" {
+                indexed = true;
+            } else if let Some(v) = t.strip_prefix("completions:") {
+                completions = Some(
+                    yaml_scalar(v)
+                        .parse::<u32>()
+                        .map_err(|e| format!("{here}: {e}"))?,
+                );
+            } else if let Some(v) = t.strip_prefix("parallelism:") {
+                parallelism = Some(
+                    yaml_scalar(v)
+                        .parse::<u32>()
+                        .map_err(|e| format!("{here}: {e}"))?,
+                );
+            }
+        }
+        if args.len() > 1 || command.len() > 1 {
+            return Err(format!(
+                "{at}: one container per document, please (more than one args:/command:)"
+            ));
+        }
+        let mut argv = command.pop().unwrap_or_else(|| image.entrypoint.clone());
+        argv.extend(args.pop().unwrap_or_else(|| image.cmd.clone()));
+        let indexed = if indexed {
+            Some((
+                completions.ok_or(format!("{at}: an Indexed Job without completions"))?,
+                parallelism.ok_or(format!("{at}: an Indexed Job without parallelism"))?,
+            ))
+        } else {
+            None
+        };
+        out.push(Line {
+            at,
+            argv,
+            env,
+            indexed,
+        });
+    }
+    Ok(out)
+}
+
+fn is_cron_field(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || b"*/,-".contains(&b))
+}
+
+/// The command of a crontab entry (after five time fields), if `line` is one.
+fn cron_command(line: &str) -> Option<&str> {
+    let mut rest = line.trim_start();
+    for _ in 0..5 {
+        let end = rest.find(char::is_whitespace)?;
+        if !is_cron_field(&rest[..end]) {
+            return None;
+        }
+        rest = rest[end..].trim_start();
+    }
+    Some(rest)
+}
+
+fn crontab_lines(file: &str, text: &str) -> Result<Vec<Line>, String> {
+    let mut env = Vec::new();
+    let mut entries = Vec::new();
+    for (i, raw) in text.lines().enumerate() {
+        let at = format!("{file}:{}", i + 1);
+        let t = raw.trim();
+        if t.is_empty() {
+            continue;
+        }
+        if let Some(c) = t.strip_prefix('#') {
+            if let Some(cmd) = cron_command(c) {
+                entries.push((at, cmd.to_string()));
+            }
+            continue;
+        }
+        if let Some((k, v)) = t.split_once('=') {
+            if !k.is_empty() && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+                env.push((k.to_string(), yaml_scalar(v)));
+                continue;
+            }
+        }
+        let cmd = cron_command(t).ok_or(format!("{at}: neither an entry nor NAME=value: {t:?}"))?;
+        entries.push((at, cmd.to_string()));
+    }
+    let mut out = Vec::new();
+    for (at, cmd) in entries {
+        let words = shell_words(&cmd).map_err(|e| format!("{at}: {e}"))?;
+        if !words.first().is_some_and(|w| is_archiver(w)) {
+            return Err(format!(
+                "{at}: an entry that does not run archiver: {cmd:?}"
+            ));
+        }
+        let mut argv = vec!["archiver".to_string()];
+        argv.extend(words.into_iter().skip(1));
+        out.push(Line {
+            at,
+            argv,
+            env: env.clone(),
+            indexed: None,
+        });
+    }
+    Ok(out)
+}
+
+fn markdown_lines(file: &str, text: &str, image: &Image) -> Result<Vec<Line>, String> {
+    let mut out = Vec::new();
+    let mut in_fence = false;
+    for (n, l) in logical_lines(text) {
+        let t = l.trim();
+        if t.starts_with("```") {
+            in_fence = !in_fence;
+            continue;
+        }
+        if !in_fence {
+            continue;
+        }
+        let at = format!("{file}:{n}");
+        if t.starts_with("archiver ") || t.starts_with("/usr/local/bin/archiver ") {
+            let words = shell_words(t).map_err(|e| format!("{at}: {e}"))?;
+            let mut argv = vec!["archiver".to_string()];
+            argv.extend(words.into_iter().skip(1));
+            out.push(Line {
+                at,
+                argv,
+                env: Vec::new(),
+                indexed: None,
+            });
+        } else if t.starts_with("docker run ") {
+            let words = shell_words(t).map_err(|e| format!("{at}: {e}"))?;
+            let pos = words.iter().position(|w| w == IMAGE).ok_or(format!(
+                "{at}: a docker run line without the image {IMAGE} (or \"$IMAGE\")"
+            ))?;
+            let mut env = image.env.clone();
+            for pair in words[..pos].windows(2) {
+                if pair[0] == "-e" || pair[0] == "--env" {
+                    if let Some((k, v)) = pair[1].split_once('=') {
+                        env.push((k.to_string(), v.to_string()));
+                    }
+                }
+            }
+            let mut argv = image.entrypoint.clone();
+            if pos + 1 == words.len() {
+                argv.extend(image.cmd.iter().cloned());
+            } else {
+                argv.extend(words[pos + 1..].iter().cloned());
+            }
+            out.push(Line {
+                at,
+                argv,
+                env,
+                indexed: None,
+            });
+        }
+    }
+    if in_fence {
+        return Err(format!("{file}: an unclosed code fence"));
+    }
+    Ok(out)
+}
+
+/// Every `ARCHIVER_X` name in `text` that archiver does not read.
+fn unknown_env_names(text: &str, known: &BTreeSet<String>) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let mut rest = text;
+    while let Some(p) = rest.find("ARCHIVER_") {
+        let tail = &rest[p..];
+        let len = tail
+            .bytes()
+            .take_while(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || *b == b'_')
+            .count();
+        let name = &tail[..len];
+        if len > "ARCHIVER_".len() && !known.contains(name) {
+            out.insert(name.to_string());
+        }
+        rest = &tail[len.max(1)..];
+    }
+    out
+}
+
+fn known_env_names() -> BTreeSet<String> {
+    let mut known = cli_env_names();
+    known.extend(NON_CLI_ENV.iter().map(|s| s.to_string()));
+    known
+}
+
+// ---------------------------------------------------------------------------------------
+// The files
+// ---------------------------------------------------------------------------------------
+
+fn jobs_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("jobs")
+}
+
+/// Every file under `jobs/`, as paths relative to it with `/`.
+fn job_files() -> Vec<String> {
+    fn walk(dir: &Path, base: &Path, out: &mut Vec<String>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                walk(&p, base, out);
+            } else {
+                let rel = p.strip_prefix(base).unwrap();
+                let parts: Vec<String> = rel
+                    .iter()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .collect();
+                out.push(parts.join("/"));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(&jobs_dir(), &jobs_dir(), &mut out);
+    out.sort();
+    out
+}
+
+fn read(rel: &str) -> String {
+    std::fs::read_to_string(jobs_dir().join(rel)).unwrap_or_else(|e| panic!("jobs/{rel}: {e}"))
+}
+
+fn image() -> Image {
+    dockerfile(&read("Dockerfile")).unwrap_or_else(|e| panic!("jobs/Dockerfile: {e}"))
+}
+
+/// The command lines of one job file, by the rules at the top.
+fn lines_of(rel: &str, text: &str, image: &Image) -> Result<Vec<Line>, String> {
+    let name = rel.rsplit('/').next().unwrap();
+    if name == "Dockerfile" {
+        let mut argv = image.entrypoint.clone();
+        argv.extend(image.cmd.iter().cloned());
+        return Ok(vec![Line {
+            at: format!("{rel} ENTRYPOINT+CMD"),
+            argv,
+            env: image.env.clone(),
+            indexed: None,
+        }]);
+    }
+    if name == "crontab" {
+        return crontab_lines(rel, text);
+    }
+    match name.rsplit_once('.').map(|(_, ext)| ext) {
+        Some("json") => {
+            let v: Value =
+                serde_json::from_str(text).map_err(|e| format!("{rel}: invalid JSON: {e}"))?;
+            let mut out = Vec::new();
+            json_lines(rel, &v, image, &mut out)?;
+            Ok(out)
+        }
+        Some("yaml") | Some("yml") => yaml_lines(rel, text, image),
+        Some("md") => markdown_lines(rel, text, image),
+        _ => Err(format!(
+            "{rel}: no extraction rule for this kind of file (see tests/jobs.rs)"
+        )),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Tests
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn every_command_line_in_jobs_parses_with_the_real_cli() {
+    let files = job_files();
+    let listed: Vec<String> = EXPECTED.iter().map(|(f, _)| f.to_string()).collect();
+    assert_eq!(
+        files, listed,
+        "files under jobs/ differ from EXPECTED in tests/jobs.rs"
+    );
+
+    let image = image();
+    let mut failures = Vec::new();
+    let mut parses = 0;
+    for &(rel, want) in EXPECTED {
+        let lines = match lines_of(rel, &read(rel), &image) {
+            Ok(l) => l,
+            Err(e) => {
+                failures.push(e);
+                continue;
+            }
+        };
+        if lines.len() != want {
+            failures.push(format!(
+                "jobs/{rel}: {} command lines found, EXPECTED says {want}: {:#?}",
+                lines.len(),
+                lines.iter().map(|l| &l.at).collect::<Vec<_>>()
+            ));
+        }
+        for line in &lines {
+            match check_line(line) {
+                Ok(n) => parses += n,
+                Err(e) => failures.push(format!("jobs/{}: {e}", line.at)),
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    // 12 lines, the Indexed Job's once per index (4).
+    assert_eq!(parses, 15);
+}
+
+#[test]
+fn every_archiver_variable_in_jobs_is_one_archiver_reads() {
+    let known = known_env_names();
+    // clap's definitions were found at all (the check below is not vacuous).
+    for n in [
+        "ARCHIVER_STATE",
+        "ARCHIVER_OUTPUT",
+        "ARCHIVER_SHARD_COUNT",
+        "ARCHIVER_S3_SSE",
+    ] {
+        assert!(known.contains(n), "{n} not among {known:?}");
+    }
+    let mut bad = Vec::new();
+    let mut seen = 0;
+    for rel in job_files() {
+        let text = read(&rel);
+        seen += text.matches("ARCHIVER_").count();
+        for n in unknown_env_names(&text, &known) {
+            bad.push(format!("jobs/{rel}: {n}"));
+        }
+    }
+    assert!(
+        bad.is_empty(),
+        "archiver reads no such variable:\n{}",
+        bad.join("\n")
+    );
+    assert!(seen >= 10, "only {seen} ARCHIVER_ names in jobs/");
+    // And the env entries the lines carry are among those parsed (not only mentioned).
+    let image = image();
+    let env_lines: usize = EXPECTED
+        .iter()
+        .flat_map(|(rel, _)| lines_of(rel, &read(rel), &image).unwrap())
+        .filter(|l| {
+            l.env
+                .iter()
+                .any(|(k, _)| k.starts_with("ARCHIVER_") && k != "ARCHIVER_LOG_FORMAT")
+        })
+        .count();
+    assert!(env_lines >= 3, "{env_lines}");
+}
+
+#[test]
+fn the_image_is_what_the_job_files_assume() {
+    let image = image();
+    assert_eq!(image.entrypoint, ["archiver"]);
+    assert_eq!(image.cmd, ["run"]);
+    // k8s runAsUser / ECS user 10001: the image's own numeric user.
+    assert!(image.user.starts_with("10001"), "USER {:?}", image.user);
+}
+
+#[test]
+fn wrong_lines_are_rejected_by_the_same_checks() {
+    let argv = |s: &str| -> Vec<String> { s.split_whitespace().map(String::from).collect() };
+    let env = |k: &str, v: &str| vec![(k.to_string(), v.to_string())];
+    let none = Vec::new();
+    let bad: &[(&str, Env)] = &[
+        ("archiver --shard 4/4 run", none.clone()),
+        ("archiver --stat x.db run", none.clone()),
+        ("archiver run --portal-id not-a-portal-id", none.clone()),
+        ("archiver --output gs://bucket/x run", none.clone()),
+        ("archiver --state s3://my-archive-bucket run", none.clone()),
+        ("archiver --s3-expected-bucket-owner 1234 run", none.clone()),
+        ("archiver --lease-ttl 10 run", none.clone()),
+        ("archiver compact --older-than 2days", none.clone()),
+        ("archiver --shard-count 4 run", none.clone()),
+        (
+            "archiver --shard-count 4 run",
+            env("JOB_COMPLETION_INDEX", "4"),
+        ),
+        ("archiver run", env("ARCHIVER_LOG_FORMAT", "jsn")),
+        ("archiver run", env("ARCHIVER_S3_SSE", "aws:kmss")),
+        ("archiver demo", none.clone()),
+    ];
+    for (line, env) in bad {
+        assert!(check(&argv(line), env).is_err(), "accepted: {line} {env:?}");
+    }
+    // (And their corrected forms pass: the refusals above are about what they say.)
+    assert!(check(&argv("archiver --shard 3/4 run"), &none).is_ok());
+    let index = env("JOB_COMPLETION_INDEX", "3");
+    assert!(check(&argv("archiver --shard-count 4 run"), &index).is_ok());
+    // The same lines through the extraction: they are found, then refused.
+    let image = image();
+    let yaml = "kind: CronJob\nspec:\n  containers:\n    - name: archiver\n      args: [\"--shard\",\n        \"4/4\", \"run\"]\n";
+    let lines = yaml_lines("k8s/x.yaml", yaml, &image).unwrap();
+    assert_eq!(lines.len(), 1);
+    assert!(check_line(&lines[0]).is_err());
+    let block = "spec:\n  containers:\n    - name: archiver\n      args:\n        - run\n";
+    assert!(
+        yaml_lines("k8s/x.yaml", block, &image).is_err(),
+        "a block list went unchecked"
+    );
+    let shared = "spec:\n  completionMode: Indexed\n  completions: 4\n  parallelism: 4\n  containers:\n    - args: [\"--state\", \"s3://b-1/state.db\", \"--output\", \"s3://b-1/a\", \"--shard-count\", \"4\", \"run\"]\n";
+    let lines = yaml_lines("k8s/x.yaml", shared, &image).unwrap();
+    let err = check_line(&lines[0]).unwrap_err();
+    assert!(err.contains("{shard}"), "{err}");
+    let local = "spec:\n  containers:\n    - args: [\"--state\", \"/data/state.db\", \"run\"]\n";
+    let lines = yaml_lines("k8s/x.yaml", local, &image).unwrap();
+    assert!(check_line(&lines[0]).unwrap_err().contains("S3"));
+    let typo_env = "spec:\n  containers:\n    - args: [\"--state\", \"s3://b-1/s.db\", \"--output\", \"s3://b-1/a\", \"run\"]\n      env:\n        - name: ARCHIVER_CONCURRENCY\n          value: \"0\"\n";
+    let lines = yaml_lines("k8s/x.yaml", typo_env, &image).unwrap();
+    assert!(
+        check_line(&lines[0]).is_err(),
+        "ARCHIVER_CONCURRENCY=0 accepted"
+    );
+    let cron = "17 2 * * * archiver --statte /x run >>/log 2>&1\n";
+    let lines = crontab_lines("crontab", cron).unwrap();
+    assert_eq!(lines.len(), 1);
+    assert!(check_line(&lines[0]).is_err());
+    assert!(crontab_lines("crontab", "17 2 * * * /usr/bin/true\n").is_err());
+    let task = r#"{"containerDefinitions": [{"name": "a", "command": ["--shard", "4/4", "run"]}]}"#;
+    let mut lines = Vec::new();
+    json_lines(
+        "ecs/x.json",
+        &serde_json::from_str(task).unwrap(),
+        &image,
+        &mut lines,
+    )
+    .unwrap();
+    assert_eq!(lines.len(), 1);
+    assert!(check_line(&lines[0]).is_err());
+    // An EventBridge Scheduler target whose Input overrides the command is checked too.
+    let input =
+        r#"{"containerOverrides": [{"name": "archiver", "command": ["--shard", "4/4", "run"]}]}"#;
+    let schedule = serde_json::json!({"Target": {"Input": input}});
+    let mut lines = Vec::new();
+    json_lines("ecs/s.json", &schedule, &image, &mut lines).unwrap();
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0].at, "ecs/s.json Input containerOverrides[0]");
+    assert!(check_line(&lines[0]).is_err());
+    let known = known_env_names();
+    assert_eq!(
+        unknown_env_names(
+            "ARCHIVER_CONCURENCY=4 ARCHIVER_STATE ARCHIVER_LOG ARCHIVER_*",
+            &known
+        ),
+        BTreeSet::from(["ARCHIVER_CONCURENCY".to_string()])
+    );
+}
+
+#[test]
+fn shell_words_split_like_sh() {
+    let w = |s: &str| shell_words(s).unwrap();
+    assert_eq!(
+        w("a 'b c' \"d $HOME\" e\\ f"),
+        ["a", "b c", "d /home/operator", "e f"]
+    );
+    assert_eq!(
+        w("archiver --x ''  run >>/log 2>&1; echo no"),
+        ["archiver", "--x", "", "run"]
+    );
+    assert_eq!(w("archiver run 2>>/log"), ["archiver", "run"]);
+    assert_eq!(w("a ${IMAGE} # comment"), ["a", IMAGE]);
+    assert_eq!(
+        w("a 's3://b/state-{shard}.db' b"),
+        ["a", "s3://b/state-{shard}.db", "b"]
+    );
+    assert!(shell_words("a $UNSET").is_err());
+    assert!(shell_words("a $(date)").is_err());
+    assert!(shell_words("a 'open").is_err());
+    let joined = logical_lines("x a \\\n  b\ny");
+    assert_eq!(joined, [(1, "x a    b".to_string()), (3, "y".to_string())]);
+    let md = "text\n```sh\narchiver --state s.db \\\n  status\nkubectl get pods\n```\narchiver outside a fence\n";
+    let lines = markdown_lines("README.md", md, &image()).unwrap();
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0].argv, ["archiver", "--state", "s.db", "status"]);
+}
