@@ -148,8 +148,11 @@ pub struct ProxyFaults {
     pub internal: u64,
     pub cut: u64,
     /// Requests seen: method, path and query, and the `x-amz-*` headers (names and values).
-    pub seen: Vec<(String, String, Vec<(String, String)>)>,
+    pub seen: Vec<Seen>,
 }
+
+/// A request the proxy saw: method, path and query, `x-amz-*` headers.
+pub type Seen = (String, String, Vec<(String, String)>);
 
 /// A proxy on 127.0.0.1 in front of an S3 endpoint, injecting [`ProxyFaults`].
 pub struct FaultProxy {
@@ -251,17 +254,17 @@ async fn proxy(
             f.puts += 1;
         }
         let n = f.requests;
-        if matches!((&f.bucket_owner, &owner_header), (Some(want), Some(got)) if want != got) {
+        let wrong_owner =
+            matches!((&f.bucket_owner, &owner_header), (Some(want), Some(got)) if want != got);
+        if wrong_owner || (f.deny_part_2 && path.contains("partNumber=2")) {
             Action::Answer(403, "AccessDenied")
-        } else if f.deny_part_2 && path.contains("partNumber=2") {
-            Action::Answer(403, "AccessDenied")
-        } else if f.slow_down_every > 0 && n % f.slow_down_every == 0 {
+        } else if f.slow_down_every > 0 && n.is_multiple_of(f.slow_down_every) {
             f.slowed += 1;
             Action::Answer(503, "SlowDown")
-        } else if f.internal_every > 0 && n % f.internal_every == 0 {
+        } else if f.internal_every > 0 && n.is_multiple_of(f.internal_every) {
             f.internal += 1;
             Action::Answer(500, "InternalError")
-        } else if is_put && f.cut_put_every > 0 && f.puts % f.cut_put_every == 0 {
+        } else if is_put && f.cut_put_every > 0 && f.puts.is_multiple_of(f.cut_put_every) {
             f.cut += 1;
             Action::Cut
         } else {
