@@ -224,6 +224,7 @@ async fn run_on_state(
     let state = tokio::task::spawn_blocking(move || State::open(&state_path))
         .await
         .context("state task panicked")??;
+    store.mark_opened();
     let state_id = state.state_id()?;
     let sink = Sink::new(&cfg.output, s3, &cfg.s3)?;
     sink.check_writable().await?;

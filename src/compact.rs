@@ -102,6 +102,7 @@ async fn compact_on(
     let state = tokio::task::spawn_blocking(move || State::open(&path))
         .await
         .context("state task panicked")??;
+    store.mark_opened();
     let state_id = state.state_id()?;
     let portals: Vec<PortalId> = state
         .portals()?

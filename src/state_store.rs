@@ -41,6 +41,9 @@ pub struct OpenState {
     remote: Option<Arc<Remote>>,
     renewer: Option<tokio::task::JoinHandle<()>>,
     _tmp: Option<TempDir>,
+    /// The state opened as ours (checked and migrated); until then nothing is uploaded, so a
+    /// state refused at open (foreign, corrupt, newer) stays in S3 byte for byte.
+    opened: AtomicBool,
 }
 
 impl OpenState {
@@ -58,6 +61,7 @@ impl OpenState {
                 remote: None,
                 renewer: None,
                 _tmp: None,
+                opened: AtomicBool::new(false),
             }),
             StateLoc::S3(url) => {
                 let client = s3.ok_or_else(|| anyhow!("no S3 client for {url}"))?;
@@ -85,9 +89,15 @@ impl OpenState {
                     remote: Some(remote),
                     renewer: Some(renewer),
                     _tmp: Some(tmp),
+                    opened: AtomicBool::new(false),
                 })
             }
         }
+    }
+
+    /// Say the state opened as a good archiver state: from now on it is uploaded at the end.
+    pub fn mark_opened(&self) {
+        self.opened.store(true, Ordering::SeqCst);
     }
 
     /// The handle a portal's work calls after each commit.
@@ -105,7 +115,9 @@ impl OpenState {
             return Ok(());
         };
         remote.check_lease()?;
-        remote.upload().await?;
+        if self.opened.load(Ordering::SeqCst) {
+            remote.upload().await?;
+        }
         remote.lease.lock().await.release(&remote.client).await;
         Ok(())
     }

@@ -825,3 +825,27 @@ async fn a_second_state_on_the_same_output_is_refused_local() {
 async fn a_second_state_on_the_same_output_is_refused_s3() {
     a_second_state_is_refused(Backend::S3Both).await;
 }
+
+/// An object at the state key that is not an archiver state: refused (exit 1), left byte for
+/// byte, and the lease released (the next run is not blocked).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_foreign_s3_state_is_refused_and_left_untouched() {
+    let t = T::new(Backend::S3Both, sim_config(1, 100, 0)).await;
+    // A real SQLite database, someone else's (any rewrite of it would change its bytes).
+    let other = t.env.dir.path().join("other-app.db");
+    {
+        let db = rusqlite::Connection::open(&other).unwrap();
+        db.execute_batch(
+            "PRAGMA journal_mode=DELETE; CREATE TABLE t (x); INSERT INTO t VALUES (1); DELETE FROM t;",
+        )
+        .unwrap();
+    }
+    let junk = std::fs::read(&other).unwrap();
+    s3u::put(t.client(), BUCKET, &t.state_key, junk.clone()).await;
+    let r = t.run(&["run"]).await;
+    r.code(1);
+    assert_eq!(s3u::get(t.client(), BUCKET, &t.state_key).await, junk);
+    assert_eq!(t.env.sim.stats().list_sessions_calls, 0);
+    let r = t.run(&["run"]).await;
+    r.code(1); // refused again, not 75: the first run released its lease
+}
