@@ -29,7 +29,12 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0002_compaction",
         include_str!("../migrations/0002_compaction.sql"),
     ),
+    ("0003_totals", include_str!("../migrations/0003_totals.sql")),
 ];
+
+/// Published files stay listed in `flush_files` this long (for inspection); recovery needs
+/// only the unpublished ones, so the table does not grow with the history.
+const PUBLISHED_FILES_KEPT_MS: i64 = 86_400_000;
 
 /// Runs kept in the history; older ones are pruned.
 const RUNS_KEPT: i64 = 500;
@@ -410,8 +415,16 @@ impl State {
             }
         }
         tx.execute(
-            "UPDATE portals SET flush_seq = max(flush_seq, ?2), updated_at = ?3 WHERE portal_id = ?1",
-            params![portal_id, c.seq, now],
+            "UPDATE portals SET flush_seq = max(flush_seq, ?2), updated_at = ?3,
+                    rows_written = rows_written + ?4, files_written = files_written + ?5
+             WHERE portal_id = ?1",
+            params![
+                portal_id,
+                c.seq,
+                now,
+                c.files.iter().map(|f| f.rows).sum::<i64>(),
+                c.files.len() as i64
+            ],
         )?;
         match (&c.pass, c.complete) {
             (Some(pass), false) => {
@@ -491,8 +504,10 @@ impl State {
             }
         }
         tx.execute(
-            "UPDATE portals SET flush_seq = max(flush_seq, ?2), updated_at = ?3 WHERE portal_id = ?1",
-            params![portal_id, seq, now],
+            "UPDATE portals SET flush_seq = max(flush_seq, ?2), updated_at = ?3,
+                    files_written = files_written + ?4
+             WHERE portal_id = ?1",
+            params![portal_id, seq, now, files.len() as i64],
         )?;
         tx.commit()
             .with_context(|| format!("committing compaction {seq} of portal {portal_id}"))?;
@@ -540,18 +555,26 @@ impl State {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
+    /// A flush's files are published; published files listed longer than a day are forgotten.
     pub fn mark_published(&self, portal_id: &str, seq: i64) -> Result<()> {
         self.conn.execute(
             "UPDATE flush_files SET published = 1 WHERE portal_id = ?1 AND seq = ?2",
             params![portal_id, seq],
         )?;
+        self.conn.execute(
+            "DELETE FROM flush_files
+             WHERE portal_id = ?1 AND published = 1 AND committed_at < ?2
+               AND NOT EXISTS (SELECT 1 FROM retired_files r
+                               WHERE r.portal_id = flush_files.portal_id AND r.seq = flush_files.seq)",
+            params![portal_id, now_ms() - PUBLISHED_FILES_KEPT_MS],
+        )?;
         Ok(())
     }
 
-    /// Rows and files committed for a portal, over the kept history.
+    /// Rows written by flushes and files published (flushes and compactions), ever.
     pub fn file_totals(&self, portal_id: &str) -> Result<(i64, i64)> {
         Ok(self.conn.query_row(
-            "SELECT coalesce(sum(rows), 0), count(*) FROM flush_files WHERE portal_id = ?1",
+            "SELECT rows_written, files_written FROM portals WHERE portal_id = ?1",
             [portal_id],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )?)
@@ -791,6 +814,56 @@ mod tests {
         assert_eq!(st.unpublished("p").unwrap().len(), 1);
         st.mark_published("p", 1).unwrap();
         assert!(st.unpublished("p").unwrap().is_empty());
+    }
+
+    #[test]
+    fn published_files_are_forgotten_after_a_day_but_the_totals_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut st = State::open(&dir.path().join("s.db")).unwrap();
+        st.portal("p").unwrap();
+        let file = |seq: i64, rows: i64| FileRecord {
+            seq,
+            path: format!("f{seq}.parquet"),
+            staging: format!("f{seq}.tmp"),
+            rows,
+            bytes: 1,
+        };
+        for seq in 1..=3 {
+            let c = FlushCommit {
+                seq,
+                archived: vec![(format!("s{seq}"), seq)],
+                files: vec![file(seq, 5)],
+                ..Default::default()
+            };
+            st.commit_flush("p", &c).unwrap();
+        }
+        st.mark_published("p", 1).unwrap();
+        st.mark_published("p", 2).unwrap();
+        let listed = |st: &State| -> i64 {
+            st.conn
+                .query_row("SELECT count(*) FROM flush_files", [], |r| r.get(0))
+                .unwrap()
+        };
+        assert_eq!(listed(&st), 3, "published files are kept for a day");
+        // Two days later: published files go, the unpublished one (seq 3) stays for recovery.
+        st.conn
+            .execute(
+                "UPDATE flush_files SET committed_at = committed_at - 2 * 86400000",
+                [],
+            )
+            .unwrap();
+        st.mark_published("p", 2).unwrap();
+        assert_eq!(listed(&st), 1);
+        assert_eq!(st.unpublished("p").unwrap().len(), 1);
+        // A compaction adds files, not rows.
+        st.commit_compaction(
+            "p",
+            4,
+            &[file(4, 10)],
+            &["f1.parquet".into(), "f2.parquet".into()],
+        )
+        .unwrap();
+        assert_eq!(st.file_totals("p").unwrap(), (15, 4));
     }
 
     #[test]
