@@ -30,7 +30,8 @@ pub async fn execute(cli: Cli) -> Result<()> {
         }
         Command::Status(a) => {
             let config = Config::from_args(&cli.global)?;
-            let s3 = if config.uses_s3() {
+            // Only a state in S3 needs AWS; a local one is read as it is.
+            let s3 = if matches!(config.state, StateLoc::S3(_)) {
                 let sdk = load_aws(config.regions.clone()).await?;
                 Some(crate::s3::client(&sdk, config.max_attempts))
             } else {
