@@ -97,49 +97,70 @@ impl S3Sink {
         &self.url.bucket
     }
 
-    /// The bucket exists, is the expected owner's, and a staged object can be written and
-    /// deleted: checked before any page is fetched, with one line naming the bucket.
+    /// The bucket exists, is the expected owner's, and the prefix can be written, listed and
+    /// deleted from: checked before any page is fetched, with one line naming the bucket. (No
+    /// HeadBucket: it needs `s3:ListBucket` without a prefix, which a policy scoped to the
+    /// prefix does not grant.)
     pub async fn check_writable(&self) -> Result<()> {
         let b = self.bucket();
-        if let Err(e) = self
+        let why = |status: Option<u16>, detail: String| match status {
+            Some(404) => "does not exist".to_string(),
+            Some(403) => match &self.opts.expected_bucket_owner {
+                Some(o) => format!("access denied, or the bucket is not owned by account {o}"),
+                None => "access denied".to_string(),
+            },
+            Some(301) => {
+                "is in another region than the client's (set AWS_REGION to the bucket's region)"
+                    .to_string()
+            }
+            _ => detail,
+        };
+        let probe = self.key(&format!("{STAGING}/.probe-{}", std::process::id()));
+        if let Err(e) = self.put(&probe, Bytes::from_static(b"probe"), false).await {
+            bail!("output bucket {b}: {}", why(e.status, e.detail));
+        }
+        // Our probe, and any a killed run left behind.
+        let probes = match self
             .client
-            .head_bucket()
+            .list_objects_v2()
             .bucket(b)
+            .prefix(self.key(&format!("{STAGING}/.probe-")))
             .set_expected_bucket_owner(self.opts.expected_bucket_owner.clone())
             .send()
             .await
         {
-            let why = match status(&e) {
-                Some(404) => "does not exist".to_string(),
-                Some(403) => match &self.opts.expected_bucket_owner {
-                    Some(o) => format!("access denied, or the bucket is not owned by account {o}"),
-                    None => "access denied".to_string(),
-                },
-                Some(301) => {
-                    "is in another region than the client's (set AWS_REGION to the bucket's region)"
-                        .to_string()
-                }
-                _ => describe(&e),
-            };
-            bail!("output bucket {b}: {why}");
+            Ok(l) => l
+                .contents()
+                .iter()
+                .filter_map(|o| o.key().map(str::to_string))
+                .collect::<Vec<_>>(),
+            Err(e) => bail!(
+                "output bucket {b}: cannot list {}/: {}",
+                self.key(STAGING),
+                why(status(&e), describe(&e))
+            ),
+        };
+        for key in probes.iter().chain(std::iter::once(&probe)) {
+            if let Err(e) = self
+                .client
+                .delete_object()
+                .bucket(b)
+                .key(key)
+                .set_expected_bucket_owner(self.opts.expected_bucket_owner.clone())
+                .send()
+                .await
+            {
+                bail!(
+                    "output bucket {b}: cannot delete {key}: {}",
+                    why(status(&e), describe(&e))
+                );
+            }
         }
-        let probe = self.key(&format!("{STAGING}/.probe-{}", std::process::id()));
-        self.put(&probe, Bytes::from_static(b"probe"), false)
-            .await
-            .map_err(|e| anyhow!("output s3://{b}/{probe}: cannot write: {e:#}"))?;
-        self.client
-            .delete_object()
-            .bucket(b)
-            .key(&probe)
-            .set_expected_bucket_owner(self.opts.expected_bucket_owner.clone())
-            .send()
-            .await
-            .map_err(|e| anyhow!("output s3://{b}/{probe}: cannot delete: {}", describe(&e)))?;
         Ok(())
     }
 
     /// One PutObject with the run's encryption (and, for final objects, storage class).
-    async fn put(&self, key: &str, body: Bytes, final_object: bool) -> Result<()> {
+    async fn put(&self, key: &str, body: Bytes, final_object: bool) -> Result<(), PutError> {
         let o = &self.opts;
         self.client
             .put_object()
@@ -157,7 +178,10 @@ impl S3Sink {
             )
             .send()
             .await
-            .map_err(|e| anyhow!("{}", describe(&e)))?;
+            .map_err(|e| PutError {
+                status: status(&e),
+                detail: describe(&e),
+            })?;
         Ok(())
     }
 
@@ -171,7 +195,7 @@ impl S3Sink {
             return self
                 .put(&key, body, false)
                 .await
-                .with_context(|| format!("uploading s3://{}/{key}", self.bucket()));
+                .map_err(|e| anyhow!("uploading s3://{}/{key}: {}", self.bucket(), e.detail));
         }
         self.multipart(&key, body)
             .await
@@ -479,6 +503,13 @@ impl S3Sink {
             .with_context(|| format!("reading s3://{}/{key}", self.bucket()))?;
         Ok(body.into_bytes().to_vec())
     }
+}
+
+/// A failed PutObject: the HTTP status, if S3 answered, and one line.
+#[derive(Debug)]
+struct PutError {
+    status: Option<u16>,
+    detail: String,
 }
 
 /// Percent-encode a key for `x-amz-copy-source` (everything but unreserved characters and `/`).

@@ -215,7 +215,12 @@ impl LocalSink {
         let probe = staging.join(format!(".probe-{}", std::process::id()));
         std::fs::write(&probe, b"probe")
             .with_context(|| format!("output {} is not writable", root.display()))?;
-        std::fs::remove_file(&probe).ok();
+        // Ours, and any a killed run left behind.
+        for e in std::fs::read_dir(&staging)?.flatten() {
+            if e.file_name().to_string_lossy().starts_with(".probe-") {
+                std::fs::remove_file(e.path()).ok();
+            }
+        }
         Ok(())
     }
 
