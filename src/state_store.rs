@@ -76,6 +76,7 @@ impl OpenState {
                     etag: tokio::sync::Mutex::new(None),
                     requested: AtomicU64::new(0),
                     uploaded: AtomicU64::new(0),
+                    uploads: AtomicU64::new(0),
                     writer: lease.body.writer.clone(),
                     lease: tokio::sync::Mutex::new(lease),
                     lost: AtomicBool::new(false),
@@ -186,6 +187,8 @@ struct Remote {
     /// Checkpoints asked for, and the highest one included in an upload.
     requested: AtomicU64,
     uploaded: AtomicU64,
+    /// Uploads attempted: with `writer`, names each version this run writes.
+    uploads: AtomicU64,
     writer: String,
     lease: tokio::sync::Mutex<Lease>,
     lost: AtomicBool,
@@ -231,7 +234,8 @@ impl Remote {
     async fn upload_locked(&self, etag: &mut Option<String>, upto: u64) -> Result<()> {
         self.check_lease()?;
         let body = snapshot(&self.local).await?;
-        let version = format!("{}-{upto}", self.writer);
+        let n = self.uploads.fetch_add(1, Ordering::SeqCst);
+        let version = format!("{}-{upto}-{n}", self.writer);
         let key = &self.url.key;
         let put = self
             .client
