@@ -7,7 +7,9 @@
 //! - `archived` ids of written sessions, kept only inside a window below the newest covered
 //!   start time; below it, `floor` says "everything starting earlier has been seen".
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 
 use crate::model::{Session, SessionStatus};
 
@@ -88,8 +90,95 @@ pub struct Dedup {
     archived_max: Option<i64>,
     floor: Option<i64>,
     /// Ids written by the batch being gathered.
-    written: HashSet<String>,
+    written: Written,
     batch: Batch,
+}
+
+/// The ids of the rows of the batch being gathered, without a second copy of each id: a hash
+/// of the id → its row's index in `Batch::rows`. Two different ids with the same hash (all but
+/// impossible with 64 bits) are still told apart: the later one goes to `collided`.
+#[derive(Debug, Default)]
+struct Written {
+    seed: u64,
+    by_hash: HashMap<u64, u32, BuildHasherDefault<Prehashed>>,
+    collided: HashSet<String>,
+    /// Tests: every id hashes alike, so every lookup goes through `collided`.
+    #[cfg(test)]
+    degenerate: bool,
+}
+
+impl Written {
+    fn hash(&self, id: &str) -> u64 {
+        #[cfg(test)]
+        if self.degenerate {
+            return 7;
+        }
+        // FxHash-style over 8-byte words, then a splitmix64 finaliser: ids are short ASCII
+        // UUIDs, and SipHash (std's default) costs several times more per id.
+        let mut h = self.seed ^ (id.len() as u64);
+        let mut chunks = id.as_bytes().chunks_exact(8);
+        for c in &mut chunks {
+            let w = u64::from_le_bytes(c.try_into().expect("8 bytes"));
+            h = (h.rotate_left(5) ^ w).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+        }
+        let mut tail = [0u8; 8];
+        let rest = chunks.remainder();
+        tail[..rest.len()].copy_from_slice(rest);
+        h = (h.rotate_left(5) ^ u64::from_le_bytes(tail)).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+        h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        h ^ (h >> 31)
+    }
+
+    fn contains(&self, id: &str, rows: &[Session]) -> bool {
+        if self.by_hash.is_empty() {
+            return false;
+        }
+        match self.by_hash.get(&self.hash(id)) {
+            Some(&i) if rows[i as usize].session_id == id => true,
+            Some(_) => self.collided.contains(id),
+            None => false,
+        }
+    }
+
+    /// `rows[index]` has just been pushed with this id (not yet in the set).
+    fn insert(&mut self, id: &str, index: usize) {
+        if self.seed == 0 {
+            self.seed = std::collections::hash_map::RandomState::new().hash_one(0u64) | 1;
+        }
+        let h = self.hash(id);
+        match self.by_hash.entry(h) {
+            Entry::Vacant(e) => {
+                e.insert(index as u32);
+            }
+            Entry::Occupied(_) => {
+                self.collided.insert(id.to_string());
+            }
+        }
+    }
+
+    fn clear(&mut self) {
+        self.by_hash.clear();
+        self.collided.clear();
+    }
+}
+
+/// The keys of `Written::by_hash` are hashes already.
+#[derive(Debug, Default)]
+struct Prehashed(u64);
+
+impl Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8) | u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
 }
 
 impl Dedup {
@@ -110,7 +199,7 @@ impl Dedup {
     /// than the newest archived one, and not decided by this batch or the pending set.
     pub fn needs_lookup(&self, s: &Session) -> bool {
         self.archived_max.is_some_and(|m| s.start_ms <= m)
-            && !self.written.contains(&s.session_id)
+            && !self.written.contains(&s.session_id, &self.batch.rows)
             && !self.pending.contains_key(&s.session_id)
     }
 
@@ -118,7 +207,7 @@ impl Dedup {
     /// `needs_lookup` was false).
     pub fn offer(&mut self, s: Session, archived: bool) -> Verdict {
         self.batch.listed += 1;
-        let archived = archived || self.written.contains(&s.session_id);
+        let archived = archived || self.written.contains(&s.session_id, &self.batch.rows);
         let pending = self.pending.contains_key(&s.session_id);
         let verdict = classify(s.status, s.start_ms, archived, pending, self.floor);
         match verdict {
@@ -128,7 +217,7 @@ impl Dedup {
                     self.batch.pending_upsert.remove(&s.session_id);
                     self.batch.pending_remove.insert(s.session_id.clone());
                 }
-                self.written.insert(s.session_id.clone());
+                self.written.insert(&s.session_id, self.batch.rows.len());
                 self.batch.rows.push(s);
             }
             Verdict::NewPending | Verdict::StillPending => {
@@ -153,8 +242,11 @@ impl Dedup {
         &self.batch
     }
 
-    /// Hand over the gathered batch for a flush.
+    /// Hand over the gathered batch for a flush. Until [`Dedup::committed`], offer nothing
+    /// more: the rows of the batch taken are no longer here to tell repeats apart (a flush
+    /// that fails ends the pass).
     pub fn take_batch(&mut self) -> Batch {
+        self.written.clear();
         std::mem::take(&mut self.batch)
     }
 
@@ -212,6 +304,25 @@ mod tests {
         assert_eq!(classify(Active, 5, false, false, None), NewPending);
         assert_eq!(classify(Active, 5, false, true, None), StillPending);
         assert_eq!(classify(Active, 5, true, false, None), Skip);
+    }
+
+    #[test]
+    fn written_ids_are_told_apart_even_when_their_hashes_collide() {
+        for degenerate in [false, true] {
+            let mut d = Dedup::default();
+            d.written.degenerate = degenerate;
+            for i in 0..50 {
+                assert_eq!(d.offer(sess(i, i as i64, false), false), Verdict::Write);
+            }
+            for i in 0..50 {
+                assert_eq!(d.offer(sess(i, i as i64, false), false), Verdict::Skip);
+            }
+            assert_eq!(d.batch().rows.len(), 50);
+            assert!(!d.written.contains("s99999", &d.batch.rows));
+            let b = d.take_batch();
+            d.committed(b.rows.iter().map(|s| s.start_ms).max(), None);
+            assert!(d.needs_lookup(&sess(3, 3, false)));
+        }
     }
 
     #[test]
