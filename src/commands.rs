@@ -258,6 +258,10 @@ async fn run_on_state(
     let sem = Arc::new(Semaphore::new(cfg.concurrency));
     let mut tasks = tokio::task::JoinSet::new();
     let total = portals.len();
+    // `--flush-rows` bounds the rows buffered by the whole process: the portals paged side by
+    // side share it (a portal alone gets all of it), so memory does not grow with
+    // `--concurrency`.
+    let flush_rows = portal_flush_rows(cfg.flush_rows, cfg.concurrency, total, cfg.page_size());
     for (portal, source) in portals {
         let ctx_parts = (
             source,
@@ -293,7 +297,7 @@ async fn run_on_state(
                     sink,
                     state: Arc::new(Mutex::new(conn)),
                     state_id,
-                    flush_rows: cfg.flush_rows,
+                    flush_rows,
                     page_size: cfg.page_size(),
                     with_client_ips: cfg.with_client_ips,
                     stop,
@@ -395,6 +399,13 @@ async fn run_on_state(
         bail!(d);
     }
     Ok(summary)
+}
+
+/// Each portal's share of `--flush-rows` when `side_by_side` portals are paged at once: never
+/// below one page (a flush holds at least the page that filled it).
+fn portal_flush_rows(flush_rows: usize, concurrency: usize, portals: usize, page: usize) -> usize {
+    let side_by_side = concurrency.min(portals).max(1);
+    (flush_rows / side_by_side).max(page)
 }
 
 /// The portals to archive, each with its region's client: the `--portal-id` values, or every
@@ -673,4 +684,18 @@ async fn demo(a: DemoArgs, g: &crate::cli::GlobalArgs, stop: Arc<AtomicBool>) ->
     );
     println!("\nStatus:  archiver --state {} status", job.config.state);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::portal_flush_rows;
+
+    #[test]
+    fn portals_side_by_side_share_the_flush_rows() {
+        assert_eq!(portal_flush_rows(100_000, 8, 1, 100), 100_000);
+        assert_eq!(portal_flush_rows(100_000, 8, 3, 100), 33_333);
+        assert_eq!(portal_flush_rows(100_000, 8, 50, 100), 12_500);
+        assert_eq!(portal_flush_rows(100_000, 1, 50, 100), 100_000);
+        assert_eq!(portal_flush_rows(300, 8, 8, 100), 100, "at least a page");
+    }
 }

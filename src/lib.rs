@@ -32,6 +32,7 @@ pub mod error;
 pub mod failpoint;
 pub mod fetch;
 pub mod lock;
+pub mod mem;
 pub mod model;
 pub mod pass;
 pub mod progress;

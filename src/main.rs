@@ -8,6 +8,8 @@ use archiver::cli::{Cli, Command, LogFormat};
 use archiver::error::exit_code;
 
 fn main() -> ExitCode {
+    // Before any thread starts: one malloc arena keeps peak memory flat (see `mem`).
+    archiver::mem::limit_arenas();
     let cli = Cli::parse();
     let long_work = matches!(cli.command, Command::Run(_) | Command::Backfill(_));
     archiver::progress::init(

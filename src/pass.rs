@@ -614,6 +614,9 @@ impl<'a> PassRun<'a> {
             let id = portal.to_string();
             db(&self.ctx.state, move |st| st.mark_published(&id, seq)).await?;
         }
+        // The batch's rows and the encoder's buffers are freed: give the pages back, or the
+        // next batch may grow beside them (see `mem`).
+        crate::mem::release_free_memory();
         let rows: i64 = files.iter().map(|f| f.rows).sum();
         let bytes: i64 = files.iter().map(|f| f.bytes).sum();
         report.rows += rows as u64;
