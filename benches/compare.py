@@ -18,7 +18,7 @@ time, user+sys CPU, peak RSS; the simulator's own cost is not counted):
   counted like the floor.
 
 Then a concurrency table: `archiver run` over 8 portals against a simulator answering every
-call after --latency-ms (default 50), with the archiver's default --concurrency and with
+call after --latency-ms (default 50), with the archiver's default --concurrency (8) and with
 --concurrency 8, as a ratio to the wall time of one portal of the same size.
 
 Needs only the standard library; reuses benches/backfill_memory.py's helpers. Builds the
