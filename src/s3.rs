@@ -76,6 +76,42 @@ where
     }
 }
 
+/// A PutObject carrying the run's encryption and expected bucket owner: every object archiver
+/// writes (files, state, lease) starts here.
+pub fn put_object(
+    client: &Client,
+    opts: &S3Options,
+    bucket: &str,
+    key: &str,
+) -> aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder {
+    client
+        .put_object()
+        .bucket(bucket)
+        .key(key)
+        .set_server_side_encryption(opts.sse.as_deref().map(ServerSideEncryption::from))
+        .set_ssekms_key_id(opts.kms_key_id.clone())
+        .set_expected_bucket_owner(opts.expected_bucket_owner.clone())
+}
+
+/// What an S3 status says about the bucket, in one phrase naming it: missing, denied (or
+/// another account's, with `--s3-expected-bucket-owner`), or in another region. `None` for
+/// any other status.
+pub fn bucket_problem(status: Option<u16>, bucket: &str, opts: &S3Options) -> Option<String> {
+    match status? {
+        404 => Some(format!("bucket {bucket} does not exist")),
+        403 => Some(match &opts.expected_bucket_owner {
+            Some(o) => format!(
+                "access to bucket {bucket} denied, or the bucket is not owned by account {o}"
+            ),
+            None => format!("access to bucket {bucket} denied"),
+        }),
+        301 => Some(format!(
+            "bucket {bucket} is in another region than the client's (set AWS_REGION to the bucket's region)"
+        )),
+        _ => None,
+    }
+}
+
 /// A dataset under `s3://bucket/prefix`.
 #[derive(Clone, Debug)]
 pub struct S3Sink {
@@ -103,21 +139,12 @@ impl S3Sink {
     /// prefix does not grant.)
     pub async fn check_writable(&self) -> Result<()> {
         let b = self.bucket();
-        let why = |status: Option<u16>, detail: String| match status {
-            Some(404) => "does not exist".to_string(),
-            Some(403) => match &self.opts.expected_bucket_owner {
-                Some(o) => format!("access denied, or the bucket is not owned by account {o}"),
-                None => "access denied".to_string(),
-            },
-            Some(301) => {
-                "is in another region than the client's (set AWS_REGION to the bucket's region)"
-                    .to_string()
-            }
-            _ => detail,
+        let why = |status: Option<u16>, detail: String| {
+            bucket_problem(status, b, &self.opts).unwrap_or(format!("bucket {b}: {detail}"))
         };
         let probe = self.key(&format!("{STAGING}/.probe-{}", std::process::id()));
         if let Err(e) = self.put(&probe, Bytes::from_static(b"probe"), false).await {
-            bail!("output bucket {b}: {}", why(e.status, e.detail));
+            bail!("output {}", why(e.status, e.detail));
         }
         // Our probe, and any a killed run left behind.
         let probes = match self
@@ -135,7 +162,7 @@ impl S3Sink {
                 .filter_map(|o| o.key().map(str::to_string))
                 .collect::<Vec<_>>(),
             Err(e) => bail!(
-                "output bucket {b}: cannot list {}/: {}",
+                "output: cannot list {}/: {}",
                 self.key(STAGING),
                 why(status(&e), describe(&e))
             ),
@@ -151,7 +178,7 @@ impl S3Sink {
                 .await
             {
                 bail!(
-                    "output bucket {b}: cannot delete {key}: {}",
+                    "output: cannot delete {key}: {}",
                     why(status(&e), describe(&e))
                 );
             }
@@ -162,14 +189,8 @@ impl S3Sink {
     /// One PutObject with the run's encryption (and, for final objects, storage class).
     async fn put(&self, key: &str, body: Bytes, final_object: bool) -> Result<(), PutError> {
         let o = &self.opts;
-        self.client
-            .put_object()
-            .bucket(self.bucket())
-            .key(key)
+        put_object(&self.client, o, self.bucket(), key)
             .body(ByteStream::from(body))
-            .set_server_side_encryption(o.sse.as_deref().map(ServerSideEncryption::from))
-            .set_ssekms_key_id(o.kms_key_id.clone())
-            .set_expected_bucket_owner(o.expected_bucket_owner.clone())
             .set_storage_class(
                 o.storage_class
                     .as_deref()

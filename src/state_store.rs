@@ -19,7 +19,6 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::ServerSideEncryption;
 use aws_sdk_s3::Client;
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
@@ -27,7 +26,7 @@ use tracing::{info, warn};
 use crate::clock::{now_ms, rfc3339};
 use crate::config::{Config, S3Options, S3Url, StateLoc};
 use crate::error::LockHeld;
-use crate::s3::{describe, status};
+use crate::s3::{bucket_problem, describe, put_object, status};
 
 /// Metadata key naming the writer of a state object version (to recognise our own write when
 /// a retried conditional PUT reports 412 because its first attempt already landed).
@@ -237,16 +236,9 @@ impl Remote {
         let n = self.uploads.fetch_add(1, Ordering::SeqCst);
         let version = format!("{}-{upto}-{n}", self.writer);
         let key = &self.url.key;
-        let put = self
-            .client
-            .put_object()
-            .bucket(&self.url.bucket)
-            .key(key)
+        let put = put_object(&self.client, &self.opts, &self.url.bucket, key)
             .body(ByteStream::from(body.clone()))
-            .metadata(WRITER_META, &version)
-            .set_server_side_encryption(self.opts.sse.as_deref().map(ServerSideEncryption::from))
-            .set_ssekms_key_id(self.opts.kms_key_id.clone())
-            .set_expected_bucket_owner(self.opts.expected_bucket_owner.clone());
+            .metadata(WRITER_META, &version);
         let put = match etag.as_deref() {
             Some(e) => put.if_match(e),
             None => put.if_none_match("*"),
@@ -314,11 +306,7 @@ async fn fetch(
         Ok(g) => g,
         Err(e) if status(&e) == Some(404) && is_no_such_key(&e) => return Ok(None),
         Err(e) => {
-            let why = match status(&e) {
-                Some(404) => "the bucket does not exist".to_string(),
-                Some(403) => format!("access denied{}", owner_hint(opts)),
-                _ => describe(&e),
-            };
+            let why = bucket_problem(status(&e), &url.bucket, opts).unwrap_or_else(|| describe(&e));
             bail!("state {url}: {why}");
         }
     };
@@ -331,14 +319,6 @@ async fn fetch(
         .into_bytes();
     write_private(to, &bytes)?;
     Ok(etag)
-}
-
-/// For a 403 with `--s3-expected-bucket-owner`: the other likely cause.
-fn owner_hint(opts: &S3Options) -> String {
-    match &opts.expected_bucket_owner {
-        Some(o) => format!(", or the bucket is not owned by account {o}"),
-        None => String::new(),
-    }
 }
 
 fn is_no_such_key<E: aws_sdk_s3::error::ProvideErrorMetadata>(
@@ -439,9 +419,7 @@ impl Lease {
         command: &str,
         ttl: Duration,
     ) -> Result<Lease> {
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|h| h.trim().to_string())
-            .unwrap_or_else(|_| "unknown-host".into());
+        let host = crate::lock::hostname();
         let now = now_ms();
         let body = LeaseBody {
             holder: format!("pid {} on {host}", std::process::id()),
@@ -524,15 +502,9 @@ impl Lease {
 
     async fn put(&mut self, client: &Client, if_match: Option<&str>) -> Result<(), PutErr> {
         let json = serde_json::to_vec(&self.body).expect("lease serialises");
-        let put = client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(&self.key)
+        let put = put_object(client, &self.opts, &self.bucket, &self.key)
             .content_type("application/json")
-            .body(ByteStream::from(json))
-            .set_server_side_encryption(self.opts.sse.as_deref().map(ServerSideEncryption::from))
-            .set_ssekms_key_id(self.opts.kms_key_id.clone())
-            .set_expected_bucket_owner(self.opts.expected_bucket_owner.clone());
+            .body(ByteStream::from(json));
         let put = match if_match {
             Some(e) => put.if_match(e),
             None => put.if_none_match("*"),
@@ -545,15 +517,11 @@ impl Lease {
             // 412: the condition failed; 409: a concurrent conditional write won.
             Err(e) if matches!(status(&e), Some(412) | Some(409)) => Err(PutErr::Precondition),
             Err(e) if if_match.is_some() && status(&e) == Some(404) => Err(PutErr::Precondition),
-            Err(e) if status(&e) == Some(403) => Err(PutErr::Other(anyhow!(
-                "access denied{}",
-                owner_hint(&self.opts)
+            Err(e) => Err(PutErr::Other(anyhow!(
+                "{}",
+                bucket_problem(status(&e), &self.bucket, &self.opts)
+                    .unwrap_or_else(|| describe(&e))
             ))),
-            Err(e) if status(&e) == Some(404) => Err(PutErr::Other(anyhow!(
-                "bucket {} does not exist",
-                self.bucket
-            ))),
-            Err(e) => Err(PutErr::Other(anyhow!("{}", describe(&e)))),
         }
     }
 
