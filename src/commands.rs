@@ -31,12 +31,7 @@ pub async fn execute(cli: Cli) -> Result<()> {
         Command::Status(a) => {
             let config = Config::from_args(&cli.global)?;
             // Only a state in S3 needs AWS; a local one is read as it is.
-            let s3 = if matches!(config.state, StateLoc::S3(_)) {
-                let sdk = load_aws(config.regions.clone()).await?;
-                Some(crate::s3::client(&sdk, config.max_attempts))
-            } else {
-                None
-            };
+            let s3 = s3_client(&config, matches!(config.state, StateLoc::S3(_))).await?;
             let copy = ReadOnlyState::open(&config, s3.as_ref()).await?;
             crate::status::print(&config, copy.as_ref().map(|c| c.path.as_path()), a.json)
         }
@@ -48,12 +43,7 @@ pub async fn execute(cli: Cli) -> Result<()> {
                     a.older_than
                 ))
             })?;
-            let s3 = if config.uses_s3() {
-                let sdk = load_aws(config.regions.clone()).await?;
-                Some(crate::s3::client(&sdk, config.max_attempts))
-            } else {
-                None
-            };
+            let s3 = s3_client(&config, config.uses_s3()).await?;
             let s = crate::compact::compact(&config, older_than, s3.as_ref()).await?;
             println!(
                 "compacted {} partitions: {} files into {}, {} rows; readers could see old and new files together for at most {:.1} ms",
@@ -137,6 +127,15 @@ async fn load_aws(regions: Vec<String>) -> Result<aws_config::SdkConfig> {
         .to_builder()
         .region(aws_config::Region::new(first.clone()))
         .build())
+}
+
+/// The S3 client, when `needed` (the AWS configuration is loaded only then).
+async fn s3_client(cfg: &Config, needed: bool) -> Result<Option<aws_sdk_s3::Client>> {
+    if !needed {
+        return Ok(None);
+    }
+    let sdk = load_aws(cfg.regions.clone()).await?;
+    Ok(Some(crate::s3::client(&sdk, cfg.max_attempts)))
 }
 
 /// One archiving job: which portals, how.

@@ -25,6 +25,13 @@ impl RunLock {
     }
 }
 
+/// This machine's name, for telling who holds a lock or lease.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "unknown-host".into())
+}
+
 /// Path of the lock file for a state file.
 pub fn lock_path(state: &Path) -> PathBuf {
     let mut name = state.as_os_str().to_owned();
@@ -68,9 +75,7 @@ pub fn acquire(state: &Path, command: &str) -> Result<RunLock> {
             return Err(e).with_context(|| format!("locking {}", path.display()))
         }
     }
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "unknown-host".into());
+    let host = hostname();
     let who = format!(
         "pid {} on {host}, `archiver {command}`, since {}",
         std::process::id(),

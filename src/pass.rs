@@ -129,12 +129,7 @@ pub async fn archive_portal(
 async fn check_unclaimed(sink: &Sink, portal: &PortalId, state_id: &str) -> Result<()> {
     for (_, keys) in sink.partitions(portal).await? {
         for k in keys {
-            let name = k.rsplit('/').next().unwrap_or(&k);
-            let owner = name
-                .strip_prefix("part-")
-                .and_then(|r| r.split('-').next())
-                .unwrap_or_default();
-            if owner != state_id {
+            if crate::sink::writer_of(&k) != Some(state_id) {
                 bail!(
                     "portal {portal}: the output already holds files of this portal from another state ({k}); \
                      archiving it from this state would write its sessions twice. Use the state that wrote them \

@@ -30,6 +30,12 @@ pub fn final_key(portal: &PortalId, date: &str, state_id: &str, seq: i64) -> Str
     format!("{DATASET}/portal_id={portal}/start_date={date}/part-{state_id}-{seq:010}.parquet")
 }
 
+/// The id of the state that wrote a file, from its [`final_key`] name.
+pub fn writer_of(key: &str) -> Option<&str> {
+    let name = key.rsplit('/').next()?;
+    name.strip_prefix("part-")?.split('-').next()
+}
+
 /// Staging key of the same file. It also carries a tag unique to this process, so two runs
 /// that both believe they own a state (one whose S3 lease expired under it) never write the
 /// same staged object; the state records the staging key it committed.
@@ -404,6 +410,8 @@ mod tests {
             k,
             "sessions/portal_id=0a1b2c3d-0000-4000-8000-123456789abc/start_date=2026-11-26/part-abc-0000000007.parquet"
         );
+        assert_eq!(writer_of(&k), Some("abc"));
+        assert_eq!(writer_of("sessions/x/other.parquet"), None);
         let s = staging_key(&portal(), "2026-11-26", "abc", 7);
         assert!(s.starts_with("_staging/"));
         assert!(!s.ends_with(".parquet"));
