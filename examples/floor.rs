@@ -66,7 +66,7 @@ async fn main() -> Result<()> {
 
     let sdk = aws_config::defaults(BehaviorVersion::latest()).load().await;
     // The archiver's own client settings (retries off, same timeouts).
-    let client = Client::from_conf(archiver::fetch::client_config(&sdk));
+    let client = Client::from_conf(archiver::source::client_config(&sdk));
 
     let mut rows: Vec<Session> = Vec::with_capacity(FLUSH_ROWS);
     let mut token: Option<String> = None;

@@ -31,6 +31,22 @@ pub fn utc_date(ms: i64) -> String {
     format!("{y:04}-{m:02}-{d:02}")
 }
 
+/// Epoch ms of a date's midnight (UTC); `None` unless `date` is a valid `YYYY-MM-DD`.
+pub fn date_start_ms(date: &str) -> Option<i64> {
+    let (y, rest) = date.split_once('-')?;
+    let (m, d) = rest.split_once('-')?;
+    let (y, m, d): (i64, i64, i64) = (y.parse().ok()?, m.parse().ok()?, d.parse().ok()?);
+    // days_from_civil (Howard Hinnant), the inverse of `civil_from_days`.
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let ms = (era * 146_097 + doe - 719_468) * 86_400_000;
+    (utc_date(ms) == date).then_some(ms)
+}
+
 /// RFC 3339 with milliseconds, e.g. `2026-11-26T09:30:00.000Z`.
 pub fn rfc3339(ms: i64) -> String {
     let ms_of_day = ms.rem_euclid(86_400_000);
@@ -58,6 +74,18 @@ mod tests {
         assert_eq!(utc_date(951_868_800_000), "2000-03-01");
         // 2026-11-26T11:57:13Z
         assert_eq!(rfc3339(1_795_694_233_123), "2026-11-26T11:57:13.123Z");
+    }
+
+    #[test]
+    fn date_start_is_the_inverse_of_utc_date() {
+        for ms in [0i64, 951_868_800_000, 1_795_694_400_000] {
+            assert_eq!(
+                date_start_ms(&utc_date(ms)),
+                Some(ms - ms.rem_euclid(86_400_000))
+            );
+        }
+        assert_eq!(date_start_ms("not-a-date"), None);
+        assert_eq!(date_start_ms("2026-02-30"), None);
     }
 
     #[test]

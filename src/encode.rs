@@ -1,13 +1,14 @@
-//! Rows → Parquet bytes: the dataset's schema, zstd, dictionaries for the low-cardinality
+//! Rows → Parquet bytes (and several files → one, for compaction): the dataset's schema, zstd, dictionaries for the low-cardinality
 //! strings, column-chunk statistics, and no page or offset index (parquet-mr and Trino readers
 //! were reported to misread parquet-rs page indexes: arrow-rs #10316).
 
 use std::sync::{Arc, OnceLock};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use arrow_array::builder::{ListBuilder, StringBuilder, TimestampMillisecondBuilder};
-use arrow_array::{ArrayRef, RecordBatch};
+use arrow_array::{new_null_array, ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
@@ -130,6 +131,51 @@ pub fn encode(rows: &[Session], archived_at_ms: i64) -> Result<Vec<u8>> {
     }
     writer.close().context("finishing parquet")?;
     Ok(out)
+}
+
+/// Re-encode several files as one, column by column into the current schema (a column an
+/// older file lacks becomes nulls). Checks that every row made it.
+pub fn rewrite(inputs: Vec<Vec<u8>>, names: &[String]) -> Result<(Vec<u8>, u64)> {
+    let target = schema();
+    let mut out = Vec::new();
+    let mut writer =
+        parquet::arrow::ArrowWriter::try_new(&mut out, target.clone(), Some(writer_properties()))?;
+    let mut rows_in = 0u64;
+    for (bytes, name) in inputs.into_iter().zip(names) {
+        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes))
+            .with_context(|| format!("reading {name}"))?
+            .build()?;
+        for batch in reader {
+            let batch = batch.with_context(|| format!("reading {name}"))?;
+            let n = batch.num_rows();
+            let columns = target
+                .fields()
+                .iter()
+                .map(|f| match batch.column_by_name(f.name()) {
+                    Some(c) if c.data_type() == f.data_type() => Ok(c.clone()),
+                    Some(c) => bail!(
+                        "{name}: column {} is {}, expected {}",
+                        f.name(),
+                        c.data_type(),
+                        f.data_type()
+                    ),
+                    None if f.is_nullable() => Ok(new_null_array(f.data_type(), n)),
+                    None => bail!("{name}: no column {}", f.name()),
+                })
+                .collect::<Result<Vec<ArrayRef>>>()?;
+            writer.write(&RecordBatch::try_new(target.clone(), columns)?)?;
+            rows_in += n as u64;
+        }
+    }
+    let meta = writer.close()?;
+    let rows_out = meta.file_metadata().num_rows() as u64;
+    if rows_out != rows_in {
+        bail!("compaction wrote {rows_out} rows of {rows_in}");
+    }
+    if rows_in == 0 {
+        tracing::warn!("compacting files with no rows");
+    }
+    Ok((out, rows_out))
 }
 
 #[cfg(test)]

@@ -18,6 +18,11 @@ pub struct LockHeld(pub String);
 #[error("{0}")]
 pub struct StateRefused(pub String);
 
+/// Stopped by a signal; progress up to the last flush is committed.
+#[derive(Debug, Error)]
+#[error("interrupted; progress up to the last flush is saved")]
+pub struct Interrupted;
+
 /// Exit codes of the contract.
 pub mod exit {
     pub const OK: u8 = 0;

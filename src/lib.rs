@@ -1,45 +1,46 @@
 //! `archiver` keeps a permanent, queryable Parquet archive of AWS WorkSpaces Web sessions.
 //!
-//! The data flow is the architecture, one module a step, in order:
-//! - [`discover`](fetch::Source::list_portals) and [`fetch`]: ListPortals and ListSessions
-//!   pages over the AWS SDK, with retries that honour `Retry-After`.
-//! - [`dedup`]: per listed session, write it, keep it pending, or skip it (pure).
-//! - [`encode`]: rows → Parquet bytes (schema, zstd, statistics).
-//! - [`sink`]: stage → publish files on local disk or S3 ([`s3`]); object naming.
-//! - [`state`]: SQLite checkpoints, watermarks, pending sessions, dedup ids, flushes, runs.
-//! - [`pass`]: one portal's backfill or incremental pass, the loop tying the steps together.
-//!
-//! Around it:
-//! - [`cli`] and [`config`]: flags, validated once into a `Config`.
-//! - [`commands`] and [`status`]: `run`, `backfill`, `status`, `demo`.
-//! - [`compact`]: rewrite each partition's files into one, exactly once.
-//! - [`report`]: the run summary as a log line, `--summary-json` and `--metrics-file`.
-//! - [`lock`] and [`state_store`]: the run lock on a local state; a state kept in S3 under a
-//!   lease, uploaded after every commit.
-//! - [`progress`]: progress lines on a terminal, none in logs.
-//! - [`model`], [`clock`], [`error`]: the session record, time helpers, exit-code errors.
-//! - [`failpoint`]: crash points for the crash-safety tests.
+//! The data flow is the architecture. Top down, imports only point down this list:
+//! - [`commands`]: `run`, `backfill`, `status`, `compact`, `demo`, `simulator`; dry runs.
+//! - [`run`]: an archiving job, step by step: [`run::discover`] the portals →
+//!   [`run::pass`] pages each through dedup → [`run::flush`] encodes, stages, commits and
+//!   publishes → [`run::recover`] finishes what an interrupted run left.
+//! - The steps' own modules:
+//!   - [`source`]: WorkSpaces Web calls (ListPortals, ListSessions pages, GetSession), retries
+//!     that honour `Retry-After`, pacing, and the wire → model conversion;
+//!   - [`dedup`]: per listed session, write it, keep it pending, or skip it (pure);
+//!   - [`encode`]: rows → Parquet bytes (schema, zstd, statistics);
+//!   - [`sink`]: the key layout, and staging → publishing on local disk or in S3;
+//!   - [`state`]: the SQLite state (checkpoints, watermarks, pending sessions, dedup ids,
+//!     flushes, runs) and where it lives: a local file under a lock, or S3 under a lease;
+//!   - [`report`]: the run summary as a log line, `--summary-json` and `--metrics-file`.
+//! - Foundations: [`cli`] and [`config`] (flags, validated once into a `Config`), [`aws`]
+//!   (SDK configuration, S3 client, AWS errors), [`model`] (session, portal id, pass kind),
+//!   [`clock`], [`error`] (errors that choose the exit code), [`ids`], [`fsio`] (durable local
+//!   writes), [`progress`] (progress lines on a terminal), [`mem`] (malloc arenas),
+//!   [`failpoint`] (crash points for the crash-safety tests).
 //! - [`simulator`]: the built-in WorkSpaces Web simulator (demo, tests, benchmarks).
 
-pub mod cli;
-pub mod clock;
 pub mod commands;
-pub mod compact;
-pub mod config;
+pub mod run;
+
 pub mod dedup;
 pub mod encode;
+pub mod report;
+pub mod sink;
+pub mod source;
+pub mod state;
+
+pub mod aws;
+pub mod cli;
+pub mod clock;
+pub mod config;
 pub mod error;
 pub mod failpoint;
-pub mod fetch;
-pub mod lock;
+pub mod fsio;
+pub mod ids;
 pub mod mem;
 pub mod model;
-pub mod pass;
 pub mod progress;
-pub mod report;
-pub mod s3;
+
 pub mod simulator;
-pub mod sink;
-pub mod state;
-pub mod state_store;
-pub mod status;

@@ -1,7 +1,72 @@
-//! The one record the archiver moves: a WorkSpaces Web session as listed by the service.
+//! The domain values every step shares: a WorkSpaces Web session as listed by the service,
+//! the portal id it belongs to, and the kinds of pass that list them.
 
 use std::fmt;
 use std::sync::Arc;
+
+use crate::error::UsageError;
+
+/// A WorkSpaces Web portal id: exactly 36 characters of `[a-zA-Z0-9-]`, as the service model
+/// requires. Checked before any call, because the SDK sends whatever it is given.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PortalId(String);
+
+impl PortalId {
+    pub fn parse(s: &str) -> Result<PortalId, UsageError> {
+        let ok = s.len() == 36 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+        if ok {
+            Ok(PortalId(s.to_string()))
+        } else {
+            Err(UsageError(format!(
+                "invalid portal id {:?}: expected 36 characters of [a-zA-Z0-9-]",
+                s.chars().take(80).collect::<String>()
+            )))
+        }
+    }
+
+    /// The id at the end of a portal ARN (`arn:aws:workspaces-web:REGION:ACCOUNT:portal/ID`).
+    pub fn from_arn(arn: &str) -> Result<PortalId, UsageError> {
+        let id = arn.rsplit('/').next().unwrap_or_default();
+        PortalId::parse(id)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for PortalId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What kind of pass lists a portal's sessions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PassKind {
+    /// Oldest-first listing of everything.
+    Backfill,
+    /// Newest-first listing that stops once past what is already archived.
+    Incremental,
+}
+
+impl PassKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PassKind::Backfill => "backfill",
+            PassKind::Incremental => "incremental",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<PassKind> {
+        match s {
+            "backfill" => Some(PassKind::Backfill),
+            "incremental" => Some(PassKind::Incremental),
+            _ => None,
+        }
+    }
+}
 
 /// A session's status as the service reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -52,5 +117,30 @@ impl fmt::Debug for Session {
                     .map(|ips| format!("<{} redacted>", ips.len())),
             )
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn portal_ids_are_validated_locally() {
+        assert!(PortalId::parse("0a1b2c3d-0000-4000-8000-123456789abc").is_ok());
+        for bad in [
+            "",
+            "short",
+            "0a1b2c3d-0000-4000-8000-123456789abcd",
+            "0a1b2c3d-0000-4000-8000-12345678/abc",
+            "0a1b2c3d 0000-4000-8000-123456789abc",
+            "0a1b2c3d-0000-4000-8000-12345678é9a",
+        ] {
+            assert!(PortalId::parse(bad).is_err(), "{bad:?} accepted");
+        }
+        let id = PortalId::from_arn(
+            "arn:aws:workspaces-web:us-east-1:123456789012:portal/0a1b2c3d-0000-4000-8000-123456789abc",
+        )
+        .unwrap();
+        assert_eq!(id.as_str(), "0a1b2c3d-0000-4000-8000-123456789abc");
     }
 }

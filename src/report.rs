@@ -1,7 +1,7 @@
 //! Operator output: what a run did, as one log line, as JSON (`--summary-json`), and as a
 //! Prometheus text file for node_exporter's textfile collector (`--metrics-file`).
-//! Both files are replaced atomically (temp name, fsync, rename), so a collector never reads
-//! half a file.
+//! Both files are replaced atomically (see [`crate::fsio::write_atomic`]), so a collector
+//! never reads half a file.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -11,7 +11,26 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 use tracing::info;
 
-use crate::pass::PortalReport;
+use crate::fsio::write_atomic;
+
+use crate::model::PassKind;
+
+/// What one portal's work came to.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct PortalReport {
+    pub portal_id: String,
+    pub pass: Option<PassKind>,
+    pub resumed: bool,
+    pub completed: bool,
+    pub pages: u64,
+    pub listed: u64,
+    pub rows: u64,
+    pub files: u64,
+    pub bytes: u64,
+    pub pending: u64,
+    pub token_restarts: u32,
+    pub recovered_files: u64,
+}
 
 /// What a run did.
 #[derive(Debug, Default, Serialize)]
@@ -89,7 +108,7 @@ impl RunSummary {
     pub fn write_json(&self, path: &Path) -> Result<()> {
         let mut bytes = serde_json::to_vec_pretty(self)?;
         bytes.push(b'\n');
-        write_atomic(path, &bytes)
+        write_atomic(path, &bytes, 0o644)
             .with_context(|| format!("writing --summary-json {}", path.display()))
     }
 
@@ -195,23 +214,10 @@ impl RunSummary {
     }
 }
 
-/// Replace a file atomically: write a temp file beside it, fsync, rename.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .context("not a file path")?
-        .to_string_lossy();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    Ok(())
+/// Write the metrics text file (replaced atomically).
+pub fn write_metrics(path: &Path, text: &str) -> Result<()> {
+    write_atomic(path, text.as_bytes(), 0o644)
+        .with_context(|| format!("writing --metrics-file {}", path.display()))
 }
 
 #[cfg(test)]

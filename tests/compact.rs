@@ -5,7 +5,7 @@ mod util;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use archiver::compact::old_enough;
+use archiver::commands::compact::old_enough;
 use util::{sim_config, Env};
 
 /// Files per (portal, date) partition.

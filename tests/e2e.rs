@@ -177,7 +177,7 @@ async fn an_unwritable_output_fails_before_fetching() {
 async fn a_held_lock_refuses_a_second_run_with_exit_75() {
     let env = Env::new(sim_config(1, 50, 0)).await;
     let p = env.portal(0);
-    let held = archiver::lock::acquire(&env.state(), "run").unwrap();
+    let held = archiver::state::lock::acquire(&env.state(), "run").unwrap();
     let r = env.run(&["backfill", "--portal-id", &p]).await;
     r.code(75);
     assert!(r.stderr.contains("holds the lock"), "{}", r.stderr);

@@ -1,92 +1,53 @@
 //! One portal's work: recovery, then one pass — a backfill (oldest first, to the end) or an
-//! incremental pass (newest first, until past what is archived) — flushing as it goes.
+//! incremental pass (newest first, until past what is archived) — taking each page through
+//! dedup and flushing as it goes (see [`super::flush`]).
 //!
-//! Each flush: encode rows per partition → stage files → commit ids, pending changes, files and
-//! the checkpoint in one transaction → publish the files. Killed at any line, the next run's
-//! recovery finishes the publish or drops the uncommitted staging, then continues from the last
-//! committed checkpoint: at most one flush of pages is fetched again, and dedup makes sure
-//! nothing fetched twice is written twice.
+//! Killed at any line, the next run's recovery finishes the publish or drops the uncommitted
+//! staging, then continues from the last committed checkpoint: at most one flush of pages is
+//! fetched again, and dedup makes sure nothing fetched twice is written twice.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, Result};
 use tracing::{debug, info, warn};
 
+use super::client_ips::fetch_client_ips;
+use super::flush::{encode_days, Points, Target};
+use super::recover::{check_unclaimed, recover};
+use super::Mode;
 use crate::clock::now_ms;
-use crate::config::PortalId;
-use crate::dedup::{prune_cutoff, Dedup, OVERLAP_MS};
-use crate::encode::encode;
+use crate::dedup::{prune_cutoff, Dedup, Verdict, OVERLAP_MS};
+use crate::error::Interrupted;
 use crate::failpoint;
-use crate::fetch::{FetchError, Order, Source};
-use crate::model::Session;
-use crate::sink::{final_key, staging_key, staging_prefix, Sink};
-use crate::state::{FileRecord, FlushCommit, PassCheckpoint, PassKind, PortalState, State};
-use crate::state_store::Durability;
+use crate::model::{PassKind, PortalId, Session};
+use crate::report::PortalReport;
+use crate::sink::Sink;
+use crate::source::{FetchError, Order, Source};
+use crate::state::{FlushCommit, PassCheckpoint, PortalState, StateHandle};
+
+/// The crash points of a pass's flushes.
+const POINTS: Points = Points {
+    staged: "after_stage",
+    committed_locally: "after_local_commit",
+    committed: "after_commit",
+};
 
 /// Token rejections tolerated in one pass of one run before giving up on the portal.
 const MAX_TOKEN_RESTARTS: u32 = 3;
-
-/// What a portal's work is asked to do.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Mode {
-    /// `run`: backfill a new portal, resume a pass in progress, or an incremental pass.
-    Run,
-    /// `backfill`: the same, or with `restart` a new listing from the oldest session.
-    Backfill { restart: bool },
-}
 
 /// Everything one portal's task needs.
 pub struct PortalCtx {
     pub source: Source,
     pub sink: Sink,
-    /// This task's own connection to the state.
-    pub state: Arc<Mutex<State>>,
-    pub state_id: String,
+    pub state: StateHandle,
     pub flush_rows: usize,
     pub page_size: usize,
     /// Fetch each written session's client IPs with GetSession.
     pub with_client_ips: bool,
     /// Set on SIGTERM/SIGINT: flush what is buffered and stop.
     pub stop: Arc<AtomicBool>,
-    /// Makes each commit durable where the state lives (an S3 state is uploaded).
-    pub durable: Durability,
-}
-
-/// What one portal's work came to.
-#[derive(Clone, Debug, Default, serde::Serialize)]
-pub struct PortalReport {
-    pub portal_id: String,
-    pub pass: Option<PassKind>,
-    pub resumed: bool,
-    pub completed: bool,
-    pub pages: u64,
-    pub listed: u64,
-    pub rows: u64,
-    pub files: u64,
-    pub bytes: u64,
-    pub pending: u64,
-    pub token_restarts: u32,
-    pub recovered_files: u64,
-}
-
-/// Stopped by a signal; progress up to the last flush is committed.
-#[derive(Debug, thiserror::Error)]
-#[error("interrupted; progress up to the last flush is saved")]
-pub struct Interrupted;
-
-pub(crate) async fn db<T: Send + 'static>(
-    state: &Arc<Mutex<State>>,
-    f: impl FnOnce(&mut State) -> Result<T> + Send + 'static,
-) -> Result<T> {
-    let state = state.clone();
-    tokio::task::spawn_blocking(move || {
-        let mut guard = state.lock().map_err(|_| anyhow!("state lock poisoned"))?;
-        f(&mut guard)
-    })
-    .await
-    .context("state task panicked")?
 }
 
 /// Archive one portal. Errors name the portal.
@@ -98,10 +59,10 @@ pub async fn archive_portal(
 ) -> Result<()> {
     report.portal_id = portal.to_string();
     let id = portal.to_string();
-    let ps = db(&ctx.state, move |st| st.portal(&id)).await?;
+    let ps = ctx.state.db(move |st| st.portal(&id)).await?;
     report.recovered_files = recover(&ctx.sink, &ctx.state, portal).await?;
     if ps.flush_seq == 0 && ps.pass.is_none() && !ps.backfill_done {
-        check_unclaimed(&ctx.sink, portal, &ctx.state_id).await?;
+        check_unclaimed(&ctx.sink, portal, ctx.state.state_id()).await?;
     }
     PassRun::start(ctx, portal, ps, mode, report)
         .await?
@@ -112,31 +73,12 @@ pub async fn archive_portal(
         // since then lie above its first page. One fresh incremental pass (cheap) brings the
         // archive up to now. A backfill needs none: listing oldest first, it ends on the newest.
         let id = portal.to_string();
-        let ps = db(&ctx.state, move |st| st.portal(&id)).await?;
+        let ps = ctx.state.db(move |st| st.portal(&id)).await?;
         PassRun::start(ctx, portal, ps, Mode::Run, report)
             .await?
             .go(report)
             .await?;
         report.resumed = true;
-    }
-    Ok(())
-}
-
-/// Before a state archives a portal for the first time: refuse if the output already holds
-/// files of that portal written by another state (a lost or replaced state, a changed shard
-/// count, two job definitions on one output). Archiving it from here would write its listed
-/// sessions a second time.
-async fn check_unclaimed(sink: &Sink, portal: &PortalId, state_id: &str) -> Result<()> {
-    for (_, keys) in sink.partitions(portal).await? {
-        for k in keys {
-            if crate::sink::writer_of(&k) != Some(state_id) {
-                bail!(
-                    "portal {portal}: the output already holds files of this portal from another state ({k}); \
-                     archiving it from this state would write its sessions twice. Use the state that wrote them \
-                     (a changed --shard-count or --state moves portals between states), or move those files away first"
-                );
-            }
-        }
     }
     Ok(())
 }
@@ -174,50 +116,6 @@ pub fn plan(ps: &PortalState, oldest_pending: Option<i64>, mode: Mode) -> Plan {
     }
 }
 
-/// Publish files committed but not published, delete files a committed compaction replaced,
-/// delete staged files never committed.
-pub(crate) async fn recover(
-    sink: &Sink,
-    state: &Arc<Mutex<State>>,
-    portal: &PortalId,
-) -> Result<u64> {
-    let id = portal.to_string();
-    let unpublished = db(state, move |st| st.unpublished(&id)).await?;
-    let mut seqs: Vec<i64> = unpublished.iter().map(|f| f.seq).collect();
-    seqs.dedup();
-    for f in &unpublished {
-        sink.publish(f.staging.clone(), f.path.clone())
-            .await
-            .with_context(|| format!("recovering flush {} of portal {portal}", f.seq))?;
-    }
-    for seq in seqs {
-        let id = portal.to_string();
-        db(state, move |st| st.mark_published(&id, seq)).await?;
-    }
-    // Files a committed compaction replaced: their replacement is published now.
-    let id = portal.to_string();
-    let retired = db(state, move |st| st.retired(&id)).await?;
-    if !retired.is_empty() {
-        sink.delete_all(retired.clone()).await?;
-        let (id, paths) = (portal.to_string(), retired.clone());
-        db(state, move |st| st.forget_retired(&id, &paths)).await?;
-    }
-    let leftovers = sink.list_staged(staging_prefix(portal)).await?;
-    for key in &leftovers {
-        sink.delete(key.clone()).await?;
-    }
-    if !unpublished.is_empty() || !leftovers.is_empty() || !retired.is_empty() {
-        info!(
-            portal_id = %portal,
-            published = unpublished.len(),
-            retired = retired.len(),
-            discarded = leftovers.len(),
-            "recovered files of an interrupted run"
-        );
-    }
-    Ok(unpublished.len() as u64)
-}
-
 /// A pass being worked on.
 struct PassRun<'a> {
     ctx: &'a PortalCtx,
@@ -239,7 +137,7 @@ impl<'a> PassRun<'a> {
         report: &mut PortalReport,
     ) -> Result<PassRun<'a>> {
         let id = portal.to_string();
-        let pending = db(&ctx.state, move |st| st.pending(&id)).await?;
+        let pending = ctx.state.db(move |st| st.pending(&id)).await?;
         let oldest_pending = pending.values().map(|(start, _)| *start).min();
         let (pass, resumed) = match plan(&ps, oldest_pending, mode) {
             Plan::Resume(p) => (p, true),
@@ -256,7 +154,7 @@ impl<'a> PassRun<'a> {
                     started_at: now_ms(),
                 };
                 let (id, p) = (portal.to_string(), pass.clone());
-                db(&ctx.state, move |st| st.begin_pass(&id, &p)).await?;
+                ctx.state.db(move |st| st.begin_pass(&id, &p)).await?;
                 (pass, false)
             }
         };
@@ -390,10 +288,10 @@ impl<'a> PassRun<'a> {
             HashSet::new()
         } else {
             let id = self.portal.to_string();
-            db(&self.ctx.state, move |st| {
-                st.archived_among(&id, lookups.iter().map(String::as_str))
-            })
-            .await?
+            self.ctx
+                .state
+                .db(move |st| st.archived_among(&id, lookups.iter().map(String::as_str)))
+                .await?
         };
         let mut low: Option<i64> = None;
         for s in sessions {
@@ -402,10 +300,7 @@ impl<'a> PassRun<'a> {
             let is_archived = archived.contains(&s.session_id);
             let id = s.session_id.clone();
             let verdict = self.dedup.offer(s, is_archived);
-            if matches!(
-                verdict,
-                crate::dedup::Verdict::NewPending | crate::dedup::Verdict::StillPending
-            ) {
+            if matches!(verdict, Verdict::NewPending | Verdict::StillPending) {
                 self.seen_pending.insert(id);
             }
         }
@@ -462,61 +357,12 @@ impl<'a> PassRun<'a> {
         self.flush(false, report).await
     }
 
-    /// GetSession for every row without client IPs, a few calls in flight at a time (each
-    /// with the retry loop's backoff on throttling).
-    async fn fetch_client_ips(&self, rows: &mut [Session]) -> Result<()> {
-        const IN_FLIGHT: usize = 4;
-        let mut todo = rows
-            .iter()
-            .filter(|s| s.client_ips.is_none())
-            .map(|s| s.session_id.clone())
-            .collect::<Vec<_>>()
-            .into_iter();
-        let mut found: HashMap<String, Vec<String>> = HashMap::new();
-        let mut calls = tokio::task::JoinSet::new();
-        loop {
-            while calls.len() < IN_FLIGHT {
-                let Some(id) = todo.next() else { break };
-                let (source, portal) = (self.ctx.source.clone(), self.portal.clone());
-                calls.spawn(async move {
-                    let r = source.get_session(&portal, &id).await;
-                    (id, r)
-                });
-            }
-            let Some(joined) = calls.join_next().await else {
-                break;
-            };
-            let (id, result) = joined.context("GetSession task panicked")?;
-            match result {
-                Ok(Some(s)) => {
-                    found.insert(id, s.client_ips.unwrap_or_default());
-                }
-                Ok(None) => {
-                    debug!(portal_id = %self.portal, session_id = %id, "no longer known to GetSession; archived without client IPs");
-                }
-                Err(FetchError::Stopped) => return Err(Interrupted.into()),
-                Err(e) => {
-                    return Err(anyhow!(e).context(format!(
-                        "portal {}: GetSession for the client IPs of session {id}",
-                        self.portal
-                    )))
-                }
-            }
-        }
-        for s in rows.iter_mut() {
-            if let Some(ips) = found.remove(&s.session_id) {
-                s.client_ips = Some(ips);
-            }
-        }
-        Ok(())
-    }
-
-    /// Stage, commit, publish.
+    /// Encode, stage, commit, publish (see [`super::flush`]).
     async fn flush(&mut self, complete: bool, report: &mut PortalReport) -> Result<()> {
         let mut batch = self.dedup.take_batch();
         let portal = self.portal;
         if self.ctx.with_client_ips {
-            self.fetch_client_ips(&mut batch.rows).await?;
+            fetch_client_ips(&self.ctx.source, portal, &mut batch.rows).await?;
         }
         let seq = if batch.rows.is_empty() {
             self.seq
@@ -524,48 +370,14 @@ impl<'a> PassRun<'a> {
             self.seq + 1
         };
         let rows_max = batch.rows.iter().map(|s| s.start_ms).max();
-        let archived_at = now_ms();
-        let mut rows = batch.rows;
-        // Encode each day's rows as one file, from slices of the buffer sorted in place (no
-        // second copy of the rows), then keep only the ids for the commit.
-        let (encoded, archived) = tokio::task::spawn_blocking(move || -> Result<_> {
-            rows.sort_unstable_by_key(|s| s.start_ms);
-            let mut files = Vec::new();
-            let mut rest = &rows[..];
-            while let Some(first) = rest.first() {
-                let date = crate::clock::utc_date(first.start_ms);
-                let n = rest.partition_point(|s| crate::clock::utc_date(s.start_ms) == date);
-                let (day, tail) = rest.split_at(n);
-                files.push((date, day.len(), encode(day, archived_at)?));
-                rest = tail;
-            }
-            let ids: Vec<(String, i64)> = rows
-                .into_iter()
-                .map(|s| (s.session_id, s.start_ms))
-                .collect();
-            Ok((files, ids))
-        })
-        .await
-        .context("encoder panicked")??;
-        let mut files = Vec::with_capacity(encoded.len());
-        for (date, rows, bytes) in encoded {
-            let staging = staging_key(portal, &date, &self.ctx.state_id, seq);
-            let path = final_key(portal, &date, &self.ctx.state_id, seq);
-            let len = bytes.len() as i64;
-            self.ctx
-                .sink
-                .stage(staging.clone(), bytes)
-                .await
-                .with_context(|| format!("portal {portal}: staging {staging}"))?;
-            files.push(FileRecord {
-                seq,
-                path,
-                staging,
-                rows: rows as i64,
-                bytes: len,
-            });
-            failpoint::hit("after_stage");
-        }
+        let (encoded, archived) = encode_days(batch.rows, now_ms()).await?;
+        let target = Target {
+            sink: &self.ctx.sink,
+            state: &self.ctx.state,
+            portal,
+            points: &POINTS,
+        };
+        let files = target.stage(seq, encoded).await?;
         let covered_to = match (self.pass.kind, complete) {
             (PassKind::Backfill, _) | (PassKind::Incremental, true) => {
                 self.ps.high_watermark_ms.max(self.pass.high_ms)
@@ -584,31 +396,15 @@ impl<'a> PassRun<'a> {
             prune_before_ms: prune,
         };
         let id = portal.to_string();
-        db(&self.ctx.state, move |st| st.commit_flush(&id, &commit)).await?;
-        failpoint::hit("after_local_commit");
-        self.ctx
-            .durable
-            .checkpoint()
-            .await
-            .with_context(|| format!("portal {portal}: saving the state after flush {seq}"))?;
-        failpoint::hit("after_commit");
+        target
+            .commit(seq, move |st| st.commit_flush(&id, &commit))
+            .await?;
         self.seq = seq;
         self.dedup.committed(rows_max, prune);
         if complete {
             self.ps.high_watermark_ms = covered_to;
         }
-        for f in &files {
-            self.ctx
-                .sink
-                .publish(f.staging.clone(), f.path.clone())
-                .await
-                .with_context(|| format!("portal {portal}: publishing {}", f.path))?;
-            failpoint::hit("after_publish");
-        }
-        if !files.is_empty() {
-            let id = portal.to_string();
-            db(&self.ctx.state, move |st| st.mark_published(&id, seq)).await?;
-        }
+        target.publish(seq, &files).await?;
         // The batch's rows and the encoder's buffers are freed: give the pages back, or the
         // next batch may grow beside them (see `mem`).
         crate::mem::release_free_memory();

@@ -1,6 +1,4 @@
-//! The S3 side: one client per run, and the S3 sink.
-//!
-//! The sink keeps the local sink's protocol (see `sink`): a flush's files are **staged** as
+//! A sink under an S3 prefix. It keeps the local sink's protocol (see the parent module): a flush's files are **staged** as
 //! objects under `<prefix>/_staging/`, the state **commits** them (and, for a state in S3, is
 //! uploaded before anything goes on), then each is **published** by a server-side CopyObject to
 //! its final `.parquet` key and the staged object deleted. A PUT or a copy is atomic in S3: an
@@ -11,106 +9,17 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use aws_sdk_s3::config::http::HttpResponse;
-use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{
     ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart, ServerSideEncryption, StorageClass,
 };
 use aws_sdk_s3::Client;
 use bytes::Bytes;
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
+use super::layout::{DATASET, STAGING};
+use crate::aws::{bucket_error, put_object, AwsError};
 use crate::config::{S3Options, S3Url};
-use crate::sink::{DATASET, STAGING};
-
-/// The run's S3 client: the SDK chain's configuration, standard retries (throttling, 500/503
-/// SlowDown, dropped connections) with `max_attempts`, and path-style addressing whenever the
-/// endpoint is overridden (S3-compatible servers, VPC endpoints by URL).
-pub fn client(sdk: &aws_config::SdkConfig, max_attempts: u32) -> Client {
-    let custom_endpoint = sdk.endpoint_url().is_some()
-        || std::env::var_os("AWS_ENDPOINT_URL_S3").is_some()
-        || std::env::var_os("AWS_ENDPOINT_URL").is_some();
-    let timeouts = aws_config::timeout::TimeoutConfig::builder()
-        .connect_timeout(Duration::from_secs(5))
-        .read_timeout(Duration::from_secs(60))
-        .operation_attempt_timeout(Duration::from_secs(300))
-        .build();
-    let conf = aws_sdk_s3::config::Builder::from(sdk)
-        .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(max_attempts))
-        .timeout_config(timeouts)
-        .force_path_style(custom_endpoint)
-        .build();
-    Client::from_conf(conf)
-}
-
-/// HTTP status of a failed call, if the service answered.
-pub fn status<E>(e: &SdkError<E, HttpResponse>) -> Option<u16> {
-    e.raw_response().map(|r| r.status().as_u16())
-}
-
-/// One line for an S3 error: the service's code and message, or the transport failure.
-pub fn describe<E>(e: &SdkError<E, HttpResponse>) -> String
-where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
-{
-    match e {
-        SdkError::ServiceError(s) => {
-            let err = s.err();
-            let code = err.code().unwrap_or("error");
-            let status = s.raw().status().as_u16();
-            match err.message() {
-                Some(m) => format!("{code} (HTTP {status}): {m}"),
-                None => format!("{code} (HTTP {status})"),
-            }
-        }
-        other => {
-            let mut line = other.to_string();
-            let mut src = std::error::Error::source(other);
-            while let Some(s) = src {
-                line.push_str(": ");
-                line.push_str(&s.to_string());
-                src = s.source();
-            }
-            line
-        }
-    }
-}
-
-/// A PutObject carrying the run's encryption and expected bucket owner: every object archiver
-/// writes (files, state, lease) starts here.
-pub fn put_object(
-    client: &Client,
-    opts: &S3Options,
-    bucket: &str,
-    key: &str,
-) -> aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder {
-    client
-        .put_object()
-        .bucket(bucket)
-        .key(key)
-        .set_server_side_encryption(opts.sse.as_deref().map(ServerSideEncryption::from))
-        .set_ssekms_key_id(opts.kms_key_id.clone())
-        .set_expected_bucket_owner(opts.expected_bucket_owner.clone())
-}
-
-/// What an S3 status says about the bucket, in one phrase naming it: missing, denied (or
-/// another account's, with `--s3-expected-bucket-owner`), or in another region. `None` for
-/// any other status.
-pub fn bucket_problem(status: Option<u16>, bucket: &str, opts: &S3Options) -> Option<String> {
-    match status? {
-        404 => Some(format!("bucket {bucket} does not exist")),
-        403 => Some(match &opts.expected_bucket_owner {
-            Some(o) => format!(
-                "access to bucket {bucket} denied, or the bucket is not owned by account {o}"
-            ),
-            None => format!("access to bucket {bucket} denied"),
-        }),
-        301 => Some(format!(
-            "bucket {bucket} is in another region than the client's (set AWS_REGION to the bucket's region)"
-        )),
-        _ => None,
-    }
-}
 
 /// A dataset under `s3://bucket/prefix`.
 #[derive(Clone, Debug)]
@@ -139,12 +48,9 @@ impl S3Sink {
     /// prefix does not grant.)
     pub async fn check_writable(&self) -> Result<()> {
         let b = self.bucket();
-        let why = |status: Option<u16>, detail: String| {
-            bucket_problem(status, b, &self.opts).unwrap_or(format!("bucket {b}: {detail}"))
-        };
         let probe = self.key(&format!("{STAGING}/.probe-{}", std::process::id()));
         if let Err(e) = self.put(&probe, Bytes::from_static(b"probe"), false).await {
-            bail!("output {}", why(e.status, e.detail));
+            return Err(bucket_error(e, b, &self.opts).context("output"));
         }
         // Our probe, and any a killed run left behind.
         let probes = match self
@@ -161,11 +67,10 @@ impl S3Sink {
                 .iter()
                 .filter_map(|o| o.key().map(str::to_string))
                 .collect::<Vec<_>>(),
-            Err(e) => bail!(
-                "output: cannot list {}/: {}",
-                self.key(STAGING),
-                why(status(&e), describe(&e))
-            ),
+            Err(e) => {
+                return Err(bucket_error(e.into(), b, &self.opts)
+                    .context(format!("output: cannot list {}/", self.key(STAGING))))
+            }
         };
         for key in probes.iter().chain(std::iter::once(&probe)) {
             if let Err(e) = self
@@ -177,17 +82,15 @@ impl S3Sink {
                 .send()
                 .await
             {
-                bail!(
-                    "output: cannot delete {key}: {}",
-                    why(status(&e), describe(&e))
-                );
+                return Err(bucket_error(e.into(), b, &self.opts)
+                    .context(format!("output: cannot delete {key}")));
             }
         }
         Ok(())
     }
 
     /// One PutObject with the run's encryption (and, for final objects, storage class).
-    async fn put(&self, key: &str, body: Bytes, final_object: bool) -> Result<(), PutError> {
+    async fn put(&self, key: &str, body: Bytes, final_object: bool) -> Result<(), AwsError> {
         let o = &self.opts;
         put_object(&self.client, o, self.bucket(), key)
             .body(ByteStream::from(body))
@@ -199,10 +102,7 @@ impl S3Sink {
             )
             .send()
             .await
-            .map_err(|e| PutError {
-                status: status(&e),
-                detail: describe(&e),
-            })?;
+            .map_err(AwsError::new)?;
         Ok(())
     }
 
@@ -216,7 +116,7 @@ impl S3Sink {
             return self
                 .put(&key, body, false)
                 .await
-                .map_err(|e| anyhow!("uploading s3://{}/{key}: {}", self.bucket(), e.detail));
+                .with_context(|| format!("uploading s3://{}/{key}", self.bucket()));
         }
         self.multipart(&key, body)
             .await
@@ -236,7 +136,8 @@ impl S3Sink {
             .set_expected_bucket_owner(o.expected_bucket_owner.clone())
             .send()
             .await
-            .map_err(|e| anyhow!("CreateMultipartUpload: {}", describe(&e)))?;
+            .map_err(AwsError::new)
+            .context("CreateMultipartUpload")?;
         let upload_id = created
             .upload_id()
             .ok_or_else(|| anyhow!("CreateMultipartUpload returned no upload id"))?
@@ -259,7 +160,8 @@ impl S3Sink {
                     .set_expected_bucket_owner(o.expected_bucket_owner.clone())
                     .send()
                     .await
-                    .map_err(|e| anyhow!("UploadPart {number}: {}", describe(&e)))?;
+                    .map_err(AwsError::new)
+                    .with_context(|| format!("UploadPart {number}"))?;
                 parts.push(
                     CompletedPart::builder()
                         .part_number(number)
@@ -284,7 +186,8 @@ impl S3Sink {
                 .set_expected_bucket_owner(o.expected_bucket_owner.clone())
                 .send()
                 .await
-                .map_err(|e| anyhow!("CompleteMultipartUpload: {}", describe(&e)))?;
+                .map_err(AwsError::new)
+                .context("CompleteMultipartUpload")?;
             Ok::<(), anyhow::Error>(())
         }
         .await;
@@ -321,11 +224,11 @@ impl S3Sink {
                 .set_expected_bucket_owner(self.opts.expected_bucket_owner.clone())
                 .send()
                 .await
-                .map_err(|e| {
-                    anyhow!(
-                        "listing multipart uploads under s3://{}/{prefix}: {}",
-                        self.bucket(),
-                        describe(&e)
+                .map_err(AwsError::new)
+                .with_context(|| {
+                    format!(
+                        "listing multipart uploads under s3://{}/{prefix}",
+                        self.bucket()
                     )
                 })?;
             for u in page.uploads() {
@@ -340,13 +243,8 @@ impl S3Sink {
                     .set_expected_bucket_owner(self.opts.expected_bucket_owner.clone())
                     .send()
                     .await
-                    .map_err(|e| {
-                        anyhow!(
-                            "aborting upload of s3://{}/{k}: {}",
-                            self.bucket(),
-                            describe(&e)
-                        )
-                    })?;
+                    .map_err(AwsError::new)
+                    .with_context(|| format!("aborting upload of s3://{}/{k}", self.bucket()))?;
                 aborted += 1;
             }
             if page.is_truncated() != Some(true) {
@@ -380,19 +278,17 @@ impl S3Sink {
             .set_expected_source_bucket_owner(o.expected_bucket_owner.clone())
             .send()
             .await;
-        match copied {
+        match copied.map_err(AwsError::new) {
             Ok(_) => Ok(()),
-            Err(e) if status(&e) == Some(404) && self.exists(&to).await? => Ok(()),
-            Err(e) if status(&e) == Some(404) => bail!(
+            Err(e) if e.status == Some(404) && self.exists(&to).await? => Ok(()),
+            Err(e) if e.status == Some(404) => bail!(
                 "committed file s3://{}/{to} is missing from staging (s3://{}/{from}); the output was changed outside archiver",
                 self.bucket(),
                 self.bucket()
             ),
-            Err(e) => bail!(
-                "publishing s3://{}/{from} as {to}: {}",
-                self.bucket(),
-                describe(&e)
-            ),
+            Err(e) => Err(e).with_context(|| {
+                format!("publishing s3://{}/{from} as {to}", self.bucket())
+            }),
         }
     }
 
@@ -407,8 +303,10 @@ impl S3Sink {
             .await
         {
             Ok(_) => Ok(true),
-            Err(e) if status(&e) == Some(404) => Ok(false),
-            Err(e) => bail!("HeadObject s3://{}/{key}: {}", self.bucket(), describe(&e)),
+            Err(e) => match AwsError::new(e) {
+                e if e.status == Some(404) => Ok(false),
+                e => Err(e).with_context(|| format!("HeadObject s3://{}/{key}", self.bucket())),
+            },
         }
     }
 
@@ -426,9 +324,9 @@ impl S3Sink {
             .into_paginator()
             .send();
         while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| {
-                anyhow!("listing s3://{}/{prefix}: {}", self.bucket(), describe(&e))
-            })?;
+            let page = page
+                .map_err(AwsError::new)
+                .with_context(|| format!("listing s3://{}/{prefix}", self.bucket()))?;
             for o in page.contents() {
                 if let Some(k) = o.key() {
                     let rel = if root.is_empty() {
@@ -458,7 +356,8 @@ impl S3Sink {
             .set_expected_bucket_owner(self.opts.expected_bucket_owner.clone())
             .send()
             .await
-            .map_err(|e| anyhow!("deleting s3://{}/{key}: {}", self.bucket(), describe(&e)))?;
+            .map_err(AwsError::new)
+            .with_context(|| format!("deleting s3://{}/{key}", self.bucket()))?;
         Ok(())
     }
 
@@ -516,7 +415,8 @@ impl S3Sink {
             .set_expected_bucket_owner(self.opts.expected_bucket_owner.clone())
             .send()
             .await
-            .map_err(|e| anyhow!("reading s3://{}/{key}: {}", self.bucket(), describe(&e)))?;
+            .map_err(AwsError::new)
+            .with_context(|| format!("reading s3://{}/{key}", self.bucket()))?;
         let body = got
             .body
             .collect()
@@ -526,24 +426,17 @@ impl S3Sink {
     }
 }
 
-/// A failed PutObject: the HTTP status, if S3 answered, and one line.
-#[derive(Debug)]
-struct PutError {
-    status: Option<u16>,
-    detail: String,
-}
+/// `x-amz-copy-source` encoding: everything but unreserved characters and `/`.
+const COPY_SOURCE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~')
+    .remove(b'/');
 
-/// Percent-encode a key for `x-amz-copy-source` (everything but unreserved characters and `/`).
+/// Percent-encode a key for `x-amz-copy-source`.
 fn encode_key(key: &str) -> String {
-    let mut out = String::with_capacity(key.len());
-    for b in key.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b'/') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    utf8_percent_encode(key, COPY_SOURCE).to_string()
 }
 
 /// Where the dataset's published files start, for messages.

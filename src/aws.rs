@@ -1,0 +1,180 @@
+//! The AWS side shared by every step: the SDK configuration from the standard chain, the run's
+//! S3 client, and [`AwsError`], which keeps a failed call's status, code and source.
+
+use std::time::Duration;
+
+use aws_config::BehaviorVersion;
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::types::ServerSideEncryption;
+use aws_sdk_s3::Client;
+
+use crate::config::S3Options;
+use crate::error::UsageError;
+
+/// The HTTP response type of every SDK client of this family.
+pub type HttpResponse = aws_sdk_s3::config::http::HttpResponse;
+
+/// The AWS configuration from the standard chain. Without a region there, the first of
+/// `regions` is the default (it is also the S3 client's region).
+pub async fn load_sdk(regions: &[String]) -> anyhow::Result<aws_config::SdkConfig> {
+    let sdk = aws_config::defaults(BehaviorVersion::latest()).load().await;
+    if sdk.region().is_some() {
+        return Ok(sdk);
+    }
+    let Some(first) = regions.first() else {
+        return Err(UsageError(
+            "no AWS region configured: set AWS_REGION, --region, or a region in your AWS profile"
+                .into(),
+        )
+        .into());
+    };
+    Ok(sdk
+        .to_builder()
+        .region(aws_config::Region::new(first.clone()))
+        .build())
+}
+
+/// The run's S3 client: the SDK chain's configuration, standard retries (throttling, 500/503
+/// SlowDown, dropped connections) with `max_attempts`, and path-style addressing whenever the
+/// endpoint is overridden (S3-compatible servers, VPC endpoints by URL).
+pub fn s3_client(sdk: &aws_config::SdkConfig, max_attempts: u32) -> Client {
+    let custom_endpoint = sdk.endpoint_url().is_some()
+        || std::env::var_os("AWS_ENDPOINT_URL_S3").is_some()
+        || std::env::var_os("AWS_ENDPOINT_URL").is_some();
+    let timeouts = aws_config::timeout::TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .read_timeout(Duration::from_secs(60))
+        .operation_attempt_timeout(Duration::from_secs(300))
+        .build();
+    let conf = aws_sdk_s3::config::Builder::from(sdk)
+        .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(max_attempts))
+        .timeout_config(timeouts)
+        .force_path_style(custom_endpoint)
+        .build();
+    Client::from_conf(conf)
+}
+
+/// A failed AWS call. A service error shows as `Code (HTTP status): message`; a transport
+/// failure (timeout, dropped connection) as its kind, with the underlying error as its source.
+/// The SDK's error is kept whole in either case.
+#[derive(Debug)]
+pub struct AwsError {
+    /// HTTP status, if the service answered.
+    pub status: Option<u16>,
+    /// The service's error code, e.g. `NoSuchKey`, `ThrottlingException` (`None` if its
+    /// answer carried none, or if it did not answer).
+    pub code: Option<String>,
+    pub message: Option<String>,
+    /// The service answered (as opposed to a transport failure).
+    service: bool,
+    sdk: Box<dyn std::error::Error + Send + Sync + 'static>,
+}
+
+impl AwsError {
+    pub fn new<E>(e: SdkError<E, HttpResponse>) -> AwsError
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        let status = e.raw_response().map(|r| r.status().as_u16());
+        let (code, message) = match &e {
+            SdkError::ServiceError(s) => (
+                s.err().code().map(str::to_string),
+                s.err().message().map(str::to_string),
+            ),
+            _ => (None, None),
+        };
+        AwsError {
+            status,
+            code,
+            message,
+            service: matches!(e, SdkError::ServiceError(_)),
+            sdk: Box::new(e),
+        }
+    }
+
+    /// Is this the service's answer (as opposed to a transport failure)?
+    pub fn is_service_error(&self) -> bool {
+        self.service
+    }
+}
+
+impl std::fmt::Display for AwsError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if !self.service {
+            // The SDK's kind ("dispatch failure", "timeout"); the cause follows as the source.
+            return write!(f, "{}", self.sdk);
+        }
+        let code = self.code.as_deref().unwrap_or("error");
+        match (self.status, &self.message) {
+            (Some(status), Some(m)) => write!(f, "{code} (HTTP {status}): {m}"),
+            (Some(status), None) => write!(f, "{code} (HTTP {status})"),
+            (None, _) => f.write_str(code),
+        }
+    }
+}
+
+impl std::error::Error for AwsError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        if self.is_service_error() {
+            // Code, status and message are the whole of the service's answer; the SDK's own
+            // chain would only repeat them.
+            None
+        } else {
+            self.sdk.source()
+        }
+    }
+}
+
+impl<E> From<SdkError<E, HttpResponse>> for AwsError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    fn from(e: SdkError<E, HttpResponse>) -> AwsError {
+        AwsError::new(e)
+    }
+}
+
+/// A PutObject carrying the run's encryption and expected bucket owner: every object archiver
+/// writes (files, state, lease) starts here.
+pub fn put_object(
+    client: &Client,
+    opts: &S3Options,
+    bucket: &str,
+    key: &str,
+) -> aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder {
+    client
+        .put_object()
+        .bucket(bucket)
+        .key(key)
+        .set_server_side_encryption(opts.sse.as_deref().map(ServerSideEncryption::from))
+        .set_ssekms_key_id(opts.kms_key_id.clone())
+        .set_expected_bucket_owner(opts.expected_bucket_owner.clone())
+}
+
+/// What an S3 status says about the bucket, in one phrase naming it: missing, denied (or
+/// another account's, with `--s3-expected-bucket-owner`), or in another region. `None` for
+/// any other status.
+pub fn bucket_problem(status: Option<u16>, bucket: &str, opts: &S3Options) -> Option<String> {
+    match status? {
+        404 => Some(format!("bucket {bucket} does not exist")),
+        403 => Some(match &opts.expected_bucket_owner {
+            Some(o) => format!(
+                "access to bucket {bucket} denied, or the bucket is not owned by account {o}"
+            ),
+            None => format!("access to bucket {bucket} denied"),
+        }),
+        301 => Some(format!(
+            "bucket {bucket} is in another region than the client's (set AWS_REGION to the bucket's region)"
+        )),
+        _ => None,
+    }
+}
+
+/// An S3 call's failure as an error naming the bucket: [`bucket_problem`]'s phrase when the
+/// status says what is wrong with the bucket, with the call's error kept as the source.
+pub fn bucket_error(e: AwsError, bucket: &str, opts: &S3Options) -> anyhow::Error {
+    match bucket_problem(e.status, bucket, opts) {
+        Some(why) => anyhow::Error::new(e).context(why),
+        None => anyhow::Error::new(e).context(format!("bucket {bucket}")),
+    }
+}

@@ -1,0 +1,190 @@
+//! `archiver compact`: rewrite each old partition's files into one, through the flushes'
+//! exactly-once protocol (see [`crate::run::flush`]). Per partition: read and re-encode its
+//! files → stage the new file → commit it together with the list of files it replaces (one
+//! transaction) → publish it → delete the replaced files. Killed at any point, the next run's
+//! or compaction's recovery finishes the publish and the deletes, or drops the uncommitted
+//! stage.
+//!
+//! Readers can see both the new file and some old ones only between the publish (a rename)
+//! and the last delete, done back to back before any sync: measured and reported.
+//! Nothing is ever missing: old files go only after the new one is in place.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use tracing::info;
+
+use crate::clock::{date_start_ms, now_ms};
+use crate::config::Config;
+use crate::encode::rewrite;
+use crate::failpoint;
+use crate::model::PortalId;
+use crate::run::flush::{Encoded, Points, Target};
+use crate::run::recover::recover;
+use crate::sink::Sink;
+use crate::state::StateHandle;
+
+/// The crash points of a compaction.
+const POINTS: Points = Points {
+    staged: "compact_after_stage",
+    committed_locally: "compact_after_local_commit",
+    committed: "compact_after_commit",
+};
+
+/// What a compaction did.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct CompactSummary {
+    pub partitions: u64,
+    pub files_before: u64,
+    pub files_after: u64,
+    pub rows: u64,
+    pub bytes_after: u64,
+    /// Longest time any reader could see a new file beside the ones it replaces.
+    pub max_overlap_ms: f64,
+}
+
+/// Is the partition of `date` (YYYY-MM-DD) old enough: did its day end at least `older_than`
+/// before `now_ms`?
+pub fn old_enough(date: &str, older_than: Duration, now_ms: i64) -> bool {
+    date_start_ms(date)
+        .is_some_and(|start| start + 86_400_000 + older_than.as_millis() as i64 <= now_ms)
+}
+
+/// Compact every portal of this state (and shard).
+pub async fn compact(cfg: &Config, older_than: Duration) -> Result<CompactSummary> {
+    let s3 = super::s3_client(cfg, cfg.uses_s3()).await?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let state = StateHandle::open(cfg, "compact", s3.as_ref(), stop).await?;
+    let result = compact_on(cfg, older_than, s3.as_ref(), &state).await;
+    let finished = state.finish().await;
+    let summary = result?;
+    finished?;
+    Ok(summary)
+}
+
+async fn compact_on(
+    cfg: &Config,
+    older_than: Duration,
+    s3: Option<&aws_sdk_s3::Client>,
+    state: &StateHandle,
+) -> Result<CompactSummary> {
+    let shard = cfg.shard;
+    let portals: Vec<PortalId> = state
+        .db(move |st| {
+            Ok(st
+                .portals()?
+                .into_iter()
+                .filter_map(|p| PortalId::parse(&p.portal_id).ok())
+                .filter(|p| shard.owns(p))
+                .collect())
+        })
+        .await?;
+    let sink = Sink::new(&cfg.output, s3, &cfg.s3)?;
+    sink.check_writable().await?;
+    let run_id = state.db(|st| st.start_run("compact")).await?;
+    let mut summary = CompactSummary::default();
+    let now = now_ms();
+    let result = async {
+        for portal in &portals {
+            recover(&sink, state, portal).await?;
+            let target = Target {
+                sink: &sink,
+                state,
+                portal,
+                points: &POINTS,
+            };
+            for (date, keys) in sink.partitions(portal).await? {
+                if keys.len() < 2 || !old_enough(&date, older_than, now) {
+                    continue;
+                }
+                compact_partition(&target, &date, keys, &mut summary)
+                    .await
+                    .with_context(|| format!("compacting portal {portal} partition {date}"))?;
+            }
+        }
+        Ok::<_, anyhow::Error>(())
+    }
+    .await;
+    let outcome = if result.is_ok() { "ok" } else { "failed" };
+    let detail = result.as_ref().err().map(|e| format!("{e:#}"));
+    state
+        .db(move |st| st.finish_run(run_id, outcome, detail.as_deref()))
+        .await?;
+    result?;
+    info!(
+        partitions = summary.partitions,
+        files_before = summary.files_before,
+        files_after = summary.files_after,
+        rows = summary.rows,
+        max_overlap_ms = summary.max_overlap_ms,
+        "compaction finished"
+    );
+    Ok(summary)
+}
+
+async fn compact_partition(
+    target: &Target<'_>,
+    date: &str,
+    keys: Vec<String>,
+    summary: &mut CompactSummary,
+) -> Result<()> {
+    let (sink, state, portal) = (target.sink, target.state, target.portal);
+    let mut inputs = Vec::with_capacity(keys.len());
+    for k in &keys {
+        inputs.push(sink.read(k.clone()).await?);
+    }
+    let names = keys.clone();
+    let (bytes, rows) = tokio::task::spawn_blocking(move || rewrite(inputs, &names))
+        .await
+        .context("compaction task panicked")??;
+    let len = bytes.len() as u64;
+    let id = portal.to_string();
+    let seq = state
+        .db(move |st| Ok(st.portal(&id)?.flush_seq + 1))
+        .await?;
+    let encoded = Encoded {
+        date: date.to_string(),
+        rows: rows as usize,
+        bytes,
+    };
+    let mut files = target.stage(seq, vec![encoded]).await?;
+    let file = files.pop().expect("one file staged");
+    let (id, f, retired) = (portal.to_string(), file.clone(), keys.clone());
+    target
+        .commit(seq, move |st| {
+            st.commit_compaction(&id, seq, std::slice::from_ref(&f), &retired)
+        })
+        .await?;
+    let window = sink.replace(file.staging, file.path, keys.clone()).await?;
+    failpoint::hit("compact_after_replace");
+    let overlap = window.as_secs_f64() * 1000.0;
+    let (id, retired) = (portal.to_string(), keys.clone());
+    state.db(move |st| st.forget_retired(&id, &retired)).await?;
+    target.mark_published(seq).await?;
+    summary.partitions += 1;
+    summary.files_before += keys.len() as u64;
+    summary.files_after += 1;
+    summary.rows += rows;
+    summary.bytes_after += len;
+    summary.max_overlap_ms = summary.max_overlap_ms.max(overlap);
+    info!(portal_id = %portal, date, files = keys.len(), rows, overlap_ms = overlap, "compacted partition");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partitions_are_old_enough_once_their_day_ended_long_enough_ago() {
+        // 2026-11-26T12:00:00Z
+        let now = 1_795_694_400_000;
+        assert!(!old_enough("2026-11-26", Duration::ZERO, now));
+        assert!(old_enough("2026-11-25", Duration::ZERO, now));
+        assert!(!old_enough("2026-11-25", Duration::from_secs(86_400), now));
+        assert!(old_enough("2026-11-24", Duration::from_secs(86_400), now));
+        assert!(!old_enough("not-a-date", Duration::ZERO, now));
+    }
+}

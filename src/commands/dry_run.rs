@@ -1,0 +1,92 @@
+//! `--dry-run`: what each portal would get, and nothing written anywhere.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use anyhow::Result;
+
+use crate::clock::rfc3339;
+use crate::config::StateLoc;
+use crate::model::{PassKind, PortalId};
+use crate::run::discover::{discover, regional_sources};
+use crate::run::pass::{plan, Plan};
+use crate::run::Job;
+use crate::state::StateHandle;
+
+/// `--dry-run`: what each portal would get, from the state (read only, no lock) and the
+/// service's portal list. Writes nothing anywhere.
+pub async fn dry_run(
+    job: &Job,
+    sdk: impl std::future::Future<Output = Result<aws_config::SdkConfig>>,
+) -> Result<()> {
+    let cfg = &job.config;
+    // A local state is read first (a refused one fails before any AWS set-up); an S3 state is a
+    // read-only copy, without the lease.
+    let local = match &cfg.state {
+        StateLoc::Local(_) => StateHandle::open_readonly(cfg, None).await?,
+        StateLoc::S3(_) => None,
+    };
+    let sdk = sdk.await?;
+    let state = match &cfg.state {
+        StateLoc::Local(_) => local,
+        StateLoc::S3(_) => {
+            let s3 = crate::aws::s3_client(&sdk, cfg.max_attempts);
+            StateHandle::open_readonly(cfg, Some(&s3)).await?
+        }
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let sources = regional_sources(&sdk, cfg, &stop);
+    let portals: Vec<PortalId> = discover(job.portals.as_deref(), &sources, None)
+        .await?
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    let portals: Vec<PortalId> = portals.into_iter().filter(|p| cfg.shard.owns(p)).collect();
+    println!(
+        "dry run of `{}` (shard {}): {} portals; nothing is written",
+        job.command,
+        cfg.shard,
+        portals.len()
+    );
+    for p in &portals {
+        let (ps, pending) = match &state {
+            Some(st) => {
+                let id = p.to_string();
+                st.db(move |st| {
+                    let pending: Vec<i64> = st
+                        .pending(&id)?
+                        .into_values()
+                        .map(|(start, _)| start)
+                        .collect();
+                    Ok((st.find(&id)?, pending))
+                })
+                .await?
+            }
+            None => (None, vec![]),
+        };
+        let known = ps.is_some();
+        let ps = ps.unwrap_or_default();
+        let what = match plan(&ps, pending.iter().copied().min(), job.mode) {
+            Plan::Resume(c) => format!(
+                "resume the {} pass from its checkpoint (after {} pages)",
+                c.kind.as_str(),
+                c.pages
+            ),
+            Plan::New {
+                kind: PassKind::Backfill,
+                ..
+            } if !known || !ps.backfill_done => "backfill (never archived)".to_string(),
+            Plan::New {
+                kind: PassKind::Backfill,
+                ..
+            } => "backfill again from the oldest session (--restart)".to_string(),
+            Plan::New {
+                stop_before_ms: Some(stop),
+                ..
+            } => format!("incremental pass, newest first, back to {}", rfc3339(stop)),
+            Plan::New { .. } => "incremental pass over everything".to_string(),
+        };
+        println!("{p}  {what}; {} pending", pending.len());
+    }
+    Ok(())
+}

@@ -1,0 +1,178 @@
+//! `archiver status`: what the state says, per portal. Reads only; takes no lock or lease.
+
+use anyhow::{bail, Result};
+use serde::Serialize;
+
+use crate::clock::rfc3339;
+use crate::config::{Config, StateLoc};
+use crate::model::PassKind;
+use crate::state::{State, StateHandle};
+
+/// `status --json`.
+#[derive(Debug, Serialize)]
+pub struct Status {
+    pub state: String,
+    pub state_id: String,
+    pub last_run: Option<LastRun>,
+    pub portals: Vec<PortalStatus>,
+}
+
+/// The newest run of the state.
+#[derive(Debug, Serialize)]
+pub struct LastRun {
+    pub run_id: i64,
+    pub command: String,
+    pub started_at: String,
+    pub ended_at: Option<String>,
+    pub outcome: String,
+    pub detail: Option<String>,
+}
+
+/// One portal's row.
+#[derive(Debug, Serialize)]
+pub struct PortalStatus {
+    pub portal_id: String,
+    pub portal_arn: Option<String>,
+    pub backfill_done: bool,
+    /// Newest session start covered by a completed pass.
+    pub watermark: Option<String>,
+    /// The pass in progress, if any.
+    pub checkpoint: Option<Checkpoint>,
+    pub last_commit: Option<String>,
+    pub pending: i64,
+    pub dedup_ids: i64,
+    pub flushes: i64,
+    pub rows_written: i64,
+    pub files_written: i64,
+    pub last_run: Option<PortalRun>,
+}
+
+/// A pass in progress.
+#[derive(Debug, Serialize)]
+pub struct Checkpoint {
+    pub pass: PassKind,
+    pub pages: i64,
+    pub has_token: bool,
+    pub started_at: String,
+}
+
+/// A portal's outcome in the newest run that worked on it.
+#[derive(Debug, Serialize)]
+pub struct PortalRun {
+    pub started_at: String,
+    pub pass: Option<String>,
+    pub outcome: String,
+    pub rows: i64,
+    pub pages: i64,
+    pub error: Option<String>,
+}
+
+/// Print the status table (or JSON) of a state.
+pub async fn print(config: &Config, as_json: bool) -> Result<()> {
+    // Only a state in S3 needs AWS; a local one is read as it is.
+    let s3 = super::s3_client(config, matches!(config.state, StateLoc::S3(_))).await?;
+    let Some(state) = StateHandle::open_readonly(config, s3.as_ref()).await? else {
+        bail!(
+            "no state at {} (nothing archived yet with this --state)",
+            config.state
+        );
+    };
+    let name = config.state.to_string();
+    let status = state.db(move |st| read(st, name)).await?;
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+    } else {
+        print_table(&status);
+    }
+    Ok(())
+}
+
+fn read(st: &State, state: String) -> Result<Status> {
+    let last_run = st.last_run()?.map(|r| LastRun {
+        run_id: r.run_id,
+        command: r.command,
+        started_at: rfc3339(r.started_at),
+        ended_at: r.ended_at.map(rfc3339),
+        outcome: r.outcome,
+        detail: r.detail,
+    });
+    let mut portals = Vec::new();
+    for p in st.portals()? {
+        let (dedup_ids, pending) = st.sizes(&p.portal_id)?;
+        let (rows_written, files_written) = st.file_totals(&p.portal_id)?;
+        let last_run = st
+            .last_portal_outcome(&p.portal_id)?
+            .map(|(started, o)| PortalRun {
+                started_at: rfc3339(started),
+                pass: o.pass,
+                outcome: o.outcome,
+                rows: o.rows,
+                pages: o.pages,
+                error: o.error,
+            });
+        portals.push(PortalStatus {
+            watermark: p.high_watermark_ms.map(rfc3339),
+            checkpoint: p.pass.as_ref().map(|c| Checkpoint {
+                pass: c.kind,
+                pages: c.pages,
+                has_token: c.token.is_some(),
+                started_at: rfc3339(c.started_at),
+            }),
+            last_commit: p.updated_at.map(rfc3339),
+            pending,
+            dedup_ids,
+            flushes: p.flush_seq,
+            rows_written,
+            files_written,
+            last_run,
+            portal_id: p.portal_id,
+            portal_arn: p.portal_arn,
+            backfill_done: p.backfill_done,
+        });
+    }
+    Ok(Status {
+        state,
+        state_id: st.state_id()?,
+        last_run,
+        portals,
+    })
+}
+
+fn print_table(status: &Status) {
+    println!("state {}", status.state);
+    match &status.last_run {
+        None => println!("last run: none"),
+        Some(r) => println!(
+            "last run: #{} `{}` {} (started {}, ended {}){}",
+            r.run_id,
+            r.command,
+            r.outcome,
+            r.started_at,
+            r.ended_at.as_deref().unwrap_or("-"),
+            r.detail
+                .as_deref()
+                .map(|d| format!(": {d}"))
+                .unwrap_or_default()
+        ),
+    }
+    println!(
+        "{:<36}  {:<8}  {:<24}  {:>7}  {:<22}  {:<10}  {:>9}",
+        "PORTAL", "BACKFILL", "WATERMARK", "PENDING", "CHECKPOINT", "LAST RUN", "ROWS"
+    );
+    for p in &status.portals {
+        let checkpoint = match &p.checkpoint {
+            None => "-".to_string(),
+            Some(c) => format!("{} after {} pages", c.pass.as_str(), c.pages),
+        };
+        println!(
+            "{:<36}  {:<8}  {:<24}  {:>7}  {:<22}  {:<10}  {:>9}",
+            p.portal_id,
+            if p.backfill_done { "done" } else { "not yet" },
+            p.watermark.as_deref().unwrap_or("-"),
+            p.pending,
+            checkpoint,
+            p.last_run.as_ref().map_or("-", |r| r.outcome.as_str()),
+            p.rows_written,
+        );
+    }
+}

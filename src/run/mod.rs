@@ -1,0 +1,310 @@
+//! An archiving job (`run`, `backfill`, the demo): take the state, check the output, discover
+//! the portals, archive each in its own task (bounded concurrency; one failing portal does not
+//! stop the others), record the run and report it.
+//!
+//! - [`discover`]: the portals to archive, each with its region's client;
+//! - [`pass`]: one portal's pass, page by page through dedup;
+//! - [`flush`]: encode → stage → commit → publish, shared with compaction;
+//! - [`recover`]: finish or drop what an interrupted run left.
+
+mod client_ips;
+pub mod discover;
+pub mod flush;
+pub mod pass;
+pub mod recover;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use tokio::sync::Semaphore;
+use tracing::{error, info, warn, Instrument};
+
+use crate::config::{Config, Shard};
+use crate::error::Interrupted;
+use crate::model::PortalId;
+use crate::report::{Failure, PortalReport, RunSummary};
+use crate::sink::Sink;
+use crate::source::Source;
+use crate::state::{PortalOutcome, StateHandle};
+use pass::{archive_portal, PortalCtx};
+
+/// What a portal's work is asked to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// `run`: backfill a new portal, resume a pass in progress, or an incremental pass.
+    Run,
+    /// `backfill`: the same, or with `restart` a new listing from the oldest session.
+    Backfill { restart: bool },
+}
+
+/// One archiving job: which portals, how.
+pub struct Job {
+    pub config: Config,
+    pub command: &'static str,
+    /// `None`: every portal ListPortals returns.
+    pub portals: Option<Vec<PortalId>>,
+    pub mode: Mode,
+}
+
+/// Take the state (a local lock, or an S3 lease and download), run the job, then make the
+/// state durable and release it, whatever the job's outcome. A lost lease wins over other
+/// outcomes: it means this run's view of the state is stale.
+///
+/// `sdk` is awaited only once the lock, state and output are known good (it may probe
+/// instance metadata), unless the state or output is in S3 and needs it first.
+pub async fn run_job(
+    job: &Job,
+    sdk: impl std::future::Future<Output = Result<aws_config::SdkConfig>>,
+    stop: Arc<AtomicBool>,
+) -> Result<RunSummary> {
+    let cfg = &job.config;
+    tokio::pin!(sdk);
+    let early = if cfg.uses_s3() {
+        Some((&mut sdk).await?)
+    } else {
+        None
+    };
+    let s3 = early
+        .as_ref()
+        .map(|sdk| crate::aws::s3_client(sdk, cfg.max_attempts));
+    let state = StateHandle::open(cfg, job.command, s3.as_ref(), stop.clone()).await?;
+    let sink = Sink::new(&cfg.output, s3.as_ref(), &cfg.s3)?;
+    let result = async {
+        sink.check_writable().await?;
+        let sdk = match early {
+            Some(sdk) => sdk,
+            None => sdk.await?,
+        };
+        run_on_state(job, &state, sink, &sdk, stop).await
+    }
+    .await;
+    match (result, state.finish().await) {
+        (Ok(summary), Ok(())) => Ok(summary),
+        (Err(e), Ok(())) => Err(e),
+        (Ok(_), Err(f)) => Err(f),
+        (Err(e), Err(f)) if e.is::<Interrupted>() => Err(f),
+        (Err(e), Err(f)) => {
+            error!(error = %format!("{f:#}"), "saving the state at the end of the run failed");
+            Err(e)
+        }
+    }
+}
+
+/// Discover the portals, archive this shard's, record and report the run.
+async fn run_on_state(
+    job: &Job,
+    state: &StateHandle,
+    sink: Sink,
+    sdk: &aws_config::SdkConfig,
+    stop: Arc<AtomicBool>,
+) -> Result<RunSummary> {
+    let started = Instant::now();
+    let started_at_ms = crate::clock::now_ms();
+    let cfg = &job.config;
+    let sources = discover::regional_sources(sdk, cfg, &stop);
+    let command = job.command;
+    let run_id = state.db(move |st| st.start_run(command)).await?;
+    let found = match discover::discover(job.portals.as_deref(), &sources, Some(state)).await {
+        Ok(found) => found,
+        Err(e) => {
+            let detail = format!("{e:#}");
+            state
+                .db(move |st| st.finish_run(run_id, "failed", Some(&detail)))
+                .await?;
+            return Err(e);
+        }
+    };
+    let (portals, others): (Vec<_>, Vec<_>) =
+        found.into_iter().partition(|(p, _)| cfg.shard.owns(p));
+    if cfg.shard != Shard::ALL {
+        if job.portals.is_some() {
+            for (p, _) in &others {
+                warn!(portal_id = %p, shard = %cfg.shard, "portal belongs to another shard; skipped");
+            }
+        }
+        info!(shard = %cfg.shard, portals = portals.len(), skipped = others.len(), "this shard's portals");
+    }
+    let total = portals.len();
+
+    let mut summary = RunSummary {
+        command: job.command.to_string(),
+        started_at_ms,
+        ..Default::default()
+    };
+    let mut interrupted = false;
+    let mut tasks = spawn_portals(job, state, sink, portals, &stop);
+    while let Some(joined) = tasks.join_next().await {
+        let (report, result) = joined.context("portal task panicked")?;
+        let outcome = match &result {
+            Ok(()) => {
+                info!(
+                    portal_id = %report.portal_id,
+                    pass = report.pass.map(|p| p.as_str()),
+                    rows = report.rows,
+                    pages = report.pages,
+                    pending = report.pending,
+                    "portal done"
+                );
+                "ok"
+            }
+            Err(e) if e.is::<Interrupted>() => {
+                interrupted = true;
+                "interrupted"
+            }
+            Err(e) => {
+                error!(portal_id = %report.portal_id, error = %format!("{e:#}"), "portal failed");
+                summary.failed.push(Failure {
+                    portal_id: report.portal_id.clone(),
+                    error: format!("{e:#}"),
+                });
+                "failed"
+            }
+        };
+        let o = PortalOutcome {
+            portal_id: report.portal_id.clone(),
+            pass: report.pass.map(|p| p.as_str().to_string()),
+            outcome: outcome.into(),
+            rows: report.rows as i64,
+            pages: report.pages as i64,
+            error: result.as_ref().err().map(|e| format!("{e:#}")),
+        };
+        state
+            .db(move |st| st.record_portal_outcome(run_id, &o))
+            .await?;
+        summary.portals.push(report);
+    }
+    summary
+        .portals
+        .sort_by(|a, b| a.portal_id.cmp(&b.portal_id));
+    summary.duration_ms = started.elapsed().as_millis() as u64;
+    summary.ended_at_ms = crate::clock::now_ms();
+    for (_, source) in &sources {
+        summary.totals.api_calls += source.stats.calls.load(Ordering::Relaxed);
+        summary.totals.retries += source.stats.retries.load(Ordering::Relaxed);
+        summary.totals.throttled += source.stats.throttled.load(Ordering::Relaxed);
+    }
+    summary.sum_portals();
+
+    let (outcome, detail) = if interrupted {
+        ("interrupted", Some("stopped by a signal".to_string()))
+    } else if summary.failed.is_empty() {
+        ("ok", None)
+    } else {
+        ("failed", Some(failure_line(&summary, total)))
+    };
+    summary.outcome = outcome.to_string();
+    let d = detail.clone();
+    let successes = state
+        .db(move |st| {
+            st.finish_run(run_id, outcome, d.as_deref())?;
+            st.last_successes()
+        })
+        .await?;
+    summary.log();
+    if let Some(path) = &cfg.summary_json {
+        summary.write_json(path)?;
+    }
+    if let Some(path) = &cfg.metrics_file {
+        let (last, per_portal) = successes;
+        crate::report::write_metrics(path, &summary.metrics_text(last, &per_portal))?;
+    }
+    if interrupted {
+        return Err(Interrupted.into());
+    }
+    if let Some(d) = detail {
+        bail!(d);
+    }
+    Ok(summary)
+}
+
+/// One task per portal, at most `--concurrency` paging at once. Each yields its report and
+/// outcome.
+fn spawn_portals(
+    job: &Job,
+    state: &StateHandle,
+    sink: Sink,
+    portals: Vec<(PortalId, Source)>,
+    stop: &Arc<AtomicBool>,
+) -> tokio::task::JoinSet<(PortalReport, Result<()>)> {
+    let cfg = &job.config;
+    let sem = Arc::new(Semaphore::new(cfg.concurrency));
+    // `--flush-rows` bounds the rows buffered by the whole process: the portals paged side by
+    // side share it (a portal alone gets all of it), so memory does not grow with
+    // `--concurrency`.
+    let flush_rows = portal_flush_rows(
+        cfg.flush_rows,
+        cfg.concurrency,
+        portals.len(),
+        cfg.page_size(),
+    );
+    let mut tasks = tokio::task::JoinSet::new();
+    for (portal, source) in portals {
+        let ctx = PortalCtx {
+            source,
+            sink: sink.clone(),
+            state: state.clone(),
+            flush_rows,
+            page_size: cfg.page_size(),
+            with_client_ips: cfg.with_client_ips,
+            stop: stop.clone(),
+        };
+        let (mode, sem) = (job.mode, sem.clone());
+        tasks.spawn(async move {
+            let _permit = sem.acquire_owned().await.expect("semaphore open");
+            let mut report = PortalReport {
+                portal_id: portal.to_string(),
+                ..Default::default()
+            };
+            if ctx.stop.load(Ordering::Relaxed) {
+                return (report, Err(Interrupted.into()));
+            }
+            let span = tracing::info_span!("portal", portal_id = %portal);
+            let result = archive_portal(&ctx, &portal, mode, &mut report)
+                .instrument(span)
+                .await;
+            (report, result)
+        });
+    }
+    tasks
+}
+
+/// Each portal's share of `--flush-rows` when `side_by_side` portals are paged at once: never
+/// below one page (a flush holds at least the page that filled it).
+fn portal_flush_rows(flush_rows: usize, concurrency: usize, portals: usize, page: usize) -> usize {
+    let side_by_side = concurrency.min(portals).max(1);
+    (flush_rows / side_by_side).max(page)
+}
+
+fn failure_line(summary: &RunSummary, total: usize) -> String {
+    let list: Vec<String> = summary
+        .failed
+        .iter()
+        .map(|f| {
+            // The error already names the portal; keep the line short.
+            let prefix = format!("portal {}: ", f.portal_id);
+            let e = f.error.strip_prefix(&prefix).unwrap_or(&f.error);
+            format!("portal {}: {e}", f.portal_id)
+        })
+        .collect();
+    format!(
+        "{} of {total} portals failed (the others' progress is saved): {}",
+        summary.failed.len(),
+        list.join("; ")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::portal_flush_rows;
+
+    #[test]
+    fn portals_side_by_side_share_the_flush_rows() {
+        assert_eq!(portal_flush_rows(100_000, 8, 1, 100), 100_000);
+        assert_eq!(portal_flush_rows(100_000, 8, 3, 100), 33_333);
+        assert_eq!(portal_flush_rows(100_000, 8, 50, 100), 12_500);
+        assert_eq!(portal_flush_rows(100_000, 1, 50, 100), 100_000);
+        assert_eq!(portal_flush_rows(300, 8, 8, 100), 100, "at least a page");
+    }
+}

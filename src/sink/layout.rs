@@ -1,0 +1,63 @@
+//! The dataset's key layout: where each file of a flush is staged and published, relative
+//! to the output root. Pure naming, shared by every sink.
+//!
+//! Names are deterministic from what is committed (state id, portal, flush sequence, date), so
+//! replaying a step after a crash overwrites or finds its own file, never a second copy.
+
+use crate::model::PortalId;
+
+/// Root folder of the dataset inside the output.
+pub const DATASET: &str = "sessions";
+/// Root folder of staged (uncommitted or unpublished) files inside the output.
+pub const STAGING: &str = "_staging";
+
+/// Final key of a flush's file for one partition, relative to the output root.
+pub fn final_key(portal: &PortalId, date: &str, state_id: &str, seq: i64) -> String {
+    format!("{DATASET}/portal_id={portal}/start_date={date}/part-{state_id}-{seq:010}.parquet")
+}
+
+/// The id of the state that wrote a file, from its [`final_key`] name.
+pub fn writer_of(key: &str) -> Option<&str> {
+    let name = key.rsplit('/').next()?;
+    name.strip_prefix("part-")?.split('-').next()
+}
+
+/// Staging key of the same file. It also carries a tag unique to this process, so two runs
+/// that both believe they own a state (one whose S3 lease expired under it) never write the
+/// same staged object; the state records the staging key it committed.
+pub fn staging_key(portal: &PortalId, date: &str, state_id: &str, seq: i64) -> String {
+    format!(
+        "{}/part-{state_id}-{seq:010}-{date}-{}.tmp",
+        staging_prefix(portal),
+        crate::ids::process_tag()
+    )
+}
+
+/// The staging folder of one portal, relative to the output root.
+pub fn staging_prefix(portal: &PortalId) -> String {
+    format!("{STAGING}/portal_id={portal}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn portal() -> PortalId {
+        PortalId::parse("0a1b2c3d-0000-4000-8000-123456789abc").unwrap()
+    }
+
+    #[test]
+    fn names_are_hive_partitioned_and_deterministic() {
+        let k = final_key(&portal(), "2026-11-26", "abc", 7);
+        assert_eq!(
+            k,
+            "sessions/portal_id=0a1b2c3d-0000-4000-8000-123456789abc/start_date=2026-11-26/part-abc-0000000007.parquet"
+        );
+        assert_eq!(writer_of(&k), Some("abc"));
+        assert_eq!(writer_of("sessions/x/other.parquet"), None);
+        let s = staging_key(&portal(), "2026-11-26", "abc", 7);
+        assert!(s.starts_with("_staging/"));
+        assert!(!s.ends_with(".parquet"));
+        assert_ne!(s, staging_key(&portal(), "2026-11-27", "abc", 7));
+    }
+}

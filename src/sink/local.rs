@@ -1,0 +1,230 @@
+//! A sink in a folder on local disk: staged files are written durably (temp name, fsync,
+//! rename, folder fsync), published by a rename, and deleted with a folder sync after.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+use super::layout::STAGING;
+use crate::fsio::{create_dir_all_synced, sync_dir, write_atomic};
+
+/// A folder on local disk.
+#[derive(Clone, Debug)]
+pub struct LocalSink {
+    root: PathBuf,
+}
+
+impl LocalSink {
+    pub fn new(root: &Path) -> LocalSink {
+        LocalSink {
+            root: root.to_path_buf(),
+        }
+    }
+
+    fn path(&self, key: &str) -> PathBuf {
+        self.root.join(key)
+    }
+
+    pub(super) fn read(&self, key: &str) -> Result<Vec<u8>> {
+        let path = self.path(key);
+        std::fs::read(&path).with_context(|| format!("reading {}", path.display()))
+    }
+
+    pub(super) fn check_writable(&self) -> Result<()> {
+        let root = &self.root;
+        if root.exists() && !root.is_dir() {
+            bail!("output {} is not a folder", root.display());
+        }
+        let staging = root.join(STAGING);
+        std::fs::create_dir_all(&staging)
+            .with_context(|| format!("output {} is not writable", root.display()))?;
+        let probe = staging.join(format!(".probe-{}", std::process::id()));
+        std::fs::write(&probe, b"probe")
+            .with_context(|| format!("output {} is not writable", root.display()))?;
+        // Ours, and any a killed run left behind.
+        for e in std::fs::read_dir(&staging)?.flatten() {
+            if e.file_name().to_string_lossy().starts_with(".probe-") {
+                std::fs::remove_file(e.path()).ok();
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn stage(&self, key: &str, bytes: &[u8]) -> Result<()> {
+        let path = self.path(key);
+        let dir = path.parent().expect("staging keys have a folder");
+        create_dir_all_synced(dir)?;
+        write_atomic(&path, bytes, 0o644)
+    }
+
+    pub(super) fn publish(&self, staging: &str, key: &str) -> Result<()> {
+        let from = self.path(staging);
+        let to = self.path(key);
+        let dir = to.parent().expect("final keys have a folder");
+        if !from.exists() {
+            if to.exists() {
+                return Ok(()); // published before a crash
+            }
+            bail!(
+                "committed file {} is missing from staging ({}); the output was changed outside archiver",
+                to.display(),
+                from.display()
+            );
+        }
+        create_dir_all_synced(dir)?;
+        std::fs::rename(&from, &to)
+            .with_context(|| format!("publishing {} as {}", from.display(), to.display()))?;
+        sync_dir(dir)?;
+        sync_dir(from.parent().expect("staging keys have a folder"))?;
+        Ok(())
+    }
+
+    pub(super) fn list_staged(&self, prefix: &str) -> Result<Vec<String>> {
+        let dir = self.path(prefix);
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
+            Err(e) => return Err(e).with_context(|| format!("listing {}", dir.display())),
+        };
+        let mut keys = Vec::new();
+        for e in entries {
+            let e = e.with_context(|| format!("listing {}", dir.display()))?;
+            if e.file_type()?.is_file() {
+                keys.push(format!("{prefix}/{}", e.file_name().to_string_lossy()));
+            }
+        }
+        keys.sort();
+        Ok(keys)
+    }
+
+    pub(super) fn replace(
+        &self,
+        staging: &str,
+        key: &str,
+        replaced: &[String],
+    ) -> Result<std::time::Duration> {
+        let (from, to) = (self.path(staging), self.path(key));
+        if from.exists() {
+            std::fs::rename(&from, &to)
+                .with_context(|| format!("publishing {} as {}", from.display(), to.display()))?;
+        } else if !to.exists() {
+            bail!("committed file {} is missing from staging", to.display());
+        }
+        let visible = std::time::Instant::now();
+        crate::failpoint::hit("compact_mid_replace");
+        let mut dirs = std::collections::BTreeSet::new();
+        for k in replaced {
+            let path = self.path(k);
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e).with_context(|| format!("deleting {}", path.display())),
+            }
+            dirs.insert(path.parent().expect("keys have a folder").to_path_buf());
+        }
+        let window = visible.elapsed();
+        dirs.insert(to.parent().expect("keys have a folder").to_path_buf());
+        dirs.insert(from.parent().expect("keys have a folder").to_path_buf());
+        dirs.iter().try_for_each(|d| sync_dir(d))?;
+        Ok(window)
+    }
+
+    pub(super) fn delete(&self, key: &str) -> Result<()> {
+        self.delete_all(&[key.to_string()])
+    }
+
+    pub(super) fn delete_all(&self, keys: &[String]) -> Result<()> {
+        let mut dirs = std::collections::BTreeSet::new();
+        for key in keys {
+            let path = self.path(key);
+            match std::fs::remove_file(&path) {
+                Ok(()) => {
+                    dirs.insert(path.parent().expect("keys have a folder").to_path_buf());
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e).with_context(|| format!("deleting {}", path.display())),
+            }
+        }
+        dirs.iter().try_for_each(|d| sync_dir(d))
+    }
+
+    pub(super) fn partitions(&self, prefix: &str) -> Result<Vec<(String, Vec<String>)>> {
+        let dir = self.path(prefix);
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
+            Err(e) => return Err(e).with_context(|| format!("listing {}", dir.display())),
+        };
+        let mut out = Vec::new();
+        for e in entries {
+            let e = e.with_context(|| format!("listing {}", dir.display()))?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(date) = name.strip_prefix("start_date=") else {
+                continue;
+            };
+            let mut keys = Vec::new();
+            for f in std::fs::read_dir(e.path())? {
+                let file = f?.file_name().to_string_lossy().into_owned();
+                if file.ends_with(".parquet") {
+                    keys.push(format!("{prefix}/{name}/{file}"));
+                }
+            }
+            keys.sort();
+            out.push((date.to_string(), keys));
+        }
+        out.sort();
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{final_key, staging_key, staging_prefix, Sink};
+    use crate::model::PortalId;
+
+    fn portal() -> PortalId {
+        PortalId::parse("0a1b2c3d-0000-4000-8000-123456789abc").unwrap()
+    }
+
+    #[tokio::test]
+    async fn stage_then_publish_is_idempotent_and_never_shows_a_partial_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = Sink::local(dir.path());
+        sink.check_writable().await.unwrap();
+        let st = staging_key(&portal(), "2026-01-01", "x", 1);
+        let fin = final_key(&portal(), "2026-01-01", "x", 1);
+        sink.stage(st.clone(), b"data".to_vec()).await.unwrap();
+        assert!(!dir.path().join(&fin).exists());
+        assert_eq!(
+            sink.list_staged(staging_prefix(&portal())).await.unwrap(),
+            vec![st.clone()]
+        );
+        sink.publish(st.clone(), fin.clone()).await.unwrap();
+        sink.publish(st.clone(), fin.clone()).await.unwrap();
+        assert_eq!(
+            sink.partitions(&portal()).await.unwrap(),
+            vec![("2026-01-01".to_string(), vec![fin.clone()])]
+        );
+        assert_eq!(std::fs::read(dir.path().join(&fin)).unwrap(), b"data");
+        assert!(sink
+            .list_staged(staging_prefix(&portal()))
+            .await
+            .unwrap()
+            .is_empty());
+        // Neither staged nor published: an error naming the file.
+        let err = sink
+            .publish("_staging/none.tmp".into(), "sessions/none.parquet".into())
+            .await
+            .unwrap_err();
+        assert!(format!("{err:#}").contains("none.parquet"));
+    }
+
+    #[tokio::test]
+    async fn an_output_that_is_a_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f");
+        std::fs::write(&file, b"x").unwrap();
+        let err = Sink::local(&file).check_writable().await.unwrap_err();
+        assert!(format!("{err:#}").contains("not a folder"), "{err:#}");
+    }
+}

@@ -1,0 +1,156 @@
+//! Where files go, and how they get there without ever exposing a partial or uncommitted one.
+//!
+//! The protocol for every flush (see `run::flush`):
+//! 1. **stage**: write each file under `_staging/` (outside `sessions/`, and hidden from Hive
+//!    and Athena by its leading underscore), durably;
+//! 2. **commit**: record the files and the checkpoint in the state, in one transaction;
+//! 3. **publish**: move each staged file to its final `.parquet` name under `sessions/`.
+//!
+//! Recovery at the start of every portal's work publishes what was committed but not yet
+//! published and deletes staged files that were never committed. So a name ending in
+//! `.parquet` under `sessions/` always holds a complete, committed file.
+//!
+//! - [`layout`]: the keys (pure naming); [`local`] and [`s3`]: the two places.
+
+pub mod layout;
+mod local;
+mod s3;
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+
+pub use layout::{final_key, staging_key, staging_prefix, writer_of, DATASET, STAGING};
+pub use local::LocalSink;
+pub use s3::{dataset_url, S3Sink};
+
+use crate::config::{Output, S3Options};
+use crate::model::PortalId;
+
+/// A sink: a local folder or an S3 prefix, with the same protocol.
+#[derive(Clone, Debug)]
+pub enum Sink {
+    Local(LocalSink),
+    S3(S3Sink),
+}
+
+impl Sink {
+    /// The sink for an output. An S3 output needs the run's S3 client.
+    pub fn new(output: &Output, s3: Option<&aws_sdk_s3::Client>, opts: &S3Options) -> Result<Sink> {
+        Ok(match output {
+            Output::Local(root) => Sink::Local(LocalSink::new(root)),
+            Output::S3(url) => {
+                let client = s3.ok_or_else(|| anyhow::anyhow!("no S3 client for {url}"))?;
+                Sink::S3(S3Sink::new(client.clone(), url.clone(), opts.clone()))
+            }
+        })
+    }
+
+    /// A local folder.
+    pub fn local(root: &Path) -> Sink {
+        Sink::Local(LocalSink::new(root))
+    }
+
+    /// Fail early, naming the place, if the output cannot be written.
+    pub async fn check_writable(&self) -> Result<()> {
+        match self {
+            Sink::Local(s) => blocking(s.clone(), |s| s.check_writable()).await,
+            Sink::S3(s) => s.check_writable().await,
+        }
+    }
+
+    /// Write a file under its staging key, durably. Replaces an earlier staged copy.
+    pub async fn stage(&self, key: String, bytes: Vec<u8>) -> Result<()> {
+        match self {
+            Sink::Local(s) => blocking(s.clone(), move |s| s.stage(&key, &bytes)).await,
+            Sink::S3(s) => s.stage(key, bytes).await,
+        }
+    }
+
+    /// Move a committed file from its staging key to its final key. Idempotent: a file already
+    /// published is left as it is.
+    pub async fn publish(&self, staging: String, key: String) -> Result<()> {
+        match self {
+            Sink::Local(s) => blocking(s.clone(), move |s| s.publish(&staging, &key)).await,
+            Sink::S3(s) => s.publish(staging, key).await,
+        }
+    }
+
+    /// Staged keys under a prefix. For S3, multipart uploads a killed run left under it are
+    /// aborted first (they are invisible, but billed until aborted).
+    pub async fn list_staged(&self, prefix: String) -> Result<Vec<String>> {
+        match self {
+            Sink::Local(s) => blocking(s.clone(), move |s| s.list_staged(&prefix)).await,
+            Sink::S3(s) => {
+                let aborted = s.abort_uploads(&prefix).await?;
+                if aborted > 0 {
+                    tracing::info!(
+                        aborted,
+                        "aborted multipart uploads left by an interrupted run"
+                    );
+                }
+                s.list_staged(prefix).await
+            }
+        }
+    }
+
+    /// Delete a key, staged or published (no error if it is gone).
+    pub async fn delete(&self, key: String) -> Result<()> {
+        match self {
+            Sink::Local(s) => blocking(s.clone(), move |s| s.delete(&key)).await,
+            Sink::S3(s) => s.delete(key).await,
+        }
+    }
+
+    /// Publish a committed file and delete the files it replaces, back to back, syncing only
+    /// afterwards: readers can see both for just the time between the rename and the last
+    /// unlink, which is returned. Idempotent, like `publish` and `delete`.
+    pub async fn replace(
+        &self,
+        staging: String,
+        key: String,
+        replaced: Vec<String>,
+    ) -> Result<std::time::Duration> {
+        match self {
+            Sink::Local(s) => {
+                blocking(s.clone(), move |s| s.replace(&staging, &key, &replaced)).await
+            }
+            Sink::S3(s) => s.replace(staging, key, replaced).await,
+        }
+    }
+
+    /// Delete several keys back to back, then make the deletes durable (one sync per folder):
+    /// readers see them gone as soon as each returns.
+    pub async fn delete_all(&self, keys: Vec<String>) -> Result<()> {
+        match self {
+            Sink::Local(s) => blocking(s.clone(), move |s| s.delete_all(&keys)).await,
+            Sink::S3(s) => s.delete_all(keys).await,
+        }
+    }
+
+    /// The published files of one portal, by partition date: `(date, keys)`, sorted.
+    pub async fn partitions(&self, portal: &PortalId) -> Result<Vec<(String, Vec<String>)>> {
+        let prefix = format!("{DATASET}/portal_id={portal}");
+        match self {
+            Sink::Local(s) => blocking(s.clone(), move |s| s.partitions(&prefix)).await,
+            Sink::S3(s) => s.partitions(&prefix).await,
+        }
+    }
+
+    /// A whole object's bytes.
+    pub async fn read(&self, key: String) -> Result<Vec<u8>> {
+        match self {
+            Sink::Local(s) => blocking(s.clone(), move |s| s.read(&key)).await,
+            Sink::S3(s) => s.read(key).await,
+        }
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    s: LocalSink,
+    f: impl FnOnce(LocalSink) -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(move || f(s))
+        .await
+        .context("sink task panicked")?
+}

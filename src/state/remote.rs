@@ -1,0 +1,268 @@
+//! A state kept in S3 (`--state s3://bucket/key`), for containers whose disk dies with them.
+//!
+//! The run first takes the lease (see [`super::lease`]). Then the state object is downloaded
+//! into a private temporary folder and opened as usual. After every commit that files are
+//! published against, a consistent snapshot (`VACUUM INTO`) is uploaded **before the run goes
+//! on**, with `If-Match` on the ETag this run last wrote or read: if anyone else wrote the
+//! state meanwhile (a run that took over an expired lease), the upload fails and this run
+//! publishes nothing more. So the state in S3 is always one this run's files agree with, and a
+//! killed container's successor resumes from it.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::Client;
+use tracing::{info, warn};
+
+use super::lease::Lease;
+use crate::aws::{bucket_error, put_object, AwsError};
+use crate::clock::now_ms;
+use crate::config::{S3Options, S3Url};
+
+/// Metadata key naming the writer of a state object version (to recognise our own write when
+/// a retried conditional PUT reports 412 because its first attempt already landed).
+const WRITER_META: &str = "archiver-writer";
+
+/// An S3 state being worked on.
+pub(super) struct Remote {
+    client: Client,
+    url: S3Url,
+    opts: S3Options,
+    pub(super) local: PathBuf,
+    /// ETag of the state object this run last read or wrote; `None`: there is none yet.
+    etag: tokio::sync::Mutex<Option<String>>,
+    /// Checkpoints asked for, and the highest one included in an upload.
+    requested: AtomicU64,
+    uploaded: AtomicU64,
+    /// Uploads attempted: with `writer`, names each version this run writes.
+    uploads: AtomicU64,
+    writer: String,
+    lease: tokio::sync::Mutex<Lease>,
+    lost: AtomicBool,
+}
+
+impl Remote {
+    /// Take the lease on the state at `url`, then download the state object to `local`.
+    pub(super) async fn acquire(
+        client: &Client,
+        url: &S3Url,
+        opts: &S3Options,
+        command: &str,
+        ttl: Duration,
+        local: PathBuf,
+    ) -> Result<Remote> {
+        let lease = Lease::acquire(client, url, opts, command, ttl).await?;
+        let remote = Remote {
+            client: client.clone(),
+            url: url.clone(),
+            opts: opts.clone(),
+            local,
+            etag: tokio::sync::Mutex::new(None),
+            requested: AtomicU64::new(0),
+            uploaded: AtomicU64::new(0),
+            uploads: AtomicU64::new(0),
+            writer: lease.body.writer.clone(),
+            lease: tokio::sync::Mutex::new(lease),
+            lost: AtomicBool::new(false),
+        };
+        if let Err(e) = remote.download().await {
+            remote.release().await;
+            return Err(e);
+        }
+        Ok(remote)
+    }
+
+    /// Make the final state durable (the run history) and release the lease. A lost lease is
+    /// an error here, whatever else happened.
+    pub(super) async fn finish(&self) -> Result<()> {
+        self.check_lease()?;
+        self.upload().await?;
+        self.release().await;
+        Ok(())
+    }
+
+    /// Release the lease without uploading (a state refused at open stays as it is in S3).
+    pub(super) async fn release(&self) {
+        self.lease.lock().await.release(&self.client).await;
+    }
+
+    async fn download(&self) -> Result<()> {
+        let etag = fetch(&self.client, &self.url, &self.opts, &self.local).await?;
+        match &etag {
+            Some(_) => info!(state = %self.url, "state downloaded"),
+            None => info!(state = %self.url, "no state in S3 yet: starting a new one"),
+        }
+        *self.etag.lock().await = etag;
+        Ok(())
+    }
+
+    fn check_lease(&self) -> Result<()> {
+        if self.lost.load(Ordering::SeqCst) {
+            bail!(
+                "lost the lease on state {}: another run took it over; this run stopped without publishing more",
+                self.url
+            );
+        }
+        Ok(())
+    }
+
+    /// Returns once a state that includes every commit made so far is in S3.
+    pub(super) async fn checkpoint(&self) -> Result<()> {
+        let mine = self.requested.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut etag = self.etag.lock().await;
+        if self.uploaded.load(Ordering::SeqCst) >= mine {
+            return Ok(()); // an upload that started after our commit already carried it
+        }
+        let upto = self.requested.load(Ordering::SeqCst);
+        self.upload_locked(&mut etag, upto).await
+    }
+
+    async fn upload(&self) -> Result<()> {
+        let upto = self.requested.load(Ordering::SeqCst);
+        let mut etag = self.etag.lock().await;
+        self.upload_locked(&mut etag, upto).await
+    }
+
+    async fn upload_locked(&self, etag: &mut Option<String>, upto: u64) -> Result<()> {
+        self.check_lease()?;
+        let body = snapshot(&self.local).await?;
+        let n = self.uploads.fetch_add(1, Ordering::SeqCst);
+        let version = format!("{}-{upto}-{n}", self.writer);
+        let key = &self.url.key;
+        let put = put_object(&self.client, &self.opts, &self.url.bucket, key)
+            .body(ByteStream::from(body.clone()))
+            .metadata(WRITER_META, &version);
+        let put = match etag.as_deref() {
+            Some(e) => put.if_match(e),
+            None => put.if_none_match("*"),
+        };
+        let new_etag = match put.send().await.map_err(AwsError::new) {
+            Ok(out) => out.e_tag().map(str::to_string),
+            Err(e) if matches!(e.status, Some(412) | Some(404) | Some(409)) => {
+                // Either an earlier attempt of this very PUT landed (its reply was lost), or
+                // someone else wrote the state.
+                match self.head().await? {
+                    Some((tag, w)) if w.as_deref() == Some(version.as_str()) => Some(tag),
+                    _ => {
+                        self.lost.store(true, Ordering::SeqCst);
+                        bail!(
+                            "state {} was changed by another run since this one read it; this run stops without publishing more",
+                            self.url
+                        );
+                    }
+                }
+            }
+            Err(e) => return Err(e).with_context(|| format!("uploading state {}", self.url)),
+        };
+        *etag = Some(new_etag.ok_or_else(|| anyhow!("S3 returned no ETag for {}", self.url))?);
+        self.uploaded.fetch_max(upto, Ordering::SeqCst);
+        tracing::debug!(state = %self.url, bytes = body.len(), "state uploaded");
+        Ok(())
+    }
+
+    /// ETag and writer of the state object now.
+    async fn head(&self) -> Result<Option<(String, Option<String>)>> {
+        match self
+            .client
+            .head_object()
+            .bucket(&self.url.bucket)
+            .key(&self.url.key)
+            .set_expected_bucket_owner(self.opts.expected_bucket_owner.clone())
+            .send()
+            .await
+        {
+            Ok(h) => Ok(Some((
+                h.e_tag().unwrap_or_default().to_string(),
+                h.metadata().and_then(|m| m.get(WRITER_META)).cloned(),
+            ))),
+            Err(e) => match AwsError::new(e) {
+                e if e.status == Some(404) => Ok(None),
+                e => Err(e).with_context(|| format!("HeadObject {}", self.url)),
+            },
+        }
+    }
+}
+
+/// Download the state object to `to` (0600). `None` if there is none.
+pub(super) async fn fetch(
+    client: &Client,
+    url: &S3Url,
+    opts: &S3Options,
+    to: &Path,
+) -> Result<Option<String>> {
+    let got = client
+        .get_object()
+        .bucket(&url.bucket)
+        .key(&url.key)
+        .set_expected_bucket_owner(opts.expected_bucket_owner.clone())
+        .send()
+        .await;
+    let got = match got.map_err(AwsError::new) {
+        Ok(g) => g,
+        // A 404 without a code (a HEAD-like answer) or NoSuchKey: no state yet. NoSuchBucket is
+        // an error.
+        Err(e) if e.status == Some(404) && e.code.as_deref().is_none_or(|c| c == "NoSuchKey") => {
+            return Ok(None)
+        }
+        Err(e) => return Err(bucket_error(e, &url.bucket, opts).context(format!("state {url}"))),
+    };
+    let etag = got.e_tag().map(str::to_string);
+    let bytes = got
+        .body
+        .collect()
+        .await
+        .with_context(|| format!("downloading state {url}"))?
+        .into_bytes();
+    crate::fsio::write_atomic(to, &bytes, 0o600)?;
+    Ok(etag)
+}
+
+/// A consistent copy of the state: `VACUUM INTO` reads one snapshot (every committed
+/// transaction, none half-done) into a compact file.
+async fn snapshot(local: &Path) -> Result<bytes::Bytes> {
+    let local = local.to_path_buf();
+    tokio::task::spawn_blocking(move || -> Result<bytes::Bytes> {
+        let snap = local.with_extension("snapshot");
+        let _ = std::fs::remove_file(&snap);
+        let conn = rusqlite::Connection::open_with_flags(
+            &local,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(Duration::from_secs(30))?;
+        conn.execute("VACUUM INTO ?1", [snap.to_string_lossy()])
+            .context("snapshotting the state")?;
+        drop(conn);
+        let bytes = std::fs::read(&snap)?;
+        std::fs::remove_file(&snap).ok();
+        Ok(bytes::Bytes::from(bytes))
+    })
+    .await
+    .context("snapshot task panicked")?
+}
+
+/// Renew the lease every third of its time to live; on loss, stop the run.
+pub(super) async fn renew(remote: Arc<Remote>, ttl: Duration, stop: Arc<AtomicBool>) {
+    let every = (ttl / 3).max(Duration::from_secs(5));
+    loop {
+        tokio::time::sleep(every).await;
+        let mut lease = remote.lease.lock().await;
+        match lease.renew(&remote.client, ttl).await {
+            Ok(()) => {}
+            Err(e) => {
+                // Still ours until it expires: keep trying while there is time.
+                if now_ms() + 5_000 < lease.body.expires_ms && !lease.taken {
+                    warn!(state = %remote.url, error = %format!("{e:#}"), "renewing the state lease failed; retrying");
+                    continue;
+                }
+                remote.lost.store(true, Ordering::SeqCst);
+                stop.store(true, Ordering::SeqCst);
+                warn!(state = %remote.url, error = %format!("{e:#}"), "lost the state lease: stopping");
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,137 @@
+//! The history of runs: when each started and ended, and each portal's outcome.
+
+use std::collections::HashMap;
+
+use anyhow::Result;
+use rusqlite::{params, OptionalExtension};
+
+use super::State;
+use crate::clock::now_ms;
+
+/// Runs kept in the history; older ones are pruned.
+const RUNS_KEPT: i64 = 500;
+
+impl State {
+    /// Record a run's start; the history keeps the newest runs only.
+    pub fn start_run(&self, command: &str) -> Result<i64> {
+        self.conn.execute(
+            "INSERT INTO runs (command, pid, started_at, outcome) VALUES (?1, ?2, ?3, 'running')",
+            params![command, std::process::id(), now_ms()],
+        )?;
+        let id = self.conn.last_insert_rowid();
+        self.conn.execute(
+            "DELETE FROM run_portals WHERE run_id <= ?1 - ?2",
+            params![id, RUNS_KEPT],
+        )?;
+        self.conn.execute(
+            "DELETE FROM runs WHERE run_id <= ?1 - ?2",
+            params![id, RUNS_KEPT],
+        )?;
+        Ok(id)
+    }
+
+    pub fn finish_run(&self, run_id: i64, outcome: &str, detail: Option<&str>) -> Result<()> {
+        self.conn.execute(
+            "UPDATE runs SET ended_at = ?2, outcome = ?3, detail = ?4 WHERE run_id = ?1",
+            params![run_id, now_ms(), outcome, detail],
+        )?;
+        Ok(())
+    }
+
+    pub fn record_portal_outcome(&self, run_id: i64, o: &PortalOutcome) -> Result<()> {
+        self.conn.execute(
+            "INSERT OR REPLACE INTO run_portals (run_id, portal_id, pass, outcome, rows, pages, error)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![run_id, o.portal_id, o.pass, o.outcome, o.rows, o.pages, o.error],
+        )?;
+        Ok(())
+    }
+
+    /// The newest run's row: (run_id, command, started_at, ended_at, outcome, detail).
+    pub fn last_run(&self) -> Result<Option<RunRow>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT run_id, command, started_at, ended_at, outcome, detail
+                 FROM runs ORDER BY run_id DESC LIMIT 1",
+                [],
+                |r| {
+                    Ok(RunRow {
+                        run_id: r.get(0)?,
+                        command: r.get(1)?,
+                        started_at: r.get(2)?,
+                        ended_at: r.get(3)?,
+                        outcome: r.get(4)?,
+                        detail: r.get(5)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    /// The newest recorded outcome for a portal.
+    pub fn last_portal_outcome(&self, portal_id: &str) -> Result<Option<(i64, PortalOutcome)>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT rp.run_id, r.started_at, rp.pass, rp.outcome, rp.rows, rp.pages, rp.error
+                 FROM run_portals rp JOIN runs r USING (run_id)
+                 WHERE rp.portal_id = ?1 ORDER BY rp.run_id DESC LIMIT 1",
+                [portal_id],
+                |r| {
+                    Ok((
+                        r.get(1)?,
+                        PortalOutcome {
+                            portal_id: portal_id.to_string(),
+                            pass: r.get(2)?,
+                            outcome: r.get(3)?,
+                            rows: r.get(4)?,
+                            pages: r.get(5)?,
+                            error: r.get(6)?,
+                        },
+                    ))
+                },
+            )
+            .optional()?)
+    }
+
+    /// When a run last ended `ok` (epoch ms), and per portal when its work last ended `ok`
+    /// (the start of that run).
+    pub fn last_successes(&self) -> Result<(Option<i64>, HashMap<String, i64>)> {
+        let run: Option<i64> = self.conn.query_row(
+            "SELECT max(ended_at) FROM runs WHERE outcome = 'ok'",
+            [],
+            |r| r.get(0),
+        )?;
+        let mut stmt = self.conn.prepare(
+            "SELECT rp.portal_id, max(r.started_at) FROM run_portals rp JOIN runs r USING (run_id)
+             WHERE rp.outcome = 'ok' GROUP BY rp.portal_id",
+        )?;
+        let per_portal = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok((run, per_portal))
+    }
+}
+
+/// A row of the run history.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct RunRow {
+    pub run_id: i64,
+    pub command: String,
+    pub started_at: i64,
+    pub ended_at: Option<i64>,
+    pub outcome: String,
+    pub detail: Option<String>,
+}
+
+/// What one portal's work in a run came to.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct PortalOutcome {
+    pub portal_id: String,
+    pub pass: Option<String>,
+    pub outcome: String,
+    pub rows: i64,
+    pub pages: i64,
+    pub error: Option<String>,
+}
