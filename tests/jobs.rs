@@ -13,23 +13,28 @@
 //!   environment + its `environment`. Each entry of `containerOverrides` with a `command`
 //!   (RunTask overrides), also inside a string field `Input` holding JSON (an EventBridge
 //!   Scheduler target's input): the image's entry point + that command.
-//! - `*.yaml`: documents split at `---`; a document with `containers:` holds one container,
-//!   whose `args:` and `command:` (if any) must be JSON flow arrays (`["run"]`, possibly over
-//!   several lines): a block list is an error, not a line silently skipped. The environment
-//!   is the image's + the `- name: X` / `value: Y` pairs. An Indexed Job (`completionMode:
+//! - `*.yaml`: read with `yaml-rust2` (invalid YAML, a duplicated key or a merge key `<<` is an
+//!   error); a document with a `containers:` (or `initContainers:`) list holds exactly one
+//!   container, whose `command:` (default: the image's entry point) and `args:` (default: the
+//!   image's `CMD`), in flow or block style, must be lists of strings: anything else is an
+//!   error, not a line silently skipped. The environment is the image's + the container's
+//!   `env:` entries with a string `value`. An Indexed Job (a spec with `completionMode:
 //!   Indexed`) is checked once per index with `JOB_COMPLETION_INDEX` set, and its shard count
-//!   must equal `completions` and `parallelism`.
-//! - `crontab`: `NAME=value` lines are the environment; every entry (five time fields and a
-//!   command), commented-out entries included, must run archiver.
+//!   must equal that spec's `completions` and `parallelism`.
+//! - `crontab` (read line by line here): `NAME=value` lines are the environment; every entry
+//!   (five time fields and a command, split as a shell line below), commented-out entries
+//!   included, must run archiver.
 //! - `*.md`: in fenced code blocks (backslash-newline continuations joined), lines starting
 //!   with `archiver ` or `/usr/local/bin/archiver `, and `docker run` lines, whose arguments
 //!   after the image (none: the image's `CMD`) follow the image's entry point, with the image's
 //!   environment + the `-e NAME=value` options.
 //!
-//! Shell lines are split into words as `sh` would for the simple forms used here: single and
-//! double quotes, backslash escapes, `$VAR` / `${VAR}` replaced from [`SAMPLE_VARS`] (any other
-//! variable, command substitution or backquote is an error); the command ends at an unquoted
-//! `;`, `|`, `&`, `<`, `>` or `#`.
+//! Shell lines are split into words by `shlex` (single and double quotes, backslash escapes),
+//! after one quote-aware pass ([`command_text`]) does what `shlex` leaves to the shell: the
+//! command ends at an unquoted `;`, `|`, `&`, `<`, `>` (a file-descriptor number before a
+//! redirection goes too) or a `#` starting a word; `$VAR` / `${VAR}` outside single quotes are
+//! replaced from [`SAMPLE_VARS`] (quoted, so the value stays literal and in its word); any other
+//! variable, `$` form, command substitution or backquote is an error.
 //!
 //! Each command line then goes through what `main` and `commands::execute` do before any I/O
 //! ([`check`]): `Cli::try_parse_from`, `Config::from_args`, `parse_portal_ids` (run,
@@ -46,6 +51,7 @@ use archiver::cli::{Cli, Command};
 use archiver::config::{Config, Output, Shard, StateLoc};
 use clap::{CommandFactory, Parser};
 use serde_json::Value;
+use yaml_rust2::{Yaml, YamlLoader};
 
 /// Command lines per file under `jobs/`. Every file there must be listed.
 const EXPECTED: &[(&str, usize)] = &[
@@ -240,87 +246,81 @@ fn sample_var(name: &str) -> Option<String> {
         .map(|(_, v)| v.to_string())
 }
 
-/// Split one command into words, as `sh` does for quotes, escapes and `$VAR`; stops at the
-/// first unquoted control or redirection operator, or a comment.
+/// Split one command into words as `sh` does: [`command_text`] cuts it at its end and replaces
+/// its variables, then `shlex` splits that into words (quotes, backslash escapes).
 fn shell_words(text: &str) -> Result<Vec<String>, String> {
-    let mut words = Vec::new();
-    let mut word: Option<String> = None;
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            ' ' | '\t' | '\n' => {
-                if let Some(w) = word.take() {
-                    words.push(w);
-                }
-            }
-            ';' | '|' | '&' | '<' | '>' => {
-                // `2>&1`, `2>>log`: the digits are a file descriptor, not a word.
-                if let Some(w) = word.take() {
-                    if !(matches!(c, '<' | '>') && w.bytes().all(|b| b.is_ascii_digit())) {
-                        words.push(w);
-                    }
-                }
-                return Ok(words);
-            }
-            '#' if word.is_none() => return Ok(words),
-            '\'' => {
-                let w = word.get_or_insert_with(String::new);
-                loop {
-                    match chars.next() {
-                        Some('\'') => break,
-                        Some(x) => w.push(x),
-                        None => return Err(format!("unterminated ' in {text:?}")),
-                    }
-                }
-            }
-            '"' => {
-                word.get_or_insert_with(String::new);
-                loop {
-                    match chars.next() {
-                        Some('"') => break,
-                        Some('\\') => match chars.next() {
-                            Some(x @ ('"' | '\\' | '$' | '`')) => word.as_mut().unwrap().push(x),
-                            Some('\n') => {}
-                            Some(x) => {
-                                let w = word.as_mut().unwrap();
-                                w.push('\\');
-                                w.push(x);
-                            }
-                            None => return Err(format!("unterminated \" in {text:?}")),
-                        },
-                        Some('$') => {
-                            let v = expand(&mut chars, text)?;
-                            word.as_mut().unwrap().push_str(&v);
-                        }
-                        Some('`') => return Err(format!("backquotes in {text:?}")),
-                        Some(x) => word.as_mut().unwrap().push(x),
-                        None => return Err(format!("unterminated \" in {text:?}")),
-                    }
-                }
-            }
-            '\\' => match chars.next() {
-                Some('\n') => {}
-                Some(x) => word.get_or_insert_with(String::new).push(x),
-                None => return Err(format!("trailing backslash in {text:?}")),
-            },
-            '$' => {
-                let v = expand(&mut chars, text)?;
-                word.get_or_insert_with(String::new).push_str(&v);
-            }
-            '`' => return Err(format!("backquotes in {text:?}")),
-            x => word.get_or_insert_with(String::new).push(x),
-        }
-    }
-    if let Some(w) = word {
-        words.push(w);
-    }
-    Ok(words)
+    let command = command_text(text)?;
+    shlex::split(&command)
+        .ok_or_else(|| format!("unterminated quote or trailing backslash in {text:?}"))
 }
 
-/// After a `$`: `NAME` or `{NAME}`, replaced from [`SAMPLE_VARS`].
+/// What `shlex` leaves to the shell, in one pass over `text` that follows its quotes: the
+/// command ends at the first unquoted `;`, `|`, `&`, `<` or `>` (the unquoted digits of `2>&1`
+/// before a redirection are a file descriptor, not a word) or at a `#` that starts a word;
+/// outside single quotes, `$VAR` and `${VAR}` become their [`SAMPLE_VARS`] value, quoted so
+/// that `shlex` reads it as literal text of the same word, and any other `$` form (command
+/// substitution, special parameters) and backquotes are errors. Returns the command's text,
+/// for `shlex` to split; an unterminated quote is left for `shlex` to refuse.
+fn command_text(text: &str) -> Result<String, String> {
+    let mut out = String::new();
+    let (mut single, mut double) = (false, false);
+    // Where the current word starts in `out`, and whether it is only unquoted digits so far.
+    let mut word: Option<usize> = None;
+    let mut fd = false;
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if single {
+            single = c != '\'';
+            out.push(c);
+            continue;
+        }
+        let start = out.len();
+        match c {
+            '\\' => {
+                out.push(c);
+                out.extend(chars.next());
+            }
+            '"' => {
+                double = !double;
+                out.push(c);
+            }
+            '$' => out.push_str(&expand(&mut chars, text, double)?),
+            '`' => return Err(format!("backquotes in {text:?}")),
+            _ if double => out.push(c),
+            '\'' => {
+                single = true;
+                out.push(c);
+            }
+            ' ' | '\t' | '\n' => {
+                word = None;
+                out.push(c);
+                continue;
+            }
+            ';' | '|' | '&' | '<' | '>' => {
+                if let (Some(w), true) = (word, fd && matches!(c, '<' | '>')) {
+                    out.truncate(w);
+                }
+                return Ok(out);
+            }
+            '#' if word.is_none() => return Ok(out),
+            _ => out.push(c),
+        }
+        if word.is_none() {
+            word = Some(start);
+            fd = true;
+        }
+        // A quote, a backslash or a `$` in the word makes it more than digits.
+        fd = fd && c.is_ascii_digit();
+    }
+    Ok(out)
+}
+
+/// After a `$`: `NAME` or `{NAME}`, replaced from [`SAMPLE_VARS`] and quoted for where it
+/// stands (inside double quotes or not), so that `shlex` keeps it literal and in one word.
 fn expand(
     chars: &mut std::iter::Peekable<std::str::Chars<'_>>,
     text: &str,
+    in_double_quotes: bool,
 ) -> Result<String, String> {
     let braced = chars.peek() == Some(&'{');
     if braced {
@@ -343,8 +343,21 @@ fn expand(
             "unsupported $ form (command substitution or special parameter) in {text:?}"
         ));
     }
-    sample_var(&name)
-        .ok_or_else(|| format!("${name} in {text:?} has no sample value: add it to SAMPLE_VARS"))
+    let value = sample_var(&name)
+        .ok_or_else(|| format!("${name} in {text:?} has no sample value: add it to SAMPLE_VARS"))?;
+    if in_double_quotes {
+        Ok(value
+            .chars()
+            .flat_map(|c| match c {
+                '"' | '\\' | '$' | '`' => vec!['\\', c],
+                _ => vec![c],
+            })
+            .collect())
+    } else {
+        shlex::try_quote(&value)
+            .map(|q| q.into_owned())
+            .map_err(|e| format!("${name}: {e}"))
+    }
 }
 
 /// `/usr/local/bin/archiver` or `archiver`.
@@ -502,107 +515,116 @@ fn json_lines(file: &str, v: &Value, image: &Image, out: &mut Vec<Line>) -> Resu
     Ok(())
 }
 
-/// The value of `key:` starting on line `i`: a JSON flow array, possibly over several lines.
-fn yaml_flow_array(lines: &[&str], i: usize, key: &str, at: &str) -> Result<Vec<String>, String> {
-    let t = lines[i].trim_start();
-    let t = t.strip_prefix("- ").map_or(t, str::trim_start);
-    let first = t.strip_prefix(key).unwrap().trim();
-    if !first.starts_with('[') {
-        return Err(format!(
-            "{at}: `{key}` must be a JSON flow array ([\"...\"]) so this test can check it, not {first:?}"
-        ));
-    }
-    let mut text = String::new();
-    for l in &lines[i..] {
-        let piece = if text.is_empty() { first } else { l.trim() };
-        text.push_str(piece);
-        text.push(' ');
-        if serde_json::from_str::<Value>(text.trim()).is_ok() {
-            return json_array(&text, at);
-        }
-    }
-    json_array(&text, at)
+/// A list of strings in YAML (`["a", "b"]` or a block list), as Kubernetes wants `args`,
+/// `command`: anything else (a scalar, a number, a mapping) is an error, never skipped.
+fn yaml_strings(v: &Yaml, what: &str) -> Result<Vec<String>, String> {
+    v.as_vec()
+        .and_then(|items| items.iter().map(|x| x.as_str().map(String::from)).collect())
+        .ok_or_else(|| format!("{what}: not a list of strings (quote numbers): {v:?}"))
 }
 
-fn yaml_scalar(s: &str) -> String {
-    let s = s.trim();
-    let unq = s
-        .strip_prefix('"')
-        .and_then(|x| x.strip_suffix('"'))
-        .or_else(|| s.strip_prefix('\'').and_then(|x| x.strip_suffix('\'')));
-    unq.unwrap_or(s).to_string()
+/// Everything in one YAML document this test reads: the entries of every `containers:` and
+/// `initContainers:` list, and every mapping with a `completionMode` (a Job's spec). A merge
+/// key (`<<`) is an error: the loader does not apply it, so what it brings would go unchecked.
+fn yaml_walk<'a>(
+    node: &'a Yaml,
+    at: &str,
+    containers: &mut Vec<&'a Yaml>,
+    job_specs: &mut Vec<&'a Yaml>,
+) -> Result<(), String> {
+    match node {
+        Yaml::Hash(h) => {
+            for (k, v) in h {
+                match k.as_str() {
+                    Some("<<") => return Err(format!("{at}: merge keys (<<) are not supported")),
+                    Some("containers" | "initContainers") => containers.extend(
+                        v.as_vec()
+                            .ok_or(format!("{at}: `{}` is not a list", k.as_str().unwrap()))?,
+                    ),
+                    Some("completionMode") => job_specs.push(node),
+                    _ => {}
+                }
+                yaml_walk(v, at, containers, job_specs)?;
+            }
+        }
+        Yaml::Array(items) => {
+            for x in items {
+                yaml_walk(x, at, containers, job_specs)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// A Job spec's `completions` or `parallelism`.
+fn yaml_count(spec: &Yaml, key: &str, at: &str) -> Result<u32, String> {
+    match &spec[key] {
+        Yaml::BadValue => Err(format!("{at}: an Indexed Job without {key}")),
+        v => v
+            .as_i64()
+            .and_then(|n| u32::try_from(n).ok())
+            .ok_or(format!("{at}: {key} is not a count: {v:?}")),
+    }
 }
 
 fn yaml_lines(file: &str, text: &str, image: &Image) -> Result<Vec<Line>, String> {
+    let docs = YamlLoader::load_from_str(text).map_err(|e| format!("{file}: invalid YAML: {e}"))?;
     let mut out = Vec::new();
-    let all: Vec<&str> = text.lines().collect();
-    let mut start = 0;
-    for end in (0..=all.len()).filter(|&i| i == all.len() || all[i].trim_end() == "---") {
-        let doc = &all[start..end];
-        let first_line = start + 1;
-        start = end + 1;
-        let content: Vec<&str> = doc
-            .iter()
-            .map(|l| {
-                if l.trim_start().starts_with('#') {
-                    ""
-                } else {
-                    l
-                }
-            })
-            .collect();
-        if !content.iter().any(|l| l.trim() == "containers:") {
-            continue;
-        }
-        let at = format!("{file}:{first_line}");
-        let (mut args, mut command, mut env) = (Vec::new(), Vec::new(), image.env.clone());
-        let (mut indexed, mut completions, mut parallelism) = (false, None, None);
-        for (i, l) in content.iter().enumerate() {
-            let t = l.trim_start();
-            // A key, also as the first key of a list item (`- args: [...]`).
-            let key = t.strip_prefix("- ").map_or(t, str::trim_start);
-            let here = format!("{file}:{}", first_line + i);
-            if key.starts_with("args:") {
-                args.push(yaml_flow_array(&content, i, "args:", &here)?);
-            } else if key.starts_with("command:") {
-                command.push(yaml_flow_array(&content, i, "command:", &here)?);
-            } else if let Some(name) = t.strip_prefix("- name:") {
-                if let Some(v) = content
-                    .get(i + 1)
-                    .and_then(|n| n.trim().strip_prefix("value:"))
-                {
-                    env.push((yaml_scalar(name), yaml_scalar(v)));
-                }
-            } else if t == "completionMode: Indexed" {
-                indexed = true;
-            } else if let Some(v) = t.strip_prefix("completions:") {
-                completions = Some(
-                    yaml_scalar(v)
-                        .parse::<u32>()
-                        .map_err(|e| format!("{here}: {e}"))?,
-                );
-            } else if let Some(v) = t.strip_prefix("parallelism:") {
-                parallelism = Some(
-                    yaml_scalar(v)
-                        .parse::<u32>()
-                        .map_err(|e| format!("{here}: {e}"))?,
-                );
+    for (d, doc) in docs.iter().enumerate() {
+        let at = format!("{file} document {}", d + 1);
+        let (mut containers, mut job_specs) = (Vec::new(), Vec::new());
+        yaml_walk(doc, &at, &mut containers, &mut job_specs)?;
+        let container = match containers[..] {
+            [] => continue,
+            [c] if c.as_hash().is_some() => c,
+            [_] => return Err(format!("{at}: a container that is not a mapping")),
+            _ => {
+                return Err(format!(
+                    "{at}: one container per document, please ({} found)",
+                    containers.len()
+                ))
             }
+        };
+        let mut argv = match &container["command"] {
+            Yaml::BadValue => image.entrypoint.clone(),
+            c => yaml_strings(c, &format!("{at} command"))?,
+        };
+        argv.extend(match &container["args"] {
+            Yaml::BadValue => image.cmd.clone(),
+            a => yaml_strings(a, &format!("{at} args"))?,
+        });
+        let mut env = image.env.clone();
+        match &container["env"] {
+            Yaml::BadValue => {}
+            Yaml::Array(vars) => {
+                for var in vars {
+                    let name = var["name"]
+                        .as_str()
+                        .ok_or(format!("{at} env: an entry without a name: {var:?}"))?;
+                    match &var["value"] {
+                        // `valueFrom`: nothing this test can know.
+                        Yaml::BadValue => {}
+                        Yaml::String(v) => env.push((name.to_string(), v.clone())),
+                        v => {
+                            return Err(format!(
+                                "{at} env {name}: the value must be a string (quote it): {v:?}"
+                            ))
+                        }
+                    }
+                }
+            }
+            e => return Err(format!("{at}: env is not a list: {e:?}")),
         }
-        if args.len() > 1 || command.len() > 1 {
-            return Err(format!(
-                "{at}: one container per document, please (more than one args:/command:)"
-            ));
-        }
-        let mut argv = command.pop().unwrap_or_else(|| image.entrypoint.clone());
-        argv.extend(args.pop().unwrap_or_else(|| image.cmd.clone()));
-        let indexed = if indexed {
-            Some((
-                completions.ok_or(format!("{at}: an Indexed Job without completions"))?,
-                parallelism.ok_or(format!("{at}: an Indexed Job without parallelism"))?,
-            ))
-        } else {
-            None
+        let indexed = match job_specs
+            .iter()
+            .find(|s| s["completionMode"].as_str() == Some("Indexed"))
+        {
+            Some(spec) => Some((
+                yaml_count(spec, "completions", &at)?,
+                yaml_count(spec, "parallelism", &at)?,
+            )),
+            None => None,
         };
         out.push(Line {
             at,
@@ -612,6 +634,16 @@ fn yaml_lines(file: &str, text: &str, image: &Image) -> Result<Vec<Line>, String
         });
     }
     Ok(out)
+}
+
+/// A crontab variable's value, without one pair of enclosing quotes (as cron strips them).
+fn cron_value(s: &str) -> String {
+    let s = s.trim();
+    let unq = s
+        .strip_prefix('"')
+        .and_then(|x| x.strip_suffix('"'))
+        .or_else(|| s.strip_prefix('\'').and_then(|x| x.strip_suffix('\'')));
+    unq.unwrap_or(s).to_string()
 }
 
 fn is_cron_field(s: &str) -> bool {
@@ -650,7 +682,7 @@ fn crontab_lines(file: &str, text: &str) -> Result<Vec<Line>, String> {
         }
         if let Some((k, v)) = t.split_once('=') {
             if !k.is_empty() && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-                env.push((k.to_string(), yaml_scalar(v)));
+                env.push((k.to_string(), cron_value(v)));
                 continue;
             }
         }
@@ -958,11 +990,49 @@ fn wrong_lines_are_rejected_by_the_same_checks() {
     let lines = yaml_lines("k8s/x.yaml", yaml, &image).unwrap();
     assert_eq!(lines.len(), 1);
     assert!(check_line(&lines[0]).is_err());
-    let block = "spec:\n  containers:\n    - name: archiver\n      args:\n        - run\n";
-    assert!(
-        yaml_lines("k8s/x.yaml", block, &image).is_err(),
-        "a block list went unchecked"
-    );
+    // A block list is read like a flow list, and checked the same.
+    let block = "spec:\n  containers:\n    - name: archiver\n      args:\n        - --shard\n        - 4/4\n        - run\n";
+    let lines = yaml_lines("k8s/x.yaml", block, &image).unwrap();
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0].argv, ["archiver", "--shard", "4/4", "run"]);
+    assert!(check_line(&lines[0]).is_err());
+    // What cannot be checked is an error, not a line silently skipped or half-read.
+    let c = |rest: &str| format!("spec:\n  containers:\n    - name: a\n{rest}");
+    let job = |rest: &str| c(&format!("  completionMode: Indexed\n{rest}"));
+    for (yaml, why) in [
+        (c("      args: run\n"), "not a list of strings"),
+        (
+            c("      args: [--shard-count, 4, run]\n"),
+            "not a list of strings",
+        ),
+        (c("      command: {a: b}\n"), "not a list of strings"),
+        (
+            c("      env: [{name: ARCHIVER_X, value: 4}]\n"),
+            "must be a string",
+        ),
+        (c("      env: {ARCHIVER_X: \"4\"}\n"), "env is not a list"),
+        (
+            c("      args: [run]\n      args: [--shard, 4/4, run]\n"),
+            "duplicated key",
+        ),
+        (c("    - name: b\n"), "one container per document"),
+        (
+            c("  initContainers:\n    - name: b\n"),
+            "one container per document",
+        ),
+        (c("      <<: {args: [--shard, 4/4, run]}\n"), "merge keys"),
+        (c("      args: [\"run\"\n"), "invalid YAML"),
+        (
+            job("  completions: four\n  parallelism: 4\n"),
+            "not a count",
+        ),
+        (job("  completions: 4\n"), "without parallelism"),
+    ] {
+        match yaml_lines("k8s/x.yaml", &yaml, &image) {
+            Err(e) => assert!(e.contains(why), "{e} (wanted: {why}) for {yaml}"),
+            Ok(lines) => panic!("{why} went unchecked: {yaml} gave {lines:?}"),
+        }
+    }
     let shared = "spec:\n  completionMode: Indexed\n  completions: 4\n  parallelism: 4\n  containers:\n    - args: [\"--state\", \"s3://b-1/state.db\", \"--output\", \"s3://b-1/a\", \"--shard-count\", \"4\", \"run\"]\n";
     let lines = yaml_lines("k8s/x.yaml", shared, &image).unwrap();
     let err = check_line(&lines[0]).unwrap_err();
@@ -1028,9 +1098,39 @@ fn shell_words_split_like_sh() {
         w("a 's3://b/state-{shard}.db' b"),
         ["a", "s3://b/state-{shard}.db", "b"]
     );
-    assert!(shell_words("a $UNSET").is_err());
-    assert!(shell_words("a $(date)").is_err());
-    assert!(shell_words("a 'open").is_err());
+    // Quoted or escaped, the operators, `#` and `$` are text; single quotes expand nothing.
+    assert_eq!(
+        w("a \"b;c|d\" 'e>f' g\\&h x#y '$HOME' \"${HOME}\"/x $HOME'/'\"\""),
+        [
+            "a",
+            "b;c|d",
+            "e>f",
+            "g&h",
+            "x#y",
+            "$HOME",
+            "/home/operator/x",
+            "/home/operator/"
+        ]
+    );
+    // Only unquoted digits right before a redirection are a file descriptor.
+    assert_eq!(w("a \"2\">/log"), ["a", "2"]);
+    assert_eq!(w("a x2>/log"), ["a", "x2"]);
+    assert_eq!(w("a \"$IMAGE\" ''"), ["a", IMAGE, ""]);
+    for bad in [
+        "a $UNSET",
+        "a \"$UNSET\"",
+        "a $(date)",
+        "a \"$(date)\"",
+        "a `date`",
+        "a \"`date`\"",
+        "a $?",
+        "a ${HOME:-x}",
+        "a 'open",
+        "a \"open",
+        "a trailing\\",
+    ] {
+        assert!(shell_words(bad).is_err(), "accepted: {bad}");
+    }
     let joined = logical_lines("x a \\\n  b\ny");
     assert_eq!(joined, [(1, "x a    b".to_string()), (3, "y".to_string())]);
     let md = "text\n```sh\narchiver --state s.db \\\n  status\nkubectl get pods\n```\narchiver outside a fence\n";
