@@ -38,7 +38,7 @@
 //!
 //! Each command line then goes through what `main` and `commands::execute` do before any I/O
 //! ([`check`]): `Cli::try_parse_from`, `Config::from_args`, `parse_portal_ids` (run,
-//! backfill), `compact::parse_duration` (compact), with the process environment holding the
+//! backfill), `config::parse_duration` (compact), with the process environment holding the
 //! line's archiver variables and nothing else of archiver's. On top of that, lines for
 //! ephemeral containers (`k8s/`, `ecs/`) must keep both state and output in S3, and a sharded
 //! line must give each shard its own state (`{shard}` in `--state`).
