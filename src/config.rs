@@ -415,7 +415,8 @@ mod tests {
         assert_eq!(parse_duration("90m"), Some(Duration::from_secs(5400)));
         assert_eq!(parse_duration("0s"), Some(Duration::ZERO));
         assert_eq!(parse_duration("1h 30m"), Some(Duration::from_secs(5400)));
-        for bad in ["", "d", "2", "2 fortnights", "-1d", "1.5h"] {
+        assert_eq!(parse_duration("1.5h"), Some(Duration::from_secs(5400)));
+        for bad in ["", "d", "2", "2 fortnights", "-1d", "1.5"] {
             assert_eq!(parse_duration(bad), None, "{bad:?}");
         }
     }
