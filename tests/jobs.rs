@@ -967,7 +967,7 @@ fn wrong_lines_are_rejected_by_the_same_checks() {
         ("archiver --state s3://my-archive-bucket run", none.clone()),
         ("archiver --s3-expected-bucket-owner 1234 run", none.clone()),
         ("archiver --lease-ttl 10 run", none.clone()),
-        ("archiver compact --older-than 2days", none.clone()),
+        ("archiver compact --older-than 2fortnights", none.clone()),
         ("archiver --shard-count 4 run", none.clone()),
         (
             "archiver --shard-count 4 run",
