@@ -1683,7 +1683,11 @@ async fn offset_pages_skip_as_many_as_aged_out_at_the_front() {
             TokenMode::Keyset => 0,
             TokenMode::Offset => k,
         };
-        assert_same(&got, &listing[7 + skipped..], &format!("{mode:?} after ageing"));
+        assert_same(
+            &got,
+            &listing[7 + skipped..],
+            &format!("{mode:?} after ageing"),
+        );
         // The skipped ones are still listable but were never served: what an archiver using
         // offset tokens loses unless it lists again.
         let served: BTreeSet<String> = sim.served().into_iter().map(|s| s.session_id).collect();
@@ -1729,7 +1733,11 @@ async fn offset_pages_repeat_as_many_as_arrive_at_the_front() {
             TokenMode::Keyset => 0,
             TokenMode::Offset => 4,
         };
-        assert_same(&got, &listing[7 - repeated..], &format!("{mode:?} after additions"));
+        assert_same(
+            &got,
+            &listing[7 - repeated..],
+            &format!("{mode:?} after additions"),
+        );
         let all: Vec<String> = got_ids(&first).into_iter().chain(got_ids(&got)).collect();
         let distinct: BTreeSet<&String> = all.iter().collect();
         assert_eq!(all.len() - distinct.len(), repeated);
@@ -1757,7 +1765,10 @@ async fn offset_tokens_are_checked_and_expire_like_keyset_ones() {
         .next_token()
         .unwrap()
         .to_owned();
-    assert!(token.bytes().all(|b| b.is_ascii_hexdigit()), "opaque: {token}");
+    assert!(
+        token.bytes().all(|b| b.is_ascii_hexdigit()),
+        "opaque: {token}"
+    );
     let mut tampered = token.clone().into_bytes();
     tampered[10] = if tampered[10] == b'a' { b'b' } else { b'a' };
     let tampered = String::from_utf8(tampered).unwrap();
@@ -1869,7 +1880,11 @@ async fn advancing_the_clock_ages_sessions_out_of_listings_and_get_session() {
     assert!(!gone.is_empty() && gone.len() < listing.len());
     for order in [Order::Asc, Order::Desc] {
         let got = list_all(&c, &portal, Some(order), &Filter::default(), 100).await;
-        assert_same(&got, &expected(&sim, &portal, order, &Filter::default()), "after a day");
+        assert_same(
+            &got,
+            &expected(&sim, &portal, order, &Filter::default()),
+            "after a day",
+        );
         let ids: BTreeSet<String> = got_ids(&got).into_iter().collect();
         assert!(gone.iter().all(|s| !ids.contains(&s.session_id)));
     }
@@ -1954,7 +1969,10 @@ async fn a_wall_clock_ages_sessions_out_during_a_listing() {
     let listable_at_end: Vec<String> = ids_of(&sim.listable());
     let wall = t0.0.elapsed();
     let moved = sim.now_ms() - t0.1;
-    assert!(moved as f64 >= wall.as_millis() as f64 * 86_400.0 * 0.99, "{moved} in {wall:?}");
+    assert!(
+        moved as f64 >= wall.as_millis() as f64 * 86_400.0 * 0.99,
+        "{moved} in {wall:?}"
+    );
     let ever: BTreeSet<String> = ids_of(&sim.ever_listable()).into_iter().collect();
     let aged_out = ever.len() - listable_at_end.len();
     assert!(aged_out >= 5, "{aged_out} aged out during the listing");

@@ -329,7 +329,12 @@ impl World {
 
     /// Sessions that started before this are past retention: held, but no longer served.
     pub(crate) fn retention_cutoff_ms(&self) -> i64 {
-        self.now_ms() - i64::from(self.cfg.retention_days) * DAY_MS
+        self.retention_cutoff_at(self.now_ms())
+    }
+
+    /// The retention cutoff when the clock reads `now_ms`.
+    pub(crate) fn retention_cutoff_at(&self, now_ms: i64) -> i64 {
+        now_ms - i64::from(self.cfg.retention_days) * DAY_MS
     }
 
     pub(crate) fn portal(&self, id: &str) -> Option<&Portal> {
@@ -997,7 +1002,10 @@ mod tests {
             .collect();
         // Age the 4 oldest listable sessions out: offset 10 now starts 4 further on.
         let step = oldest_first[3].0 - cutoff + 1;
-        assert!(oldest_first[4].0 - cutoff >= step, "distinct starts at the edge");
+        assert!(
+            oldest_first[4].0 - cutoff >= step,
+            "distinct starts at the edge"
+        );
         w.clock.advance(step);
         let q = SessionQuery {
             skip: 10,
@@ -1084,7 +1092,9 @@ mod tests {
         assert!(tail
             .iter()
             .all(|s| s.start_ms > newest && s.start_ms <= w.now_ms()));
-        assert!(tail.iter().all(|s| s.end_ms.is_none_or(|e| e <= w.now_ms())));
+        assert!(tail
+            .iter()
+            .all(|s| s.end_ms.is_none_or(|e| e <= w.now_ms())));
         assert_eq!(tail.iter().filter(|s| s.is_active()).count(), 2);
         assert_eq!(p.active.len(), 5);
 

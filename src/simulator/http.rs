@@ -721,13 +721,7 @@ fn list_portals(inner: &Inner, q: &Query, region: Option<&str>) -> Result<String
     out.push(']');
     if end < mine.len() && end > start {
         out.push_str(",\"nextToken\":");
-        let token = inner.issue_token(
-            TokenKind::Portals,
-            false,
-            mode,
-            (end as i64 - 1, 0),
-            scope,
-        );
+        let token = inner.issue_token(TokenKind::Portals, false, mode, (end as i64 - 1, 0), scope);
         push_json_str(&mut out, &token);
     }
     out.push('}');

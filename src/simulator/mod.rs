@@ -239,10 +239,12 @@ impl Inner {
             SimClock::Simulated => ("simulated", None),
             SimClock::Wall { scale } => ("wall", Some(scale)),
         };
+        // One reading of a running clock for both.
+        let now_ms = w.now_ms();
         SimInfo {
             endpoint: self.endpoint_url(),
-            now_ms: w.now_ms(),
-            retention_cutoff_ms: w.retention_cutoff_ms(),
+            now_ms,
+            retention_cutoff_ms: w.retention_cutoff_at(now_ms),
             first_retention_cutoff_ms: w.first_cutoff_ms,
             portal_ids: w.portal_ids(),
             region: w.cfg.region.clone(),
