@@ -5,7 +5,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
-use archiver::simulator::{Faults, SimConfig, SimSession, Simulator};
+use archiver::simulator::{Faults, SimClock, SimConfig, SimSession, Simulator, TokenMode};
 use aws_config::retry::RetryConfig;
 use aws_config::BehaviorVersion;
 use aws_sdk_workspacesweb::config::{Credentials, Region};
@@ -1093,8 +1093,8 @@ async fn control_api_over_http() {
     )));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn boto3_reads_the_simulator_like_the_real_service() {
+/// The Python with boto3 (see tests/run); panics with a hint when there is none.
+async fn boto3_python() -> String {
     let python = std::env::var("ARCHIVER_TEST_PYTHON").unwrap_or_else(|_| "python3".to_owned());
     let probe = tokio::process::Command::new(&python)
         .args(["-c", "import boto3"])
@@ -1112,9 +1112,13 @@ async fn boto3_reads_the_simulator_like_the_real_service() {
              environment with boto3 and sets ARCHIVER_TEST_PYTHON."
         ),
     }
-    let sim = Simulator::start(cfg(14)).await.unwrap();
+    python
+}
+
+/// Runs tests/py/boto3_check.py against `sim`; returns what it printed.
+async fn run_boto3_check(python: &str, sim: &Simulator) -> String {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/boto3_check.py");
-    let out = tokio::process::Command::new(&python)
+    let out = tokio::process::Command::new(python)
         .arg(script)
         .arg(sim.endpoint_url())
         .env("AWS_EC2_METADATA_DISABLED", "true")
@@ -1130,6 +1134,14 @@ async fn boto3_reads_the_simulator_like_the_real_service() {
     eprint!("{stdout}");
     assert!(stdout.contains("boto3 check ok"), "{stdout}");
     assert!(sim.stats().list_sessions_calls > 10);
+    stdout.into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn boto3_reads_the_simulator_like_the_real_service() {
+    let python = boto3_python().await;
+    let sim = Simulator::start(cfg(14)).await.unwrap();
+    run_boto3_check(&python, &sim).await;
 }
 
 /// Scale check: `cargo test --release --test simulator -- --ignored`.
@@ -1536,4 +1548,526 @@ async fn dropped_connections_reach_the_sdk_like_this() {
         "retried through drops",
     );
     assert!(sim.stats().dropped > 0);
+}
+
+// ---------------------------------------------------------------------------------------
+// Offset tokens, retention as the clock moves, physical data
+
+fn offset_cfg(seed: u64) -> SimConfig {
+    SimConfig {
+        token_mode: TokenMode::Offset,
+        ..cfg(seed)
+    }
+}
+
+fn ids_of(v: &[SimSession]) -> Vec<String> {
+    v.iter().map(|s| s.session_id.clone()).collect()
+}
+
+fn got_ids(v: &[SessionSummary]) -> Vec<String> {
+    v.iter()
+        .map(|s| s.session_id().unwrap_or("").to_owned())
+        .collect()
+}
+
+/// Pages through by hand from `first` on; returns everything served.
+async fn rest(
+    c: &Client,
+    portal: &str,
+    order: Order,
+    mut token: Option<String>,
+) -> Vec<SessionSummary> {
+    let mut got = Vec::new();
+    while let Some(t) = token {
+        let (p, next) = page(c, portal, order, &Filter::default(), Some(t)).await;
+        got.extend(p);
+        token = next;
+    }
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offset_pages_concatenate_to_the_listing_when_nothing_changes() {
+    let sim = Simulator::start(offset_cfg(21)).await.unwrap();
+    assert_eq!(sim.token_mode(), TokenMode::Offset);
+    let c = client(&sim).await;
+    let portal = sim.portal_ids()[0].clone();
+    let active = Filter {
+        status: Some("Active"),
+        ..Filter::default()
+    };
+    let terminated = Filter {
+        status: Some("Terminated"),
+        ..Filter::default()
+    };
+    let user = Filter {
+        username: sim
+            .listable()
+            .iter()
+            .find(|s| s.portal_id == portal)
+            .and_then(|s| s.username.clone()),
+        ..Filter::default()
+    };
+    for order in [Order::Asc, Order::Desc] {
+        for f in [&Filter::default(), &active, &terminated, &user] {
+            for max in [1, 7, 100] {
+                let got = list_all(&c, &portal, Some(order), f, max).await;
+                assert_same(
+                    &got,
+                    &expected(&sim, &portal, order, f),
+                    &format!("offset {order:?} {f:?} max {max}"),
+                );
+            }
+        }
+    }
+    // Hidden sessions are left out before counting: pages stay full and nothing repeats.
+    // Another portal, not listed so far.
+    let portal = sim.portal_ids()[1].clone();
+    let listing = expected(&sim, &portal, Order::Asc, &Filter::default());
+    let hidden: Vec<String> = [0, 6, 7, 20]
+        .iter()
+        .map(|&i| listing[i].session_id.clone())
+        .collect();
+    sim.set_faults(Faults {
+        hide_from_listing: hidden.clone(),
+        ..Faults::default()
+    });
+    let got = list_all(&c, &portal, Some(Order::Asc), &Filter::default(), 7).await;
+    let want: Vec<SimSession> = listing
+        .into_iter()
+        .filter(|s| !hidden.contains(&s.session_id))
+        .collect();
+    assert_same(&got, &want, "offset with hidden sessions");
+    // Everything listed was recorded as served; nothing hidden was.
+    let served: BTreeSet<String> = sim
+        .served()
+        .into_iter()
+        .filter(|s| s.portal_id == portal)
+        .map(|s| s.session_id)
+        .collect();
+    assert!(want.iter().all(|s| served.contains(&s.session_id)));
+    assert!(hidden.iter().all(|id| !served.contains(id)));
+}
+
+/// The behaviour the archiver is tested against: with offset tokens, sessions ageing out at
+/// the front of an oldest-first listing between two pages make the next page skip exactly as
+/// many sessions that are still listable; keyset tokens skip none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offset_pages_skip_as_many_as_aged_out_at_the_front() {
+    for mode in [TokenMode::Keyset, TokenMode::Offset] {
+        let sim = Simulator::start(SimConfig {
+            token_mode: mode,
+            ..cfg(22)
+        })
+        .await
+        .unwrap();
+        let c = client(&sim).await;
+        let portal = sim.portal_ids()[0].clone();
+        let listing = expected(&sim, &portal, Order::Asc, &Filter::default());
+        // Age out the k oldest listable sessions, k >= 3 with a distinct start after them.
+        let k = (3..listing.len())
+            .find(|&k| listing[k].start_time_ms > listing[k - 1].start_time_ms)
+            .unwrap();
+        let step = listing[k - 1].start_time_ms - sim.retention_cutoff_ms() + 1;
+
+        let (first, token) = page(&c, &portal, Order::Asc, &Filter::default(), None).await;
+        assert_same(&first, &listing[..7], "first page");
+        sim.advance_clock_by(Duration::from_millis(step as u64));
+        assert_eq!(
+            expected(&sim, &portal, Order::Asc, &Filter::default()),
+            listing[k..],
+            "exactly {k} aged out"
+        );
+        let got = rest(&c, &portal, Order::Asc, token).await;
+        let skipped = match mode {
+            TokenMode::Keyset => 0,
+            TokenMode::Offset => k,
+        };
+        assert_same(
+            &got,
+            &listing[7 + skipped..],
+            &format!("{mode:?} after ageing"),
+        );
+        // The skipped ones are still listable but were never served: what an archiver using
+        // offset tokens loses unless it lists again.
+        let served: BTreeSet<String> = sim.served().into_iter().map(|s| s.session_id).collect();
+        let listable: BTreeSet<String> = ids_of(&sim.listable()).into_iter().collect();
+        for s in &listing[7..7 + skipped] {
+            assert!(listable.contains(&s.session_id) && !served.contains(&s.session_id));
+        }
+        assert_eq!(served.len(), listing.len() - skipped, "{mode:?}");
+        // Aged out: ever listable, no longer listable.
+        let ever: BTreeSet<String> = ids_of(&sim.ever_listable()).into_iter().collect();
+        for s in &listing[..k] {
+            assert!(ever.contains(&s.session_id) && !listable.contains(&s.session_id));
+        }
+    }
+}
+
+/// With offset tokens, sessions arriving at the front of a newest-first listing between two
+/// pages make the next page repeat as many; keyset tokens repeat none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offset_pages_repeat_as_many_as_arrive_at_the_front() {
+    for mode in [TokenMode::Keyset, TokenMode::Offset] {
+        // History well inside retention: the clock moving with the additions drops nothing.
+        let sim = Simulator::start(SimConfig {
+            token_mode: mode,
+            history_days: 30,
+            ..cfg(23)
+        })
+        .await
+        .unwrap();
+        let c = client(&sim).await;
+        let portal = sim.portal_ids()[2].clone();
+        let listing = expected(&sim, &portal, Order::Desc, &Filter::default());
+        let (first, token) = page(&c, &portal, Order::Desc, &Filter::default(), None).await;
+        assert_same(&first, &listing[..7], "first page");
+        let added = sim.add_sessions(&portal, 4, 1);
+        let now = expected(&sim, &portal, Order::Desc, &Filter::default());
+        assert_eq!(
+            ids_of(&now[..4]),
+            added.iter().rev().cloned().collect::<Vec<_>>()
+        );
+        let got = rest(&c, &portal, Order::Desc, token).await;
+        let repeated = match mode {
+            TokenMode::Keyset => 0,
+            TokenMode::Offset => 4,
+        };
+        assert_same(
+            &got,
+            &listing[7 - repeated..],
+            &format!("{mode:?} after additions"),
+        );
+        let all: Vec<String> = got_ids(&first).into_iter().chain(got_ids(&got)).collect();
+        let distinct: BTreeSet<&String> = all.iter().collect();
+        assert_eq!(all.len() - distinct.len(), repeated);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offset_tokens_are_checked_and_expire_like_keyset_ones() {
+    let sim = Simulator::start(SimConfig {
+        token_ttl: Some(Duration::from_millis(1_000)),
+        ..offset_cfg(24)
+    })
+    .await
+    .unwrap();
+    let c = client(&sim).await;
+    let portal = sim.portal_ids()[0].clone();
+    let other_portal = sim.portal_ids()[1].clone();
+    let token = c
+        .list_sessions()
+        .portal_id(&portal)
+        .max_results(5)
+        .send()
+        .await
+        .unwrap()
+        .next_token()
+        .unwrap()
+        .to_owned();
+    assert!(
+        token.bytes().all(|b| b.is_ascii_hexdigit()),
+        "opaque: {token}"
+    );
+    let mut tampered = token.clone().into_bytes();
+    tampered[10] = if tampered[10] == b'a' { b'b' } else { b'a' };
+    let tampered = String::from_utf8(tampered).unwrap();
+    let attempts = [
+        c.list_sessions().portal_id(&portal).next_token(&tampered),
+        c.list_sessions()
+            .portal_id(&portal)
+            .next_token(&token)
+            .sort_by(SessionSortBy::StartTimeAscending),
+        c.list_sessions()
+            .portal_id(&portal)
+            .next_token(&token)
+            .status(SessionStatus::Terminated),
+        c.list_sessions()
+            .portal_id(&other_portal)
+            .next_token(&token),
+        c.list_sessions().portal_id(&portal).next_token("zz"),
+        c.list_sessions().portal_id(&portal).next_token(""),
+    ];
+    for (i, a) in attempts.into_iter().enumerate() {
+        let err = a.send().await.unwrap_err().into_service_error();
+        assert!(err.is_validation_exception(), "attempt {i}: {err:?}");
+    }
+    let err = c
+        .list_portals()
+        .next_token(&token)
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    assert!(err.is_validation_exception(), "{err:?}");
+    // A good token works, until expire_tokens.
+    let out = c
+        .list_sessions()
+        .portal_id(&portal)
+        .next_token(&token)
+        .send()
+        .await
+        .unwrap();
+    let want = expected(&sim, &portal, Order::Desc, &Filter::default());
+    assert_same(out.sessions(), &want[5..25], "offset 5, default page size");
+    sim.expire_tokens();
+    let err = c
+        .list_sessions()
+        .portal_id(&portal)
+        .next_token(&token)
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    assert!(err.is_validation_exception(), "{err:?}");
+    // And the TTL.
+    let token = c
+        .list_sessions()
+        .portal_id(&portal)
+        .max_results(5)
+        .send()
+        .await
+        .unwrap()
+        .next_token()
+        .unwrap()
+        .to_owned();
+    tokio::time::sleep(Duration::from_millis(1_300)).await;
+    let err = c
+        .list_sessions()
+        .portal_id(&portal)
+        .next_token(&token)
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    assert!(err.is_validation_exception(), "{err:?}");
+    let msg = aws_sdk_workspacesweb::error::ProvideErrorMetadata::message(&err).unwrap_or_default();
+    assert!(msg.contains("invalid or expired"), "{msg}");
+}
+
+async fn get_err(
+    c: &Client,
+    portal: &str,
+    id: &str,
+) -> Option<aws_sdk_workspacesweb::operation::get_session::GetSessionError> {
+    c.get_session()
+        .portal_id(portal)
+        .session_id(id)
+        .send()
+        .await
+        .err()
+        .map(|e| e.into_service_error())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn advancing_the_clock_ages_sessions_out_of_listings_and_get_session() {
+    let sim = Simulator::start(cfg(25)).await.unwrap();
+    let c = client(&sim).await;
+    let portal = sim.portal_ids()[1].clone();
+    let ever_at_start = sim.ever_listable();
+    assert_eq!(ever_at_start, sim.listable());
+    let listing = expected(&sim, &portal, Order::Asc, &Filter::default());
+    let oldest = listing[0].clone();
+    assert!(get_err(&c, &portal, &oldest.session_id).await.is_none());
+
+    // One day: the sessions that started in the first day after the cutoff go.
+    sim.advance_clock_by(Duration::from_secs(86_400));
+    let cutoff = sim.retention_cutoff_ms();
+    let gone: Vec<&SimSession> = listing
+        .iter()
+        .filter(|s| s.start_time_ms < cutoff)
+        .collect();
+    assert!(!gone.is_empty() && gone.len() < listing.len());
+    for order in [Order::Asc, Order::Desc] {
+        let got = list_all(&c, &portal, Some(order), &Filter::default(), 100).await;
+        assert_same(
+            &got,
+            &expected(&sim, &portal, order, &Filter::default()),
+            "after a day",
+        );
+        let ids: BTreeSet<String> = got_ids(&got).into_iter().collect();
+        assert!(gone.iter().all(|s| !ids.contains(&s.session_id)));
+    }
+    for s in &gone {
+        let err = get_err(&c, &portal, &s.session_id).await.unwrap();
+        assert!(err.is_resource_not_found_exception(), "{err:?}");
+        let out = c
+            .list_sessions()
+            .portal_id(&portal)
+            .session_id(&s.session_id)
+            .send()
+            .await
+            .unwrap();
+        assert!(out.sessions().is_empty());
+    }
+    assert_eq!(sim.ever_listable(), ever_at_start, "ever listable stays");
+    let listable: BTreeSet<String> = ids_of(&sim.listable()).into_iter().collect();
+    assert!(gone.iter().all(|s| !listable.contains(&s.session_id)));
+
+    // The clock never goes back.
+    let now = sim.now_ms();
+    sim.advance_clock(-5 * 86_400_000);
+    assert_eq!(sim.now_ms(), now);
+
+    // Over HTTP: POST /_sim/advance, and the record views.
+    let (status, _, body) = raw(&sim, "POST", "/_sim/advance", r#"{"seconds": 172800}"#).await;
+    assert_eq!(status, 200, "{body}");
+    let info: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(info["now_ms"], now + 172_800_000);
+    assert_eq!(info["now_ms"], sim.now_ms());
+    assert_eq!(info["retention_cutoff_ms"], sim.retention_cutoff_ms());
+    assert_eq!(info["token_mode"], "keyset");
+    assert_eq!(info["clock"], "simulated");
+    let next = listing
+        .iter()
+        .find(|s| s.start_time_ms >= cutoff && s.start_time_ms < sim.retention_cutoff_ms())
+        .expect("two more days age more out");
+    let err = get_err(&c, &portal, &next.session_id).await.unwrap();
+    assert!(err.is_resource_not_found_exception(), "{err:?}");
+    for bad in [r#"{"seconds": -1}"#, r#"{"seconds": "x"}"#] {
+        let (status, _, _) = raw(&sim, "POST", "/_sim/advance", bad).await;
+        assert_eq!(status, 400, "{bad}");
+    }
+    assert_eq!(sim.now_ms(), now + 172_800_000);
+    for (path, want) in [
+        ("/_sim/listable", sim.listable()),
+        ("/_sim/ever-listable", sim.ever_listable()),
+        ("/_sim/served", sim.served()),
+    ] {
+        let (status, _, body) = raw(&sim, "GET", path, "").await;
+        assert_eq!(status, 200);
+        let got: Vec<SimSession> = serde_json::from_str(&body).unwrap();
+        assert_eq!(got, want, "{path}");
+    }
+    // Served: what the listings above sent, all of it ever listable.
+    let served = sim.served();
+    assert!(!served.is_empty());
+    let ever: BTreeSet<String> = ids_of(&sim.ever_listable()).into_iter().collect();
+    assert!(served.iter().all(|s| ever.contains(&s.session_id)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wall_clock_ages_sessions_out_during_a_listing() {
+    // One wall second is one simulated day; ~7.5 sessions a day.
+    let sim = Simulator::start(SimConfig {
+        clock: SimClock::Wall { scale: 86_400.0 },
+        portals: 1,
+        ..cfg(26)
+    })
+    .await
+    .unwrap();
+    let c = client(&sim).await;
+    let portal = sim.portal_ids()[0].clone();
+    let t0 = (Instant::now(), sim.now_ms());
+    let (mut got, mut token) = page(&c, &portal, Order::Asc, &Filter::default(), None).await;
+    while let Some(t) = token {
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        let (p, next) = page(&c, &portal, Order::Asc, &Filter::default(), Some(t)).await;
+        got.extend(p);
+        token = next;
+    }
+    let listable_at_end: Vec<String> = ids_of(&sim.listable());
+    let wall = t0.0.elapsed();
+    let moved = sim.now_ms() - t0.1;
+    assert!(
+        moved as f64 >= wall.as_millis() as f64 * 86_400.0 * 0.99,
+        "{moved} in {wall:?}"
+    );
+    let ever: BTreeSet<String> = ids_of(&sim.ever_listable()).into_iter().collect();
+    let aged_out = ever.len() - listable_at_end.len();
+    assert!(aged_out >= 5, "{aged_out} aged out during the listing");
+    // Keyset, oldest first: whatever is still listable was served, in order, once.
+    let ids = got_ids(&got);
+    let served: BTreeSet<&String> = ids.iter().collect();
+    assert_eq!(served.len(), ids.len());
+    assert!(ids.iter().all(|id| ever.contains(id)));
+    assert!(listable_at_end.iter().all(|id| served.contains(id)));
+    let starts: Vec<i64> = got.iter().map(|s| ms(s.start_time().unwrap())).collect();
+    assert!(starts.windows(2).all(|w| w[0] <= w[1]));
+    // The first one served has aged out by now.
+    let err = get_err(&c, &portal, &ids[0]).await.unwrap();
+    assert!(err.is_resource_not_found_exception(), "{err:?}");
+    let (_, _, body) = raw(&sim, "GET", "/_sim/info", "").await;
+    let info: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(info["clock"], "wall");
+    assert_eq!(info["time_scale"], 86_400.0);
+    assert!(info["now_ms"].as_i64().unwrap() >= t0.1 + moved);
+    assert_physical(&sim, "wall clock");
+}
+
+/// Terminated: `start <= end <= now`; Active: no end, `start <= now`.
+fn assert_physical(sim: &Simulator, what: &str) {
+    let record = sim.record();
+    let now = sim.now_ms();
+    assert!(!record.is_empty());
+    for s in &record {
+        match (s.status.as_str(), s.end_time_ms) {
+            ("Terminated", Some(end)) => assert!(
+                s.start_time_ms <= end && end <= now,
+                "{what}: {} ends at {end}, starts at {}, now {now}",
+                s.session_id,
+                s.start_time_ms
+            ),
+            ("Active", None) => assert!(
+                s.start_time_ms <= now,
+                "{what}: {} starts after now",
+                s.session_id
+            ),
+            (status, end) => panic!("{what}: {} is {status} with end {end:?}", s.session_id),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_are_physical_before_and_after_activity() {
+    for (i, c) in [
+        cfg(27),
+        SimConfig::default(),
+        SimConfig {
+            history_days: 1,
+            sessions_per_portal: 2_000,
+            active_per_portal: 50,
+            ..cfg(28)
+        },
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let sim = Simulator::start(c).await.unwrap();
+        assert_physical(&sim, &format!("config {i} generated"));
+        let portals = sim.portal_ids();
+        sim.end_active(Some(&portals[0]), 2);
+        assert_physical(&sim, "after end_active");
+        sim.add_sessions(&portals[0], 30, 5);
+        sim.add_sessions(&portals[1], 1, 1);
+        sim.add_sessions(&portals[1], 3, 0);
+        assert_physical(&sim, "after add_sessions");
+        sim.end_active(None, usize::MAX);
+        assert_physical(&sim, "after ending every active");
+        sim.add_portal();
+        assert_physical(&sim, "after add_portal");
+        let (status, _, body) = raw(
+            &sim,
+            "POST",
+            "/_sim/activity",
+            r#"{"advanceMs": -100000000, "newSessions": 10, "newActive": 2, "endActive": 1}"#,
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        assert_physical(&sim, "after activity with a negative advance");
+        sim.advance_clock(-86_400_000);
+        assert_physical(&sim, "after a negative advance");
+        sim.advance_clock_by(Duration::from_secs(3_600));
+        sim.add_sessions(&portals[1], 5, 2);
+        sim.end_active(None, 1);
+        assert_physical(&sim, "after more activity");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn boto3_reads_offset_tokens_like_keyset_ones() {
+    let python = boto3_python().await;
+    let sim = Simulator::start(offset_cfg(29)).await.unwrap();
+    let out = run_boto3_check(&python, &sim).await;
+    assert!(out.contains("offset tokens"), "{out}");
 }

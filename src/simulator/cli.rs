@@ -6,7 +6,16 @@ use std::net::SocketAddr;
 use anyhow::Context as _;
 
 use super::faults::CORRUPT_LISTING_MODES;
-use super::{Faults, SimConfig, Simulator};
+use super::{Faults, SimClock, SimConfig, Simulator, TokenMode};
+
+/// `--clock`: how the simulated clock moves.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClockArg {
+    /// Only through activity and the control API.
+    Simulated,
+    /// Also with wall time, `--time-scale` times as fast.
+    Wall,
+}
 
 /// Options of `archiver simulator`.
 #[derive(clap::Args, Debug, Clone)]
@@ -61,6 +70,18 @@ pub struct SimArgs {
     /// The simulated clock at start (epoch ms); default: now, rounded down to the minute.
     #[arg(long)]
     pub now_ms: Option<i64>,
+    /// What ListSessions nextToken means: the last session served (keyset) or an offset into
+    /// the listing as it is at the next call (offset).
+    #[arg(long, value_enum, default_value_t = TokenMode::Keyset)]
+    pub token_mode: TokenMode,
+    /// How the simulated clock moves: only through activity and the control API (simulated),
+    /// or also with wall time (wall).
+    #[arg(long, value_enum, default_value_t = ClockArg::Simulated)]
+    pub clock: ClockArg,
+    /// With `--clock wall`: simulated seconds per wall second (3600 = one hour per second);
+    /// default 1.
+    #[arg(long)]
+    pub time_scale: Option<f64>,
 }
 
 /// Serves on 127.0.0.1 until SIGINT or SIGTERM. Prints exactly one line to stdout first:
@@ -82,6 +103,16 @@ pub async fn run_cli(args: SimArgs) -> anyhow::Result<()> {
             "--rate-limit must be a positive number, got {r}"
         );
     }
+    if let Some(scale) = args.time_scale {
+        anyhow::ensure!(
+            args.clock == ClockArg::Wall,
+            "--time-scale needs --clock wall"
+        );
+        anyhow::ensure!(
+            scale.is_finite() && scale > 0.0,
+            "--time-scale must be a positive number, got {scale}"
+        );
+    }
     let defaults = SimConfig::default();
     let cfg = SimConfig {
         seed: args.seed,
@@ -91,6 +122,13 @@ pub async fn run_cli(args: SimArgs) -> anyhow::Result<()> {
         history_days: args.history_days,
         retention_days: args.retention_days,
         now_ms: args.now_ms.unwrap_or(defaults.now_ms),
+        clock: match args.clock {
+            ClockArg::Simulated => SimClock::Simulated,
+            ClockArg::Wall => SimClock::Wall {
+                scale: args.time_scale.unwrap_or(1.0),
+            },
+        },
+        token_mode: args.token_mode,
         ..defaults
     };
     let sim = Simulator::start_on(cfg, SocketAddr::from(([127, 0, 0, 1], args.port))).await?;

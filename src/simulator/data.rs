@@ -4,14 +4,21 @@
 //! Each portal keeps its sessions in one `Vec` sorted by `(start_ms, session_id)`. Session ids
 //! are UUIDs held as `u128`, whose canonical lowercase text sorts exactly like the number, so
 //! the wire order and the in-memory order agree. A page is a binary search to the token's
-//! position plus a short scan: cheap even with millions of sessions in a portal.
+//! position plus a short scan: cheap even with millions of sessions in a portal. An offset
+//! page (offset tokens) is a slice cut when no per-session filter applies, else a scan.
+//!
+//! Physical data: every Terminated session has `start <= end <= now` and every Active one
+//! `start <= now`, for generated sessions and for those the activity methods add or end; the
+//! clock never goes back, so this stays true as it moves.
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 use super::rng::{mix64, random_uuid, uuid_string, SplitMix64};
-use super::{SimConfig, SimSession};
+use super::{SimClock, SimConfig, SimSession};
 
 pub(crate) const MINUTE_MS: i64 = 60_000;
 pub(crate) const HOUR_MS: i64 = 60 * MINUTE_MS;
@@ -114,6 +121,47 @@ impl Sess {
     }
 }
 
+/// The simulated clock: `base_ms`, plus, with [`SimClock::Wall`], the wall time elapsed since
+/// the data was generated times the scale. It never goes back.
+#[derive(Debug)]
+pub(crate) struct Clock {
+    base_ms: i64,
+    /// Wall-clock start and simulated milliseconds per wall millisecond.
+    wall: Option<(Instant, f64)>,
+}
+
+impl Clock {
+    fn fixed(ms: i64) -> Clock {
+        Clock {
+            base_ms: ms,
+            wall: None,
+        }
+    }
+
+    pub(crate) fn now_ms(&self) -> i64 {
+        match self.wall {
+            None => self.base_ms,
+            Some((t0, scale)) => {
+                let moved = t0.elapsed().as_secs_f64() * 1000.0 * scale;
+                self.base_ms.saturating_add(moved as i64)
+            }
+        }
+    }
+
+    /// Moves the clock forward by `ms`; a negative step is ignored.
+    pub(crate) fn advance(&mut self, ms: i64) {
+        self.base_ms = self.base_ms.saturating_add(ms.max(0));
+    }
+
+    /// Moves the clock forward to `ms` if it is behind it.
+    fn reach(&mut self, ms: i64) {
+        let now = self.now_ms();
+        if ms > now {
+            self.base_ms += ms - now;
+        }
+    }
+}
+
 pub(crate) struct Portal {
     pub id: String,
     pub arn: String,
@@ -125,6 +173,9 @@ pub(crate) struct Portal {
     by_id: IdMap,
     /// Positions of the Active sessions, ascending.
     active: Vec<u32>,
+    /// One bit per position: the session was in a ListSessions page sent whole. Atomic, so
+    /// pages served under the read lock can mark it.
+    served: Vec<AtomicU64>,
 }
 
 impl Portal {
@@ -137,10 +188,25 @@ impl Portal {
                 self.active.push(pos as u32);
             }
         }
+        self.served
+            .resize_with(self.sessions.len().div_ceil(64), AtomicU64::default);
     }
 
     pub(crate) fn position(&self, id: u128) -> Option<usize> {
         self.by_id.get(&id).map(|&p| p as usize)
+    }
+
+    /// Notes that these sessions were sent in a listing.
+    pub(crate) fn mark_served<'a>(&self, page: impl IntoIterator<Item = &'a Sess>) {
+        for s in page {
+            if let Some(pos) = self.position(s.id) {
+                self.served[pos / 64].fetch_or(1 << (pos % 64), Ordering::Relaxed);
+            }
+        }
+    }
+
+    pub(crate) fn was_served(&self, pos: usize) -> bool {
+        self.served[pos / 64].load(Ordering::Relaxed) & (1 << (pos % 64)) != 0
     }
 }
 
@@ -170,12 +236,31 @@ pub(crate) struct SessionQuery {
     pub status: StatusFilter,
     /// Keyset position: the last `(start_ms, id)` already served.
     pub after: Option<(i64, u128)>,
+    /// Offset position: how many matching sessions of the current listing to skip (with
+    /// `after` `None`).
+    pub skip: usize,
     pub max: usize,
+}
+
+/// Which of the held sessions [`World::record_of`] returns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum RecordView {
+    /// Every session held.
+    All,
+    /// Not past retention now.
+    Listable,
+    /// Not past retention at some moment since the start: the clock never goes back, so
+    /// those not past the retention cutoff at the start.
+    EverListable,
+    /// In a ListSessions page sent whole at least once.
+    Served,
 }
 
 pub(crate) struct World {
     pub cfg: SimConfig,
-    pub now_ms: i64,
+    pub clock: Clock,
+    /// The retention cutoff when the data was generated: the lowest there has been.
+    pub first_cutoff_ms: i64,
     pub portals: Vec<Portal>,
     portal_pos: HashMap<String, usize>,
     users: Vec<String>,
@@ -218,7 +303,8 @@ impl World {
             .map(|(i, u)| (u.clone(), i as u16))
             .collect();
         let mut world = World {
-            now_ms: cfg.now_ms,
+            clock: Clock::fixed(cfg.now_ms),
+            first_cutoff_ms: cfg.now_ms - i64::from(cfg.retention_days) * DAY_MS,
             rng: SplitMix64::new(mix64(cfg.seed ^ 0xAC71_7171)),
             cfg,
             portals: Vec::new(),
@@ -229,12 +315,26 @@ impl World {
         for _ in 0..world.cfg.portals {
             world.add_portal();
         }
+        // The data is generated at a fixed instant; a wall clock runs from here on.
+        if let SimClock::Wall { scale } = world.cfg.clock {
+            world.clock.wall = Some((Instant::now(), scale));
+        }
         world
+    }
+
+    /// The simulated clock (epoch ms).
+    pub(crate) fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
     }
 
     /// Sessions that started before this are past retention: held, but no longer served.
     pub(crate) fn retention_cutoff_ms(&self) -> i64 {
-        self.now_ms - i64::from(self.cfg.retention_days) * DAY_MS
+        self.retention_cutoff_at(self.now_ms())
+    }
+
+    /// The retention cutoff when the clock reads `now_ms`.
+    pub(crate) fn retention_cutoff_at(&self, now_ms: i64) -> i64 {
+        now_ms - i64::from(self.cfg.retention_days) * DAY_MS
     }
 
     pub(crate) fn portal(&self, id: &str) -> Option<&Portal> {
@@ -274,7 +374,7 @@ impl World {
             self.cfg.account_id
         );
         let history_ms = i64::from(self.cfg.history_days) * DAY_MS;
-        let created_ms = self.now_ms - history_ms - rng.range_i64(DAY_MS, 90 * DAY_MS);
+        let created_ms = self.now_ms() - history_ms - rng.range_i64(DAY_MS, 90 * DAY_MS);
         let sessions = self.generate_sessions(&mut rng, history_ms);
         let mut portal = Portal {
             display_name: format!("Portal {}", k + 1),
@@ -284,6 +384,7 @@ impl World {
             sessions,
             by_id: IdMap::default(),
             active: Vec::new(),
+            served: Vec::new(),
         };
         portal.rebuild_indexes();
         self.portal_pos.insert(id.clone(), self.portals.len());
@@ -315,7 +416,7 @@ impl World {
     }
 
     fn generate_sessions(&self, rng: &mut SplitMix64, history_ms: i64) -> Vec<Sess> {
-        let now = self.now_ms;
+        let now = self.now_ms();
         let n = self.cfg.sessions_per_portal;
         let mut sessions: Vec<Sess> = Vec::with_capacity(n);
         for i in 0..n {
@@ -337,13 +438,15 @@ impl World {
         sessions
     }
 
-    /// Advances the clock a little and appends `n` sessions starting after the portal's newest;
+    /// Appends `n` sessions starting after the portal's newest and after the clock, and moves
+    /// the clock past them (so they have started, and those that ended have ended, by then);
     /// the `active` newest of them stay Active.
     pub(crate) fn add_sessions(&mut self, portal: usize, n: usize, active: usize) -> Vec<u128> {
         let mut rng = self.rng.clone();
+        let now = self.now_ms();
         let newest = self.portals[portal].sessions.last().map(|s| s.start_ms);
-        let mut start = newest.unwrap_or(i64::MIN).max(self.now_ms);
-        let mut new_now = self.now_ms;
+        let mut start = newest.unwrap_or(i64::MIN).max(now);
+        let mut new_now = now;
         let mut added = Vec::with_capacity(n);
         let mut fresh = Vec::with_capacity(n);
         for i in 0..n {
@@ -360,7 +463,7 @@ impl World {
         }
         self.rng = rng;
         if n > 0 {
-            self.now_ms = new_now + 1_000;
+            self.clock.reach(new_now + 1_000);
         }
         let p = &mut self.portals[portal];
         for s in fresh {
@@ -371,6 +474,8 @@ impl World {
             }
             p.sessions.push(s);
         }
+        p.served
+            .resize_with(p.sessions.len().div_ceil(64), AtomicU64::default);
         added
     }
 
@@ -390,7 +495,7 @@ impl World {
         }
         candidates.sort_unstable();
         candidates.truncate(n);
-        let now = self.now_ms;
+        let now = self.now_ms();
         let mut ended = Vec::with_capacity(candidates.len());
         for &(start, id, pi, pos) in &candidates {
             let p = &mut self.portals[pi];
@@ -415,10 +520,27 @@ impl World {
     }
 
     pub(crate) fn record(&self) -> Vec<SimSession> {
-        let total = self.portals.iter().map(|p| p.sessions.len()).sum();
-        let mut out = Vec::with_capacity(total);
+        self.record_of(RecordView::All)
+    }
+
+    /// The sessions of one view, per portal in creation order, then by `(start_ms, id)`.
+    pub(crate) fn record_of(&self, view: RecordView) -> Vec<SimSession> {
+        let cutoff = match view {
+            RecordView::Listable => self.retention_cutoff_ms(),
+            RecordView::EverListable => self.first_cutoff_ms,
+            RecordView::All | RecordView::Served => i64::MIN,
+        };
+        let mut out = Vec::new();
         for p in &self.portals {
-            out.extend(p.sessions.iter().map(|s| self.to_sim_session(p, s)));
+            let lo = p.sessions.partition_point(|s| s.start_ms < cutoff);
+            out.extend(
+                p.sessions
+                    .iter()
+                    .enumerate()
+                    .skip(lo)
+                    .filter(|&(pos, _)| view != RecordView::Served || p.was_served(pos))
+                    .map(|(_, s)| self.to_sim_session(p, s)),
+            );
         }
         out
     }
@@ -427,6 +549,88 @@ impl World {
     pub(crate) fn visible_session<'a>(&self, p: &'a Portal, id: u128) -> Option<&'a Sess> {
         let s = &p.sessions[p.position(id)?];
         (s.start_ms >= self.retention_cutoff_ms()).then_some(s)
+    }
+
+    /// Whether `s` is in the listing `q` asks for (retention aside).
+    fn matches(q: &SessionQuery, hidden: &IdSet, s: &Sess) -> bool {
+        let user_ok = match q.user {
+            UserFilter::Any => true,
+            UserFilter::Is(u) => s.user == u,
+            UserFilter::Nobody => false,
+        };
+        let status_ok = match q.status {
+            StatusFilter::Any => true,
+            StatusFilter::Active => s.is_active(),
+            StatusFilter::Terminated => !s.is_active(),
+        };
+        user_ok && status_ok && !hidden.contains(&s.id)
+    }
+
+    /// One offset page: the current listing (after retention and `hidden`) without its first
+    /// `q.skip` sessions, at most `q.max` of them, and whether more follow.
+    fn list_offset<'a>(
+        &self,
+        p: &'a Portal,
+        q: &SessionQuery,
+        hidden: &IdSet,
+        lo: usize,
+    ) -> (Vec<&'a Sess>, bool) {
+        fn page<'a>(
+            it: impl Iterator<Item = &'a Sess>,
+            keep: impl Fn(&Sess) -> bool,
+            skip: usize,
+            max: usize,
+        ) -> (Vec<&'a Sess>, bool) {
+            let mut v: Vec<&Sess> = it.filter(|s| keep(s)).skip(skip).take(max + 1).collect();
+            let more = v.len() > max;
+            v.truncate(max);
+            (v, more)
+        }
+        /// The part of `v` (in ascending order) left after skipping `skip` in listing order.
+        fn cut<T>(v: &[T], skip: usize, descending: bool) -> &[T] {
+            let skip = skip.min(v.len());
+            if descending {
+                &v[..v.len() - skip]
+            } else {
+                &v[skip..]
+            }
+        }
+        let all = &p.sessions;
+        let keep = |s: &Sess| Self::matches(q, hidden, s);
+        if let Some(wanted) = q.session_id {
+            let one = wanted
+                .and_then(|id| p.position(id))
+                .filter(|&pos| pos >= lo)
+                .map(|pos| &all[pos]);
+            return page(one.into_iter(), keep, q.skip, q.max);
+        }
+        // No per-session filter left: the offset is a position in the candidates.
+        let plain = q.user == UserFilter::Any && hidden.is_empty();
+        if q.status == StatusFilter::Active {
+            let act = &p.active[p.active.partition_point(|&pos| (pos as usize) < lo)..];
+            let (act, skip) = if plain {
+                (cut(act, q.skip, q.descending), 0)
+            } else {
+                (act, q.skip)
+            };
+            let it = act.iter().map(|&pos| &all[pos as usize]);
+            return if q.descending {
+                page(it.rev(), keep, skip, q.max)
+            } else {
+                page(it, keep, skip, q.max)
+            };
+        }
+        let plain = plain && q.status == StatusFilter::Any;
+        let (cands, skip) = if plain {
+            (cut(&all[lo..], q.skip, q.descending), 0)
+        } else {
+            (&all[lo..], q.skip)
+        };
+        if q.descending {
+            page(cands.iter().rev(), keep, skip, q.max)
+        } else {
+            page(cands.iter(), keep, skip, q.max)
+        }
     }
 
     /// One page of ListSessions: the matching sessions after `q.after` in the requested order,
@@ -439,20 +643,13 @@ impl World {
         hidden: &IdSet,
     ) -> (Vec<&'a Sess>, bool) {
         let all = &p.sessions;
-        let lo = all.partition_point(|s| s.start_ms < self.retention_cutoff_ms());
-        let matches = |s: &Sess| {
-            let user_ok = match q.user {
-                UserFilter::Any => true,
-                UserFilter::Is(u) => s.user == u,
-                UserFilter::Nobody => false,
-            };
-            let status_ok = match q.status {
-                StatusFilter::Any => true,
-                StatusFilter::Active => s.is_active(),
-                StatusFilter::Terminated => !s.is_active(),
-            };
-            user_ok && status_ok && !hidden.contains(&s.id)
-        };
+        // One cutoff for the whole call, even with a wall clock running.
+        let cutoff = self.retention_cutoff_ms();
+        let lo = all.partition_point(|s| s.start_ms < cutoff);
+        if q.skip > 0 {
+            return self.list_offset(p, q, hidden, lo);
+        }
+        let matches = |s: &Sess| Self::matches(q, hidden, s);
         let beyond = |s: &Sess| match q.after {
             None => true,
             Some(k) if q.descending => s.key() < k,
@@ -548,6 +745,7 @@ mod tests {
             session_id: None,
             status: StatusFilter::Any,
             after: None,
+            skip: 0,
             max: 7,
         }
     }
@@ -574,6 +772,26 @@ mod tests {
             }
             assert_eq!(page.len(), q.max, "a page with more after it is full");
             q.after = Some(page.last().unwrap().key());
+        }
+    }
+
+    /// Pages through by offset, leaving out `hidden`, and returns every key served.
+    fn drain_offset(
+        w: &World,
+        p: &Portal,
+        mut q: SessionQuery,
+        hidden: &IdSet,
+    ) -> Vec<(i64, u128)> {
+        let mut out = Vec::new();
+        loop {
+            let (page, more) = w.list_sessions(p, &q, hidden);
+            assert!(page.len() <= q.max);
+            out.extend(page.iter().map(|s| s.key()));
+            if !more {
+                return out;
+            }
+            assert_eq!(page.len(), q.max, "a page with more after it is full");
+            q.skip += page.len();
         }
     }
 
@@ -611,8 +829,8 @@ mod tests {
             assert!(p.sessions.windows(2).all(|w| w[0].key() < w[1].key()));
             assert_eq!(p.active.len(), 4);
             for s in &p.sessions {
-                let end = s.end_ms.unwrap_or(a.now_ms);
-                assert!(s.start_ms <= end && end <= a.now_ms);
+                let end = s.end_ms.unwrap_or(a.now_ms());
+                assert!(s.start_ms <= end && end <= a.now_ms());
                 assert!(s.n_ips >= 1 && s.n_ips <= 2);
             }
             let newest: Vec<bool> = p
@@ -725,6 +943,99 @@ mod tests {
         assert!(w.visible_session(p, gone.id).is_some());
     }
 
+    #[test]
+    fn offset_pages_match_a_full_sort_for_every_filter() {
+        let w = World::generate(cfg(400, 6));
+        let p = &w.portals[0];
+        let some_user = p.sessions[10].user;
+        let cutoff = w.retention_cutoff_ms();
+        let listable: Vec<&Sess> = p.sessions.iter().filter(|s| s.start_ms >= cutoff).collect();
+        let mut hidden = IdSet::default();
+        for i in [0, 3, 7, 8, 50] {
+            hidden.insert(listable[i].id);
+        }
+        hidden.insert(listable[listable.len() - 1].id);
+        for hiding in [IdSet::default(), hidden] {
+            for descending in [false, true] {
+                for status in [
+                    StatusFilter::Any,
+                    StatusFilter::Active,
+                    StatusFilter::Terminated,
+                ] {
+                    for user in [UserFilter::Any, UserFilter::Is(some_user)] {
+                        let q = SessionQuery {
+                            descending,
+                            status,
+                            user,
+                            ..query()
+                        };
+                        let mut want = expected(&w, p, &q);
+                        want.retain(|k| !hiding.contains(&k.1));
+                        assert_eq!(drain_offset(&w, p, q, &hiding), want, "{q:?}");
+                    }
+                }
+            }
+        }
+        let q = SessionQuery {
+            session_id: Some(Some(listable[5].id)),
+            skip: 1,
+            ..query()
+        };
+        assert!(w.list_sessions(p, &q, &IdSet::default()).0.is_empty());
+        let q = SessionQuery {
+            skip: listable.len() + 5,
+            ..query()
+        };
+        let (page, more) = w.list_sessions(p, &q, &IdSet::default());
+        assert!(page.is_empty() && !more);
+    }
+
+    #[test]
+    fn offsets_count_in_the_listing_as_it_is_now() {
+        let mut w = World::generate(cfg(300, 3));
+        let cutoff = w.retention_cutoff_ms();
+        let oldest_first: Vec<(i64, u128)> = w.portals[0]
+            .sessions
+            .iter()
+            .filter(|s| s.start_ms >= cutoff)
+            .map(Sess::key)
+            .collect();
+        // Age the 4 oldest listable sessions out: offset 10 now starts 4 further on.
+        let step = oldest_first[3].0 - cutoff + 1;
+        assert!(
+            oldest_first[4].0 - cutoff >= step,
+            "distinct starts at the edge"
+        );
+        w.clock.advance(step);
+        let q = SessionQuery {
+            skip: 10,
+            max: 5,
+            ..query()
+        };
+        let (page, more) = w.list_sessions(&w.portals[0], &q, &IdSet::default());
+        let got: Vec<_> = page.iter().map(|s| s.key()).collect();
+        assert_eq!(got, oldest_first[14..19]);
+        assert!(more);
+    }
+
+    #[test]
+    fn the_clock_never_goes_back_and_a_wall_clock_runs() {
+        let mut w = World::generate(cfg(10, 1));
+        let t0 = w.now_ms();
+        w.clock.advance(-5_000);
+        assert_eq!(w.now_ms(), t0);
+        w.clock.advance(5_000);
+        assert_eq!(w.now_ms(), t0 + 5_000);
+        let w = World::generate(SimConfig {
+            clock: SimClock::Wall { scale: 3_600.0 },
+            ..cfg(10, 1)
+        });
+        let t0 = w.now_ms();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        // 20 ms of wall time is at least 72 simulated seconds.
+        assert!(w.now_ms() >= t0 + 72_000, "{} vs {t0}", w.now_ms());
+    }
+
     /// `cargo test --release --lib simulator -- --ignored --nocapture`
     #[test]
     #[ignore = "large; meaningful in release mode"]
@@ -770,18 +1081,20 @@ mod tests {
     #[test]
     fn activity_appends_and_ends_oldest_first() {
         let mut w = World::generate(cfg(100, 3));
-        let before = w.now_ms;
+        let before = w.now_ms();
         let newest = w.portals[0].sessions.last().unwrap().start_ms;
         let added = w.add_sessions(0, 10, 2);
         assert_eq!(added.len(), 10);
-        assert!(w.now_ms > before);
+        assert!(w.now_ms() > before);
         let p = &w.portals[0];
         assert!(p.sessions.windows(2).all(|w| w[0].key() < w[1].key()));
         let tail = &p.sessions[p.sessions.len() - 10..];
         assert!(tail
             .iter()
-            .all(|s| s.start_ms > newest && s.start_ms <= w.now_ms));
-        assert!(tail.iter().all(|s| s.end_ms.is_none_or(|e| e <= w.now_ms)));
+            .all(|s| s.start_ms > newest && s.start_ms <= w.now_ms()));
+        assert!(tail
+            .iter()
+            .all(|s| s.end_ms.is_none_or(|e| e <= w.now_ms())));
         assert_eq!(tail.iter().filter(|s| s.is_active()).count(), 2);
         assert_eq!(p.active.len(), 5);
 

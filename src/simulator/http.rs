@@ -29,11 +29,11 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use super::data::{Portal, Sess, SessionQuery, StatusFilter, World};
+use super::data::{Portal, RecordView, Sess, SessionQuery, StatusFilter, World};
 use super::faults::{Corruption, Injected};
 use super::rng::{mix64, parse_uuid, uuid_string};
 use super::token::{scope_hash, PageToken, TokenKind};
-use super::{ActivityRequest, Faults, Inner, SimStats};
+use super::{ActivityRequest, AdvanceRequest, Faults, Inner, SimStats, TokenMode};
 
 type Body = Full<Bytes>;
 
@@ -511,12 +511,14 @@ impl Inner {
         &self,
         kind: TokenKind,
         descending: bool,
+        mode: TokenMode,
         last: (i64, u128),
         scope: u64,
     ) -> String {
         PageToken {
             kind,
             descending,
+            mode,
             epoch: self.epoch.load(Ordering::SeqCst),
             issued_wall_ms: wall_ms(),
             last_start_ms: last.0,
@@ -527,12 +529,13 @@ impl Inner {
     }
 
     /// The position a token names, if this simulator issued it for exactly this request shape
-    /// and it has not expired.
+    /// and token mode, and it has not expired.
     fn check_token(
         &self,
         text: &str,
         kind: TokenKind,
         descending: bool,
+        mode: TokenMode,
         scope: u64,
     ) -> Result<PageToken, ApiError> {
         let t = PageToken::decode(text, self.secret).ok_or_else(ApiError::bad_token)?;
@@ -541,6 +544,7 @@ impl Inner {
             .is_some_and(|ttl| wall_ms().saturating_sub(t.issued_wall_ms) > ttl.as_millis() as u64);
         if t.kind != kind
             || t.descending != descending
+            || t.mode != mode
             || t.scope != scope
             || t.epoch != self.epoch.load(Ordering::SeqCst)
             || expired
@@ -679,10 +683,12 @@ fn in_region(inner: &Inner, portal_id: &str, region: Option<&str>) -> Result<(),
 fn list_portals(inner: &Inner, q: &Query, region: Option<&str>) -> Result<String, ApiError> {
     let max = max_results(q)?;
     let scope = scope_hash(&["ListPortals"]);
+    // Portal tokens are positions in the (append-only) portal list in either mode.
+    let mode = inner.world().cfg.token_mode;
     let start = match q.get("nextToken") {
         None => 0,
         Some(t) => {
-            let t = inner.check_token(t, TokenKind::Portals, false, scope)?;
+            let t = inner.check_token(t, TokenKind::Portals, false, mode, scope)?;
             usize::try_from(t.last_start_ms).map_err(|_| ApiError::bad_token())? + 1
         }
     };
@@ -715,7 +721,7 @@ fn list_portals(inner: &Inner, q: &Query, region: Option<&str>) -> Result<String
     out.push(']');
     if end < mine.len() && end > start {
         out.push_str(",\"nextToken\":");
-        let token = inner.issue_token(TokenKind::Portals, false, (end as i64 - 1, 0), scope);
+        let token = inner.issue_token(TokenKind::Portals, false, mode, (end as i64 - 1, 0), scope);
         push_json_str(&mut out, &token);
     }
     out.push('}');
@@ -767,11 +773,18 @@ fn list_sessions(inner: &Inner, portal_id: &str, q: &Query) -> Result<String, Ap
         session_id.unwrap_or(""),
         status_raw.unwrap_or(""),
     ]);
-    let after = match q.get("nextToken") {
-        None => None,
+    let mode = w.cfg.token_mode;
+    let (after, skip) = match q.get("nextToken") {
+        None => (None, 0),
         Some(t) => {
-            let t = inner.check_token(t, TokenKind::Sessions, descending, scope)?;
-            Some((t.last_start_ms, t.last_id))
+            let t = inner.check_token(t, TokenKind::Sessions, descending, mode, scope)?;
+            match mode {
+                TokenMode::Keyset => (Some((t.last_start_ms, t.last_id)), 0),
+                TokenMode::Offset => (
+                    None,
+                    usize::try_from(t.last_start_ms).map_err(|_| ApiError::bad_token())?,
+                ),
+            }
         }
     };
     let query = SessionQuery {
@@ -780,6 +793,7 @@ fn list_sessions(inner: &Inner, portal_id: &str, q: &Query) -> Result<String, Ap
         session_id: session_id.map(parse_uuid),
         status,
         after,
+        skip,
         max,
     };
     let (page, more) = w.list_sessions(portal, &query, &hidden);
@@ -804,9 +818,14 @@ fn list_sessions(inner: &Inner, portal_id: &str, q: &Query) -> Result<String, Ap
         }
     }
     out.push(']');
+    portal.mark_served(page.iter().copied());
     if let (true, Some(last)) = (more, page.last()) {
         out.push_str(",\"nextToken\":");
-        let token = inner.issue_token(TokenKind::Sessions, descending, last.key(), scope);
+        let position = match mode {
+            TokenMode::Keyset => last.key(),
+            TokenMode::Offset => ((skip + page.len()) as i64, 0),
+        };
+        let token = inner.issue_token(TokenKind::Sessions, descending, mode, position, scope);
         push_json_str(&mut out, &token);
     }
     out.push('}');
@@ -868,6 +887,11 @@ async fn control(inner: &Inner, req: Request<Incoming>) -> Response<Body> {
     };
     match (method, path.as_str()) {
         (Method::GET, "/_sim/record") => to_json(&inner.world().record()),
+        (Method::GET, "/_sim/listable") => to_json(&inner.world().record_of(RecordView::Listable)),
+        (Method::GET, "/_sim/ever-listable") => {
+            to_json(&inner.world().record_of(RecordView::EverListable))
+        }
+        (Method::GET, "/_sim/served") => to_json(&inner.world().record_of(RecordView::Served)),
         (Method::GET, "/_sim/info") => to_json(&inner.info()),
         (Method::GET, "/_sim/stats") => to_json(&*inner.stats()),
         (Method::POST, "/_sim/reset-stats") => {
@@ -893,6 +917,17 @@ async fn control(inner: &Inner, req: Request<Incoming>) -> Response<Body> {
                 Ok(result) => to_json(&result),
                 Err(e) => control_error(StatusCode::NOT_FOUND, &format!("{e:#}")),
             },
+            Err(msg) => control_error(StatusCode::BAD_REQUEST, &msg),
+        },
+        (Method::POST, "/_sim/advance") => match parse_body::<AdvanceRequest>(&body) {
+            Ok(a) if a.seconds.is_finite() && a.seconds >= 0.0 => {
+                inner.world_mut().clock.advance((a.seconds * 1000.0) as i64);
+                to_json(&inner.info())
+            }
+            Ok(a) => control_error(
+                StatusCode::BAD_REQUEST,
+                &format!("seconds must be a number >= 0, got {}", a.seconds),
+            ),
             Err(msg) => control_error(StatusCode::BAD_REQUEST, &msg),
         },
         (Method::POST, "/_sim/portals") => {

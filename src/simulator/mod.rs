@@ -4,14 +4,15 @@
 //! benchmarks; it never talks to AWS.
 //!
 //! - [`data`]: portals, sessions, the simulated clock and the paging queries (pure logic).
-//! - [`token`]: opaque keyset pagination tokens with a keyed checksum.
+//! - [`token`]: opaque pagination tokens (keyset or offset) with a keyed checksum.
 //! - [`faults`]: throttling, server errors, latency, rate limit, denied portals, dropped
 //!   connections, sessions hidden from listings, corrupted listing bodies.
 //! - [`http`]: the hyper server: API routes, error shapes, and the `/_sim/*` control API.
 //! - [`cli`]: `archiver simulator`, for out-of-process users.
 //!
 //! The [`Simulator`] handle is the in-process control surface; [`Simulator::record`] is the
-//! independent truth tests compare the archive against.
+//! independent truth tests compare the archive against, with [`Simulator::listable`],
+//! [`Simulator::ever_listable`] and [`Simulator::served`] for what could be and was listed.
 
 mod cli;
 mod data;
@@ -30,11 +31,38 @@ use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-pub use cli::{run_cli, SimArgs};
+pub use cli::{run_cli, ClockArg, SimArgs};
 pub use faults::{Faults, CORRUPT_LISTING_MODES};
 
-use data::World;
+use data::{RecordView, World};
 use faults::FaultState;
+
+/// What a ListSessions `nextToken` means. The real service does not say, so the archiver is
+/// tested against both.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenMode {
+    /// The token names the last session served: sessions added or aged out between two calls
+    /// never make the next page skip or repeat one.
+    #[default]
+    Keyset,
+    /// The token is an offset into the listing as it is at the next call (sorted as asked,
+    /// after retention and hidden sessions): when sessions at the front of the listing age
+    /// out, the next page skips as many; when new ones arrive at the front, it repeats as many.
+    Offset,
+}
+
+/// How the simulated clock moves.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub enum SimClock {
+    /// Only through the activity methods, [`Simulator::advance_clock`] and the control API.
+    #[default]
+    Simulated,
+    /// Also with wall time from the moment the data is generated: `scale` simulated
+    /// milliseconds per wall millisecond (1.0 = real time, 3600.0 = one hour per second), so
+    /// sessions age out of retention while a listing runs. The other ways still move it too.
+    Wall { scale: f64 },
+}
 
 /// How the simulated account is generated. Same config (and seed) → same data.
 #[derive(Clone, Debug)]
@@ -48,8 +76,11 @@ pub struct SimConfig {
     pub history_days: u32,
     /// Sessions that started longer ago than this are no longer served, like the real service.
     pub retention_days: u32,
-    /// The simulated clock at start; it moves only through the activity methods.
+    /// The simulated clock at start; it moves through the activity methods,
+    /// [`Simulator::advance_clock`], and with wall time under [`SimClock::Wall`]. Never back.
     pub now_ms: i64,
+    /// How the clock moves; default [`SimClock::Simulated`].
+    pub clock: SimClock,
     pub region: String,
     /// Several regions: portal `k` lives in `regions[k % len]`, and each call sees only the
     /// portals of the region it was signed for (SigV4 credential scope), like the real
@@ -59,6 +90,8 @@ pub struct SimConfig {
     pub account_id: String,
     /// Wall-clock lifetime of pagination tokens; `None` = until [`Simulator::expire_tokens`].
     pub token_ttl: Option<Duration>,
+    /// What ListSessions tokens mean; default [`TokenMode::Keyset`].
+    pub token_mode: TokenMode,
 }
 
 impl Default for SimConfig {
@@ -75,10 +108,12 @@ impl Default for SimConfig {
             history_days: 30,
             retention_days: 35,
             now_ms: wall_ms - wall_ms.rem_euclid(60_000),
+            clock: SimClock::Simulated,
             region: "us-east-1".to_owned(),
             regions: Vec::new(),
             account_id: "123456789012".to_owned(),
             token_ttl: None,
+            token_mode: TokenMode::Keyset,
         }
     }
 }
@@ -182,7 +217,7 @@ impl Inner {
             }
             None => (0..w.portals.len()).collect(),
         };
-        w.now_ms += req.advance_ms.unwrap_or(0);
+        w.clock.advance(req.advance_ms.unwrap_or(0));
         let mut result = ActivityResult::default();
         for &p in &targets {
             result.ended.extend(
@@ -200,16 +235,33 @@ impl Inner {
 
     fn info(&self) -> SimInfo {
         let w = self.world();
+        let (clock, time_scale) = match w.cfg.clock {
+            SimClock::Simulated => ("simulated", None),
+            SimClock::Wall { scale } => ("wall", Some(scale)),
+        };
+        // One reading of a running clock for both.
+        let now_ms = w.now_ms();
         SimInfo {
             endpoint: self.endpoint_url(),
-            now_ms: w.now_ms,
-            retention_cutoff_ms: w.retention_cutoff_ms(),
+            now_ms,
+            retention_cutoff_ms: w.retention_cutoff_at(now_ms),
+            first_retention_cutoff_ms: w.first_cutoff_ms,
             portal_ids: w.portal_ids(),
             region: w.cfg.region.clone(),
             account_id: w.cfg.account_id.clone(),
             token_epoch: self.epoch.load(Ordering::SeqCst),
+            token_mode: w.cfg.token_mode,
+            clock: clock.to_owned(),
+            time_scale,
         }
     }
+}
+
+/// Body of `POST /_sim/advance`: move the simulated clock forward by `seconds` (>= 0).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AdvanceRequest {
+    pub seconds: f64,
 }
 
 /// Body of `POST /_sim/activity`. Order: advance the clock, end Active sessions, add new ones.
@@ -221,6 +273,7 @@ pub struct ActivityRequest {
     pub new_sessions: usize,
     pub new_active: usize,
     pub end_active: usize,
+    /// Moves the clock forward first; a negative value is ignored (the clock never goes back).
     pub advance_ms: Option<i64>,
 }
 
@@ -235,12 +288,26 @@ pub struct ActivityResult {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SimInfo {
     pub endpoint: String,
+    /// The simulated clock (epoch ms), read at the time of the answer.
     pub now_ms: i64,
+    /// Sessions that started before this are no longer listed.
     pub retention_cutoff_ms: i64,
+    /// The retention cutoff at the start, the lowest there has been: sessions that started at
+    /// or after it were listable at some moment.
+    #[serde(default)]
+    pub first_retention_cutoff_ms: i64,
     pub portal_ids: Vec<String>,
     pub region: String,
     pub account_id: String,
     pub token_epoch: u32,
+    #[serde(default)]
+    pub token_mode: TokenMode,
+    /// `"simulated"` or `"wall"`.
+    #[serde(default)]
+    pub clock: String,
+    /// Simulated ms per wall ms with the wall clock; `None` otherwise.
+    #[serde(default)]
+    pub time_scale: Option<f64>,
 }
 
 /// Cheap-clone handle to a running simulator. The server runs on the tokio runtime that
@@ -309,17 +376,33 @@ impl Simulator {
     }
 
     /// The sessions ListSessions can currently return (started at or after the retention
-    /// cutoff), in the same order as [`Simulator::record`].
+    /// cutoff), in the same order as [`Simulator::record`]. Hidden sessions (a fault) are
+    /// included. With a wall clock this is true of the moment of the call.
     pub fn listable(&self) -> Vec<SimSession> {
-        let cutoff = self.retention_cutoff_ms();
-        let mut all = self.record();
-        all.retain(|s| s.start_time_ms >= cutoff);
-        all
+        self.inner.world().record_of(RecordView::Listable)
+    }
+
+    /// The sessions ListSessions could return at some moment since the start: those that
+    /// started at or after the first retention cutoff (the clock never goes back). Sessions
+    /// in it but not in [`Simulator::listable`] have aged out. Same order as the record.
+    pub fn ever_listable(&self) -> Vec<SimSession> {
+        self.inner.world().record_of(RecordView::EverListable)
+    }
+
+    /// The sessions ListSessions has sent in at least one page (a page cut off by the
+    /// `bad_json` fault does not count), with their current status; same order as the record.
+    pub fn served(&self) -> Vec<SimSession> {
+        self.inner.world().record_of(RecordView::Served)
     }
 
     /// The simulated clock (epoch ms).
     pub fn now_ms(&self) -> i64 {
-        self.inner.world().now_ms
+        self.inner.world().now_ms()
+    }
+
+    /// What ListSessions tokens mean in this simulator.
+    pub fn token_mode(&self) -> TokenMode {
+        self.inner.world().cfg.token_mode
     }
 
     /// Sessions that started before this are no longer served.
@@ -331,13 +414,20 @@ impl Simulator {
         self.inner.world().cfg.clone()
     }
 
-    /// Moves the simulated clock (sessions may fall out of retention).
+    /// Moves the simulated clock forward by `ms` milliseconds: sessions that started before
+    /// the new retention cutoff vanish from every listing and from GetSession at once. A
+    /// negative `ms` is ignored: the clock never goes back.
     pub fn advance_clock(&self, ms: i64) {
-        self.inner.world_mut().now_ms += ms;
+        self.inner.world_mut().clock.advance(ms);
     }
 
-    /// Advances the clock a little and creates `n` sessions in the portal, all starting after
-    /// its newest one; the `active` newest of them are still Active. Returns their ids in
+    /// [`Simulator::advance_clock`] by a `Duration`.
+    pub fn advance_clock_by(&self, by: Duration) {
+        self.advance_clock(i64::try_from(by.as_millis()).unwrap_or(i64::MAX));
+    }
+
+    /// Creates `n` sessions in the portal, all starting after its newest one and after the
+    /// clock, and moves the clock past them; the `active` newest of them are still Active. Returns their ids in
     /// start order; empty for an unknown portal.
     pub fn add_sessions(&self, portal_id: &str, n: usize, active: usize) -> Vec<String> {
         let mut w = self.inner.world_mut();

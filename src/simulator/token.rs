@@ -1,14 +1,18 @@
-//! Opaque pagination tokens: self-contained keyset positions with a keyed checksum.
+//! Opaque pagination tokens: self-contained page positions with a keyed checksum.
 //!
-//! A token names the last item served (not an offset), so items added between two calls never
-//! shift later pages. It also pins what it was issued for (operation, sort order, a hash of the
-//! portal and filters) and the simulator's token epoch; any mismatch, edit or expiry is the
-//! same `ValidationException` the real service answers for a bad token.
+//! In [`TokenMode::Keyset`] a token names the last item served, so items added or aged out
+//! between two calls never shift later pages. In [`TokenMode::Offset`] it holds how many items
+//! of the listing were already served, counted again in the listing as it is at the next
+//! call, as an offset-paginated service would. Either way it also pins what it was issued for
+//! (operation, sort order, token mode, a hash of the portal and filters) and the simulator's
+//! token epoch; any mismatch, edit or expiry is the same `ValidationException` the real service
+//! answers for a bad token.
 
 use super::rng::{hex_decode, hex_encode, keyed_checksum};
+use super::TokenMode;
 
-const VERSION: u8 = 1;
-const LEN: usize = 55;
+const VERSION: u8 = 2;
+const LEN: usize = 56;
 
 /// What a page token was issued for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -23,11 +27,14 @@ pub(crate) struct PageToken {
     pub kind: TokenKind,
     /// `true` for descending order.
     pub descending: bool,
+    pub mode: TokenMode,
     pub epoch: u32,
     /// Wall-clock milliseconds at issue (for the optional TTL).
     pub issued_wall_ms: u64,
-    /// Sessions: start of the last item served. Portals: index of the last portal served.
+    /// Keyset sessions: start of the last item served. Offset sessions: how many items were
+    /// served before the next page. Portals: index of the last portal served.
     pub last_start_ms: i64,
+    /// Keyset sessions: id of the last item served; 0 otherwise.
     pub last_id: u128,
     /// Hash of the portal id and the filters the token was issued with.
     pub scope: u64,
@@ -39,6 +46,10 @@ impl PageToken {
         raw.push(VERSION);
         raw.push(self.kind as u8);
         raw.push(u8::from(self.descending));
+        raw.push(match self.mode {
+            TokenMode::Keyset => 0,
+            TokenMode::Offset => 1,
+        });
         raw.extend_from_slice(&self.epoch.to_be_bytes());
         raw.extend_from_slice(&self.issued_wall_ms.to_be_bytes());
         raw.extend_from_slice(&self.last_start_ms.to_be_bytes());
@@ -70,14 +81,20 @@ impl PageToken {
             1 => true,
             _ => return None,
         };
+        let mode = match raw[3] {
+            0 => TokenMode::Keyset,
+            1 => TokenMode::Offset,
+            _ => return None,
+        };
         Some(PageToken {
             kind,
             descending,
-            epoch: u32::from_be_bytes(raw[3..7].try_into().ok()?),
-            issued_wall_ms: u64::from_be_bytes(raw[7..15].try_into().ok()?),
-            last_start_ms: i64::from_be_bytes(raw[15..23].try_into().ok()?),
-            last_id: u128::from_be_bytes(raw[23..39].try_into().ok()?),
-            scope: u64::from_be_bytes(raw[39..47].try_into().ok()?),
+            mode,
+            epoch: u32::from_be_bytes(raw[4..8].try_into().ok()?),
+            issued_wall_ms: u64::from_be_bytes(raw[8..16].try_into().ok()?),
+            last_start_ms: i64::from_be_bytes(raw[16..24].try_into().ok()?),
+            last_id: u128::from_be_bytes(raw[24..40].try_into().ok()?),
+            scope: u64::from_be_bytes(raw[40..48].try_into().ok()?),
         })
     }
 }
@@ -100,6 +117,7 @@ mod tests {
         PageToken {
             kind: TokenKind::Sessions,
             descending: true,
+            mode: TokenMode::Keyset,
             epoch: 3,
             issued_wall_ms: 1_700_000_000_000,
             last_start_ms: 1_764_150_000_123,
@@ -130,6 +148,24 @@ mod tests {
         assert_eq!(PageToken::decode("", 42), None);
         assert_eq!(PageToken::decode("not-hex", 42), None);
         assert_eq!(PageToken::decode(&text[..text.len() - 2], 42), None);
+    }
+
+    #[test]
+    fn offset_tokens_round_trip_and_differ_from_keyset_ones() {
+        let keyset = sample();
+        let offset = PageToken {
+            mode: TokenMode::Offset,
+            last_start_ms: 140,
+            last_id: 0,
+            ..sample()
+        };
+        assert_eq!(PageToken::decode(&offset.encode(42), 42), Some(offset));
+        let as_keyset = PageToken {
+            mode: TokenMode::Keyset,
+            ..offset
+        };
+        assert_ne!(offset.encode(42), as_keyset.encode(42));
+        assert_ne!(keyset.encode(42), offset.encode(42));
     }
 
     #[test]

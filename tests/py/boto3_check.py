@@ -229,7 +229,7 @@ def main():
     check(stats["list_sessions_calls"] > 0 and stats["throttled"] >= 1 and stats["server_errors"] >= 1,
           f"stats: {stats}")
     print(f"boto3 check ok: {len(portal_ids)} portals, {len(record)} sessions held, "
-          f"{calls}+ calls compared against the record")
+          f"{info.get('token_mode', 'keyset')} tokens, {calls}+ calls compared against the record")
     return 0
 
 
