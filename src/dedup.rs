@@ -86,8 +86,11 @@ impl Batch {
 pub struct Dedup {
     /// Pending sessions (committed, with this batch's changes applied): id → start.
     pending: HashMap<String, i64>,
-    /// Newest start among committed archived ids: newer sessions need no lookup.
-    archived_max: Option<i64>,
+    /// Newest archived start when the pass began: ids archived by earlier passes lie at or
+    /// below it.
+    prior_max: Option<i64>,
+    /// Lowest start this pass has committed: ids it archived lie at or above it.
+    band_low: Option<i64>,
     floor: Option<i64>,
     /// Ids written by the batch being gathered.
     written: Written,
@@ -182,23 +185,32 @@ impl Hasher for Prehashed {
 }
 
 impl Dedup {
+    /// A pass's dedup view: the pending sessions, the newest archived start when the pass
+    /// began (`prior_max`), the lowest start the pass has committed so far (`band_low`, for a
+    /// resumed pass) and the floor.
     pub fn new(
         pending: HashMap<String, i64>,
-        archived_max: Option<i64>,
+        prior_max: Option<i64>,
+        band_low: Option<i64>,
         floor: Option<i64>,
     ) -> Dedup {
         Dedup {
             pending,
-            archived_max,
+            prior_max,
+            band_low,
             floor,
             ..Default::default()
         }
     }
 
-    /// Does this session need a lookup in the committed archived ids? Only sessions not newer
-    /// than the newest archived one, and not decided by this batch or the pending set.
+    /// Does this session need a lookup in the committed archived ids? Only where an archived
+    /// id can be: at or below the newest start archived before this pass, or at or above the
+    /// lowest start this pass committed (a repeat: a listing shifted by new sessions, a resumed
+    /// or restarted pass). Whatever the listing order, a session outside both has never been
+    /// written. Sessions decided by this batch or the pending set need none either.
     pub fn needs_lookup(&self, s: &Session) -> bool {
-        self.archived_max.is_some_and(|m| s.start_ms <= m)
+        (self.prior_max.is_some_and(|m| s.start_ms <= m)
+            || self.band_low.is_some_and(|l| s.start_ms >= l))
             && !self.written.contains(&s.session_id, &self.batch.rows)
             && !self.pending.contains_key(&s.session_id)
     }
@@ -251,10 +263,19 @@ impl Dedup {
     }
 
     /// The flush holding `rows` committed: their ids are now in the committed state.
-    pub fn committed(&mut self, rows_max_start: Option<i64>, new_floor: Option<i64>) {
+    /// `rows_min_start`: the oldest start among them.
+    pub fn committed(&mut self, rows_min_start: Option<i64>, new_floor: Option<i64>) {
         self.written.clear();
-        self.archived_max = self.archived_max.max(rows_max_start);
+        self.band_low = match (self.band_low, rows_min_start) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         self.floor = self.floor.max(new_floor);
+    }
+
+    /// The lowest start this pass has committed.
+    pub fn band_low(&self) -> Option<i64> {
+        self.band_low
     }
 
     pub fn oldest_pending(&self) -> Option<i64> {
@@ -320,9 +341,31 @@ mod tests {
             assert_eq!(d.batch().rows.len(), 50);
             assert!(!d.written.contains("s99999", &d.batch.rows));
             let b = d.take_batch();
-            d.committed(b.rows.iter().map(|s| s.start_ms).max(), None);
+            d.committed(b.rows.iter().map(|s| s.start_ms).min(), None);
             assert!(d.needs_lookup(&sess(3, 3, false)));
         }
+    }
+
+    #[test]
+    fn lookups_happen_only_where_an_archived_id_can_be() {
+        // Archived before the pass: starts up to 100. The pass has committed down to 500.
+        let d = Dedup::new(HashMap::new(), Some(100), Some(500), None);
+        assert!(d.needs_lookup(&sess(1, 100, false)));
+        assert!(d.needs_lookup(&sess(2, 50, false)));
+        assert!(d.needs_lookup(&sess(3, 500, false)), "a repeat at the band's edge");
+        assert!(d.needs_lookup(&sess(4, 900, false)), "a repeat above the band");
+        assert!(!d.needs_lookup(&sess(5, 101, false)));
+        assert!(!d.needs_lookup(&sess(6, 499, false)));
+        // A fresh portal: nothing to look up until the pass commits.
+        let mut d = Dedup::new(HashMap::new(), None, None, None);
+        assert!(!d.needs_lookup(&sess(7, 5, false)));
+        d.offer(sess(8, 40, false), false);
+        d.offer(sess(9, 30, false), false);
+        let b = d.take_batch();
+        d.committed(b.rows.iter().map(|s| s.start_ms).min(), None);
+        assert_eq!(d.band_low(), Some(30));
+        assert!(d.needs_lookup(&sess(8, 40, false)));
+        assert!(!d.needs_lookup(&sess(10, 29, false)));
     }
 
     #[test]
@@ -351,12 +394,13 @@ mod tests {
             Dedup::new(
                 self.pending.clone(),
                 self.archived.values().copied().max(),
+                None,
                 self.floor,
             )
         }
 
         fn commit(&mut self, d: &mut Dedup, b: Batch, covered: Option<i64>) {
-            let max = b.rows.iter().map(|s| s.start_ms).max();
+            let min = b.rows.iter().map(|s| s.start_ms).min();
             for s in &b.rows {
                 assert!(
                     self.archived
@@ -379,7 +423,7 @@ mod tests {
                 self.archived.retain(|_, st| *st >= c);
                 self.floor = self.floor.max(Some(c));
             }
-            d.committed(max, cut);
+            d.committed(min, cut);
         }
     }
 

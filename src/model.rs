@@ -41,6 +41,20 @@ impl fmt::Display for PortalId {
     }
 }
 
+/// A time range a pass needed to cover and could not: the service no longer listed sessions
+/// that old, so any session that started in it was not archived. Epoch ms, `[from, to)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Gap {
+    pub from_ms: i64,
+    pub to_ms: i64,
+}
+
+impl Gap {
+    pub fn seconds(&self) -> f64 {
+        (self.to_ms - self.from_ms) as f64 / 1000.0
+    }
+}
+
 /// What kind of pass lists a portal's sessions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]

@@ -13,7 +13,7 @@ use tracing::info;
 
 use crate::fsio::write_atomic;
 
-use crate::model::PassKind;
+use crate::model::{Gap, PassKind};
 
 /// What one portal's work came to.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -30,6 +30,12 @@ pub struct PortalReport {
     pub pending: u64,
     pub token_restarts: u32,
     pub recovered_files: u64,
+    /// A range this run found uncovered: sessions in it may have aged out unarchived.
+    pub gap: Option<Gap>,
+    /// Pending sessions the service did not find this run (kept, asked for again).
+    pub pending_missing: u64,
+    /// Pending sessions given up this run.
+    pub pending_lost: u64,
 }
 
 /// What a run did.
@@ -196,6 +202,33 @@ impl RunSummary {
                 .iter()
                 .filter(|r| r.completed)
                 .map(|r| (label(&r.portal_id), r.pending as f64))
+                .collect(),
+        );
+        gauge(
+            "portal_gap_seconds",
+            "Length of a range the last run found uncovered (the service no longer lists it): sessions in it may have aged out unarchived. 0: none.",
+            self.portals
+                .iter()
+                .filter(|r| r.completed)
+                .map(|r| (label(&r.portal_id), r.gap.map_or(0.0, |g| g.seconds())))
+                .collect(),
+        );
+        gauge(
+            "portal_pending_missing_sessions",
+            "Pending sessions the service did not find in the last run (kept, asked for again).",
+            self.portals
+                .iter()
+                .filter(|r| r.completed)
+                .map(|r| (label(&r.portal_id), r.pending_missing as f64))
+                .collect(),
+        );
+        gauge(
+            "portal_pending_lost_sessions",
+            "Pending sessions given up in the last run after the service stopped returning them.",
+            self.portals
+                .iter()
+                .filter(|r| r.completed)
+                .map(|r| (label(&r.portal_id), r.pending_lost as f64))
                 .collect(),
         );
         gauge(

@@ -391,26 +391,61 @@ async fn a_pending_session_missing_from_the_listing_is_resolved_with_get_session
     assert!(env.archived().iter().all(|r| r.client_ips.is_none()));
 }
 
+/// The first portal's row of `status --json`.
+async fn portal_status(env: &Env) -> serde_json::Value {
+    let st = env.run(&["status", "--json"]).await;
+    let doc: serde_json::Value = serde_json::from_str(&st.stdout).unwrap();
+    doc["portals"][0].clone()
+}
+
+/// GetSession's "not found" on a pending session is not final at once: the session is kept and
+/// asked for again, and given up only after three passes over at least a day, then counted as
+/// lost in the run's summary, metrics and status.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_pending_session_the_service_no_longer_knows_is_dropped_with_a_warning() {
+async fn a_pending_session_the_service_no_longer_knows_is_kept_then_given_up_after_a_day() {
     let env = Env::new(sim_config(1, 200, 3)).await;
     env.run(&["run"]).await.ok();
     let archived = env.archived();
     // Forty days later everything is past the service's retention: nothing is listed and
     // GetSession answers 404 for the three sessions still pending.
     env.sim.advance_clock(40 * 86_400_000);
-    let r = env.run(&["run"]).await;
-    r.ok();
-    assert_eq!(
-        r.stderr.matches("no longer known to the service").count(),
-        3,
-        "{}",
-        r.stderr
-    );
+    for pass in 1..=3 {
+        let r = env.run(&["run"]).await;
+        r.ok();
+        assert_eq!(
+            r.stderr.matches("kept pending and asked for again").count(),
+            3,
+            "pass {pass}: {}",
+            r.stderr
+        );
+        let p = portal_status(&env).await;
+        assert_eq!(p["pending"], 3, "{p}");
+        assert_eq!(p["pending_missing"], 3, "{p}");
+        assert_eq!(p["pending_lost"], 0, "{p}");
+    }
     assert_eq!(env.archived(), archived);
-    let st = env.run(&["status", "--json"]).await;
-    let doc: serde_json::Value = serde_json::from_str(&st.stdout).unwrap();
-    assert_eq!(doc["portals"][0]["pending"], 0, "{}", st.stdout);
+    // A day after the first miss (the state's record of it moved back by a day), the next
+    // pass gives them up and counts them.
+    let conn = rusqlite::Connection::open(env.state()).unwrap();
+    conn.execute(
+        "UPDATE pending SET first_missed_at = first_missed_at - 86400000",
+        [],
+    )
+    .unwrap();
+    drop(conn);
+    let metrics = env.dir.path().join("metrics.prom");
+    let r = env
+        .run(&["--metrics-file", metrics.to_str().unwrap(), "run"])
+        .await;
+    r.ok();
+    assert_eq!(r.stderr.matches("given up and counted as lost").count(), 3, "{}", r.stderr);
+    let p = portal_status(&env).await;
+    assert_eq!(p["pending"], 0, "{p}");
+    assert_eq!(p["pending_lost"], 3, "{p}");
+    let text = std::fs::read_to_string(&metrics).unwrap();
+    let want = format!("archiver_portal_pending_lost_sessions{{portal_id=\"{}\"}} 3", env.portal(0));
+    assert!(text.lines().any(|l| l == want), "{want} not in\n{text}");
+    assert_eq!(env.archived(), archived);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

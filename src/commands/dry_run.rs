@@ -56,7 +56,7 @@ pub async fn dry_run(
                     let pending: Vec<i64> = st
                         .pending(&id)?
                         .into_values()
-                        .map(|(start, _)| start)
+                        .map(|p| p.start_ms)
                         .collect();
                     Ok((st.find(&id)?, pending))
                 })

@@ -45,6 +45,21 @@ pub struct PortalStatus {
     pub rows_written: i64,
     pub files_written: i64,
     pub last_run: Option<PortalRun>,
+    /// The newest range a pass found uncovered.
+    pub gap: Option<GapStatus>,
+    /// Pending sessions the service did not find on the last pass that looked (kept).
+    pub pending_missing: i64,
+    /// Pending sessions given up, ever.
+    pub pending_lost: i64,
+}
+
+/// A range a pass could not reach back to.
+#[derive(Debug, Serialize)]
+pub struct GapStatus {
+    pub from: String,
+    pub to: String,
+    pub seconds: f64,
+    pub found_at: String,
 }
 
 /// A pass in progress.
@@ -99,6 +114,11 @@ fn read(st: &State, state: String) -> Result<Status> {
     let mut portals = Vec::new();
     for p in st.portals()? {
         let (dedup_ids, pending) = st.sizes(&p.portal_id)?;
+        let pending_missing = st
+            .pending(&p.portal_id)?
+            .values()
+            .filter(|r| r.misses > 0)
+            .count() as i64;
         let (rows_written, files_written) = st.file_totals(&p.portal_id)?;
         let last_run = st
             .last_portal_outcome(&p.portal_id)?
@@ -125,6 +145,14 @@ fn read(st: &State, state: String) -> Result<Status> {
             rows_written,
             files_written,
             last_run,
+            gap: p.gap.map(|(g, at)| GapStatus {
+                from: rfc3339(g.from_ms),
+                to: rfc3339(g.to_ms),
+                seconds: g.seconds(),
+                found_at: rfc3339(at),
+            }),
+            pending_missing,
+            pending_lost: p.lost_pending,
             portal_id: p.portal_id,
             portal_arn: p.portal_arn,
             backfill_done: p.backfill_done,
@@ -174,5 +202,19 @@ fn print_table(status: &Status) {
             p.last_run.as_ref().map_or("-", |r| r.outcome.as_str()),
             p.rows_written,
         );
+    }
+    for p in &status.portals {
+        if let Some(g) = &p.gap {
+            println!(
+                "portal {}: sessions from {} to {} may have aged out of the service unarchived (found {})",
+                p.portal_id, g.from, g.to, g.found_at
+            );
+        }
+        if p.pending_missing > 0 || p.pending_lost > 0 {
+            println!(
+                "portal {}: {} pending sessions not found by the service on the last pass (kept), {} given up",
+                p.portal_id, p.pending_missing, p.pending_lost
+            );
+        }
     }
 }

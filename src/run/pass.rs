@@ -6,7 +6,7 @@
 //! staging, then continues from the last committed checkpoint: at most one flush of pages is
 //! fetched again, and dedup makes sure nothing fetched twice is written twice.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -21,11 +21,20 @@ use crate::clock::now_ms;
 use crate::dedup::{prune_cutoff, Dedup, Verdict, OVERLAP_MS};
 use crate::error::Interrupted;
 use crate::failpoint;
-use crate::model::{PassKind, PortalId, Session};
+use crate::model::{Gap, PassKind, PortalId, Session};
 use crate::report::PortalReport;
 use crate::sink::Sink;
 use crate::source::{FetchError, Order, Source};
 use crate::state::{FlushCommit, PassCheckpoint, PortalState, StateHandle};
+
+/// Sessions may start this far in the future (clock skew) before the watermark ignores them.
+const FUTURE_SKEW_MS: i64 = 5 * 60_000;
+
+/// A pending session the service stops returning is given up after this many passes in a
+/// row did not find it...
+pub const GIVE_UP_AFTER_MISSES: i64 = 3;
+/// ... and at least this long after the first of them.
+pub const GIVE_UP_AFTER_MS: i64 = 86_400_000;
 
 /// The crash points of a pass's flushes.
 const POINTS: Points = Points {
@@ -125,6 +134,16 @@ struct PassRun<'a> {
     dedup: Dedup,
     /// Pending sessions already seen by this pass (committed before a resume, or this run).
     seen_pending: HashSet<String>,
+    /// Pending sessions the service did not find before: misses so far, and since when.
+    missed_before: HashMap<String, (i64, i64)>,
+    /// Lowest start this pass listed.
+    low_seen: Option<i64>,
+    /// For the final flush: pending sessions not found this time, those given up, a gap.
+    missed_now: Vec<String>,
+    lost_now: i64,
+    gap: Option<Gap>,
+    /// A session in the future was seen (warned once).
+    warned_future: bool,
     seq: i64,
 }
 
@@ -138,7 +157,7 @@ impl<'a> PassRun<'a> {
     ) -> Result<PassRun<'a>> {
         let id = portal.to_string();
         let pending = ctx.state.db(move |st| st.pending(&id)).await?;
-        let oldest_pending = pending.values().map(|(start, _)| *start).min();
+        let oldest_pending = pending.values().map(|p| p.start_ms).min();
         let (pass, resumed) = match plan(&ps, oldest_pending, mode) {
             Plan::Resume(p) => (p, true),
             Plan::New {
@@ -150,6 +169,8 @@ impl<'a> PassRun<'a> {
                     token: None,
                     stop_before_ms,
                     high_ms: None,
+                    low_ms: None,
+                    prior_max_ms: ps.archived_max_ms,
                     pages: 0,
                     started_at: now_ms(),
                 };
@@ -167,15 +188,20 @@ impl<'a> PassRun<'a> {
         }
         let seen_pending = pending
             .iter()
-            .filter(|(_, (_, seen_at))| *seen_at >= pass.started_at)
+            .filter(|(_, p)| p.seen_at >= pass.started_at)
             .map(|(id, _)| id.clone())
+            .collect();
+        let missed_before = pending
+            .iter()
+            .filter_map(|(id, p)| Some((id.clone(), (p.misses, p.first_missed_at?))))
             .collect();
         let dedup = Dedup::new(
             pending
                 .into_iter()
-                .map(|(id, (start, _))| (id, start))
+                .map(|(id, p)| (id, p.start_ms))
                 .collect(),
-            ps.archived_max_ms,
+            pass.prior_max_ms,
+            pass.low_ms,
             ps.dedup_floor_ms,
         );
         Ok(PassRun {
@@ -186,14 +212,21 @@ impl<'a> PassRun<'a> {
             pass,
             dedup,
             seen_pending,
+            missed_before,
+            low_seen: None,
+            missed_now: Vec::new(),
+            lost_now: 0,
+            gap: None,
+            warned_future: false,
         })
     }
 
     async fn go(&mut self, report: &mut PortalReport) -> Result<()> {
-        let order = match self.pass.kind {
-            PassKind::Backfill => Order::OldestFirst,
-            PassKind::Incremental => Order::NewestFirst,
-        };
+        // Newest first for every pass: sessions ageing out at the bottom of the listing cannot
+        // shift what is still to come, whatever the service's tokens mean (a key, or an offset
+        // into the current listing). New sessions at the top can only make a page repeat what an
+        // earlier one showed, and dedup drops repeats.
+        let order = Order::NewestFirst;
         let portal = self.portal;
         let mut covered_from: Option<i64> = None;
         let bar = crate::progress::portal(portal.as_str());
@@ -269,11 +302,38 @@ impl<'a> PassRun<'a> {
         if let Some(bar) = bar {
             bar.finish_and_clear();
         }
-        self.resolve_missing_pending(covered_from).await?;
+        if covered_from.is_none() {
+            self.gap = self.find_gap();
+            report.gap = self.gap;
+        }
+        self.resolve_missing_pending(covered_from, report).await?;
         self.flush(true, report).await?;
         report.completed = true;
         report.pending = self.dedup.pending_len() as u64;
         Ok(())
+    }
+
+    /// After an incremental pass that listed everything the service holds without reaching
+    /// back to its watermark: the oldest session still listed is newer than what the last pass
+    /// covered, so sessions that started in between may have aged out of the service unseen.
+    /// (An empty listing proves nothing either way and reports nothing.)
+    fn find_gap(&self) -> Option<Gap> {
+        if self.pass.kind != PassKind::Incremental {
+            return None;
+        }
+        let (from_ms, to_ms) = (self.ps.high_watermark_ms?, self.low_seen?);
+        if to_ms <= from_ms {
+            return None;
+        }
+        let gap = Gap { from_ms, to_ms };
+        warn!(
+            portal_id = %self.portal,
+            from = %crate::clock::rfc3339(from_ms),
+            to = %crate::clock::rfc3339(to_ms),
+            gap_seconds = gap.seconds(),
+            "the service no longer lists sessions this old: any session that started in this range was not archived (the job did not run for longer than the service keeps sessions?)"
+        );
+        Some(gap)
     }
 
     /// Offer one page to dedup. Returns the page's oldest start if the incremental pass went
@@ -294,8 +354,16 @@ impl<'a> PassRun<'a> {
                 .await?
         };
         let mut low: Option<i64> = None;
+        let future = now_ms() + FUTURE_SKEW_MS;
         for s in sessions {
-            self.pass.high_ms = self.pass.high_ms.max(Some(s.start_ms));
+            if s.start_ms <= future {
+                self.pass.high_ms = self.pass.high_ms.max(Some(s.start_ms));
+            } else if !self.warned_future {
+                // Archived as listed, but a start in the future must not move the watermark
+                // above sessions a later pass still has to read.
+                warn!(portal_id = %self.portal, session_id = %s.session_id, start = %crate::clock::rfc3339(s.start_ms), "a session starts in the future; the watermark ignores it");
+                self.warned_future = true;
+            }
             low = Some(low.map_or(s.start_ms, |l: i64| l.min(s.start_ms)));
             let is_archived = archived.contains(&s.session_id);
             let id = s.session_id.clone();
@@ -304,6 +372,9 @@ impl<'a> PassRun<'a> {
                 self.seen_pending.insert(id);
             }
         }
+        if let Some(l) = low {
+            self.low_seen = Some(self.low_seen.map_or(l, |x| x.min(l)));
+        }
         let past_stop = match (self.pass.stop_before_ms, low) {
             (Some(stop), Some(l)) if l < stop => Some(l),
             _ => None,
@@ -311,8 +382,15 @@ impl<'a> PassRun<'a> {
         Ok(past_stop)
     }
 
-    /// Pending sessions this pass should have listed but did not: ask for each one.
-    async fn resolve_missing_pending(&mut self, covered_from: Option<i64>) -> Result<()> {
+    /// Pending sessions this pass should have listed but did not: ask for each one. One the
+    /// service does not find is kept pending and asked for again by later passes; it is given
+    /// up (and counted as lost) only once [`GIVE_UP_AFTER_MISSES`] passes in a row, over at least
+    /// [`GIVE_UP_AFTER_MS`], did not find it.
+    async fn resolve_missing_pending(
+        &mut self,
+        covered_from: Option<i64>,
+        report: &mut PortalReport,
+    ) -> Result<()> {
         let missing: Vec<(String, i64)> = self
             .dedup
             .pending_ids()
@@ -332,8 +410,19 @@ impl<'a> PassRun<'a> {
                     self.dedup.offer(s, false);
                 }
                 Ok(None) => {
-                    warn!(portal_id = %self.portal, session_id = %id, "pending session no longer known to the service; dropped");
-                    self.dedup.drop_pending(&id);
+                    let now = now_ms();
+                    let (before, since) = self.missed_before.get(&id).copied().unwrap_or((0, now));
+                    let misses = before + 1;
+                    if misses >= GIVE_UP_AFTER_MISSES && now - since >= GIVE_UP_AFTER_MS {
+                        warn!(portal_id = %self.portal, session_id = %id, misses, since = %crate::clock::rfc3339(since), "pending session not found by the service on several passes over a day; given up and counted as lost");
+                        self.dedup.drop_pending(&id);
+                        self.lost_now += 1;
+                        report.pending_lost += 1;
+                    } else {
+                        warn!(portal_id = %self.portal, session_id = %id, misses, "pending session not found by the service; kept pending and asked for again next time");
+                        self.missed_now.push(id);
+                        report.pending_missing += 1;
+                    }
                 }
                 Err(FetchError::Stopped) => return Err(Interrupted.into()),
                 Err(e) => {
@@ -369,7 +458,10 @@ impl<'a> PassRun<'a> {
         } else {
             self.seq + 1
         };
-        let rows_max = batch.rows.iter().map(|s| s.start_ms).max();
+        let rows_min = batch.rows.iter().map(|s| s.start_ms).min();
+        if let Some(m) = rows_min {
+            self.pass.low_ms = Some(self.pass.low_ms.map_or(m, |l| l.min(m)));
+        }
         let (encoded, archived) = encode_days(batch.rows, now_ms()).await?;
         let target = Target {
             sink: &self.ctx.sink,
@@ -379,10 +471,12 @@ impl<'a> PassRun<'a> {
         };
         let files = target.stage(seq, encoded).await?;
         let covered_to = match (self.pass.kind, complete) {
-            (PassKind::Backfill, _) | (PassKind::Incremental, true) => {
-                self.ps.high_watermark_ms.max(self.pass.high_ms)
-            }
+            (_, true) => self.ps.high_watermark_ms.max(self.pass.high_ms),
             (PassKind::Incremental, false) => self.ps.high_watermark_ms,
+            // A backfill in progress has covered nothing for good: a listing shifted by new
+            // sessions, or restarted from the top, repeats what it already wrote, and only
+            // the ids tell those repeats apart. Its ids are kept until it completes.
+            (PassKind::Backfill, false) => None,
         };
         let prune = prune_cutoff(covered_to, self.dedup.oldest_pending());
         let commit = FlushCommit {
@@ -394,13 +488,16 @@ impl<'a> PassRun<'a> {
             pass: Some(self.pass.clone()),
             complete,
             prune_before_ms: prune,
+            pending_missed: std::mem::take(&mut self.missed_now),
+            pending_lost: std::mem::take(&mut self.lost_now),
+            gap: self.gap.take(),
         };
         let id = portal.to_string();
         target
             .commit(seq, move |st| st.commit_flush(&id, &commit))
             .await?;
         self.seq = seq;
-        self.dedup.committed(rows_max, prune);
+        self.dedup.committed(rows_min, prune);
         if complete {
             self.ps.high_watermark_ms = covered_to;
         }

@@ -6,7 +6,7 @@ use rusqlite::params;
 
 use super::{PassCheckpoint, State};
 use crate::clock::now_ms;
-use crate::model::PassKind;
+use crate::model::{Gap, PassKind};
 
 /// Published files stay listed in `flush_files` this long (for inspection); recovery needs
 /// only the unpublished ones, so the table does not grow with the history.
@@ -38,6 +38,12 @@ pub struct FlushCommit {
     pub complete: bool,
     /// Archived ids starting before this are pruned and the dedup floor raised to it.
     pub prune_before_ms: Option<i64>,
+    /// Pending sessions GetSession did not find this time (kept; their misses counted).
+    pub pending_missed: Vec<String>,
+    /// Pending sessions given up (also in `pending_remove`): added to the portal's count.
+    pub pending_lost: i64,
+    /// A range the pass could not reach back to.
+    pub gap: Option<Gap>,
 }
 
 impl State {
@@ -89,9 +95,11 @@ impl State {
                     params![portal_id, m],
                 )?;
             }
+            // Seen Active again: whatever misses it had are forgotten.
             let mut up = tx.prepare_cached(
                 "INSERT INTO pending (portal_id, session_id, start_ms, seen_at) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (portal_id, session_id) DO UPDATE SET seen_at = excluded.seen_at",
+                 ON CONFLICT (portal_id, session_id) DO UPDATE SET seen_at = excluded.seen_at,
+                     misses = 0, first_missed_at = NULL",
             )?;
             for (id, start) in &c.pending_upsert {
                 up.execute(params![portal_id, id, start, now])?;
@@ -100,6 +108,13 @@ impl State {
                 tx.prepare_cached("DELETE FROM pending WHERE portal_id = ?1 AND session_id = ?2")?;
             for id in &c.pending_remove {
                 del.execute(params![portal_id, id])?;
+            }
+            let mut missed = tx.prepare_cached(
+                "UPDATE pending SET misses = misses + 1, first_missed_at = coalesce(first_missed_at, ?3)
+                 WHERE portal_id = ?1 AND session_id = ?2",
+            )?;
+            for id in &c.pending_missed {
+                missed.execute(params![portal_id, id, now])?;
             }
             let mut file = tx.prepare_cached(
                 "INSERT INTO flush_files (portal_id, seq, path, staging, rows, bytes, committed_at)
@@ -123,11 +138,25 @@ impl State {
                 c.files.len() as i64
             ],
         )?;
+        if c.pending_lost > 0 {
+            tx.execute(
+                "UPDATE portals SET lost_pending = lost_pending + ?2 WHERE portal_id = ?1",
+                params![portal_id, c.pending_lost],
+            )?;
+        }
+        if let Some(g) = c.gap {
+            tx.execute(
+                "UPDATE portals SET gap_from_ms = ?2, gap_to_ms = ?3, gap_found_at = ?4
+                 WHERE portal_id = ?1",
+                params![portal_id, g.from_ms, g.to_ms, now],
+            )?;
+        }
         match (&c.pass, c.complete) {
             (Some(pass), false) => {
                 tx.execute(
                     "UPDATE portals SET pass_kind = ?2, pass_token = ?3, pass_stop_before_ms = ?4,
-                            pass_high_ms = ?5, pass_pages = ?6, pass_started_at = ?7
+                            pass_high_ms = ?5, pass_pages = ?6, pass_started_at = ?7,
+                            pass_low_ms = ?8, pass_prior_max_ms = ?9
                      WHERE portal_id = ?1",
                     params![
                         portal_id,
@@ -136,7 +165,9 @@ impl State {
                         pass.stop_before_ms,
                         pass.high_ms,
                         pass.pages,
-                        pass.started_at
+                        pass.started_at,
+                        pass.low_ms,
+                        pass.prior_max_ms
                     ],
                 )?;
             }
@@ -149,7 +180,8 @@ impl State {
                             WHEN high_watermark_ms IS NULL THEN ?3
                             ELSE max(high_watermark_ms, ?3) END,
                         pass_kind = NULL, pass_token = NULL, pass_stop_before_ms = NULL,
-                        pass_high_ms = NULL, pass_pages = 0, pass_started_at = NULL
+                        pass_high_ms = NULL, pass_pages = 0, pass_started_at = NULL,
+                        pass_low_ms = NULL, pass_prior_max_ms = NULL
                      WHERE portal_id = ?1",
                     params![portal_id, pass.kind == PassKind::Backfill, pass.high_ms],
                 )?;
@@ -279,6 +311,8 @@ mod tests {
             token: token.map(str::to_string),
             stop_before_ms: None,
             high_ms: Some(100),
+            low_ms: None,
+            prior_max_ms: None,
             pages: 3,
             started_at: 1,
         }

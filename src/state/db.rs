@@ -30,6 +30,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0003_totals",
         include_str!("../../migrations/0003_totals.sql"),
     ),
+    (
+        "0004_exactness",
+        include_str!("../../migrations/0004_exactness.sql"),
+    ),
 ];
 
 /// The state database.

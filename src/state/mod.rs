@@ -28,7 +28,7 @@ use aws_sdk_s3::Client;
 
 pub use commit::{FileRecord, FlushCommit};
 pub use db::State;
-pub use portals::{PassCheckpoint, PortalState};
+pub use portals::{PassCheckpoint, PendingRow, PortalState};
 pub use runs::{PortalOutcome, RunRow};
 
 use crate::config::{Config, StateLoc};

@@ -8,7 +8,7 @@ use rusqlite::{params, OptionalExtension};
 
 use super::State;
 use crate::clock::now_ms;
-use crate::model::PassKind;
+use crate::model::{Gap, PassKind};
 
 /// A pass in progress: where to continue from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -17,9 +17,26 @@ pub struct PassCheckpoint {
     /// NextToken of the next page to fetch; `None` means the pass's first page.
     pub token: Option<String>,
     pub stop_before_ms: Option<i64>,
+    /// Newest start seen so far (not counting starts in the future).
     pub high_ms: Option<i64>,
+    /// Lowest start this pass has written (committed).
+    pub low_ms: Option<i64>,
+    /// Newest archived start when this pass began: archived ids of earlier passes lie at or
+    /// below it.
+    pub prior_max_ms: Option<i64>,
     pub pages: i64,
     pub started_at: i64,
+}
+
+/// A pending (still active) session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PendingRow {
+    pub start_ms: i64,
+    /// When a pass last saw it Active (epoch ms).
+    pub seen_at: i64,
+    /// Passes in a row that looked for it and the service did not find it.
+    pub misses: i64,
+    pub first_missed_at: Option<i64>,
 }
 
 /// One portal's row.
@@ -34,6 +51,10 @@ pub struct PortalState {
     pub flush_seq: i64,
     pub pass: Option<PassCheckpoint>,
     pub updated_at: Option<i64>,
+    /// The newest uncovered range found, and when.
+    pub gap: Option<(Gap, i64)>,
+    /// Pending sessions given up after the service stopped returning them.
+    pub lost_pending: i64,
 }
 
 impl State {
@@ -53,7 +74,9 @@ impl State {
             .query_row(
                 "SELECT portal_id, portal_arn, backfill_done, high_watermark_ms, archived_max_ms,
                         dedup_floor_ms, flush_seq, pass_kind, pass_token, pass_stop_before_ms,
-                        pass_high_ms, pass_pages, pass_started_at, updated_at
+                        pass_high_ms, pass_pages, pass_started_at, updated_at,
+                        pass_low_ms, pass_prior_max_ms, gap_from_ms, gap_to_ms, gap_found_at,
+                        lost_pending
                  FROM portals WHERE portal_id = ?1",
                 [portal_id],
                 portal_from_row,
@@ -93,7 +116,8 @@ impl State {
     pub fn begin_pass(&self, portal_id: &str, pass: &PassCheckpoint) -> Result<()> {
         self.conn.execute(
             "UPDATE portals SET pass_kind = ?2, pass_token = ?3, pass_stop_before_ms = ?4,
-                    pass_high_ms = ?5, pass_pages = ?6, pass_started_at = ?7, updated_at = ?8
+                    pass_high_ms = ?5, pass_pages = ?6, pass_started_at = ?7, updated_at = ?8,
+                    pass_low_ms = ?9, pass_prior_max_ms = ?10
              WHERE portal_id = ?1",
             params![
                 portal_id,
@@ -103,18 +127,31 @@ impl State {
                 pass.high_ms,
                 pass.pages,
                 pass.started_at,
-                now_ms()
+                now_ms(),
+                pass.low_ms,
+                pass.prior_max_ms
             ],
         )?;
         Ok(())
     }
 
-    /// Pending sessions of a portal: id → (start_ms, seen_at).
-    pub fn pending(&self, portal_id: &str) -> Result<HashMap<String, (i64, i64)>> {
+    /// Pending sessions of a portal, by id.
+    pub fn pending(&self, portal_id: &str) -> Result<HashMap<String, PendingRow>> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT session_id, start_ms, seen_at FROM pending WHERE portal_id = ?1",
+            "SELECT session_id, start_ms, seen_at, misses, first_missed_at
+             FROM pending WHERE portal_id = ?1",
         )?;
-        let rows = stmt.query_map([portal_id], |r| Ok((r.get(0)?, (r.get(1)?, r.get(2)?))))?;
+        let rows = stmt.query_map([portal_id], |r| {
+            Ok((
+                r.get(0)?,
+                PendingRow {
+                    start_ms: r.get(1)?,
+                    seen_at: r.get(2)?,
+                    misses: r.get(3)?,
+                    first_missed_at: r.get(4)?,
+                },
+            ))
+        })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
@@ -167,6 +204,8 @@ fn portal_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<PortalRow> {
             token: r.get(8)?,
             stop_before_ms: r.get(9)?,
             high_ms: r.get(10)?,
+            low_ms: r.get(14)?,
+            prior_max_ms: r.get(15)?,
             pages: r.get(11)?,
             started_at: r.get::<_, Option<i64>>(12)?.unwrap_or(0),
         })
@@ -182,6 +221,11 @@ fn portal_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<PortalRow> {
             flush_seq: r.get(6)?,
             pass: pass.transpose()?,
             updated_at: r.get(13)?,
+            gap: match (r.get(16)?, r.get(17)?, r.get(18)?) {
+                (Some(from_ms), Some(to_ms), Some(at)) => Some((Gap { from_ms, to_ms }, at)),
+                _ => None,
+            },
+            lost_pending: r.get(19)?,
         },
         kind,
     ))
