@@ -701,7 +701,10 @@ fn print_table(r: &VerifyReport) {
                 println!("{}: {what}: {} more", p.portal_id, paths.len() - 20);
             }
         }
-        if let Some(rep) = p.repaired.filter(|r| r.written + r.partitions_rewritten > 0) {
+        if let Some(rep) = p
+            .repaired
+            .filter(|r| r.written + r.partitions_rewritten > 0)
+        {
             println!(
                 "{}: repaired: wrote {} missing sessions, rewrote {} partitions ({} duplicated rows removed)",
                 p.portal_id, rep.written, rep.partitions_rewritten, rep.rows_removed
