@@ -31,7 +31,7 @@ use crate::failpoint;
 use crate::model::{PortalId, Session};
 use crate::run::discover;
 use crate::run::flush::{encode_days, Encoded, Points, Target};
-use crate::run::recover::recover;
+use crate::run::recover::{check_unclaimed, recover};
 use crate::sink::Sink;
 use crate::source::{FetchError, Order, Source};
 use crate::state::{FlushCommit, StateHandle};
@@ -177,6 +177,13 @@ async fn repair_all(
                 portal,
                 page_size: cfg.page_size(),
             };
+            // A portal this state never archived may belong to another state: refuse to write
+            // into it (as a first run would).
+            let id = portal.to_string();
+            let known = state.db(move |st| st.find(&id)).await?;
+            if known.is_none_or(|p| p.flush_seq == 0 && p.pass.is_none() && !p.backfill_done) {
+                check_unclaimed(sink, portal, state.state_id()).await?;
+            }
             recover(sink, state, portal).await?;
             let mut rep = Repairer {
                 target: Target {
