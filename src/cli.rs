@@ -167,6 +167,10 @@ pub enum Command {
     Backfill(BackfillArgs),
     /// Per portal: checkpoint, watermark, pending sessions, last run.
     Status(StatusArgs),
+    /// Prove the archive complete: compare every session the service lists with the Parquet
+    /// files (and their manifests). Exit 3 on differences; `--repair` fixes missing and
+    /// duplicated sessions.
+    Verify(VerifyArgs),
     /// Rewrite each partition's files into one (old partitions only), exactly once.
     Compact(CompactArgs),
     /// The whole job end to end against the built-in simulator, in a local folder.
@@ -196,6 +200,20 @@ pub struct BackfillArgs {
     /// Say what each portal would get and write nothing.
     #[arg(long)]
     pub dry_run: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct VerifyArgs {
+    /// Only these portals (repeatable); without it every portal ListPortals returns.
+    #[arg(long = "portal-id", value_name = "ID")]
+    pub portal_ids: Vec<String>,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+    /// Write missing sessions and remove duplicated rows (under the run lock), then verify
+    /// again.
+    #[arg(long)]
+    pub repair: bool,
 }
 
 #[derive(Args, Debug)]

@@ -18,6 +18,12 @@ pub struct LockHeld(pub String);
 #[error("{0}")]
 pub struct StateRefused(pub String);
 
+/// `verify` found the archive differs from the service's listing or its manifests: exit
+/// code 3. The report is printed before.
+#[derive(Debug, Error)]
+#[error("{0}")]
+pub struct Differences(pub String);
+
 /// Stopped by a signal; progress up to the last flush is committed.
 #[derive(Debug, Error)]
 #[error("interrupted; progress up to the last flush is saved")]
@@ -28,6 +34,7 @@ pub mod exit {
     pub const OK: u8 = 0;
     pub const FAILED: u8 = 1;
     pub const USAGE: u8 = 2;
+    pub const DIFFERENCES: u8 = 3;
     pub const LOCKED: u8 = 75;
 }
 
@@ -35,6 +42,8 @@ pub mod exit {
 pub fn exit_code(err: &anyhow::Error) -> u8 {
     if err.chain().any(|e| e.is::<UsageError>()) {
         exit::USAGE
+    } else if err.chain().any(|e| e.is::<Differences>()) {
+        exit::DIFFERENCES
     } else if err.chain().any(|e| e.is::<LockHeld>()) {
         exit::LOCKED
     } else {

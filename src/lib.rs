@@ -1,7 +1,7 @@
 //! `archiver` keeps a permanent, queryable Parquet archive of AWS WorkSpaces Web sessions.
 //!
 //! The data flow is the architecture. Top down, imports only point down this list:
-//! - [`commands`]: `run`, `backfill`, `status`, `compact`, `demo`, `simulator`; dry runs.
+//! - [`commands`]: `run`, `backfill`, `status`, `verify`, `compact`, `demo`, `simulator`; dry runs.
 //! - [`run`]: an archiving job, step by step: [`run::discover`] the portals →
 //!   [`run::pass`] pages each through dedup → [`run::flush`] encodes, stages, commits and
 //!   publishes → [`run::recover`] finishes what an interrupted run left.
@@ -13,7 +13,8 @@
 //!   - [`sink`]: the key layout, and staging → publishing on local disk or in S3;
 //!   - [`state`]: the SQLite state (checkpoints, watermarks, pending sessions, dedup ids,
 //!     flushes, runs) and where it lives: a local file under a lock, or S3 under a lease;
-//!   - [`report`]: the run summary as a log line, `--summary-json` and `--metrics-file`.
+//!   - [`report`]: the run summary as a log line, `--summary-json` and `--metrics-file`;
+//!   - [`verify`]: `verify`'s comparison of listing and archive, day by day (pure).
 //! - Foundations: [`cli`] and [`config`] (flags, validated once into a `Config`), [`aws`]
 //!   (SDK configuration, S3 client, AWS errors), [`model`] (session, portal id, pass kind),
 //!   [`clock`], [`error`] (errors that choose the exit code), [`ids`], [`fsio`] (durable local
@@ -30,6 +31,7 @@ pub mod report;
 pub mod sink;
 pub mod source;
 pub mod state;
+pub mod verify;
 
 pub mod aws;
 pub mod cli;

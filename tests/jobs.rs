@@ -160,6 +160,9 @@ fn parse_and_validate(argv: &[String]) -> Result<(Cli, Config), String> {
         Command::Backfill(a) => {
             archiver::config::parse_portal_ids(&a.portal_ids).map_err(|e| e.to_string())?;
         }
+        Command::Verify(a) => {
+            archiver::config::parse_portal_ids(&a.portal_ids).map_err(|e| e.to_string())?;
+        }
         Command::Compact(a) => {
             archiver::config::parse_duration(&a.older_than)
                 .ok_or_else(|| format!("invalid --older-than {:?}", a.older_than))?;

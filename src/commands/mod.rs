@@ -3,6 +3,7 @@
 //!
 //! - `run` and `backfill`: an archiving job (see [`crate::run`]), or [`dry_run`];
 //! - [`status`]: what the state says, per portal;
+//! - [`verify`]: compare the service's listing with the archive, and repair it;
 //! - [`compact`]: rewrite each old partition's files into one;
 //! - [`demo`]: the whole job end to end against the built-in simulator;
 //! - `simulator`: serve the built-in simulator.
@@ -11,6 +12,7 @@ pub mod compact;
 pub mod demo;
 pub mod dry_run;
 pub mod status;
+pub mod verify;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -34,6 +36,12 @@ pub async fn execute(cli: Cli) -> Result<()> {
         Command::Status(a) => {
             let config = Config::from_args(&cli.global)?;
             status::print(&config, a.json).await
+        }
+        Command::Verify(a) => {
+            let config = Config::from_args(&cli.global)?;
+            let ids = parse_portal_ids(&a.portal_ids)?;
+            let named = (!ids.is_empty()).then_some(ids);
+            verify::verify(&config, named, a.repair, a.json).await
         }
         Command::Compact(a) => {
             let config = Config::from_args(&cli.global)?;

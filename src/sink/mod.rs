@@ -137,6 +137,15 @@ impl Sink {
         }
     }
 
+    /// The files directly under a folder (local) or every key under a prefix (S3), sorted;
+    /// nothing is changed.
+    pub async fn list(&self, prefix: String) -> Result<Vec<String>> {
+        match self {
+            Sink::Local(s) => blocking(s.clone(), move |s| s.list_staged(&prefix)).await,
+            Sink::S3(s) => s.list_keys(prefix).await,
+        }
+    }
+
     /// A whole object's bytes.
     pub async fn read(&self, key: String) -> Result<Vec<u8>> {
         match self {

@@ -346,6 +346,11 @@ impl S3Sink {
         self.list(&rel_prefix).await
     }
 
+    /// Every key under a prefix, sorted.
+    pub async fn list_keys(&self, rel_prefix: String) -> Result<Vec<String>> {
+        self.list(&rel_prefix).await
+    }
+
     /// Delete an object (no error if it is gone).
     pub async fn delete(&self, rel: String) -> Result<()> {
         let key = self.key(&rel);

@@ -1,0 +1,630 @@
+//! Verification's pure core: what `archiver verify` concludes from one UTC day of listed
+//! sessions and the rows that day's partition holds, how a newest-first listing is cut into
+//! days, which files the manifests say are live, and which row of a duplicated session a
+//! repair keeps. No I/O: the command ([`crate::commands::verify`]) reads and writes.
+//!
+//! A session's partition is its UTC start date, and a newest-first listing arrives in start
+//! order, so the listing and the archive are compared one day at a time: memory holds one day
+//! of each, whatever the size of the archive.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::clock::utc_date;
+use crate::model::{Session, SessionStatus};
+
+const DAY_MS: i64 = 86_400_000;
+
+/// One archived row, as much of it as verification reads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ArchRow {
+    pub session_id: String,
+    pub status: String,
+    pub start_ms: i64,
+    pub end_ms: Option<i64>,
+}
+
+/// What a portal's comparison counted. `missing`, `duplicated`, `differing` and `extra` are
+/// differences; `active` and `expired` are expected.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    /// Distinct sessions listed by the service (Active ones included).
+    pub listed: u64,
+    /// Listed sessions still Active: not expected in the archive yet.
+    pub active: u64,
+    /// Rows in the archive's Parquet files.
+    pub archived: u64,
+    /// Listed Terminated sessions with no row.
+    pub missing: u64,
+    /// Session ids with more than one row.
+    pub duplicated: u64,
+    /// Rows whose status, start time or end time differ from the listing.
+    pub differing: u64,
+    /// Rows of sessions older than the oldest the service still lists (retention).
+    pub expired: u64,
+    /// Rows of sessions the service does not list, though newer than the oldest it lists.
+    pub extra: u64,
+}
+
+impl Counts {
+    pub fn add(&mut self, o: &Counts) {
+        self.listed += o.listed;
+        self.active += o.active;
+        self.archived += o.archived;
+        self.missing += o.missing;
+        self.duplicated += o.duplicated;
+        self.differing += o.differing;
+        self.expired += o.expired;
+        self.extra += o.extra;
+    }
+
+    /// Rows or sessions that are not as they should be.
+    pub fn differences(&self) -> u64 {
+        self.missing + self.duplicated + self.differing + self.extra
+    }
+}
+
+/// A session's values as the service lists them, for choosing among duplicated rows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listed {
+    pub status: &'static str,
+    pub start_ms: i64,
+    pub end_ms: Option<i64>,
+}
+
+impl Listed {
+    fn of(s: &Session) -> Listed {
+        Listed {
+            status: s.status.as_str(),
+            start_ms: s.start_ms,
+            end_ms: s.end_ms,
+        }
+    }
+
+    /// Does an archived row hold these values?
+    pub fn matches(&self, status: &str, start_ms: i64, end_ms: Option<i64>) -> bool {
+        self.status == status && self.start_ms == start_ms && self.end_ms == end_ms
+    }
+}
+
+/// What one day's comparison found, and what a repair needs.
+#[derive(Debug, Default)]
+pub struct DayResult {
+    pub counts: Counts,
+    /// The missing sessions, as listed, by start.
+    pub missing: Vec<Session>,
+    /// Duplicated ids, each with its listed values if the service lists it.
+    pub duplicated: Vec<(String, Option<Listed>)>,
+}
+
+/// Compare one day: `listed` (deduplicated by id) with the rows of that day's partition.
+/// Unlisted rows starting before `expire_before` (the oldest listed start) are expired, others
+/// are extra.
+pub fn compare_day(
+    mut listed: HashMap<String, Session>,
+    archived: &[ArchRow],
+    expire_before: i64,
+) -> DayResult {
+    let mut c = Counts {
+        listed: listed.len() as u64,
+        active: listed
+            .values()
+            .filter(|s| s.status == SessionStatus::Active)
+            .count() as u64,
+        archived: archived.len() as u64,
+        ..Counts::default()
+    };
+    let mut rows_of: HashMap<&str, u32> = HashMap::with_capacity(archived.len());
+    for r in archived {
+        *rows_of.entry(&r.session_id).or_default() += 1;
+        match listed.get(&r.session_id) {
+            Some(s) if Listed::of(s).matches(&r.status, r.start_ms, r.end_ms) => {}
+            Some(_) => c.differing += 1,
+            None if r.start_ms < expire_before => c.expired += 1,
+            None => c.extra += 1,
+        }
+    }
+    let mut duplicated: Vec<(String, Option<Listed>)> = rows_of
+        .iter()
+        .filter(|(_, &n)| n > 1)
+        .map(|(id, _)| (id.to_string(), listed.get(*id).map(Listed::of)))
+        .collect();
+    duplicated.sort_by(|a, b| a.0.cmp(&b.0));
+    c.duplicated = duplicated.len() as u64;
+    let missing_ids: Vec<String> = listed
+        .iter()
+        .filter(|(id, s)| {
+            s.status == SessionStatus::Terminated && !rows_of.contains_key(id.as_str())
+        })
+        .map(|(id, _)| id.clone())
+        .collect();
+    let mut missing: Vec<Session> = missing_ids
+        .iter()
+        .filter_map(|id| listed.remove(id))
+        .collect();
+    missing.sort_by(|a, b| (a.start_ms, &a.session_id).cmp(&(b.start_ms, &b.session_id)));
+    c.missing = missing.len() as u64;
+    DayResult {
+        counts: c,
+        missing,
+        duplicated,
+    }
+}
+
+/// One UTC day of listed sessions, deduplicated by id.
+#[derive(Debug, Default)]
+pub struct ListedDay {
+    /// `YYYY-MM-DD`, the partition's `start_date`.
+    pub date: String,
+    pub sessions: HashMap<String, Session>,
+}
+
+/// Cuts a newest-first listing into UTC days. A session of a day already handed out is a
+/// repeat (offset-based tokens shift when sessions are inserted at the top, and a restarted
+/// listing begins again at the newest): it is ignored. A session listed twice within a day
+/// counts once, with its latest values.
+#[derive(Debug, Default)]
+pub struct Walker {
+    current: Option<(i64, HashMap<String, Session>)>,
+    oldest: Option<i64>,
+    /// Sessions of days already handed out, ignored.
+    pub repeats: u64,
+}
+
+impl Walker {
+    /// Offer the next listed session. Returns the previous day, complete, when this session
+    /// is the first of an older day.
+    pub fn push(&mut self, s: Session) -> Option<ListedDay> {
+        let day = s.start_ms.div_euclid(DAY_MS);
+        let done = match &mut self.current {
+            Some((d, _)) if day > *d => {
+                self.repeats += 1;
+                return None;
+            }
+            Some((d, sessions)) if day == *d => {
+                self.oldest = Some(self.oldest.map_or(s.start_ms, |o| o.min(s.start_ms)));
+                sessions.insert(s.session_id.clone(), s);
+                return None;
+            }
+            _ => self.current.take(),
+        };
+        self.oldest = Some(self.oldest.map_or(s.start_ms, |o| o.min(s.start_ms)));
+        let mut sessions = HashMap::new();
+        sessions.insert(s.session_id.clone(), s);
+        self.current = Some((day, sessions));
+        done.map(as_day)
+    }
+
+    /// The oldest start listed so far.
+    pub fn oldest(&self) -> Option<i64> {
+        self.oldest
+    }
+
+    /// The listing ended: its last day, if any.
+    pub fn finish(&mut self) -> Option<ListedDay> {
+        self.current.take().map(as_day)
+    }
+}
+
+fn as_day((day, sessions): (i64, HashMap<String, Session>)) -> ListedDay {
+    ListedDay {
+        date: utc_date(day * DAY_MS),
+        sessions,
+    }
+}
+
+/// One manifest: `_manifest/portal_id=<id>/<state_id>-<seq:010>.json`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+pub struct Manifest {
+    pub version: u32,
+    pub portal_id: String,
+    pub state_id: String,
+    pub seq: i64,
+    /// `flush` or `compaction`.
+    pub kind: String,
+    pub files: Vec<ManifestFile>,
+    #[serde(default)]
+    pub replaces: Vec<String>,
+}
+
+/// A file a manifest records.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+pub struct ManifestFile {
+    pub path: String,
+    pub rows: u64,
+    pub bytes: u64,
+    pub sha256: String,
+}
+
+/// Parse one manifest of `portal_id`.
+pub fn parse_manifest(bytes: &[u8], portal_id: &str) -> Result<Manifest, String> {
+    let m: Manifest = serde_json::from_slice(bytes).map_err(|e| format!("not a manifest: {e}"))?;
+    if m.version != 1 {
+        return Err(format!(
+            "manifest version {} (this archiver reads 1)",
+            m.version
+        ));
+    }
+    if m.portal_id != portal_id {
+        return Err(format!("manifest of portal {}", m.portal_id));
+    }
+    if !matches!(m.kind.as_str(), "flush" | "compaction") {
+        return Err(format!("unknown manifest kind {:?}", m.kind));
+    }
+    Ok(m)
+}
+
+/// The live files of a portal: every manifest's files minus every path any manifest replaces.
+/// A path recorded twice keeps the record of the higher `seq`.
+pub fn live_files(manifests: &[Manifest]) -> BTreeMap<String, ManifestFile> {
+    let mut order: Vec<&Manifest> = manifests.iter().collect();
+    order.sort_by(|a, b| (a.seq, &a.state_id).cmp(&(b.seq, &b.state_id)));
+    let replaced: HashSet<&str> = manifests
+        .iter()
+        .flat_map(|m| m.replaces.iter().map(String::as_str))
+        .collect();
+    let mut live = BTreeMap::new();
+    for m in order {
+        for f in &m.files {
+            if !replaced.contains(f.path.as_str()) {
+                live.insert(f.path.clone(), f.clone());
+            }
+        }
+    }
+    live
+}
+
+/// The file check of one portal against its manifests.
+#[derive(Debug, Default, Serialize)]
+pub struct FileCheck {
+    /// False when the portal has no manifest (an archive written before manifests).
+    pub checked: bool,
+    pub manifests: u64,
+    pub live_files: u64,
+    /// Live files whose sha256 or row count differ from their manifest.
+    pub altered: Vec<String>,
+    /// Live files that are gone.
+    pub deleted: Vec<String>,
+    /// `.parquet` files no manifest records as live.
+    pub unlisted: Vec<String>,
+    /// Manifests that cannot be read: `path: reason`.
+    pub errors: Vec<String>,
+    #[serde(skip)]
+    live: BTreeMap<String, ManifestFile>,
+    #[serde(skip)]
+    seen: HashSet<String>,
+}
+
+impl FileCheck {
+    /// A check against these manifests (`errors`: manifests that could not be read).
+    pub fn new(manifests: &[Manifest], errors: Vec<String>) -> FileCheck {
+        let live = live_files(manifests);
+        FileCheck {
+            checked: !manifests.is_empty() || !errors.is_empty(),
+            manifests: (manifests.len() + errors.len()) as u64,
+            live_files: live.len() as u64,
+            errors,
+            live,
+            ..FileCheck::default()
+        }
+    }
+
+    /// One `.parquet` file of the portal, read: its sha256 (lowercase hex) and row count.
+    pub fn file(&mut self, path: &str, sha256: &str, rows: u64) {
+        if !self.checked {
+            return;
+        }
+        self.seen.insert(path.to_string());
+        match self.live.get(path) {
+            None => self.unlisted.push(path.to_string()),
+            Some(f) if !f.sha256.eq_ignore_ascii_case(sha256) || f.rows != rows => {
+                self.altered.push(path.to_string())
+            }
+            Some(_) => {}
+        }
+    }
+
+    /// Every file of the portal was offered: the live ones not seen are deleted.
+    pub fn finish(&mut self) {
+        if !self.checked {
+            return;
+        }
+        self.deleted = self
+            .live
+            .keys()
+            .filter(|p| !self.seen.contains(*p))
+            .cloned()
+            .collect();
+        self.altered.sort();
+        self.unlisted.sort();
+        self.seen = HashSet::new();
+    }
+
+    pub fn problems(&self) -> u64 {
+        (self.altered.len() + self.deleted.len() + self.unlisted.len() + self.errors.len()) as u64
+    }
+
+    /// Is a sha256 needed for the files (is there anything to check them against)?
+    pub fn wants_hashes(&self) -> bool {
+        self.checked
+    }
+}
+
+/// One row of a partition being deduplicated.
+#[derive(Clone, Debug)]
+pub struct Candidate<'a> {
+    pub session_id: &'a str,
+    /// The row holds the values the service lists.
+    pub matches_listing: bool,
+    pub archived_at_ms: i64,
+}
+
+/// Which rows to keep so that each session id has exactly one: the first row matching the
+/// service's listing, else the newest `archived_at` (the first of equals).
+pub fn keep_one(rows: &[Candidate]) -> Vec<bool> {
+    let mut best: HashMap<&str, usize> = HashMap::with_capacity(rows.len());
+    for (i, r) in rows.iter().enumerate() {
+        match best.get(r.session_id) {
+            None => {
+                best.insert(r.session_id, i);
+            }
+            Some(&j) => {
+                let b = &rows[j];
+                let better =
+                    (r.matches_listing, r.archived_at_ms) > (b.matches_listing, b.archived_at_ms);
+                if better {
+                    best.insert(r.session_id, i);
+                }
+            }
+        }
+    }
+    let mut keep = vec![false; rows.len()];
+    for i in best.into_values() {
+        keep[i] = true;
+    }
+    keep
+}
+
+/// Lowercase hex of a digest.
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    const D: i64 = 1_795_651_200_000; // 2026-11-26T00:00:00Z
+
+    fn s(id: &str, start: i64, end: Option<i64>) -> Session {
+        Session {
+            portal_arn: Arc::from("arn"),
+            session_id: id.into(),
+            username: None,
+            status: if end.is_some() {
+                SessionStatus::Terminated
+            } else {
+                SessionStatus::Active
+            },
+            start_ms: start,
+            end_ms: end,
+            client_ips: None,
+        }
+    }
+
+    fn row(id: &str, start: i64, end: Option<i64>) -> ArchRow {
+        ArchRow {
+            session_id: id.into(),
+            status: if end.is_some() {
+                "Terminated"
+            } else {
+                "Active"
+            }
+            .into(),
+            start_ms: start,
+            end_ms: end,
+        }
+    }
+
+    fn day(sessions: &[Session]) -> HashMap<String, Session> {
+        sessions
+            .iter()
+            .map(|s| (s.session_id.clone(), s.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn a_matching_day_counts_only_listed_active_and_archived() {
+        let listed = day(&[
+            s("a", D + 1, Some(D + 5)),
+            s("b", D + 2, Some(D + 6)),
+            s("c", D + 3, None),
+        ]);
+        let rows = [row("a", D + 1, Some(D + 5)), row("b", D + 2, Some(D + 6))];
+        let r = compare_day(listed, &rows, D - 100);
+        assert_eq!(
+            r.counts,
+            Counts {
+                listed: 3,
+                active: 1,
+                archived: 2,
+                ..Counts::default()
+            }
+        );
+        assert_eq!(r.counts.differences(), 0);
+    }
+
+    #[test]
+    fn missing_duplicated_differing_expired_and_extra_are_told_apart() {
+        let listed = day(&[
+            s("gone", D + 10, Some(D + 11)),
+            s("twice", D + 20, Some(D + 21)),
+            s("changed", D + 30, Some(D + 31)),
+            s("ok", D + 40, Some(D + 41)),
+        ]);
+        let rows = [
+            row("twice", D + 20, Some(D + 21)),
+            row("twice", D + 20, Some(D + 21)),
+            row("changed", D + 30, Some(D + 99)),
+            row("ok", D + 40, Some(D + 41)),
+            row("old", D + 1, Some(D + 2)),
+            row("stray", D + 50, Some(D + 51)),
+        ];
+        let r = compare_day(listed, &rows, D + 5);
+        assert_eq!(r.counts.missing, 1);
+        assert_eq!(r.missing[0].session_id, "gone");
+        assert_eq!(r.counts.duplicated, 1);
+        assert_eq!(r.duplicated[0].0, "twice");
+        assert!(r.duplicated[0].1.is_some());
+        assert_eq!(r.counts.differing, 1);
+        assert_eq!(r.counts.expired, 1, "older than the oldest listed");
+        assert_eq!(
+            r.counts.extra, 1,
+            "newer than the oldest listed, but not listed"
+        );
+        assert_eq!(r.counts.archived, 6);
+        assert_eq!(r.counts.differences(), 4);
+    }
+
+    #[test]
+    fn an_active_session_is_not_missing_but_an_archived_active_one_differs() {
+        let listed = day(&[s("a", D + 1, None), s("b", D + 2, None)]);
+        let rows = [row("b", D + 2, Some(D + 3))];
+        let r = compare_day(listed, &rows, i64::MIN);
+        assert_eq!(r.counts.missing, 0);
+        assert_eq!(r.counts.active, 2);
+        assert_eq!(r.counts.differing, 1);
+    }
+
+    #[test]
+    fn the_walker_hands_out_each_day_once_and_ignores_repeats() {
+        let mut w = Walker::default();
+        let mut days = Vec::new();
+        let listing = [
+            s("d2a", D + DAY_MS + 50, Some(1)),
+            s("d2b", D + DAY_MS + 10, Some(1)),
+            s("d2b", D + DAY_MS + 10, Some(2)), // repeat within the day: latest values
+            s("d1a", D + 70, Some(1)),
+            s("d2a", D + DAY_MS + 50, Some(1)), // repeat of a day handed out: ignored
+            s("d1b", D + 5, Some(1)),
+            s("d0a", D - 10, Some(1)),
+        ];
+        for x in listing {
+            days.extend(w.push(x));
+        }
+        days.extend(w.finish());
+        let got: Vec<(String, usize)> = days
+            .iter()
+            .map(|d| (d.date.clone(), d.sessions.len()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("2026-11-27".to_string(), 2),
+                ("2026-11-26".to_string(), 2),
+                ("2026-11-25".to_string(), 1)
+            ]
+        );
+        assert_eq!(days[0].sessions["d2b"].end_ms, Some(2));
+        assert_eq!(w.repeats, 1);
+        assert_eq!(w.oldest(), Some(D - 10));
+    }
+
+    fn mf(path: &str, sha: &str) -> ManifestFile {
+        ManifestFile {
+            path: path.into(),
+            rows: 3,
+            bytes: 10,
+            sha256: sha.into(),
+        }
+    }
+
+    fn manifest(seq: i64, kind: &str, files: Vec<ManifestFile>, replaces: &[&str]) -> Manifest {
+        Manifest {
+            version: 1,
+            portal_id: "p".into(),
+            state_id: "s".into(),
+            seq,
+            kind: kind.into(),
+            files,
+            replaces: replaces.iter().map(|r| r.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn live_files_are_all_files_minus_the_replaced_ones() {
+        let ms = [
+            manifest(1, "flush", vec![mf("a", "1"), mf("b", "2")], &[]),
+            manifest(2, "flush", vec![mf("c", "3")], &[]),
+            manifest(3, "compaction", vec![mf("ab", "4")], &["a", "b"]),
+        ];
+        let live: Vec<String> = live_files(&ms).into_keys().collect();
+        assert_eq!(live, ["ab", "c"]);
+        let mut check = FileCheck::new(&ms, vec![]);
+        check.file("ab", "4", 3);
+        check.file("c", "FF", 3);
+        check.file("stray", "5", 1);
+        check.finish();
+        assert_eq!(check.altered, ["c"]);
+        assert_eq!(check.unlisted, ["stray"]);
+        assert!(check.deleted.is_empty());
+        let mut check = FileCheck::new(&ms, vec![]);
+        check.file("ab", "4", 4);
+        check.finish();
+        assert_eq!(check.altered, ["ab"], "row count differs");
+        assert_eq!(check.deleted, ["c"]);
+        assert_eq!(check.problems(), 2);
+    }
+
+    #[test]
+    fn without_manifests_files_are_not_checked() {
+        let mut check = FileCheck::new(&[], vec![]);
+        check.file("x", "1", 1);
+        check.finish();
+        assert!(!check.checked);
+        assert_eq!(check.problems(), 0);
+    }
+
+    #[test]
+    fn manifests_of_another_portal_or_version_are_refused() {
+        let m = manifest(1, "flush", vec![mf("a", "1")], &[]);
+        let bytes = serde_json::to_vec(&m).unwrap();
+        assert!(parse_manifest(&bytes, "p").is_ok());
+        assert!(parse_manifest(&bytes, "q").unwrap_err().contains("portal"));
+        let mut v2 = m.clone();
+        v2.version = 2;
+        assert!(parse_manifest(&serde_json::to_vec(&v2).unwrap(), "p").is_err());
+        assert!(parse_manifest(b"{", "p").is_err());
+    }
+
+    #[test]
+    fn duplicates_keep_the_row_matching_the_service_else_the_newest() {
+        let c = |id, m, at| Candidate {
+            session_id: id,
+            matches_listing: m,
+            archived_at_ms: at,
+        };
+        let rows = [
+            c("a", false, 9),
+            c("a", true, 1),
+            c("b", false, 1),
+            c("b", false, 5),
+            c("b", false, 5),
+            c("u", false, 1),
+        ];
+        assert_eq!(keep_one(&rows), [false, true, false, true, false, true]);
+    }
+
+    #[test]
+    fn hex_is_lowercase() {
+        assert_eq!(hex(&[0, 0xab, 0x10]), "00ab10");
+    }
+}

@@ -1,0 +1,503 @@
+//! `archiver verify`: the real binary against the simulator. A clean archive verifies (exit 0);
+//! a deleted, duplicated or altered file is found and counted (exit 3); sessions past the
+//! service's retention are counted, not flagged; manifests catch altered, deleted and
+//! unlisted files; `--repair` (also killed mid-way and rerun, also on S3) leaves the archive
+//! exactly equal to the simulator's record.
+
+mod util;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use archiver::model::{Session, SessionStatus};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use util::{sim_config, Env, Run};
+
+const DAY_MS: i64 = 86_400_000;
+
+/// `verify --json` (plus `extra`): the exit code and the report.
+async fn verify(env: &Env, extra: &[&str]) -> (i32, BTreeMap<String, Value>, Run) {
+    let mut args = vec!["verify", "--json"];
+    args.extend_from_slice(extra);
+    let r = env.run(&args).await;
+    assert!(r.code == 0 || r.code == 3, "exit {}: {}", r.code, r.stderr);
+    let v: Value =
+        serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", r.stdout));
+    assert_eq!(v["ok"].as_bool().unwrap(), r.code == 0, "{}", r.stdout);
+    let portals = v["portals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["portal_id"].as_str().unwrap().to_string(), p.clone()))
+        .collect();
+    (r.code, portals, r)
+}
+
+fn n(p: &Value, field: &str) -> u64 {
+    p[field]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{field} in {p}"))
+}
+
+/// The `.parquet` files of one portal, sorted.
+fn files_of(env: &Env, portal: &str) -> Vec<PathBuf> {
+    util::parquet_files(
+        &env.archive()
+            .join("sessions")
+            .join(format!("portal_id={portal}")),
+    )
+}
+
+/// Rows of one file, from its footer.
+fn rows_in(file: &Path) -> usize {
+    let f = std::fs::File::open(file).unwrap();
+    let b = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f).unwrap();
+    b.metadata().file_metadata().num_rows() as usize
+}
+
+/// A file of a partition other than the newest (whose day may still receive sessions).
+fn an_old_file(env: &Env, portal: &str, skip: usize) -> PathBuf {
+    let files = files_of(env, portal);
+    files[files.len() / 3 + skip].clone()
+}
+
+/// Rewrite a file with the crate's own encoder, changing its rows with `change`.
+fn rewrite(file: &Path, change: impl Fn(&mut Session)) {
+    let root = file.ancestors().nth(4).unwrap();
+    let rows: Vec<Session> = util::read_dataset(root)
+        .into_iter()
+        .filter(|r| r.file == file)
+        .map(|r| {
+            let mut s = Session {
+                portal_arn: r.portal_arn.as_str().into(),
+                session_id: r.session_id,
+                username: r.username,
+                status: if r.status == "Active" {
+                    SessionStatus::Active
+                } else {
+                    SessionStatus::Terminated
+                },
+                start_ms: r.start_ms,
+                end_ms: r.end_ms,
+                client_ips: r.client_ips,
+            };
+            change(&mut s);
+            s
+        })
+        .collect();
+    assert!(!rows.is_empty());
+    let bytes = archiver::encode::encode(&rows, archiver::clock::now_ms()).unwrap();
+    std::fs::write(file, bytes).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_archive_verifies_with_the_services_counts() {
+    let env = Env::new(sim_config(2, 1500, 4)).await;
+    env.run(&["run", "--flush-rows", "400"]).await.ok();
+    let (code, portals, _) = verify(&env, &[]).await;
+    assert_eq!(code, 0);
+    assert_eq!(portals.len(), 2);
+    let listable = env.sim.listable();
+    let expected = env.expected();
+    for (id, p) in &portals {
+        let listed = listable.iter().filter(|s| &s.portal_id == id).count() as u64;
+        let active = listable
+            .iter()
+            .filter(|s| &s.portal_id == id && s.status == "Active")
+            .count() as u64;
+        let archived = expected.values().filter(|s| &s.portal_id == id).count() as u64;
+        assert_eq!(n(p, "listed"), listed, "{p}");
+        assert_eq!(n(p, "active"), active, "{p}");
+        assert_eq!(n(p, "archived"), archived, "{p}");
+        for f in ["missing", "duplicated", "differing", "expired", "extra"] {
+            assert_eq!(n(p, f), 0, "{f}: {p}");
+        }
+        assert_eq!(n(p, "files"), files_of(&env, id).len() as u64);
+        assert_eq!(p["ok"], Value::Bool(true));
+        assert_eq!(p["manifest"]["checked"], Value::Bool(false), "{p}");
+        assert!(p.get("repaired").is_none());
+    }
+    // The text report: a header, one row per portal, a verdict.
+    let r = env.run(&["verify"]).await;
+    r.ok();
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert!(lines[0].starts_with("PORTAL"), "{}", r.stdout);
+    assert!(lines[0].contains("MISSING") && lines[0].contains("EXPIRED"));
+    assert_eq!(lines.len(), 4, "{}", r.stdout);
+    assert!(lines[3].starts_with("verified 2 portals: the archive matches"));
+    // One portal only; an unknown portal cannot be verified (exit 1, one line).
+    let one = env.portal(1);
+    let (code, portals, _) = verify(&env, &["--portal-id", &one]).await;
+    assert_eq!((code, portals.len()), (0, 1));
+    let r = env
+        .run(&[
+            "verify",
+            "--portal-id",
+            "00000000-0000-4000-8000-000000000000",
+        ])
+        .await;
+    r.code(1);
+    assert!(
+        r.stderr.contains("00000000-0000-4000-8000-000000000000"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_file_is_missing_and_repair_writes_it_once() {
+    let env = Env::new(sim_config(2, 1500, 4)).await;
+    env.run(&["run", "--flush-rows", "400"]).await.ok();
+    let portal = env.portal(0);
+    let file = an_old_file(&env, &portal, 0);
+    let lost = rows_in(&file) as u64;
+    std::fs::remove_file(&file).unwrap();
+    let (code, portals, _) = verify(&env, &[]).await;
+    assert_eq!(code, 3);
+    assert_eq!(n(&portals[&portal], "missing"), lost);
+    assert_eq!(portals[&portal]["ok"], Value::Bool(false));
+    assert_eq!(portals[&env.portal(1)]["ok"], Value::Bool(true));
+    let r = env.run(&["verify"]).await;
+    r.code(3);
+    assert!(
+        r.stderr
+            .contains("differs from the service in 1 of 2 portals"),
+        "{}",
+        r.stderr
+    );
+
+    let (code, portals, _) = verify(&env, &["--repair"]).await;
+    assert_eq!(code, 0);
+    assert_eq!(n(&portals[&portal]["repaired"], "written"), lost);
+    env.assert_exact();
+    assert_eq!(verify(&env, &[]).await.0, 0);
+    // The state knows the rewritten sessions: later runs write nothing twice.
+    for p in env.sim.portal_ids() {
+        env.sim.add_sessions(&p, 60, 2);
+    }
+    env.sim.end_active(None, 6);
+    env.run(&["run"]).await.ok();
+    env.assert_exact();
+    assert_eq!(verify(&env, &[]).await.0, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_duplicated_file_is_counted_and_repair_keeps_one_row_each() {
+    let env = Env::new(sim_config(1, 1500, 4)).await;
+    env.run(&["run", "--flush-rows", "400"]).await.ok();
+    let portal = env.portal(0);
+    let file = an_old_file(&env, &portal, 0);
+    let copied = rows_in(&file) as u64;
+    std::fs::copy(&file, file.with_file_name("part-copy-0000000001.parquet")).unwrap();
+    let (code, portals, _) = verify(&env, &[]).await;
+    assert_eq!(code, 3);
+    let p = &portals[&portal];
+    assert_eq!(n(p, "duplicated"), copied);
+    assert_eq!(
+        n(p, "missing") + n(p, "differing") + n(p, "extra"),
+        0,
+        "{p}"
+    );
+
+    let (code, portals, _) = verify(&env, &["--repair"]).await;
+    assert_eq!(code, 0);
+    let rep = &portals[&portal]["repaired"];
+    assert_eq!(n(rep, "partitions_rewritten"), 1);
+    assert_eq!(n(rep, "rows_removed"), copied);
+    env.assert_exact();
+    env.sim.add_sessions(&portal, 50, 0);
+    env.sim.end_active(None, 4);
+    env.run(&["run"]).await.ok();
+    env.assert_exact();
+    assert_eq!(verify(&env, &[]).await.0, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_altered_end_time_differs_and_repair_does_not_hide_it() {
+    let env = Env::new(sim_config(1, 1000, 4)).await;
+    env.run(&["run"]).await.ok();
+    let portal = env.portal(0);
+    let file = an_old_file(&env, &portal, 0);
+    let first = std::cell::Cell::new(true);
+    rewrite(&file, |s| {
+        if first.replace(false) {
+            s.end_ms = s.end_ms.map(|e| e + 1000);
+        }
+    });
+    let (code, portals, _) = verify(&env, &[]).await;
+    assert_eq!(code, 3);
+    let p = &portals[&portal];
+    assert_eq!(n(p, "differing"), 1, "{p}");
+    assert_eq!(
+        n(p, "missing") + n(p, "duplicated") + n(p, "extra"),
+        0,
+        "{p}"
+    );
+    // A repair writes and deduplicates; it never rewrites values: still a difference.
+    let (code, portals, _) = verify(&env, &["--repair"]).await;
+    assert_eq!(code, 3);
+    assert_eq!(n(&portals[&portal], "differing"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_past_the_services_retention_are_expired_not_flagged() {
+    let env = Env::new(sim_config(1, 1500, 4)).await;
+    env.run(&["run"]).await.ok();
+    let archived_before = env.archived().len() as u64;
+    // 20 days on, sessions older than 15 days are no longer listed.
+    env.sim.advance_clock(20 * DAY_MS);
+    let cutoff = env.sim.retention_cutoff_ms();
+    let gone = env
+        .sim
+        .record()
+        .iter()
+        .filter(|s| s.status == "Terminated" && s.start_time_ms < cutoff)
+        .count() as u64;
+    assert!(gone > 100, "only {gone} sessions expired");
+    let (code, portals, _) = verify(&env, &[]).await;
+    assert_eq!(code, 0);
+    let p = &portals[&env.portal(0)];
+    assert_eq!(n(p, "expired"), gone, "{p}");
+    assert_eq!(n(p, "archived"), archived_before);
+    assert_eq!(n(p, "missing") + n(p, "extra"), 0, "{p}");
+    let r = env.run(&["verify"]).await;
+    r.ok();
+    assert!(
+        r.stdout
+            .contains(&format!("({gone} rows expired from the service, kept)")),
+        "{}",
+        r.stdout
+    );
+}
+
+/// Manifests for every file of a portal, written as the archiver's manifest writer would.
+fn write_manifest(env: &Env, portal: &str, seq: u64, files: &[PathBuf], replaces: &[String]) {
+    let entries: Vec<Value> = files
+        .iter()
+        .map(|f| {
+            let bytes = std::fs::read(f).unwrap();
+            serde_json::json!({
+                "path": f.strip_prefix(env.archive()).unwrap().to_string_lossy(),
+                "rows": rows_in(f),
+                "bytes": bytes.len(),
+                "sha256": archiver::verify::hex(&Sha256::digest(&bytes)),
+            })
+        })
+        .collect();
+    let m = serde_json::json!({
+        "version": 1,
+        "portal_id": portal,
+        "state_id": "teststate",
+        "seq": seq,
+        "kind": if replaces.is_empty() { "flush" } else { "compaction" },
+        "files": entries,
+        "replaces": replaces,
+    });
+    let dir = env
+        .archive()
+        .join("_manifest")
+        .join(format!("portal_id={portal}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join(format!("teststate-{seq:010}.json")),
+        serde_json::to_vec(&m).unwrap(),
+    )
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manifests_catch_altered_deleted_and_unlisted_files() {
+    let env = Env::new(sim_config(2, 1200, 4)).await;
+    env.run(&["run", "--flush-rows", "400"]).await.ok();
+    let (with, without) = (env.portal(0), env.portal(1));
+    let files = files_of(&env, &with);
+    // Two manifests: the second replaces a file the first recorded (its file stays on disk).
+    write_manifest(&env, &with, 1, &files[..files.len() - 1], &[]);
+    let (code, portals, _) = verify(&env, &[]).await;
+    assert_eq!(code, 3, "the last file is in no manifest");
+    assert_eq!(
+        portals[&with]["manifest"]["unlisted"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    write_manifest(&env, &with, 2, &files[files.len() - 1..], &[]);
+    let (code, portals, _) = verify(&env, &[]).await;
+    assert_eq!(code, 0, "{:?}", portals[&with]);
+    let m = &portals[&with]["manifest"];
+    assert_eq!(m["checked"], Value::Bool(true));
+    assert_eq!(n(m, "live_files"), files.len() as u64);
+    assert_eq!(portals[&without]["manifest"]["checked"], Value::Bool(false));
+    let r = env.run(&["verify"]).await;
+    r.ok();
+    assert!(
+        r.stdout.contains("no manifest (not checked)"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains(&format!("{} ok", files.len())),
+        "{}",
+        r.stdout
+    );
+
+    // Alter one file (same rows, other bytes), delete another, copy a third under a new name.
+    let altered = &files[2];
+    rewrite(altered, |_| {});
+    let deleted = &files[4];
+    std::fs::remove_file(deleted).unwrap();
+    let copy = files[6].with_file_name("part-copy-0000000001.parquet");
+    std::fs::copy(&files[6], &copy).unwrap();
+    let rel = |p: &Path| {
+        p.strip_prefix(env.archive())
+            .unwrap()
+            .to_string_lossy()
+            .into_owned()
+    };
+    let (code, portals, _) = verify(&env, &[]).await;
+    assert_eq!(code, 3);
+    let m = &portals[&with]["manifest"];
+    assert_eq!(m["altered"], serde_json::json!([rel(altered)]), "{m}");
+    assert_eq!(m["deleted"], serde_json::json!([rel(deleted)]), "{m}");
+    assert_eq!(m["unlisted"], serde_json::json!([rel(&copy)]), "{m}");
+    let p = &portals[&with];
+    assert_eq!(
+        n(p, "differing"),
+        0,
+        "the altered file holds the same values: {p}"
+    );
+    let r = env.run(&["verify"]).await;
+    r.code(3);
+    assert!(
+        r.stdout.contains("1 altered, 1 deleted, 1 unlisted"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout
+            .contains(&format!("{with}: deleted: {}", rel(deleted))),
+        "{}",
+        r.stdout
+    );
+
+    // A manifest that cannot be read is a problem too; one that replaces a file makes it unlisted.
+    std::fs::remove_file(&copy).unwrap();
+    let dir = env
+        .archive()
+        .join("_manifest")
+        .join(format!("portal_id={without}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("x-0000000001.json"), b"{not json").unwrap();
+    let (_, portals, _) = verify(&env, &[]).await;
+    assert_eq!(
+        portals[&without]["manifest"]["errors"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(portals[&without]["ok"], Value::Bool(false));
+    write_manifest(&env, &with, 3, &[], &[rel(&files[0])]);
+    let (_, portals, _) = verify(&env, &[]).await;
+    assert_eq!(
+        portals[&with]["manifest"]["unlisted"],
+        serde_json::json!([rel(&files[0])])
+    );
+}
+
+/// An archive with a lost file in one partition and a copied file in another.
+async fn damaged() -> Env {
+    let env = Env::new(sim_config(1, 1000, 3)).await;
+    env.run(&["run", "--flush-rows", "300"]).await.ok();
+    let portal = env.portal(0);
+    let files = files_of(&env, &portal);
+    let (a, b) = (&files[files.len() / 4], &files[files.len() / 2]);
+    assert_ne!(a.parent(), b.parent());
+    std::fs::remove_file(a).unwrap();
+    std::fs::copy(b, b.with_file_name("part-copy-0000000001.parquet")).unwrap();
+    env
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repair_killed_at_each_step_then_rerun_is_exact() {
+    for point in [
+        "repair_after_stage:1",
+        "repair_after_local_commit:1",
+        "repair_after_commit:1",
+        "after_publish:1",
+        "repair_after_stage:2",
+        "repair_after_commit:2",
+        "repair_after_replace:1",
+    ] {
+        let env = damaged().await;
+        let crashed = env.run_crashing(&["verify", "--repair"], point).await;
+        assert_eq!(crashed.code, 134, "{point}: {}", crashed.stderr);
+        let (code, _, r) = verify(&env, &["--repair"]).await;
+        assert_eq!(code, 0, "{point}: {}", r.stdout);
+        env.assert_exact();
+        assert_eq!(verify(&env, &[]).await.0, 0, "{point}");
+        let staging = util::parquet_files(&env.archive().join("_staging"));
+        assert!(staging.is_empty(), "{point}: {staging:?}");
+        env.sim.add_sessions(&env.portal(0), 30, 0);
+        env.sim.end_active(None, 3);
+        env.run(&["run"]).await.ok();
+        env.assert_exact();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_and_repair_an_s3_output() {
+    use util::s3 as s3u;
+    let env = Env::new(sim_config(1, 800, 3)).await;
+    let moto = s3u::Moto::start().await;
+    let c = s3u::client(&moto.endpoint);
+    s3u::create_bucket(&c, "audit").await;
+    let run = |args: &'static [&'static str]| s3_run(&env, &moto.endpoint, args);
+    run(&["run", "--flush-rows", "300"]).await.ok();
+    run(&["verify"]).await.ok();
+    let keys: Vec<String> = s3u::keys(&c, "audit")
+        .await
+        .into_iter()
+        .filter(|k| k.ends_with(".parquet"))
+        .collect();
+    let victim = &keys[keys.len() / 2];
+    let dir = env.dir.path().join("one");
+    std::fs::create_dir_all(&dir).unwrap();
+    let local = dir.join("f.parquet");
+    std::fs::write(&local, s3u::get(&c, "audit", victim).await).unwrap();
+    let lost = rows_in(&local);
+    c.delete_object()
+        .bucket("audit")
+        .key(victim)
+        .send()
+        .await
+        .unwrap();
+    let r = run(&["verify", "--json"]).await;
+    r.code(3);
+    let v: Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(n(&v["portals"][0], "missing"), lost as u64);
+    run(&["verify", "--repair"]).await.ok();
+    run(&["verify"]).await.ok();
+    let down = env.dir.path().join("downloaded");
+    s3u::download(&c, "audit", "ws", &down).await;
+    util::assert_exact(&util::read_dataset(&down), &env.expected());
+}
+
+/// The binary with this env's simulator and state, writing to `s3://audit/ws` on moto.
+async fn s3_run(env: &Env, s3: &str, args: &[&str]) -> Run {
+    let mut c = tokio::process::Command::new(util::BIN);
+    c.arg("--state")
+        .arg(env.state())
+        .arg("--output")
+        .arg("s3://audit/ws")
+        .args(args);
+    for (k, v) in util::aws_env(&env.sim.endpoint_url()) {
+        c.env(k, v);
+    }
+    c.env("AWS_ENDPOINT_URL_S3", s3)
+        .env_remove("ARCHIVER_FAILPOINT");
+    c.kill_on_drop(true);
+    Run::from(c.output().await.unwrap())
+}
