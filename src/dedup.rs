@@ -352,8 +352,14 @@ mod tests {
         let d = Dedup::new(HashMap::new(), Some(100), Some(500), None);
         assert!(d.needs_lookup(&sess(1, 100, false)));
         assert!(d.needs_lookup(&sess(2, 50, false)));
-        assert!(d.needs_lookup(&sess(3, 500, false)), "a repeat at the band's edge");
-        assert!(d.needs_lookup(&sess(4, 900, false)), "a repeat above the band");
+        assert!(
+            d.needs_lookup(&sess(3, 500, false)),
+            "a repeat at the band's edge"
+        );
+        assert!(
+            d.needs_lookup(&sess(4, 900, false)),
+            "a repeat above the band"
+        );
         assert!(!d.needs_lookup(&sess(5, 101, false)));
         assert!(!d.needs_lookup(&sess(6, 499, false)));
         // A fresh portal: nothing to look up until the pass commits.

@@ -44,7 +44,11 @@ fn assert_exact_over_time(env: &Env) {
         .collect();
     let mut seen = BTreeSet::new();
     for r in &rows {
-        assert!(seen.insert(r.session_id.clone()), "{} archived twice", r.session_id);
+        assert!(
+            seen.insert(r.session_id.clone()),
+            "{} archived twice",
+            r.session_id
+        );
         let s = ever
             .get(&r.session_id)
             .unwrap_or_else(|| panic!("{} was never listed", r.session_id));
@@ -170,7 +174,13 @@ async fn a_job_that_did_not_run_longer_than_the_service_keeps_sessions_reports_t
     })
     .await;
     env.run(&["run"]).await.ok();
-    let watermark = env.sim.listable().iter().map(|s| s.start_time_ms).max().unwrap();
+    let watermark = env
+        .sim
+        .listable()
+        .iter()
+        .map(|s| s.start_time_ms)
+        .max()
+        .unwrap();
     // Forty days without a run: everything archived ages out, new sessions start.
     env.sim.advance_clock(40 * DAY_MS);
     let new = env.sim.add_sessions(&env.portal(0), 50, 0);
@@ -214,9 +224,15 @@ async fn a_job_that_did_not_run_longer_than_the_service_keeps_sessions_reports_t
     let status: serde_json::Value = serde_json::from_str(&st.stdout).unwrap();
     assert!(status["portals"][0]["gap"]["seconds"].as_f64().unwrap() > 39.0 * 86_400.0);
     // Reported once: the next run finds the archive covered up to its new watermark.
-    let r = env.run(&["--metrics-file", metrics.to_str().unwrap(), "run"]).await;
+    let r = env
+        .run(&["--metrics-file", metrics.to_str().unwrap(), "run"])
+        .await;
     r.ok();
-    assert!(!r.stderr.contains("no longer lists sessions this old"), "{}", r.stderr);
+    assert!(
+        !r.stderr.contains("no longer lists sessions this old"),
+        "{}",
+        r.stderr
+    );
     let text = std::fs::read_to_string(&metrics).unwrap();
     assert!(
         text.contains(&format!(

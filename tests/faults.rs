@@ -438,12 +438,20 @@ async fn a_pending_session_the_service_no_longer_knows_is_kept_then_given_up_aft
         .run(&["--metrics-file", metrics.to_str().unwrap(), "run"])
         .await;
     r.ok();
-    assert_eq!(r.stderr.matches("given up and counted as lost").count(), 3, "{}", r.stderr);
+    assert_eq!(
+        r.stderr.matches("given up and counted as lost").count(),
+        3,
+        "{}",
+        r.stderr
+    );
     let p = portal_status(&env).await;
     assert_eq!(p["pending"], 0, "{p}");
     assert_eq!(p["pending_lost"], 3, "{p}");
     let text = std::fs::read_to_string(&metrics).unwrap();
-    let want = format!("archiver_portal_pending_lost_sessions{{portal_id=\"{}\"}} 3", env.portal(0));
+    let want = format!(
+        "archiver_portal_pending_lost_sessions{{portal_id=\"{}\"}} 3",
+        env.portal(0)
+    );
     assert!(text.lines().any(|l| l == want), "{want} not in\n{text}");
     assert_eq!(env.archived(), archived);
 }

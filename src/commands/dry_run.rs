@@ -53,11 +53,8 @@ pub async fn dry_run(
             Some(st) => {
                 let id = p.to_string();
                 st.db(move |st| {
-                    let pending: Vec<i64> = st
-                        .pending(&id)?
-                        .into_values()
-                        .map(|p| p.start_ms)
-                        .collect();
+                    let pending: Vec<i64> =
+                        st.pending(&id)?.into_values().map(|p| p.start_ms).collect();
                     Ok((st.find(&id)?, pending))
                 })
                 .await?
