@@ -56,10 +56,14 @@ pub async fn demo(a: DemoArgs, g: &GlobalArgs, stop: Arc<AtomicBool>) -> Result<
         lease_ttl: std::time::Duration::from_secs(600),
     };
 
+    // The simulated history ends three hours ago: the activity below starts new sessions after
+    // it (about a minute apart), and none may start or end after the run.
+    let now = crate::clock::now_ms();
     let sim = Simulator::start(SimConfig {
         portals: a.portals,
         sessions_per_portal: a.sessions,
         active_per_portal: 6,
+        now_ms: now - 3 * 3_600_000,
         ..SimConfig::default()
     })
     .await?;
@@ -108,8 +112,17 @@ pub async fn demo(a: DemoArgs, g: &GlobalArgs, stop: Arc<AtomicBool>) -> Result<
         sim.stats().list_sessions_calls
     );
 
-    let expected: std::collections::BTreeSet<String> = sim
-        .record()
+    let record = sim.record();
+    if let Some(late) = record
+        .iter()
+        .find(|s| s.start_time_ms.max(s.end_time_ms.unwrap_or(0)) > crate::clock::now_ms())
+    {
+        bail!(
+            "the demo's simulator served session {} in the future",
+            late.session_id
+        );
+    }
+    let expected: std::collections::BTreeSet<String> = record
         .into_iter()
         .filter(|s| s.status == "Terminated")
         .map(|s| s.session_id)
