@@ -5,27 +5,40 @@ mod util;
 
 use std::time::{Duration, Instant};
 
-use archiver::simulator::Faults;
+use archiver::simulator::{Faults, SimConfig, TokenMode};
 use util::{sim_config, Env};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_percent_throttling_and_five_percent_server_errors_still_give_the_exact_archive() {
-    let env = Env::new(sim_config(2, 3000, 10)).await;
-    env.sim.set_faults(Faults {
-        throttle_rate: 0.20,
-        error_rate: 0.05,
-        retry_after_secs: 0,
-        ..Faults::default()
-    });
-    env.run(&["run", "--flush-rows", "700"]).await.ok();
-    env.sim.set_faults(Faults::default());
-    env.assert_exact();
-    let s = env.sim.stats();
-    assert!(s.throttled >= 5 && s.server_errors >= 1, "{s:?}");
-    eprintln!(
-        "{} ListSessions calls, {} throttled, {} server errors: archive exact",
-        s.list_sessions_calls, s.throttled, s.server_errors
-    );
+    // Under both token semantics the simulator offers: keys, and offsets into the listing.
+    for token_mode in [TokenMode::Keyset, TokenMode::Offset] {
+        let env = Env::new(SimConfig {
+            token_mode,
+            ..sim_config(2, 3000, 10)
+        })
+        .await;
+        env.sim.set_faults(Faults {
+            throttle_rate: 0.20,
+            error_rate: 0.05,
+            retry_after_secs: 0,
+            ..Faults::default()
+        });
+        env.run(&["run", "--flush-rows", "700"]).await.ok();
+        // Activity, then an incremental run under the same faults.
+        for p in env.sim.portal_ids() {
+            env.sim.add_sessions(&p, 150, 5);
+        }
+        env.sim.end_active(None, 12);
+        env.run(&["run", "--flush-rows", "700"]).await.ok();
+        env.sim.set_faults(Faults::default());
+        env.assert_exact();
+        let s = env.sim.stats();
+        assert!(s.throttled >= 5 && s.server_errors >= 1, "{s:?}");
+        eprintln!(
+            "{token_mode:?}: {} ListSessions calls, {} throttled, {} server errors: archive exact",
+            s.list_sessions_calls, s.throttled, s.server_errors
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
