@@ -6,7 +6,7 @@ mod util;
 
 use std::time::Duration;
 
-use archiver::simulator::Faults;
+use archiver::simulator::{Faults, SimConfig, TokenMode};
 use util::{sim_config, Env};
 
 const SESSIONS: usize = 2000;
@@ -129,13 +129,22 @@ async fn resuming_an_interrupted_incremental_pass_also_archives_what_started_sin
 /// which the archive must equal the simulator's record of ended sessions.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_sigkills_across_backfill_and_incremental_runs_lose_and_duplicate_nothing() {
-    for seed in [0x5eed_1234u64, 0xdeca_fbad, 42] {
-        random_sigkills(seed).await;
+    // Under both token semantics the simulator offers: keys, and offsets into the listing.
+    for (seed, token_mode) in [
+        (0x5eed_1234u64, TokenMode::Keyset),
+        (0xdeca_fbad, TokenMode::Offset),
+        (42, TokenMode::Offset),
+    ] {
+        random_sigkills(seed, token_mode).await;
     }
 }
 
-async fn random_sigkills(seed: u64) {
-    let env = Env::new(sim_config(2, 2500, 10)).await;
+async fn random_sigkills(seed: u64, token_mode: TokenMode) {
+    let env = Env::new(SimConfig {
+        token_mode,
+        ..sim_config(2, 2500, 10)
+    })
+    .await;
     env.sim.set_faults(Faults {
         latency_ms: 15,
         ..Faults::default()
