@@ -227,16 +227,18 @@ pub(super) async fn probe_conditional_writes(
             Err(e) if e.status == Some(412) => {}
             Ok(_) => ignored.push("If-None-Match: * replaced an existing object"),
             Err(e) => {
-                return Err(bucket_error(e, bucket, opts)
-                    .context(format!("state {state}: probing conditional writes on {url}")))
+                return Err(bucket_error(e, bucket, opts).context(format!(
+                    "state {state}: probing conditional writes on {url}"
+                )))
             }
         }
         match put(Cond::Match("\"00000000000000000000000000000000\"")).await {
             Err(e) if e.status == Some(412) => {}
             Ok(_) => ignored.push("a wrong If-Match did not stop a write"),
             Err(e) => {
-                return Err(bucket_error(e, bucket, opts)
-                    .context(format!("state {state}: probing conditional writes on {url}")))
+                return Err(bucket_error(e, bucket, opts).context(format!(
+                    "state {state}: probing conditional writes on {url}"
+                )))
             }
         }
         Ok(ignored)
