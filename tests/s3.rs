@@ -344,9 +344,10 @@ async fn killed_then_resumed(server: Server, backend: Backend) {
             t.env.sim.add_sessions(&p, 200, 2);
         }
         t.env.sim.end_active(None, 2);
+        let log = t.env.dir.path().join(format!("run-{i}.stderr"));
         let mut child = t
             .cmd(&args)
-            .stderr(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
             .stdout(std::process::Stdio::null())
             .spawn()
             .unwrap();
@@ -364,7 +365,8 @@ async fn killed_then_resumed(server: Server, backend: Backend) {
             assert_eq!(
                 child.wait().await.unwrap().code(),
                 Some(0),
-                "run {i} failed"
+                "run {i} failed\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
             );
         }
         let rows = t.archived().await;
@@ -677,7 +679,10 @@ async fn paused_holder_taken_over(server: Server, point: &str, successor_pauses:
     // What waiting out the TTL would do, while the holder is paused.
     expire_lease(&t).await;
     let successor = if successor_pauses {
-        Some(spawn_stopped(&t, &args, "after_recover:1:stop").await)
+        // One portal at a time: stopped after the first portal's recovery, it has no request
+        // in flight that could land while it is stopped.
+        let one = ["run", "--flush-rows", "200", "--concurrency", "1"];
+        Some(spawn_stopped(&t, &one, "after_recover:1:stop").await)
     } else {
         let r = t.run(&args).await;
         r.ok();
@@ -773,6 +778,20 @@ async fn a_holder_near_lease_expiry_does_not_commit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_holder_near_lease_expiry_does_not_publish() {
     holder_near_expiry_stops("after_commit").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_ignoring_conditional_writes_is_refused() {
+    let t = T::new(Backend::S3Both, sim_config(1, 100, 0)).await;
+    t.proxy.as_ref().unwrap().faults().drop_conditions = true;
+    let r = t.run(&["run"]).await;
+    r.code(1);
+    let last = r.stderr.trim().lines().last().unwrap();
+    assert!(last.contains("ignores conditional writes"), "{}", r.stderr);
+    assert!(last.contains(BUCKET), "{}", r.stderr);
+    // Nothing taken, nothing written, no WorkSpaces Web call.
+    assert!(s3u::keys(t.client(), BUCKET).await.is_empty());
+    assert_eq!(t.env.sim.stats().list_portals_calls, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

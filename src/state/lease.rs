@@ -270,3 +270,16 @@ enum Cond<'a> {
     NoneMatch,
     Match(&'a str),
 }
+
+#[cfg(test)]
+mod tests {
+    use super::margin;
+    use std::time::Duration;
+
+    #[test]
+    fn the_margin_is_a_sixth_of_the_ttl_and_at_least_5_s() {
+        assert_eq!(margin(Duration::from_secs(600)), Duration::from_secs(100));
+        assert_eq!(margin(Duration::from_secs(30)), Duration::from_secs(5));
+        assert_eq!(margin(Duration::from_secs(6)), Duration::from_secs(5));
+    }
+}

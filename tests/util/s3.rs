@@ -247,6 +247,9 @@ pub struct ProxyFaults {
     pub deny_part_2: bool,
     /// Like S3: a request whose `x-amz-expected-bucket-owner` differs gets 403.
     pub bucket_owner: Option<String>,
+    /// Drop `If-Match` and `If-None-Match` (a store that ignores conditional writes; only for
+    /// servers that do not check signatures, such as moto).
+    pub drop_conditions: bool,
     pub requests: u64,
     pub puts: u64,
     pub slowed: u64,
@@ -402,7 +405,11 @@ async fn proxy(
             Err(Cut)
         }
         Action::Forward => {
-            let (parts, body) = req.into_parts();
+            let (mut parts, body) = req.into_parts();
+            if faults.lock().unwrap().drop_conditions {
+                parts.headers.remove("if-match");
+                parts.headers.remove("if-none-match");
+            }
             let body = body.collect().await.map_err(|_| Cut)?.to_bytes();
             let stream = tokio::net::TcpStream::connect(&upstream)
                 .await
