@@ -55,6 +55,8 @@ pub(super) struct Remote {
     /// stops writing.
     expires_ms: AtomicI64,
     margin_ms: i64,
+    /// The lease may have expired (a stop of its own, not a takeover seen).
+    expired: AtomicBool,
     lost: AtomicBool,
 }
 
@@ -83,6 +85,7 @@ impl Remote {
             expires_ms: AtomicI64::new(lease.body.expires_ms),
             margin_ms: margin(ttl).as_millis() as i64,
             lease: tokio::sync::Mutex::new(lease),
+            expired: AtomicBool::new(false),
             lost: AtomicBool::new(false),
         };
         if let Err(e) = remote.download().await {
@@ -130,19 +133,20 @@ impl Remote {
     /// Refuse once the lease is lost, or may have expired (within the margin): a successor
     /// may have taken over, so this run must not stage, commit or publish any more.
     pub(super) fn check_lease(&self) -> Result<()> {
-        if self.lost.load(Ordering::SeqCst) {
-            bail!(
-                "lost the lease on state {}: another run took it over; this run stopped without publishing more",
-                self.url
-            );
-        }
         let expires = self.expires_ms.load(Ordering::SeqCst);
-        if now_ms() > expires - self.margin_ms {
+        if self.expired.load(Ordering::SeqCst) || now_ms() > expires - self.margin_ms {
+            self.expired.store(true, Ordering::SeqCst);
             self.lost.store(true, Ordering::SeqCst);
             bail!(
                 "the lease on state {} expires at {} (or has expired) without a renewal: another run may take it over, so this run stopped without publishing more",
                 self.url,
                 crate::clock::rfc3339(expires)
+            );
+        }
+        if self.lost.load(Ordering::SeqCst) {
+            bail!(
+                "lost the lease on state {}: another run took it over; this run stopped without publishing more",
+                self.url
             );
         }
         Ok(())
