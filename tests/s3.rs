@@ -13,7 +13,7 @@ mod util;
 use std::time::Duration;
 
 use archiver::simulator::{Faults, SimConfig};
-use util::s3::{self as s3u, FaultProxy, Moto};
+use util::s3::{self as s3u, FaultProxy, Moto, S3Server, Server};
 use util::{aws_env, sim_config, Env, Run, BIN};
 
 const BUCKET: &str = "archive-bucket";
@@ -29,12 +29,15 @@ enum Backend {
     S3Both,
 }
 
-/// A simulator, maybe moto (and a proxy in front of it), and how the binary is pointed at them.
+/// A simulator, maybe an S3 server (and a proxy in front of it), and how the binary is pointed
+/// at them.
 struct T {
     env: Env,
     backend: Backend,
+    /// Which S3-compatible server (for S3 backends).
+    server: Server,
     /// Kept for its lifetime: dropping it stops the server.
-    _moto: Option<Moto>,
+    _server: Option<S3Server>,
     proxy: Option<FaultProxy>,
     s3: Option<aws_sdk_s3::Client>,
     /// `--state` for S3 state (may contain `{shard}`).
@@ -43,24 +46,32 @@ struct T {
 
 impl T {
     async fn new(backend: Backend, sim: SimConfig) -> T {
-        let env = Env::new(sim).await;
-        let (moto, proxy, s3) = if backend == Backend::Local {
+        T::new_on(Server::Moto, backend, sim)
+            .await
+            .expect("moto always starts")
+    }
+
+    /// On a given S3-compatible server. `None` if it is not installed (outside CI: skipped).
+    async fn new_on(server: Server, backend: Backend, sim: SimConfig) -> Option<T> {
+        let (running, proxy, s3) = if backend == Backend::Local {
             (None, None, None)
         } else {
-            let moto = Moto::start().await;
-            let proxy = FaultProxy::start(&moto.endpoint).await;
-            let c = s3u::client(&moto.endpoint);
+            let running = S3Server::start(server).await?;
+            let proxy = FaultProxy::start(running.endpoint()).await;
+            let c = s3u::client(running.endpoint());
             s3u::create_bucket(&c, BUCKET).await;
-            (Some(moto), Some(proxy), Some(c))
+            (Some(running), Some(proxy), Some(c))
         };
-        T {
+        let env = Env::new(sim).await;
+        Some(T {
             env,
             backend,
-            _moto: moto,
+            server,
+            _server: running,
             proxy,
             s3,
             state_key: "team/state/archiver.db".into(),
-        }
+        })
     }
 
     fn state_arg(&self) -> String {
@@ -148,7 +159,9 @@ impl T {
                 || k.starts_with("team/state/");
             assert!(ok, "unexpected object {k}");
         }
-        assert!(s3u::uploads(self.client(), BUCKET).await.is_empty());
+        if self.server.lists_uploads() {
+            assert!(s3u::uploads(self.client(), BUCKET).await.is_empty());
+        }
     }
 }
 
@@ -168,8 +181,10 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     out
 }
 
-async fn backfill_activity_incremental(backend: Backend) {
-    let t = T::new(backend, sim_config(3, 1500, 6)).await;
+async fn backfill_activity_incremental(server: Server, backend: Backend) {
+    let Some(t) = T::new_on(server, backend, sim_config(3, 1500, 6)).await else {
+        return;
+    };
     t.run(&["run", "--flush-rows", "400"]).await.ok();
     t.assert_exact().await;
     t.env.sim.end_active(None, usize::MAX);
@@ -266,23 +281,41 @@ async fn compact_on_s3_is_exact() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exact_local() {
-    backfill_activity_incremental(Backend::Local).await;
+    backfill_activity_incremental(Server::Moto, Backend::Local).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exact_s3_output() {
-    backfill_activity_incremental(Backend::S3Output).await;
+    backfill_activity_incremental(Server::Moto, Backend::S3Output).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exact_s3_output_and_state() {
-    backfill_activity_incremental(Backend::S3Both).await;
+    backfill_activity_incremental(Server::Moto, Backend::S3Both).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exact_s3_output_s3s_fs() {
+    backfill_activity_incremental(Server::S3sFs, Backend::S3Output).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exact_s3_output_and_state_s3s_fs() {
+    backfill_activity_incremental(Server::S3sFs, Backend::S3Both).await;
 }
 
 /// Killed (abort, like `kill -9`) at each step of a flush, then resumed; then SIGKILLed at
 /// random moments. Exact after every resume, no duplicate after any kill.
-async fn killed_then_resumed(backend: Backend) {
-    let t = T::new(backend, sim_config(2, 1200, 4)).await;
+///
+/// On s3s-fs, one portal and no random `SIGKILL`s: s3s-fs writes an object's checksum after
+/// its body, so a client killed in the middle of a PUT can leave the state object with a stale
+/// checksum (every later download then fails its checksum check, refusing the state rather
+/// than trusting it). With one portal, no state upload is in flight when a failpoint aborts.
+async fn killed_then_resumed(server: Server, backend: Backend) {
+    let portals = if server == Server::S3sFs { 1 } else { 2 };
+    let Some(t) = T::new_on(server, backend, sim_config(portals, 1200, 4)).await else {
+        return;
+    };
     let args = ["run", "--flush-rows", "200"];
     for point in [
         "after_stage:2",
@@ -307,6 +340,12 @@ async fn killed_then_resumed(backend: Backend) {
             t.env.sim.add_sessions(&p, 150, 2);
         }
     }
+    if server == Server::S3sFs {
+        t.run(&args).await.ok();
+        t.assert_exact().await;
+        t.assert_clean().await;
+        return;
+    }
     t.env.sim.set_faults(Faults {
         latency_ms: 10,
         ..Faults::default()
@@ -317,9 +356,10 @@ async fn killed_then_resumed(backend: Backend) {
             t.env.sim.add_sessions(&p, 200, 2);
         }
         t.env.sim.end_active(None, 2);
+        let log = t.env.dir.path().join(format!("run-{i}.stderr"));
         let mut child = t
             .cmd(&args)
-            .stderr(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
             .stdout(std::process::Stdio::null())
             .spawn()
             .unwrap();
@@ -337,7 +377,8 @@ async fn killed_then_resumed(backend: Backend) {
             assert_eq!(
                 child.wait().await.unwrap().code(),
                 Some(0),
-                "run {i} failed"
+                "run {i} failed\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
             );
         }
         let rows = t.archived().await;
@@ -368,17 +409,22 @@ async fn expire_lease(t: &T) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_then_resumed_local() {
-    killed_then_resumed(Backend::Local).await;
+    killed_then_resumed(Server::Moto, Backend::Local).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_then_resumed_s3_output() {
-    killed_then_resumed(Backend::S3Output).await;
+    killed_then_resumed(Server::Moto, Backend::S3Output).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_then_resumed_s3_output_and_state() {
-    killed_then_resumed(Backend::S3Both).await;
+    killed_then_resumed(Server::Moto, Backend::S3Both).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_then_resumed_s3_output_and_state_s3s_fs() {
+    killed_then_resumed(Server::S3sFs, Backend::S3Both).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -437,7 +483,18 @@ async fn a_missing_bucket_fails_before_any_page_is_fetched() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_held_lease_exits_75_and_an_expired_one_is_taken_over() {
-    let t = T::new(Backend::S3Both, sim_config(2, 600, 2)).await;
+    held_and_expired_lease(Server::Moto).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_lease_exits_75_and_an_expired_one_is_taken_over_s3s_fs() {
+    held_and_expired_lease(Server::S3sFs).await;
+}
+
+async fn held_and_expired_lease(server: Server) {
+    let Some(t) = T::new_on(server, Backend::S3Both, sim_config(2, 600, 2)).await else {
+        return;
+    };
     t.run(&["run"]).await.ok();
     let key = format!("{}.lease", t.state_key);
     let future = archiver::clock::now_ms() + 3_600_000;
@@ -542,6 +599,211 @@ async fn a_run_whose_state_was_taken_over_stops_without_publishing_more() {
     expire_lease(&t).await;
     t.run(&["run"]).await.ok();
     t.assert_exact().await;
+}
+
+/// Start the binary with a failpoint that stops it (`<point>:<n>:stop`); returns once the
+/// process is stopped (`T` in `/proc/<pid>/stat`).
+async fn spawn_stopped(t: &T, args: &[&str], failpoint: &str) -> tokio::process::Child {
+    let mut c = t.cmd(args);
+    c.env("ARCHIVER_FAILPOINT", failpoint);
+    let mut child = c.spawn().unwrap();
+    let pid = child.id().unwrap();
+    for _ in 0..1200 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // `pid (comm) state ...`: the state follows the last parenthesis.
+        let state = stat.rfind(") ").map(|i| &stat[i + 2..i + 3]);
+        if state == Some("T") {
+            return child;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            let out = child.wait_with_output().await.unwrap();
+            panic!(
+                "{failpoint}: exited ({status}) before stopping\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{failpoint}: the process did not stop within 60 s");
+}
+
+/// Resume a stopped process and wait for it to end.
+async fn resume(child: tokio::process::Child) -> Run {
+    let pid = child.id().unwrap().to_string();
+    let sent = std::process::Command::new("kill")
+        .args(["-CONT", &pid])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    Run::from(
+        tokio::time::timeout(Duration::from_secs(120), child.wait_with_output())
+            .await
+            .expect("the resumed process did not end within 120 s")
+            .unwrap(),
+    )
+}
+
+/// Every published file with its ETag: what a stale holder must not add to or overwrite.
+async fn published(t: &T) -> std::collections::BTreeMap<String, String> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut pages = t
+        .client()
+        .list_objects_v2()
+        .bucket(BUCKET)
+        .prefix(format!("{PREFIX}/sessions/"))
+        .into_paginator()
+        .send();
+    while let Some(p) = pages.next().await {
+        for o in p.unwrap().contents() {
+            out.insert(
+                o.key().unwrap().to_string(),
+                o.e_tag().unwrap_or_default().to_string(),
+            );
+        }
+    }
+    out
+}
+
+async fn state_etag(t: &T) -> String {
+    t.client()
+        .head_object()
+        .bucket(BUCKET)
+        .key(&t.state_key)
+        .send()
+        .await
+        .unwrap()
+        .e_tag()
+        .unwrap()
+        .to_string()
+}
+
+/// A holder paused at `point` (between staging a flush and uploading its commit) while its
+/// lease expires; a successor takes over. With `successor_pauses`, the holder resumes while the
+/// successor is stopped right after its recovery dropped the holder's staged files (the
+/// moment the successor's claim on the state protects); otherwise once the successor has
+/// finished. Either way the holder exits 1 and publishes nothing, and the archive ends exact.
+async fn paused_holder_taken_over(server: Server, point: &str, successor_pauses: bool) {
+    let Some(t) = T::new_on(server, Backend::S3Both, sim_config(2, 1200, 4)).await else {
+        return;
+    };
+    let args = ["run", "--flush-rows", "200"];
+    let holder = spawn_stopped(&t, &args, &format!("{point}:2:stop")).await;
+    // What waiting out the TTL would do, while the holder is paused.
+    expire_lease(&t).await;
+    let successor = if successor_pauses {
+        // One portal at a time: stopped after the first portal's recovery, it has no request
+        // in flight that could land while it is stopped.
+        let one = ["run", "--flush-rows", "200", "--concurrency", "1"];
+        Some(spawn_stopped(&t, &one, "after_recover:1:stop").await)
+    } else {
+        let r = t.run(&args).await;
+        r.ok();
+        assert!(
+            r.stderr.contains("taking over an expired lease"),
+            "{}",
+            r.stderr
+        );
+        None
+    };
+    let files = published(&t).await;
+    let r = resume(holder).await;
+    assert_eq!(
+        r.code, 1,
+        "{point}: the stale holder did not fail\n{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("changed by another run") || r.stderr.contains("lost the lease"),
+        "{point}: {}",
+        r.stderr
+    );
+    assert_eq!(
+        published(&t).await,
+        files,
+        "{point}: the stale holder published or overwrote files"
+    );
+    if let Some(successor) = successor {
+        let r = resume(successor).await;
+        assert_eq!(r.code, 0, "{point}: the successor failed\n{}", r.stderr);
+    }
+    t.run(&args).await.ok();
+    t.assert_exact().await;
+    t.assert_clean().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holder_paused_after_stage_is_taken_over_and_publishes_nothing() {
+    paused_holder_taken_over(Server::Moto, "after_stage", false).await;
+    paused_holder_taken_over(Server::Moto, "after_stage", true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holder_paused_after_local_commit_is_taken_over_and_publishes_nothing() {
+    paused_holder_taken_over(Server::Moto, "after_local_commit", false).await;
+    paused_holder_taken_over(Server::Moto, "after_local_commit", true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_holder_taken_over_publishes_nothing_s3s_fs() {
+    paused_holder_taken_over(Server::S3sFs, "after_local_commit", true).await;
+}
+
+/// A holder paused at `point` until its lease is within the margin of its expiry (a sixth of
+/// the TTL, at least 5 s) stops on resuming: exit 1, no state upload, nothing published. No
+/// one took the lease over; the next run finishes the work.
+async fn holder_near_expiry_stops(point: &str) {
+    let t = T::new(Backend::S3Both, sim_config(2, 1200, 4)).await;
+    let args = ["run", "--flush-rows", "200", "--lease-ttl", "30s"];
+    let holder = spawn_stopped(&t, &args, &format!("{point}:2:stop")).await;
+    let key = format!("{}.lease", t.state_key);
+    let lease: serde_json::Value =
+        serde_json::from_slice(&s3u::get(t.client(), BUCKET, &key).await).unwrap();
+    let expires = lease["expires_ms"].as_i64().unwrap();
+    let wait = expires - 5_000 + 500 - archiver::clock::now_ms();
+    assert!(wait > 0, "{lease}");
+    tokio::time::sleep(Duration::from_millis(wait as u64)).await;
+    let (state, files) = (state_etag(&t).await, published(&t).await);
+    let r = resume(holder).await;
+    assert_eq!(r.code, 1, "{point}: {}", r.stderr);
+    assert!(
+        r.stderr.contains("without a renewal"),
+        "{point}: {}",
+        r.stderr
+    );
+    assert_eq!(
+        state_etag(&t).await,
+        state,
+        "{point}: the state was uploaded"
+    );
+    assert_eq!(published(&t).await, files, "{point}: files were published");
+    expire_lease(&t).await;
+    t.run(&args).await.ok();
+    t.assert_exact().await;
+    t.assert_clean().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holder_near_lease_expiry_does_not_commit() {
+    holder_near_expiry_stops("after_stage").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holder_near_lease_expiry_does_not_publish() {
+    holder_near_expiry_stops("after_commit").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_ignoring_conditional_writes_is_refused() {
+    let t = T::new(Backend::S3Both, sim_config(1, 100, 0)).await;
+    t.proxy.as_ref().unwrap().faults().drop_conditions = true;
+    let r = t.run(&["run"]).await;
+    r.code(1);
+    let last = r.stderr.trim().lines().last().unwrap();
+    assert!(last.contains("ignores conditional writes"), "{}", r.stderr);
+    assert!(last.contains(BUCKET), "{}", r.stderr);
+    // Nothing taken, nothing written, no WorkSpaces Web call.
+    assert!(s3u::keys(t.client(), BUCKET).await.is_empty());
+    assert_eq!(t.env.sim.stats().list_portals_calls, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -157,6 +157,7 @@ async fn compact_partition(
             st.commit_compaction(&id, seq, std::slice::from_ref(&f), &retired)
         })
         .await?;
+    state.guard()?;
     let window = sink.replace(file.staging, file.path, keys.clone()).await?;
     failpoint::hit("compact_after_replace");
     let overlap = window.as_secs_f64() * 1000.0;

@@ -8,7 +8,9 @@
 //! 4. **publish** each file under its final `.parquet` key.
 //!
 //! Killed between any two steps, the next run's recovery (see [`super::recover`]) finishes the
-//! publish of what was committed or drops what was only staged.
+//! publish of what was committed or drops what was only staged. Paused between two steps long
+//! enough for an S3 state's lease to expire, the run stops at the next step (see
+//! [`StateHandle::guard`]): a successor may have taken over.
 
 use anyhow::{Context, Result};
 
@@ -78,6 +80,7 @@ impl Target<'_> {
         let (portal, state_id) = (self.portal, self.state.state_id());
         let mut records = Vec::with_capacity(files.len());
         for f in files {
+            self.state.guard()?;
             let staging = staging_key(portal, &f.date, state_id, seq);
             let path = final_key(portal, &f.date, state_id, seq);
             let bytes = f.bytes.len() as i64;
@@ -115,6 +118,7 @@ impl Target<'_> {
     /// Publish each committed file of flush `seq`, then record the flush as published.
     pub async fn publish(&self, seq: i64, files: &[FileRecord]) -> Result<()> {
         for f in files {
+            self.state.guard()?;
             self.sink
                 .publish(f.staging.clone(), f.path.clone())
                 .await

@@ -16,6 +16,7 @@ pub async fn recover(sink: &Sink, state: &StateHandle, portal: &PortalId) -> Res
     let mut seqs: Vec<i64> = unpublished.iter().map(|f| f.seq).collect();
     seqs.dedup();
     for f in &unpublished {
+        state.guard()?;
         sink.publish(f.staging.clone(), f.path.clone())
             .await
             .with_context(|| format!("recovering flush {} of portal {portal}", f.seq))?;
@@ -28,14 +29,17 @@ pub async fn recover(sink: &Sink, state: &StateHandle, portal: &PortalId) -> Res
     let id = portal.to_string();
     let retired = state.db(move |st| st.retired(&id)).await?;
     if !retired.is_empty() {
+        state.guard()?;
         sink.delete_all(retired.clone()).await?;
         let (id, paths) = (portal.to_string(), retired.clone());
         state.db(move |st| st.forget_retired(&id, &paths)).await?;
     }
     let leftovers = sink.list_staged(staging_prefix(portal)).await?;
     for key in &leftovers {
+        state.guard()?;
         sink.delete(key.clone()).await?;
     }
+    crate::failpoint::hit("after_recover");
     if !unpublished.is_empty() || !leftovers.is_empty() || !retired.is_empty() {
         info!(
             portal_id = %portal,

@@ -5,7 +5,12 @@
 //! object under `sessions/` is whole and committed, or absent. A file larger than the part size
 //! goes up as a multipart upload, aborted if any part fails; an upload left by a killed run is
 //! invisible (it is not an object) and is aborted by the next run's recovery of that portal.
+//! Listing them (ListMultipartUploads) is optional: a store that lacks the call (501) or a
+//! policy that denies it (403) gets one warning per run, and the bucket's lifecycle rule for
+//! incomplete multipart uploads is then what removes them.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -27,11 +32,19 @@ pub struct S3Sink {
     client: Client,
     url: S3Url,
     opts: S3Options,
+    /// ListMultipartUploads proved unavailable (not implemented, or denied) in this run:
+    /// warned once, not tried again. Shared by the clones of one run's sink.
+    uploads_unlisted: Arc<AtomicBool>,
 }
 
 impl S3Sink {
     pub fn new(client: Client, url: S3Url, opts: S3Options) -> S3Sink {
-        S3Sink { client, url, opts }
+        S3Sink {
+            client,
+            url,
+            opts,
+            uploads_unlisted: Arc::new(AtomicBool::new(false)),
+        }
     }
 
     fn key(&self, rel: &str) -> String {
@@ -207,14 +220,19 @@ impl S3Sink {
     }
 
     /// Abort the multipart uploads left under a staging prefix (by a killed run). Returns how
-    /// many.
+    /// many. A store without ListMultipartUploads (501), or a policy denying it (403), is
+    /// warned about once per run and skipped: the uploads are invisible, and the bucket's
+    /// lifecycle rule for incomplete multipart uploads removes them.
     pub async fn abort_uploads(&self, rel_prefix: &str) -> Result<usize> {
+        if self.uploads_unlisted.load(Ordering::Relaxed) {
+            return Ok(0);
+        }
         let prefix = format!("{}/", self.key(rel_prefix));
         let mut aborted = 0;
         let mut key_marker: Option<String> = None;
         let mut id_marker: Option<String> = None;
         loop {
-            let page = self
+            let page = match self
                 .client
                 .list_multipart_uploads()
                 .bucket(self.bucket())
@@ -225,12 +243,28 @@ impl S3Sink {
                 .send()
                 .await
                 .map_err(AwsError::new)
-                .with_context(|| {
-                    format!(
-                        "listing multipart uploads under s3://{}/{prefix}",
-                        self.bucket()
-                    )
-                })?;
+            {
+                Ok(page) => page,
+                Err(e) if matches!(e.status, Some(501) | Some(403)) => {
+                    if !self.uploads_unlisted.swap(true, Ordering::Relaxed) {
+                        tracing::warn!(
+                            bucket = %self.bucket(),
+                            error = %e,
+                            "cannot list multipart uploads: those an interrupted run left are not aborted by archiver; \
+                             the bucket's lifecycle rule for incomplete multipart uploads must remove them"
+                        );
+                    }
+                    return Ok(aborted);
+                }
+                Err(e) => {
+                    return Err(e).with_context(|| {
+                        format!(
+                            "listing multipart uploads under s3://{}/{prefix}",
+                            self.bucket()
+                        )
+                    })
+                }
+            };
             for u in page.uploads() {
                 let (Some(k), Some(id)) = (u.key(), u.upload_id()) else {
                     continue;

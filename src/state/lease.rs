@@ -182,3 +182,104 @@ enum PutErr {
     Precondition,
     Other(anyhow::Error),
 }
+
+/// How long before its lease's expiry a holder stops committing and publishing: a sixth of
+/// the time to live, at least 5 s (room for a renewal's latency and some clock skew).
+pub(super) fn margin(ttl: Duration) -> Duration {
+    (ttl / 6).max(Duration::from_secs(5))
+}
+
+/// Check once, before the lease is taken, that the store of `state` honours the conditional
+/// writes the lease and the state rely on: a probe object is created with `If-None-Match: *`,
+/// which must then fail (412) a second time, as must a write with a wrong `If-Match`. A store
+/// that ignores them (some S3-compatible servers do) is refused: two runs could both believe
+/// they hold the lease, and write the same sessions twice or lose some.
+pub(super) async fn probe_conditional_writes(
+    client: &Client,
+    state: &S3Url,
+    opts: &S3Options,
+) -> Result<()> {
+    let bucket = &state.bucket;
+    let key = format!("{}.probe-{}", state.key, crate::ids::nonce());
+    let put = |cond: Cond| {
+        let p = put_object(client, opts, bucket, &key)
+            .content_type("text/plain")
+            .body(ByteStream::from_static(b"archiver conditional-write probe"));
+        let p = match cond {
+            Cond::NoneMatch => p.if_none_match("*"),
+            Cond::Match(e) => p.if_match(e),
+        };
+        async move { p.send().await.map_err(AwsError::new) }
+    };
+    let url = format!("s3://{bucket}/{key}");
+    // Created (a 412 here: a retried first attempt of this very PUT landed).
+    match put(Cond::NoneMatch).await {
+        Ok(_) => {}
+        Err(e) if e.status == Some(412) => {}
+        Err(e) => {
+            return Err(bucket_error(e, bucket, opts)
+                .context(format!("state {state}: writing the probe object {url}")))
+        }
+    }
+    let ignored = async {
+        let mut ignored = Vec::new();
+        match put(Cond::NoneMatch).await {
+            Err(e) if e.status == Some(412) => {}
+            Ok(_) => ignored.push("If-None-Match: * replaced an existing object"),
+            Err(e) => {
+                return Err(bucket_error(e, bucket, opts).context(format!(
+                    "state {state}: probing conditional writes on {url}"
+                )))
+            }
+        }
+        match put(Cond::Match("\"00000000000000000000000000000000\"")).await {
+            Err(e) if e.status == Some(412) => {}
+            Ok(_) => ignored.push("a wrong If-Match did not stop a write"),
+            Err(e) => {
+                return Err(bucket_error(e, bucket, opts).context(format!(
+                    "state {state}: probing conditional writes on {url}"
+                )))
+            }
+        }
+        Ok(ignored)
+    }
+    .await;
+    let deleted = client
+        .delete_object()
+        .bucket(bucket)
+        .key(&key)
+        .set_expected_bucket_owner(opts.expected_bucket_owner.clone())
+        .send()
+        .await;
+    if let Err(e) = deleted {
+        warn!(error = %AwsError::new(e), object = %url, "deleting the conditional-write probe failed");
+    }
+    let ignored = ignored?;
+    if !ignored.is_empty() {
+        bail!(
+            "the S3 store of bucket {bucket} ignores conditional writes ({}): the state's lease \
+             cannot be kept safely there, so it is not used. Keep the state in a store that \
+             honours If-None-Match and If-Match on PutObject (see docs/operations.md)",
+            ignored.join("; ")
+        );
+    }
+    Ok(())
+}
+
+enum Cond<'a> {
+    NoneMatch,
+    Match(&'a str),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::margin;
+    use std::time::Duration;
+
+    #[test]
+    fn the_margin_is_a_sixth_of_the_ttl_and_at_least_5_s() {
+        assert_eq!(margin(Duration::from_secs(600)), Duration::from_secs(100));
+        assert_eq!(margin(Duration::from_secs(30)), Duration::from_secs(5));
+        assert_eq!(margin(Duration::from_secs(6)), Duration::from_secs(5));
+    }
+}

@@ -102,6 +102,12 @@ impl StateHandle {
                         return Err(e);
                     }
                 };
+                // Before anything else (recovery deletes staged files): make the takeover
+                // visible, so an older holder still alive can no longer commit.
+                if let Err(e) = remote.claim().await {
+                    remote.release().await;
+                    return Err(e);
+                }
                 let remote = Arc::new(remote);
                 let renewer = Renewer(tokio::spawn(remote::renew(
                     remote.clone(),
@@ -177,6 +183,17 @@ impl StateHandle {
     pub async fn checkpoint(&self) -> Result<()> {
         match &self.inner.home {
             Home::S3 { remote, .. } => remote.checkpoint().await,
+            Home::Local { .. } => Ok(()),
+            Home::ReadOnly { .. } => bail!("the state was opened read-only"),
+        }
+    }
+
+    /// Before writing to or deleting from the output (staging, publishing, recovery): an S3
+    /// state's lease must still be this run's, with a margin before its expiry. A local
+    /// state's lock holds for as long as the process lives.
+    pub fn guard(&self) -> Result<()> {
+        match &self.inner.home {
+            Home::S3 { remote, .. } => remote.check_lease(),
             Home::Local { .. } => Ok(()),
             Home::ReadOnly { .. } => bail!("the state was opened read-only"),
         }

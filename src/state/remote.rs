@@ -1,15 +1,24 @@
 //! A state kept in S3 (`--state s3://bucket/key`), for containers whose disk dies with them.
 //!
-//! The run first takes the lease (see [`super::lease`]). Then the state object is downloaded
-//! into a private temporary folder and opened as usual. After every commit that files are
+//! The run first checks that the store honours conditional writes, then takes the lease (see
+//! [`super::lease`]). Then the state object is downloaded into a private temporary folder and
+//! opened as usual, and **claimed**: uploaded again, with `If-Match` on the ETag just read (or
+//! `If-None-Match: *` for a new state), before anything else happens. An older holder still
+//! alive (paused, or stuck in retries past its lease) can then no longer upload a commit: its
+//! `If-Match` fails, so it never publishes against files this run's recovery is about to drop.
+//! After every commit that files are
 //! published against, a consistent snapshot (`VACUUM INTO`) is uploaded **before the run goes
 //! on**, with `If-Match` on the ETag this run last wrote or read: if anyone else wrote the
 //! state meanwhile (a run that took over an expired lease), the upload fails and this run
 //! publishes nothing more. So the state in S3 is always one this run's files agree with, and a
 //! killed container's successor resumes from it.
+//!
+//! A holder also stops on its own once its lease may have expired (within a margin of its
+//! expiry, see [`super::lease::margin`]): it stages, commits and publishes nothing more, as a
+//! successor may already have taken over.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,7 +27,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::Client;
 use tracing::{info, warn};
 
-use super::lease::Lease;
+use super::lease::{margin, probe_conditional_writes, Lease};
 use crate::aws::{bucket_error, put_object, AwsError};
 use crate::clock::now_ms;
 use crate::config::{S3Options, S3Url};
@@ -42,6 +51,12 @@ pub(super) struct Remote {
     uploads: AtomicU64,
     writer: String,
     lease: tokio::sync::Mutex<Lease>,
+    /// When the lease expires (as last taken or renewed), and how long before that this run
+    /// stops writing.
+    expires_ms: AtomicI64,
+    margin_ms: i64,
+    /// The lease may have expired (a stop of its own, not a takeover seen).
+    expired: AtomicBool,
     lost: AtomicBool,
 }
 
@@ -55,6 +70,7 @@ impl Remote {
         ttl: Duration,
         local: PathBuf,
     ) -> Result<Remote> {
+        probe_conditional_writes(client, url, opts).await?;
         let lease = Lease::acquire(client, url, opts, command, ttl).await?;
         let remote = Remote {
             client: client.clone(),
@@ -66,7 +82,10 @@ impl Remote {
             uploaded: AtomicU64::new(0),
             uploads: AtomicU64::new(0),
             writer: lease.body.writer.clone(),
+            expires_ms: AtomicI64::new(lease.body.expires_ms),
+            margin_ms: margin(ttl).as_millis() as i64,
             lease: tokio::sync::Mutex::new(lease),
+            expired: AtomicBool::new(false),
             lost: AtomicBool::new(false),
         };
         if let Err(e) = remote.download().await {
@@ -74,6 +93,17 @@ impl Remote {
             return Err(e);
         }
         Ok(remote)
+    }
+
+    /// Make this run's claim on the state visible in S3 before anything is written or deleted
+    /// elsewhere: upload the state just opened, conditional on the ETag read (or on there
+    /// being none). From then on an older holder's next upload fails.
+    pub(super) async fn claim(&self) -> Result<()> {
+        self.upload()
+            .await
+            .with_context(|| format!("claiming state {}", self.url))?;
+        info!(state = %self.url, "state claimed");
+        Ok(())
     }
 
     /// Make the final state durable (the run history) and release the lease. A lost lease is
@@ -100,7 +130,19 @@ impl Remote {
         Ok(())
     }
 
-    fn check_lease(&self) -> Result<()> {
+    /// Refuse once the lease is lost, or may have expired (within the margin): a successor
+    /// may have taken over, so this run must not stage, commit or publish any more.
+    pub(super) fn check_lease(&self) -> Result<()> {
+        let expires = self.expires_ms.load(Ordering::SeqCst);
+        if self.expired.load(Ordering::SeqCst) || now_ms() > expires - self.margin_ms {
+            self.expired.store(true, Ordering::SeqCst);
+            self.lost.store(true, Ordering::SeqCst);
+            bail!(
+                "the lease on state {} expires at {} (or has expired) without a renewal: another run may take it over, so this run stopped without publishing more",
+                self.url,
+                crate::clock::rfc3339(expires)
+            );
+        }
         if self.lost.load(Ordering::SeqCst) {
             bail!(
                 "lost the lease on state {}: another run took it over; this run stopped without publishing more",
@@ -128,8 +170,8 @@ impl Remote {
     }
 
     async fn upload_locked(&self, etag: &mut Option<String>, upto: u64) -> Result<()> {
-        self.check_lease()?;
         let body = snapshot(&self.local).await?;
+        self.check_lease()?;
         let n = self.uploads.fetch_add(1, Ordering::SeqCst);
         let version = format!("{}-{upto}-{n}", self.writer);
         let key = &self.url.key;
@@ -250,11 +292,22 @@ pub(super) async fn renew(remote: Arc<Remote>, ttl: Duration, stop: Arc<AtomicBo
     loop {
         tokio::time::sleep(every).await;
         let mut lease = remote.lease.lock().await;
+        if remote.check_lease().is_err() {
+            // Woken too late (the process was paused, or renewals kept failing): the lease
+            // may have expired, and a successor may hold it. Renewing now could hide that.
+            stop.store(true, Ordering::SeqCst);
+            warn!(state = %remote.url, "the state lease may have expired before it was renewed: stopping");
+            return;
+        }
         match lease.renew(&remote.client, ttl).await {
-            Ok(()) => {}
+            Ok(()) => {
+                remote
+                    .expires_ms
+                    .store(lease.body.expires_ms, Ordering::SeqCst);
+            }
             Err(e) => {
                 // Still ours until it expires: keep trying while there is time.
-                if now_ms() + 5_000 < lease.body.expires_ms && !lease.taken {
+                if now_ms() + remote.margin_ms < lease.body.expires_ms && !lease.taken {
                     warn!(state = %remote.url, error = %format!("{e:#}"), "renewing the state lease failed; retrying");
                     continue;
                 }

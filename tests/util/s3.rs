@@ -1,5 +1,7 @@
-//! S3 for the tests: moto's server (a real S3-compatible server nobody here wrote) started on
-//! 127.0.0.1, a fault-injecting proxy in front of it, and helpers to read what was written.
+//! S3 for the tests: moto's server and s3s-fs (two S3-compatible servers nobody here wrote;
+//! s3s-fs checks SigV4 and honours conditional writes, but lacks ListMultipartUploads), each
+//! started on 127.0.0.1, a fault-injecting proxy in front of them, and helpers to read what was
+//! written.
 
 use std::path::Path;
 use std::process::Stdio;
@@ -47,6 +49,109 @@ impl Moto {
             endpoint,
             _child: child,
         }
+    }
+}
+
+/// Which S3-compatible server a test runs against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Server {
+    Moto,
+    S3sFs,
+}
+
+impl Server {
+    /// Does it implement ListMultipartUploads?
+    pub fn lists_uploads(self) -> bool {
+        self == Server::Moto
+    }
+}
+
+/// A running S3-compatible server, killed on drop.
+pub enum S3Server {
+    Moto(Moto),
+    S3sFs(S3sFs),
+}
+
+impl S3Server {
+    /// Start `server`. `None` (after printing why) if it is s3s-fs and that is not installed,
+    /// outside CI; in CI (`CI` set) that is a failure.
+    pub async fn start(server: Server) -> Option<S3Server> {
+        Some(match server {
+            Server::Moto => S3Server::Moto(Moto::start().await),
+            Server::S3sFs => S3Server::S3sFs(S3sFs::start().await?),
+        })
+    }
+
+    pub fn endpoint(&self) -> &str {
+        match self {
+            S3Server::Moto(m) => &m.endpoint,
+            S3Server::S3sFs(s) => &s.endpoint,
+        }
+    }
+}
+
+/// s3s-fs (`cargo install s3s-fs --features binary`) serving a temporary folder on a free
+/// port of 127.0.0.1, with the tests' keys (`test`/`test`), killed on drop.
+pub struct S3sFs {
+    pub endpoint: String,
+    _child: tokio::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl S3sFs {
+    pub async fn start() -> Option<S3sFs> {
+        let bin = std::env::var("ARCHIVER_TEST_S3S_FS").unwrap_or_else(|_| "s3s-fs".into());
+        let found = std::process::Command::new(&bin)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok();
+        if !found {
+            let why = format!(
+                "{bin} is not installed (cargo install s3s-fs --version 0.14.1 --features binary --locked)"
+            );
+            assert!(std::env::var_os("CI").is_none(), "{why}; CI needs it");
+            eprintln!("skipped: {why}");
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        for _ in 0..5 {
+            // A free port: bind, note it, release it; retried if another process took it.
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let mut child = tokio::process::Command::new(&bin)
+                .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+                .args(["--access-key", "test", "--secret-key", "test"])
+                .arg(dir.path())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .kill_on_drop(true)
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            while std::time::Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break; // exited: the port was taken
+                }
+                if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .is_ok()
+                {
+                    return Some(S3sFs {
+                        endpoint: format!("http://127.0.0.1:{port}"),
+                        _child: child,
+                        _dir: dir,
+                    });
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            let _ = child.kill().await;
+        }
+        panic!("{bin} did not start listening on 127.0.0.1");
     }
 }
 
@@ -142,6 +247,9 @@ pub struct ProxyFaults {
     pub deny_part_2: bool,
     /// Like S3: a request whose `x-amz-expected-bucket-owner` differs gets 403.
     pub bucket_owner: Option<String>,
+    /// Drop `If-Match` and `If-None-Match` (a store that ignores conditional writes; only for
+    /// servers that do not check signatures, such as moto).
+    pub drop_conditions: bool,
     pub requests: u64,
     pub puts: u64,
     pub slowed: u64,
@@ -297,7 +405,11 @@ async fn proxy(
             Err(Cut)
         }
         Action::Forward => {
-            let (parts, body) = req.into_parts();
+            let (mut parts, body) = req.into_parts();
+            if faults.lock().unwrap().drop_conditions {
+                parts.headers.remove("if-match");
+                parts.headers.remove("if-none-match");
+            }
             let body = body.collect().await.map_err(|_| Cut)?.to_bytes();
             let stream = tokio::net::TcpStream::connect(&upstream)
                 .await
