@@ -77,16 +77,18 @@ pub async fn archive_portal(
         .await?
         .go(report)
         .await?;
-    if report.resumed && report.pass == Some(PassKind::Incremental) {
-        // The incremental pass just finished began in an earlier run: sessions that started
-        // since then lie above its first page. One fresh incremental pass (cheap) brings the
-        // archive up to now. A backfill needs none: listing oldest first, it ends on the newest.
+    if report.resumed {
+        // The pass just finished began in an earlier run: sessions that started since then lie
+        // above its first page. One fresh incremental pass (cheap: it stops at the watermark
+        // the finished pass set) brings the archive up to now.
+        let first = report.pass;
         let id = portal.to_string();
         let ps = ctx.state.db(move |st| st.portal(&id)).await?;
         PassRun::start(ctx, portal, ps, Mode::Run, report)
             .await?
             .go(report)
             .await?;
+        report.pass = first;
         report.resumed = true;
     }
     Ok(())
