@@ -30,6 +30,11 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0003_totals",
         include_str!("../../migrations/0003_totals.sql"),
     ),
+    // 0004 is added by the exactness work
+    (
+        "0005_manifest",
+        include_str!("../../migrations/0005_manifest.sql"),
+    ),
 ];
 
 /// The state database.
