@@ -73,11 +73,7 @@ pub async fn encode_days(
             let date = crate::clock::utc_date(first.start_ms);
             let n = rest.partition_point(|s| crate::clock::utc_date(s.start_ms) == date);
             let (day, tail) = rest.split_at(n);
-            files.push(Encoded::new(
-                date,
-                day.len(),
-                encode(day, archived_at_ms)?,
-            ));
+            files.push(Encoded::new(date, day.len(), encode(day, archived_at_ms)?));
             rest = tail;
         }
         let ids = rows
@@ -157,8 +153,21 @@ impl Target<'_> {
     }
 
     /// Write the manifest of flush `seq` (a compaction if it `replaces` files).
-    pub async fn manifest(&self, seq: i64, files: &[FileRecord], replaces: &[String]) -> Result<()> {
-        write_manifest(self.sink, self.state.state_id(), self.portal, seq, files, replaces).await?;
+    pub async fn manifest(
+        &self,
+        seq: i64,
+        files: &[FileRecord],
+        replaces: &[String],
+    ) -> Result<()> {
+        write_manifest(
+            self.sink,
+            self.state.state_id(),
+            self.portal,
+            seq,
+            files,
+            replaces,
+        )
+        .await?;
         failpoint::hit(self.points.manifested);
         Ok(())
     }
@@ -203,7 +212,10 @@ pub async fn write_manifest(
         return Ok(());
     }
     if let Some(f) = files.iter().find(|f| f.sha256.len() != 64) {
-        bail!("portal {portal}: file {} has no SHA-256 for its manifest", f.path);
+        bail!(
+            "portal {portal}: file {} has no SHA-256 for its manifest",
+            f.path
+        );
     }
     let key = manifest_key(portal, state_id, seq);
     let bytes = manifest_bytes(&portal.to_string(), state_id, seq, files, replaces);

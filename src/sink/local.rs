@@ -103,8 +103,9 @@ impl LocalSink {
                     _ => Err(clash(key)),
                 }
             }
-            Err(e) => Err(e)
-                .with_context(|| format!("publishing {} as {}", from.display(), to.display())),
+            Err(e) => {
+                Err(e).with_context(|| format!("publishing {} as {}", from.display(), to.display()))
+            }
         }
     }
 
@@ -280,11 +281,16 @@ mod tests {
         let fin2 = final_key(&portal(), "2026-01-01", "x", 2);
         let st2 = staging_key(&portal(), "2026-01-01", "x", 2);
         std::fs::write(dir.path().join(&fin2), b"published earlier").unwrap();
-        sink.stage(st2.clone(), b"other".to_vec(), "").await.unwrap();
+        sink.stage(st2.clone(), b"other".to_vec(), "")
+            .await
+            .unwrap();
         assert!(sink.exists(fin2.clone()).await.unwrap());
         let err = sink.publish(st2.clone(), fin2.clone()).await.unwrap_err();
         let msg = format!("{err:#}");
-        assert!(msg.contains(&fin2) && msg.contains("already exists"), "{msg}");
+        assert!(
+            msg.contains(&fin2) && msg.contains("already exists"),
+            "{msg}"
+        );
         assert_eq!(
             std::fs::read(dir.path().join(&fin2)).unwrap(),
             b"published earlier"

@@ -27,8 +27,8 @@ use std::path::Path;
 use anyhow::{Context, Result};
 
 pub use layout::{
-    final_key, manifest_key, manifest_staging_key, staging_key, staging_prefix, writer_of,
-    DATASET, MANIFEST, STAGING,
+    final_key, manifest_key, manifest_staging_key, staging_key, staging_prefix, writer_of, DATASET,
+    MANIFEST, STAGING,
 };
 pub use local::LocalSink;
 pub use s3::{dataset_url, S3Sink};

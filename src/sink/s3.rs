@@ -304,6 +304,7 @@ impl S3Sink {
     /// under the final key) is left as it is.
     pub async fn publish(&self, staging: String, rel: String) -> Result<()> {
         self.copy(&staging, &rel).await?;
+        crate::failpoint::hit("s3_after_copy");
         self.delete(staging).await
     }
 
