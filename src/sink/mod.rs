@@ -182,13 +182,13 @@ impl Sink {
     }
 }
 
-/// The error for a final name (file or manifest) that already exists with other content:
+/// The error for a final name (file or manifest) that is already taken by another file:
 /// nothing is overwritten, and the run stops (exit 1).
 pub fn clash(key: &str) -> anyhow::Error {
     anyhow::anyhow!(
-        "{key} already exists in the output with other content, and archiver never overwrites a \
-         published file: this state is older than the archive (restored from an older copy?), \
-         or another state with the same id writes to this output. Nothing was overwritten; run \
+        "{key} already exists in the output, and archiver never overwrites a published file: \
+         this state is older than the archive (restored from an older copy?), or another \
+         state with the same id writes to this output. Nothing was overwritten; run \
          with the newest copy of the state (see docs/design.md, \"Publishing never overwrites\")"
     )
 }
