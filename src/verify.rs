@@ -386,16 +386,6 @@ pub fn keep_one(rows: &[Candidate]) -> Vec<bool> {
     keep
 }
 
-/// Lowercase hex of a digest.
-pub fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(s, "{b:02x}");
-    }
-    s
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -621,10 +611,5 @@ mod tests {
             c("u", false, 1),
         ];
         assert_eq!(keep_one(&rows), [false, true, false, true, false, true]);
-    }
-
-    #[test]
-    fn hex_is_lowercase() {
-        assert_eq!(hex(&[0, 0xab, 0x10]), "00ab10");
     }
 }

@@ -10,6 +10,7 @@
 
 mod util;
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use archiver::simulator::{Faults, SimConfig};
@@ -144,8 +145,10 @@ impl T {
         util::assert_exact(&self.archived().await, &self.env.expected());
     }
 
-    /// Nothing is left staged, no object outside the layout, no upload in progress.
+    /// Nothing is left staged, no object outside the layout, no upload in progress, and the
+    /// manifests describe exactly the published files.
     async fn assert_clean(&self) {
+        self.assert_manifests(true).await;
         if self.backend == Backend::Local {
             let staged = self.env.archive().join("_staging");
             let left: Vec<_> = walk(&staged);
@@ -156,12 +159,124 @@ impl T {
         for k in &keys {
             let ok = (k.starts_with(&format!("{PREFIX}/sessions/portal_id="))
                 && k.ends_with(".parquet"))
+                || (k.starts_with(&format!("{PREFIX}/_manifest/portal_id="))
+                    && k.ends_with(".json"))
                 || k.starts_with("team/state/");
             assert!(ok, "unexpected object {k}");
         }
         if self.server.lists_uploads() {
             assert!(s3u::uploads(self.client(), BUCKET).await.is_empty());
         }
+    }
+
+    /// The published files (`sessions/`) and manifests (`_manifest/`) of the output, by key
+    /// relative to the output: their bytes.
+    async fn files(&self) -> BTreeMap<String, Vec<u8>> {
+        let root = match self.backend {
+            Backend::Local => self.env.archive(),
+            _ => {
+                let dir = self.env.dir.path().join("downloaded");
+                s3u::download(self.client(), BUCKET, PREFIX, &dir).await;
+                dir
+            }
+        };
+        walk(&root)
+            .into_iter()
+            .map(|p| {
+                let rel = p
+                    .strip_prefix(&root)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned();
+                (rel, p)
+            })
+            .filter(|(rel, _)| rel.starts_with("sessions/") || rel.starts_with("_manifest/"))
+            .map(|(rel, p)| (rel, std::fs::read(p).unwrap()))
+            .collect()
+    }
+
+    /// Every published `.parquet` is listed in a manifest with its rows (from its own Parquet
+    /// footer), size and SHA-256 (of its bytes); with `complete`, every live manifest entry
+    /// (listed, never replaced) is published too.
+    async fn assert_manifests(&self, complete: bool) {
+        check_manifests(&self.files().await, complete);
+    }
+}
+
+fn check_manifests(files: &BTreeMap<String, Vec<u8>>, complete: bool) {
+    use sha2::Digest;
+    let mut listed: BTreeMap<String, serde_json::Value> = BTreeMap::new();
+    let mut replaced = BTreeSet::new();
+    for (key, bytes) in files.iter().filter(|(k, _)| k.starts_with("_manifest/")) {
+        let m: serde_json::Value = serde_json::from_slice(bytes).unwrap();
+        assert_eq!(m["version"], 1, "{key}");
+        let name = format!(
+            "_manifest/portal_id={}/{}-{:010}.json",
+            m["portal_id"].as_str().unwrap(),
+            m["state_id"].as_str().unwrap(),
+            m["seq"].as_i64().unwrap()
+        );
+        assert_eq!(key, &name, "manifest named after its content");
+        let replaces: Vec<String> = m["replaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect();
+        let kind = if replaces.is_empty() {
+            "flush"
+        } else {
+            "compaction"
+        };
+        assert_eq!(m["kind"], kind, "{key}");
+        for f in m["files"].as_array().unwrap() {
+            let path = f["path"].as_str().unwrap().to_string();
+            assert!(
+                listed.insert(path.clone(), f.clone()).is_none(),
+                "{path} listed twice"
+            );
+        }
+        replaced.extend(replaces);
+    }
+    let live: BTreeSet<&String> = listed.keys().filter(|p| !replaced.contains(*p)).collect();
+    let present: BTreeSet<&String> = files
+        .keys()
+        .filter(|k| k.starts_with("sessions/") && k.ends_with(".parquet"))
+        .collect();
+    if complete {
+        assert!(!present.is_empty(), "no published file");
+        assert_eq!(
+            present, live,
+            "published files vs. the manifests' live files"
+        );
+    } else {
+        // A compaction killed before its publish: the files it replaces are still there.
+        let unlisted: Vec<_> = present
+            .iter()
+            .filter(|p| !listed.contains_key(**p))
+            .collect();
+        assert!(
+            unlisted.is_empty(),
+            "published but not in a manifest: {unlisted:?}"
+        );
+    }
+    for path in present {
+        let (bytes, entry) = (&files[path], &listed[path]);
+        let sha: String = sha2::Sha256::digest(bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(entry["sha256"], sha, "{path}");
+        assert_eq!(entry["bytes"], bytes.len(), "{path}");
+        let reader =
+            parquet::file::reader::SerializedFileReader::new(bytes::Bytes::from(bytes.clone()))
+                .unwrap();
+        use parquet::file::reader::FileReader;
+        assert_eq!(
+            entry["rows"],
+            reader.metadata().file_metadata().num_rows(),
+            "{path}"
+        );
     }
 }
 
@@ -321,6 +436,7 @@ async fn killed_then_resumed(server: Server, backend: Backend) {
         "after_stage:2",
         "after_local_commit:2",
         "after_commit:3",
+        "after_manifest:2",
         "after_publish:2",
     ] {
         let r = t.run_crashing(&args, point).await;
@@ -336,6 +452,8 @@ async fn killed_then_resumed(server: Server, backend: Backend) {
         let rows = t.archived().await;
         let ids: std::collections::BTreeSet<_> = rows.iter().map(|r| &r.session_id).collect();
         assert_eq!(ids.len(), rows.len(), "{point}: duplicates after the kill");
+        // Even now, every published file is in a manifest.
+        t.assert_manifests(false).await;
         for p in t.env.sim.portal_ids() {
             t.env.sim.add_sessions(&p, 150, 2);
         }
@@ -944,7 +1062,7 @@ async fn multipart_uploads_complete_or_are_aborted() {
         .collect();
     let staged = "_staging/portal_id=p/part-a-0000000001-2026-01-01-t.tmp".to_string();
     let fin = "sessions/portal_id=p/start_date=2026-01-01/part-a-0000000001.parquet".to_string();
-    sink.stage(staged.clone(), big.clone()).await.unwrap();
+    sink.stage(staged.clone(), big.clone(), "").await.unwrap();
     let parts = proxy
         .faults()
         .seen
@@ -959,7 +1077,10 @@ async fn multipart_uploads_complete_or_are_aborted() {
 
     // Part 2 refused: the stage fails and the upload is aborted, nothing is left.
     proxy.faults().deny_part_2 = true;
-    let err = sink.stage(staged.clone(), big.clone()).await.unwrap_err();
+    let err = sink
+        .stage(staged.clone(), big.clone(), "")
+        .await
+        .unwrap_err();
     assert!(format!("{err:#}").contains("UploadPart 2"), "{err:#}");
     assert!(s3u::uploads(&c, BUCKET).await.is_empty());
     assert!(!s3u::keys(&c, BUCKET)
@@ -1113,4 +1234,207 @@ async fn a_foreign_s3_state_is_refused_and_left_untouched() {
     assert_eq!(t.env.sim.stats().list_sessions_calls, 0);
     let r = t.run(&["run"]).await;
     r.code(1); // refused again, not 75: the first run released its lease
+}
+
+/// Copy the local state file (and its WAL, if any) from `from` to `to`, replacing `to`.
+fn copy_state(from: &std::path::Path, to: &std::path::Path) {
+    for suffix in ["", "-wal", "-shm"] {
+        let (f, t) = (
+            std::path::PathBuf::from(format!("{}{suffix}", from.display())),
+            std::path::PathBuf::from(format!("{}{suffix}", to.display())),
+        );
+        let _ = std::fs::remove_file(&t);
+        if f.exists() {
+            std::fs::copy(&f, &t).unwrap();
+        }
+    }
+}
+
+/// A state restored from an older copy of itself reuses flush numbers its lost future already
+/// published: the run stops with exit 1 naming the file, and every file of the archive (data
+/// and manifests) is byte-identical to before.
+async fn a_restored_older_state_overwrites_nothing(backend: Backend) {
+    let t = T::new(backend, sim_config(1, 1000, 0)).await;
+    let p = t.env.portal(0);
+    let args = ["run", "--flush-rows", "200"];
+    t.run(&args).await.ok();
+    let old = t.env.dir.path().join("old-state.db");
+    copy_state(&t.env.state(), &old);
+    t.env.sim.add_sessions(&p, 600, 0);
+    t.run(&args).await.ok();
+    t.assert_exact().await;
+    t.assert_clean().await;
+    let before = t.files().await;
+    assert!(
+        before.keys().filter(|k| k.ends_with(".parquet")).count() >= 8,
+        "{:?}",
+        before.keys()
+    );
+    copy_state(&old, &t.env.state());
+    let r = t.run(&args).await;
+    r.code(1);
+    assert!(
+        r.stderr.contains("already exists") && r.stderr.contains("older"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        before.keys().any(|k| r.stderr.contains(k.as_str())),
+        "the error names no file of the archive:\n{}",
+        r.stderr
+    );
+    let after = t.files().await;
+    assert_eq!(
+        before.keys().collect::<Vec<_>>(),
+        after.keys().collect::<Vec<_>>()
+    );
+    for (k, bytes) in &before {
+        assert!(&after[k] == bytes, "{k} changed");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restored_older_state_overwrites_nothing_local() {
+    a_restored_older_state_overwrites_nothing(Backend::Local).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restored_older_state_overwrites_nothing_s3() {
+    a_restored_older_state_overwrites_nothing(Backend::S3Output).await;
+}
+
+/// After a backfill, an incremental run and a compaction (one killed after writing its
+/// manifest, then finished by the next), the manifests describe exactly the published files.
+async fn manifests_describe_the_archive(backend: Backend) {
+    let t = T::new(backend, sim_config(2, 1200, 4)).await;
+    let p = t.env.portal(0);
+    t.run(&["run", "--flush-rows", "200"]).await.ok();
+    t.env.sim.end_active(None, usize::MAX);
+    t.env.sim.add_sessions(&p, 300, 2);
+    t.run(&["run", "--flush-rows", "200"]).await.ok();
+    t.assert_clean().await;
+    let r = t
+        .run_crashing(
+            &["compact", "--older-than", "2d"],
+            "compact_after_manifest:2",
+        )
+        .await;
+    assert_eq!(r.code, 134, "{}", r.stderr);
+    t.assert_manifests(false).await;
+    t.run(&["compact", "--older-than", "2d"]).await.ok();
+    t.assert_exact().await;
+    t.assert_clean().await;
+    let files = t.files().await;
+    let compactions = files
+        .iter()
+        .filter(|(k, v)| {
+            k.starts_with("_manifest/") && v.windows(12).any(|w| w == b"\"compaction\"")
+        })
+        .count();
+    assert!(compactions >= 2, "{compactions} compaction manifests");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manifests_describe_the_archive_local() {
+    manifests_describe_the_archive(Backend::Local).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manifests_describe_the_archive_s3() {
+    manifests_describe_the_archive(Backend::S3Output).await;
+}
+
+/// With CopyObject's `If-None-Match: *` enforced as S3 does: a publish replayed after a kill
+/// between the copy and the delete recognises its own object; a publish onto a foreign object
+/// fails (exit 1) and leaves it intact. Staged PUTs carry the SHA-256 S3 verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_publish_never_overwrites_and_recognises_its_own_copy() {
+    let t = T::new(Backend::S3Output, sim_config(1, 800, 0)).await;
+    let p = t.env.portal(0);
+    let proxy = t.proxy.as_ref().unwrap();
+    proxy.faults().copy_if_none_match = true;
+    let args = ["run", "--flush-rows", "200"];
+    let r = t.run_crashing(&args, "s3_after_copy:2").await;
+    assert_eq!(r.code, 134, "{}", r.stderr);
+    t.run(&args).await.ok();
+    assert!(
+        proxy.faults().copies_refused >= 1,
+        "the replayed copy was not refused by the proxy: {:?}",
+        proxy
+            .faults()
+            .seen
+            .iter()
+            .filter(|(_, _, amz)| amz.iter().any(|(k, _)| k == "x-amz-copy-source"))
+            .collect::<Vec<_>>()
+    );
+    t.assert_exact().await;
+    t.assert_clean().await;
+
+    // Every staged single PUT sent x-amz-checksum-sha256, of exactly the published bytes.
+    let files = t.files().await;
+    let sent: BTreeSet<String> = {
+        let f = proxy.faults();
+        let staged_puts: Vec<_> = f
+            .seen
+            .iter()
+            .filter(|(m, path, amz)| {
+                m == "PUT"
+                    && path.contains("/_staging/portal_id")
+                    && !amz.iter().any(|(k, _)| k == "x-amz-copy-source")
+            })
+            .collect();
+        assert!(!staged_puts.is_empty());
+        staged_puts
+            .iter()
+            .map(|(_, path, amz)| {
+                let others: Vec<_> = amz
+                    .iter()
+                    .filter(|(k, _)| {
+                        k.starts_with("x-amz-checksum-") && k != "x-amz-checksum-sha256"
+                    })
+                    .collect();
+                assert!(others.is_empty(), "{path}: a second checksum {others:?}");
+                amz.iter()
+                    .find(|(k, _)| k == "x-amz-checksum-sha256")
+                    .unwrap_or_else(|| panic!("no checksum on {path}: {amz:?}"))
+                    .1
+                    .clone()
+            })
+            .collect()
+    };
+    for (k, bytes) in files.iter().filter(|(k, _)| k.ends_with(".parquet")) {
+        use sha2::Digest;
+        let hex: String = sha2::Sha256::digest(bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let b64 = archiver::sink::manifest::checksum_base64(&hex).unwrap();
+        assert!(sent.contains(&b64), "{k}: its checksum was never sent");
+    }
+
+    // A committed flush whose final name holds a foreign object: the publish is refused.
+    t.env.sim.add_sessions(&p, 300, 0);
+    let r = t.run_crashing(&args, "after_commit:1").await;
+    assert_eq!(r.code, 134, "{}", r.stderr);
+    let unpublished: Vec<String> = {
+        let db = rusqlite::Connection::open(t.env.state()).unwrap();
+        let mut stmt = db
+            .prepare("SELECT path FROM flush_files WHERE published = 0")
+            .unwrap();
+        stmt.query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    };
+    assert!(!unpublished.is_empty());
+    let foreign = format!("{PREFIX}/{}", unpublished[0]);
+    s3u::put(t.client(), BUCKET, &foreign, b"not ours".to_vec()).await;
+    let r = t.run(&args).await;
+    r.code(1);
+    assert!(
+        r.stderr.contains(&foreign) && r.stderr.contains("already exists"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(s3u::get(t.client(), BUCKET, &foreign).await, b"not ours");
 }

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use archiver::model::{Session, SessionStatus};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
+
 use util::{sim_config, Env, Run};
 
 const DAY_MS: i64 = 86_400_000;
@@ -115,7 +115,13 @@ async fn a_clean_archive_verifies_with_the_services_counts() {
         }
         assert_eq!(n(p, "files"), files_of(&env, id).len() as u64);
         assert_eq!(p["ok"], Value::Bool(true));
-        assert_eq!(p["manifest"]["checked"], Value::Bool(false), "{p}");
+        // The archiver's own manifests describe every file.
+        let m = &p["manifest"];
+        assert_eq!(m["checked"], Value::Bool(true), "{p}");
+        assert_eq!(n(m, "live_files"), files_of(&env, id).len() as u64, "{p}");
+        for problem in ["altered", "deleted", "unlisted", "errors"] {
+            assert_eq!(m[problem], serde_json::json!([]), "{problem}: {p}");
+        }
         assert!(p.get("repaired").is_none());
     }
     // The text report: a header, one row per portal, a verdict.
@@ -167,9 +173,11 @@ async fn a_deleted_file_is_missing_and_repair_writes_it_once() {
         r.stderr
     );
 
-    let (code, portals, _) = verify(&env, &["--repair"]).await;
-    assert_eq!(code, 0);
+    let (code, portals, r) = verify(&env, &["--repair"]).await;
+    assert_eq!(code, 0, "{}\n{}", r.stdout, r.stderr);
     assert_eq!(n(&portals[&portal]["repaired"], "written"), lost);
+    // Its day is still listed whole: a manifest records the lost file as replaced.
+    assert_eq!(n(&portals[&portal]["repaired"], "lost_files"), 1);
     env.assert_exact();
     assert_eq!(verify(&env, &[]).await.0, 0);
     // The state knows the rewritten sessions: later runs write nothing twice.
@@ -180,6 +188,29 @@ async fn a_deleted_file_is_missing_and_repair_writes_it_once() {
     env.run(&["run"]).await.ok();
     env.assert_exact();
     assert_eq!(verify(&env, &[]).await.0, 0);
+}
+
+/// A lost file from the oldest day the service lists may have held sessions that aged out:
+/// repair writes what is still listed, but the file stays reported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_file_from_a_day_no_longer_listed_whole_stays_reported() {
+    let env = Env::new(sim_config(1, 1500, 4)).await;
+    env.run(&["run", "--flush-rows", "400"]).await.ok();
+    let portal = env.portal(0);
+    let oldest = files_of(&env, &portal)[0].clone();
+    std::fs::remove_file(&oldest).unwrap();
+    let (code, portals, r) = verify(&env, &["--repair"]).await;
+    assert_eq!(code, 3, "{}", r.stdout);
+    let p = &portals[&portal];
+    assert_eq!(n(p, "missing"), 0, "{p}");
+    assert_eq!(n(&p["repaired"], "lost_files"), 0, "{p}");
+    let rel = oldest
+        .strip_prefix(env.archive())
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    assert_eq!(p["manifest"]["deleted"], serde_json::json!([rel]), "{p}");
+    env.assert_exact();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -281,7 +312,7 @@ fn write_manifest(env: &Env, portal: &str, seq: u64, files: &[PathBuf], replaces
                 "path": f.strip_prefix(env.archive()).unwrap().to_string_lossy(),
                 "rows": rows_in(f),
                 "bytes": bytes.len(),
-                "sha256": archiver::verify::hex(&Sha256::digest(&bytes)),
+                "sha256": archiver::sink::manifest::sha256_hex(&bytes),
             })
         })
         .collect();
@@ -312,24 +343,19 @@ async fn manifests_catch_altered_deleted_and_unlisted_files() {
     env.run(&["run", "--flush-rows", "400"]).await.ok();
     let (with, without) = (env.portal(0), env.portal(1));
     let files = files_of(&env, &with);
-    // Two manifests: the second replaces a file the first recorded (its file stays on disk).
-    write_manifest(&env, &with, 1, &files[..files.len() - 1], &[]);
-    let (code, portals, _) = verify(&env, &[]).await;
-    assert_eq!(code, 3, "the last file is in no manifest");
-    assert_eq!(
-        portals[&with]["manifest"]["unlisted"]
-            .as_array()
-            .unwrap()
-            .len(),
-        1
-    );
-    write_manifest(&env, &with, 2, &files[files.len() - 1..], &[]);
+    // The archiver's manifests: every file checked, none a problem.
     let (code, portals, _) = verify(&env, &[]).await;
     assert_eq!(code, 0, "{:?}", portals[&with]);
     let m = &portals[&with]["manifest"];
     assert_eq!(m["checked"], Value::Bool(true));
     assert_eq!(n(m, "live_files"), files.len() as u64);
-    assert_eq!(portals[&without]["manifest"]["checked"], Value::Bool(false));
+    // An archive written before manifests existed: the check is skipped, and said so.
+    std::fs::remove_dir_all(
+        env.archive()
+            .join("_manifest")
+            .join(format!("portal_id={without}")),
+    )
+    .unwrap();
     let r = env.run(&["verify"]).await;
     r.ok();
     assert!(

@@ -31,6 +31,7 @@ const POINTS: Points = Points {
     staged: "compact_after_stage",
     committed_locally: "compact_after_local_commit",
     committed: "compact_after_commit",
+    manifested: "compact_after_manifest",
 };
 
 /// What a compaction did.
@@ -136,19 +137,18 @@ async fn compact_partition(
         inputs.push(sink.read(k.clone()).await?);
     }
     let names = keys.clone();
-    let (bytes, rows) = tokio::task::spawn_blocking(move || rewrite(inputs, &names))
-        .await
-        .context("compaction task panicked")??;
-    let len = bytes.len() as u64;
+    let date_owned = date.to_string();
+    let encoded = tokio::task::spawn_blocking(move || -> Result<Encoded> {
+        let (bytes, rows) = rewrite(inputs, &names)?;
+        Ok(Encoded::new(date_owned, rows as usize, bytes))
+    })
+    .await
+    .context("compaction task panicked")??;
+    let (len, rows) = (encoded.bytes.len() as u64, encoded.rows as u64);
     let id = portal.to_string();
     let seq = state
         .db(move |st| Ok(st.portal(&id)?.flush_seq + 1))
         .await?;
-    let encoded = Encoded {
-        date: date.to_string(),
-        rows: rows as usize,
-        bytes,
-    };
     let mut files = target.stage(seq, vec![encoded]).await?;
     let file = files.pop().expect("one file staged");
     let (id, f, retired) = (portal.to_string(), file.clone(), keys.clone());
@@ -156,6 +156,9 @@ async fn compact_partition(
         .commit(seq, move |st| {
             st.commit_compaction(&id, seq, std::slice::from_ref(&f), &retired)
         })
+        .await?;
+    target
+        .manifest(seq, std::slice::from_ref(&file), &keys)
         .await?;
     state.guard()?;
     let window = sink.replace(file.staging, file.path, keys.clone()).await?;

@@ -20,7 +20,7 @@ use arrow_array::{new_null_array, Array, ArrayRef, BooleanArray, RecordBatch};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::{ArrowWriter, ProjectionMask};
 use serde::Serialize;
-use sha2::{Digest, Sha256};
+
 use tracing::{info, warn};
 
 use crate::clock::now_ms;
@@ -32,22 +32,22 @@ use crate::model::{PortalId, Session};
 use crate::run::discover;
 use crate::run::flush::{encode_days, Encoded, Points, Target};
 use crate::run::recover::{check_unclaimed, recover};
+use crate::sink::layout::MANIFEST;
+use crate::sink::manifest::sha256_hex;
 use crate::sink::Sink;
 use crate::source::{FetchError, Order, Source};
 use crate::state::{FlushCommit, StateHandle};
 use crate::verify::{
-    compare_day, hex, keep_one, parse_manifest, ArchRow, Candidate, Counts, FileCheck, Listed,
+    compare_day, keep_one, parse_manifest, ArchRow, Candidate, Counts, FileCheck, Listed,
     ListedDay, Manifest, Walker,
 };
-
-/// Root folder of the manifests inside the output.
-pub const MANIFESTS: &str = "_manifest";
 
 /// The crash points of a repair's writes.
 const POINTS: Points = Points {
     staged: "repair_after_stage",
     committed_locally: "repair_after_local_commit",
     committed: "repair_after_commit",
+    manifested: "repair_after_manifest",
 };
 
 /// Token rejections tolerated while listing one portal.
@@ -72,6 +72,11 @@ pub struct PortalVerify {
     pub files: u64,
     /// The files checked against the portal's manifests.
     pub manifest: FileCheck,
+    /// Start of the oldest session the service still lists (RFC 3339): archive rows older
+    /// than this are `expired`.
+    pub oldest_listed: Option<String>,
+    #[serde(skip)]
+    oldest_listed_ms: Option<i64>,
     /// What `--repair` did before this (final) verification.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub repaired: Option<Repaired>,
@@ -85,6 +90,8 @@ pub struct Repaired {
     /// Partitions rewritten without their duplicated rows.
     pub partitions_rewritten: u64,
     pub rows_removed: u64,
+    /// Lost files recorded as replaced (their sessions were written again).
+    pub lost_files: u64,
 }
 
 /// Verify (and with `repair`, repair) the named portals, or every portal of this shard; print
@@ -195,18 +202,36 @@ async fn repair_all(
                 buffer: Vec::new(),
                 flush_rows: cfg.flush_rows,
                 dupes: Vec::new(),
+                lost_files: Vec::new(),
                 done: Repaired::default(),
             };
             let first = verify_portal(&ctx, Some(&mut rep)).await?;
+            // A lost file whose whole day the service still lists had its sessions written
+            // again above; one from an older day held sessions no one can bring back, and stays
+            // reported.
+            rep.lost_files = first
+                .manifest
+                .deleted
+                .iter()
+                .filter(|path| {
+                    let day = path
+                        .split('/')
+                        .find_map(|seg| seg.strip_prefix("start_date="))
+                        .and_then(crate::clock::date_start_ms);
+                    matches!((day, first.oldest_listed_ms), (Some(d), Some(o)) if d >= o)
+                })
+                .cloned()
+                .collect();
             let repaired = rep
                 .finish()
                 .await
                 .with_context(|| format!("repairing portal {portal}"))?;
-            let mut v = if repaired.written + repaired.partitions_rewritten > 0 {
-                verify_portal(&ctx, None).await?
-            } else {
-                first
-            };
+            let mut v =
+                if repaired.written + repaired.partitions_rewritten + repaired.lost_files > 0 {
+                    verify_portal(&ctx, None).await?
+                } else {
+                    first
+                };
             info!(
                 portal_id = %portal,
                 written = repaired.written,
@@ -314,6 +339,8 @@ async fn verify_portal(
         counts,
         files,
         manifest: check,
+        oldest_listed: walker.oldest().map(crate::clock::rfc3339),
+        oldest_listed_ms: walker.oldest(),
         repaired: None,
     })
 }
@@ -342,7 +369,7 @@ impl DayCtx<'_, '_> {
             let hash = self.check.wants_hashes();
             let name = key.clone();
             let (sha, n, file_rows) = tokio::task::spawn_blocking(move || -> Result<_> {
-                let sha = hash.then(|| hex(&Sha256::digest(&bytes)));
+                let sha = hash.then(|| sha256_hex(&bytes));
                 let mut file_rows = Vec::new();
                 let n = read_compared(bytes, &name, &mut file_rows)?;
                 Ok((sha, n, file_rows))
@@ -430,7 +457,7 @@ fn read_compared(bytes: Vec<u8>, name: &str, out: &mut Vec<ArchRow>) -> Result<u
 
 /// The portal's manifests, read and parsed; unreadable ones are problems of the check.
 async fn load_manifests(sink: &Sink, portal: &PortalId) -> Result<FileCheck> {
-    let prefix = format!("{MANIFESTS}/portal_id={portal}");
+    let prefix = format!("{MANIFEST}/portal_id={portal}");
     let keys = sink.list(prefix).await?;
     let mut manifests: Vec<Manifest> = Vec::new();
     let mut errors = Vec::new();
@@ -452,6 +479,8 @@ struct Repairer<'a> {
     flush_rows: usize,
     /// Partitions with duplicated ids: date → id → listed values.
     dupes: Vec<(String, HashMap<String, Option<Listed>>)>,
+    /// Files the manifests list as live that are gone from the output.
+    lost_files: Vec<String>,
     done: Repaired,
 }
 
@@ -506,9 +535,11 @@ impl Repairer<'_> {
         Ok(())
     }
 
-    /// Write what is left, then rewrite each partition with duplicated ids.
+    /// Write what is left, record the lost files as replaced, then rewrite each partition
+    /// with duplicated ids.
     async fn finish(mut self) -> Result<Repaired> {
         self.flush().await?;
+        self.forget_lost_files().await?;
         if self.dupes.is_empty() {
             return Ok(self.done);
         }
@@ -527,6 +558,33 @@ impl Repairer<'_> {
             self.done.rows_removed += removed;
         }
         Ok(self.done)
+    }
+
+    /// Files the manifests still list but the output lost: their sessions were written again
+    /// (the missing ones above), so a manifest records them as replaced, through compaction's
+    /// protocol with no new file: commit them as retired → write the manifest → forget them.
+    /// Killed before the manifest, the next `verify --repair` finds them again.
+    async fn forget_lost_files(&mut self) -> Result<()> {
+        if self.lost_files.is_empty() {
+            return Ok(());
+        }
+        let (state, portal) = (self.target.state, self.target.portal);
+        let lost = std::mem::take(&mut self.lost_files);
+        let (id, retired) = (portal.to_string(), lost.clone());
+        let seq = state
+            .db(move |st| {
+                let seq = st.portal(&id)?.flush_seq + 1;
+                st.commit_compaction(&id, seq, &[], &retired)?;
+                Ok(seq)
+            })
+            .await?;
+        state.checkpoint().await?;
+        self.target.manifest(seq, &[], &lost).await?;
+        let (id, retired) = (portal.to_string(), lost.clone());
+        state.db(move |st| st.forget_retired(&id, &retired)).await?;
+        self.done.lost_files += lost.len() as u64;
+        info!(portal_id = %portal, seq, files = lost.len(), "recorded lost files as replaced in a manifest");
+        Ok(())
     }
 
     /// Rewrite one partition keeping one row per session id, through compaction's protocol:
@@ -551,11 +609,7 @@ impl Repairer<'_> {
         let seq = state
             .db(move |st| Ok(st.portal(&id)?.flush_seq + 1))
             .await?;
-        let encoded = Encoded {
-            date: date.to_string(),
-            rows: rows as usize,
-            bytes,
-        };
+        let encoded = Encoded::new(date.to_string(), rows as usize, bytes);
         let mut files = self.target.stage(seq, vec![encoded]).await?;
         let file = files.pop().expect("one file staged");
         let (id, f, retired) = (portal.to_string(), file.clone(), keys.clone());
@@ -564,6 +618,10 @@ impl Repairer<'_> {
                 st.commit_compaction(&id, seq, std::slice::from_ref(&f), &retired)
             })
             .await?;
+        self.target
+            .manifest(seq, std::slice::from_ref(&file), &keys)
+            .await?;
+        state.guard()?;
         sink.replace(file.staging, file.path, keys.clone()).await?;
         failpoint::hit("repair_after_replace");
         let (id, retired) = (portal.to_string(), keys);

@@ -5,26 +5,43 @@
 //! 3. **commit** the files together with what they mean (ids, pending changes, the checkpoint;
 //!    or, for compaction, the files they replace) in one state transaction, then make the
 //!    commit durable where the state lives;
-//! 4. **publish** each file under its final `.parquet` key.
+//! 4. write the flush's **manifest** (its files, with rows and SHA-256), never overwriting one;
+//! 5. **publish** each file under its final `.parquet` key, never overwriting one.
 //!
 //! Killed between any two steps, the next run's recovery (see [`super::recover`]) finishes the
-//! publish of what was committed or drops what was only staged. Paused between two steps long
+//! manifest and publish of what was committed or drops what was only staged. A final name or
+//! manifest that already exists before the commit (a state older than the archive) stops the
+//! flush at the stage step, before anything is committed. Paused between two steps long
 //! enough for an S3 state's lease to expire, the run stops at the next step (see
 //! [`StateHandle::guard`]): a successor may have taken over.
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 
 use crate::encode::encode;
 use crate::failpoint;
 use crate::model::{PortalId, Session};
-use crate::sink::{final_key, staging_key, Sink};
+use crate::sink::manifest::{manifest_bytes, sha256_hex, Entry};
+use crate::sink::{clash, final_key, manifest_key, manifest_staging_key, staging_key, Sink};
 use crate::state::{FileRecord, State, StateHandle};
 
-/// One file to write: its partition date, rows and bytes.
+/// One file to write: its partition date, rows, bytes and their SHA-256 (hex).
 pub struct Encoded {
     pub date: String,
     pub rows: usize,
     pub bytes: Vec<u8>,
+    pub sha256: String,
+}
+
+impl Encoded {
+    /// A file's bytes, hashed here (call it on a blocking thread for a large file).
+    pub fn new(date: String, rows: usize, bytes: Vec<u8>) -> Encoded {
+        Encoded {
+            sha256: sha256_hex(&bytes),
+            date,
+            rows,
+            bytes,
+        }
+    }
 }
 
 /// The crash points of one kind of flush, for the crash-safety tests.
@@ -32,6 +49,7 @@ pub struct Points {
     pub staged: &'static str,
     pub committed_locally: &'static str,
     pub committed: &'static str,
+    pub manifested: &'static str,
 }
 
 /// Where a flush writes: the sink, the state and the portal.
@@ -57,11 +75,7 @@ pub async fn encode_days(
             let date = crate::clock::utc_date(first.start_ms);
             let n = rest.partition_point(|s| crate::clock::utc_date(s.start_ms) == date);
             let (day, tail) = rest.split_at(n);
-            files.push(Encoded {
-                rows: day.len(),
-                bytes: encode(day, archived_at_ms)?,
-                date,
-            });
+            files.push(Encoded::new(date, day.len(), encode(day, archived_at_ms)?));
             rest = tail;
         }
         let ids = rows
@@ -76,16 +90,23 @@ pub async fn encode_days(
 
 impl Target<'_> {
     /// Stage each file of flush `seq` under its staging key; returns the records to commit.
+    /// Fails, before anything is committed, if the flush's manifest or a final name already
+    /// exists in the output: publishing would have to overwrite it.
     pub async fn stage(&self, seq: i64, files: Vec<Encoded>) -> Result<Vec<FileRecord>> {
         let (portal, state_id) = (self.portal, self.state.state_id());
+        if !files.is_empty() {
+            let manifest = manifest_key(portal, state_id, seq);
+            self.refuse_existing(seq, manifest).await?;
+        }
         let mut records = Vec::with_capacity(files.len());
         for f in files {
             self.state.guard()?;
             let staging = staging_key(portal, &f.date, state_id, seq);
             let path = final_key(portal, &f.date, state_id, seq);
+            self.refuse_existing(seq, path.clone()).await?;
             let bytes = f.bytes.len() as i64;
             self.sink
-                .stage(staging.clone(), f.bytes)
+                .stage(staging.clone(), f.bytes, &f.sha256)
                 .await
                 .with_context(|| format!("portal {portal}: staging {staging}"))?;
             records.push(FileRecord {
@@ -94,6 +115,7 @@ impl Target<'_> {
                 staging,
                 rows: f.rows as i64,
                 bytes,
+                sha256: f.sha256,
             });
             failpoint::hit(self.points.staged);
         }
@@ -115,8 +137,50 @@ impl Target<'_> {
         Ok(())
     }
 
-    /// Publish each committed file of flush `seq`, then record the flush as published.
+    async fn refuse_existing(&self, seq: i64, key: String) -> Result<()> {
+        let exists = self
+            .sink
+            .exists(key.clone())
+            .await
+            .with_context(|| format!("portal {}: checking {key}", self.portal))?;
+        if exists {
+            return Err(clash(&key)).with_context(|| {
+                format!(
+                    "portal {}: flush {seq} of state {} was already written",
+                    self.portal,
+                    self.state.state_id()
+                )
+            });
+        }
+        Ok(())
+    }
+
+    /// Write the manifest of flush `seq` (a compaction if it `replaces` files).
+    pub async fn manifest(
+        &self,
+        seq: i64,
+        files: &[FileRecord],
+        replaces: &[String],
+    ) -> Result<()> {
+        write_manifest(
+            self.sink,
+            self.state.state_id(),
+            self.portal,
+            seq,
+            files,
+            replaces,
+        )
+        .await?;
+        failpoint::hit(self.points.manifested);
+        Ok(())
+    }
+
+    /// Write the manifest of committed flush `seq`, publish each of its files, then record the
+    /// flush as published.
     pub async fn publish(&self, seq: i64, files: &[FileRecord]) -> Result<()> {
+        if !files.is_empty() {
+            self.manifest(seq, files, &[]).await?;
+        }
         for f in files {
             self.state.guard()?;
             self.sink
@@ -136,4 +200,45 @@ impl Target<'_> {
         let id = self.portal.to_string();
         self.state.db(move |st| st.mark_published(&id, seq)).await
     }
+}
+
+/// Write the manifest of committed flush `seq` of `portal`: once, never overwriting another
+/// (a replayed write finds the same bytes). A flush without files has none.
+pub async fn write_manifest(
+    sink: &Sink,
+    state_id: &str,
+    portal: &PortalId,
+    seq: i64,
+    files: &[FileRecord],
+    replaces: &[String],
+) -> Result<()> {
+    // A flush without files writes none; a manifest that only replaces files (a repair
+    // recording lost ones) is written.
+    if files.is_empty() && replaces.is_empty() {
+        return Ok(());
+    }
+    if let Some(f) = files.iter().find(|f| f.sha256.len() != 64) {
+        bail!(
+            "portal {portal}: file {} has no SHA-256 for its manifest",
+            f.path
+        );
+    }
+    let key = manifest_key(portal, state_id, seq);
+    let entries: Vec<Entry> = files
+        .iter()
+        .map(|f| Entry {
+            path: &f.path,
+            rows: f.rows,
+            bytes: f.bytes,
+            sha256: &f.sha256,
+        })
+        .collect();
+    let bytes = manifest_bytes(&portal.to_string(), state_id, seq, &entries, replaces);
+    sink.put_new(
+        key.clone(),
+        manifest_staging_key(portal, state_id, seq),
+        bytes,
+    )
+    .await
+    .with_context(|| format!("portal {portal}: writing manifest {key}"))
 }

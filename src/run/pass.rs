@@ -41,6 +41,7 @@ const POINTS: Points = Points {
     staged: "after_stage",
     committed_locally: "after_local_commit",
     committed: "after_commit",
+    manifested: "after_manifest",
 };
 
 /// Token rejections tolerated in one pass of one run before giving up on the portal.

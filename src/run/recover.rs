@@ -4,24 +4,40 @@
 use anyhow::{bail, Context, Result};
 use tracing::info;
 
+use super::flush::write_manifest;
 use crate::model::PortalId;
+use crate::sink::manifest::sha256_hex;
 use crate::sink::{staging_prefix, writer_of, Sink};
 use crate::state::StateHandle;
 
-/// Publish files committed but not published, delete files a committed compaction replaced,
-/// delete staged files never committed. Returns how many files were published.
+/// Write the manifests and publish the files committed but not published, delete files a
+/// committed compaction replaced, delete staged files never committed. Returns how many files
+/// were published.
 pub async fn recover(sink: &Sink, state: &StateHandle, portal: &PortalId) -> Result<u64> {
     let id = portal.to_string();
-    let unpublished = state.db(move |st| st.unpublished(&id)).await?;
-    let mut seqs: Vec<i64> = unpublished.iter().map(|f| f.seq).collect();
-    seqs.dedup();
-    for f in &unpublished {
-        state.guard()?;
-        sink.publish(f.staging.clone(), f.path.clone())
-            .await
-            .with_context(|| format!("recovering flush {} of portal {portal}", f.seq))?;
+    let mut unpublished = state.db(move |st| st.unpublished(&id)).await?;
+    for f in unpublished.iter_mut().filter(|f| f.sha256.is_empty()) {
+        // Committed by an archiver before the manifest: hash the committed bytes.
+        let key = if sink.exists(f.staging.clone()).await? {
+            f.staging.clone()
+        } else {
+            f.path.clone()
+        };
+        f.sha256 = sha256_hex(&sink.read(key).await?);
     }
-    for seq in seqs {
+    for seq_files in unpublished.chunk_by(|a, b| a.seq == b.seq) {
+        let seq = seq_files[0].seq;
+        let id = portal.to_string();
+        let replaces = state.db(move |st| st.retired_of(&id, seq)).await?;
+        write_manifest(sink, state.state_id(), portal, seq, seq_files, &replaces)
+            .await
+            .with_context(|| format!("recovering flush {seq} of portal {portal}"))?;
+        for f in seq_files {
+            state.guard()?;
+            sink.publish(f.staging.clone(), f.path.clone())
+                .await
+                .with_context(|| format!("recovering flush {} of portal {portal}", f.seq))?;
+        }
         let id = portal.to_string();
         state.db(move |st| st.mark_published(&id, seq)).await?;
     }

@@ -10,6 +10,8 @@ use crate::model::PortalId;
 pub const DATASET: &str = "sessions";
 /// Root folder of staged (uncommitted or unpublished) files inside the output.
 pub const STAGING: &str = "_staging";
+/// Root folder of the manifests inside the output (see [`super::manifest`]).
+pub const MANIFEST: &str = "_manifest";
 
 /// Final key of a flush's file for one partition, relative to the output root.
 pub fn final_key(portal: &PortalId, date: &str, state_id: &str, seq: i64) -> String {
@@ -28,6 +30,21 @@ pub fn writer_of(key: &str) -> Option<&str> {
 pub fn staging_key(portal: &PortalId, date: &str, state_id: &str, seq: i64) -> String {
     format!(
         "{}/part-{state_id}-{seq:010}-{date}-{}.tmp",
+        staging_prefix(portal),
+        crate::ids::process_tag()
+    )
+}
+
+/// Key of the manifest of flush (or compaction) `seq`, relative to the output root.
+pub fn manifest_key(portal: &PortalId, state_id: &str, seq: i64) -> String {
+    format!("{MANIFEST}/portal_id={portal}/{state_id}-{seq:010}.json")
+}
+
+/// Staging key of a manifest on a local output (written there durably, then linked to its
+/// [`manifest_key`]); tagged like [`staging_key`].
+pub fn manifest_staging_key(portal: &PortalId, state_id: &str, seq: i64) -> String {
+    format!(
+        "{}/manifest-{state_id}-{seq:010}-{}.tmp",
         staging_prefix(portal),
         crate::ids::process_tag()
     )
@@ -59,5 +76,9 @@ mod tests {
         assert!(s.starts_with("_staging/"));
         assert!(!s.ends_with(".parquet"));
         assert_ne!(s, staging_key(&portal(), "2026-11-27", "abc", 7));
+        assert_eq!(
+            manifest_key(&portal(), "abc", 7),
+            "_manifest/portal_id=0a1b2c3d-0000-4000-8000-123456789abc/abc-0000000007.json"
+        );
     }
 }

@@ -1,10 +1,13 @@
 //! A sink in a folder on local disk: staged files are written durably (temp name, fsync,
-//! rename, folder fsync), published by a rename, and deleted with a folder sync after.
+//! rename, folder fsync), published by a hard link to the final name (which fails if that
+//! name exists: publishing never overwrites) and an unlink of the staged name, and deleted
+//! with a folder sync after.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
+use super::clash;
 use super::layout::STAGING;
 use crate::fsio::{create_dir_all_synced, sync_dir, write_atomic};
 
@@ -57,13 +60,29 @@ impl LocalSink {
         write_atomic(&path, bytes, 0o644)
     }
 
+    pub(super) fn exists(&self, key: &str) -> Result<bool> {
+        let path = self.path(key);
+        path.try_exists()
+            .with_context(|| format!("checking {}", path.display()))
+    }
+
     pub(super) fn publish(&self, staging: &str, key: &str) -> Result<()> {
-        let from = self.path(staging);
-        let to = self.path(key);
-        let dir = to.parent().expect("final keys have a folder");
+        let (from, to) = (self.path(staging), self.path(key));
+        if self.link(&from, &to, key)? {
+            sync_dir(to.parent().expect("final keys have a folder"))?;
+            self.unlink_staged(&from)?;
+        }
+        Ok(())
+    }
+
+    /// Give the staged file `from` its final name `to` with a hard link, which never replaces
+    /// an existing `to`. Returns whether `from` is still there to unlink (false: published
+    /// before a crash). `to` already there is ours if it is the same inode (killed between
+    /// the link and the unlink) or holds the same bytes; anything else is a clash.
+    fn link(&self, from: &Path, to: &Path, key: &str) -> Result<bool> {
         if !from.exists() {
             if to.exists() {
-                return Ok(()); // published before a crash
+                return Ok(false); // published before a crash
             }
             bail!(
                 "committed file {} is missing from staging ({}); the output was changed outside archiver",
@@ -71,12 +90,32 @@ impl LocalSink {
                 from.display()
             );
         }
-        create_dir_all_synced(dir)?;
-        std::fs::rename(&from, &to)
-            .with_context(|| format!("publishing {} as {}", from.display(), to.display()))?;
-        sync_dir(dir)?;
-        sync_dir(from.parent().expect("staging keys have a folder"))?;
-        Ok(())
+        create_dir_all_synced(to.parent().expect("final keys have a folder"))?;
+        match std::fs::hard_link(from, to) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                if same_file(from, to)? {
+                    return Ok(true);
+                }
+                let same_bytes = std::fs::read(from).ok().zip(std::fs::read(to).ok());
+                match same_bytes {
+                    Some((a, b)) if a == b => Ok(true),
+                    _ => Err(clash(key)),
+                }
+            }
+            Err(e) => {
+                Err(e).with_context(|| format!("publishing {} as {}", from.display(), to.display()))
+            }
+        }
+    }
+
+    fn unlink_staged(&self, from: &Path) -> Result<()> {
+        match std::fs::remove_file(from) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("deleting {}", from.display())),
+        }
+        sync_dir(from.parent().expect("staging keys have a folder"))
     }
 
     pub(super) fn list_staged(&self, prefix: &str) -> Result<Vec<String>> {
@@ -104,12 +143,7 @@ impl LocalSink {
         replaced: &[String],
     ) -> Result<std::time::Duration> {
         let (from, to) = (self.path(staging), self.path(key));
-        if from.exists() {
-            std::fs::rename(&from, &to)
-                .with_context(|| format!("publishing {} as {}", from.display(), to.display()))?;
-        } else if !to.exists() {
-            bail!("committed file {} is missing from staging", to.display());
-        }
+        let staged = self.link(&from, &to, key)?;
         let visible = std::time::Instant::now();
         crate::failpoint::hit("compact_mid_replace");
         let mut dirs = std::collections::BTreeSet::new();
@@ -124,8 +158,10 @@ impl LocalSink {
         }
         let window = visible.elapsed();
         dirs.insert(to.parent().expect("keys have a folder").to_path_buf());
-        dirs.insert(from.parent().expect("keys have a folder").to_path_buf());
         dirs.iter().try_for_each(|d| sync_dir(d))?;
+        if staged {
+            self.unlink_staged(&from)?;
+        }
         Ok(window)
     }
 
@@ -177,6 +213,14 @@ impl LocalSink {
     }
 }
 
+/// Whether two paths name the same file (inode).
+fn same_file(a: &Path, b: &Path) -> Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = |p: &Path| std::fs::metadata(p).with_context(|| format!("reading {}", p.display()));
+    let (a, b) = (meta(a)?, meta(b)?);
+    Ok(a.dev() == b.dev() && a.ino() == b.ino())
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::{final_key, staging_key, staging_prefix, Sink};
@@ -193,7 +237,7 @@ mod tests {
         sink.check_writable().await.unwrap();
         let st = staging_key(&portal(), "2026-01-01", "x", 1);
         let fin = final_key(&portal(), "2026-01-01", "x", 1);
-        sink.stage(st.clone(), b"data".to_vec()).await.unwrap();
+        sink.stage(st.clone(), b"data".to_vec(), "").await.unwrap();
         assert!(!dir.path().join(&fin).exists());
         assert_eq!(
             sink.list_staged(staging_prefix(&portal())).await.unwrap(),
@@ -217,6 +261,63 @@ mod tests {
             .await
             .unwrap_err();
         assert!(format!("{err:#}").contains("none.parquet"));
+    }
+
+    #[tokio::test]
+    async fn publishing_never_overwrites_but_finishes_a_link_left_by_a_crash() {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = Sink::local(dir.path());
+        sink.check_writable().await.unwrap();
+        let st = staging_key(&portal(), "2026-01-01", "x", 1);
+        let fin = final_key(&portal(), "2026-01-01", "x", 1);
+        sink.stage(st.clone(), b"new".to_vec(), "").await.unwrap();
+        // Killed between the link and the unlink: the same inode under both names.
+        std::fs::create_dir_all(dir.path().join(&fin).parent().unwrap()).unwrap();
+        std::fs::hard_link(dir.path().join(&st), dir.path().join(&fin)).unwrap();
+        sink.publish(st.clone(), fin.clone()).await.unwrap();
+        assert!(!dir.path().join(&st).exists());
+        assert_eq!(std::fs::read(dir.path().join(&fin)).unwrap(), b"new");
+        // A different file under the final name: a clash, and both files are left as they are.
+        let fin2 = final_key(&portal(), "2026-01-01", "x", 2);
+        let st2 = staging_key(&portal(), "2026-01-01", "x", 2);
+        std::fs::write(dir.path().join(&fin2), b"published earlier").unwrap();
+        sink.stage(st2.clone(), b"other".to_vec(), "")
+            .await
+            .unwrap();
+        assert!(sink.exists(fin2.clone()).await.unwrap());
+        let err = sink.publish(st2.clone(), fin2.clone()).await.unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(
+            msg.contains(&fin2) && msg.contains("already exists"),
+            "{msg}"
+        );
+        assert_eq!(
+            std::fs::read(dir.path().join(&fin2)).unwrap(),
+            b"published earlier"
+        );
+        assert!(dir.path().join(&st2).exists());
+        // So does compaction's replace, and it deletes nothing then.
+        let err = sink
+            .replace(st2.clone(), fin2.clone(), vec![fin.clone()])
+            .await
+            .unwrap_err();
+        assert!(format!("{err:#}").contains("already exists"));
+        assert!(dir.path().join(&fin).exists());
+        // A small file written once: the same bytes again are fine, other bytes a clash.
+        let m = "_manifest/portal_id=p/x-0000000001.json".to_string();
+        let tmp = staging_key(&portal(), "m", "x", 1);
+        sink.put_new(m.clone(), tmp.clone(), b"{}".to_vec())
+            .await
+            .unwrap();
+        sink.put_new(m.clone(), tmp.clone(), b"{}".to_vec())
+            .await
+            .unwrap();
+        let err = sink
+            .put_new(m.clone(), tmp.clone(), b"{\"a\":1}".to_vec())
+            .await
+            .unwrap_err();
+        assert!(format!("{err:#}").contains("already exists"));
+        assert_eq!(std::fs::read(dir.path().join(&m)).unwrap(), b"{}");
     }
 
     #[tokio::test]

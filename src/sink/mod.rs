@@ -4,23 +4,32 @@
 //! 1. **stage**: write each file under `_staging/` (outside `sessions/`, and hidden from Hive
 //!    and Athena by its leading underscore), durably;
 //! 2. **commit**: record the files and the checkpoint in the state, in one transaction;
-//! 3. **publish**: move each staged file to its final `.parquet` name under `sessions/`.
+//! 3. **manifest**: write the flush's manifest under `_manifest/` (see [`manifest`]);
+//! 4. **publish**: give each staged file its final `.parquet` name under `sessions/`.
 //!
 //! Recovery at the start of every portal's work publishes what was committed but not yet
 //! published and deletes staged files that were never committed. So a name ending in
-//! `.parquet` under `sessions/` always holds a complete, committed file.
+//! `.parquet` under `sessions/` always holds a complete, committed file, listed in a manifest.
 //!
-//! - [`layout`]: the keys (pure naming); [`local`] and [`s3`]: the two places.
+//! Publishing never overwrites: a final name (or manifest) that already exists with other
+//! content is a [`clash`], and the run stops without touching it.
+//!
+//! - [`layout`]: the keys (pure naming); [`manifest`]: the manifests' content; [`local`] and
+//!   [`s3`]: the two places.
 
 pub mod layout;
 mod local;
+pub mod manifest;
 mod s3;
 
 use std::path::Path;
 
 use anyhow::{Context, Result};
 
-pub use layout::{final_key, staging_key, staging_prefix, writer_of, DATASET, STAGING};
+pub use layout::{
+    final_key, manifest_key, manifest_staging_key, staging_key, staging_prefix, writer_of, DATASET,
+    MANIFEST, STAGING,
+};
 pub use local::LocalSink;
 pub use s3::{dataset_url, S3Sink};
 
@@ -59,15 +68,41 @@ impl Sink {
         }
     }
 
-    /// Write a file under its staging key, durably. Replaces an earlier staged copy.
-    pub async fn stage(&self, key: String, bytes: Vec<u8>) -> Result<()> {
+    /// Write a file under its staging key, durably. Replaces an earlier staged copy. `sha256`
+    /// (hex) is the bytes' SHA-256: S3 verifies the upload against it.
+    pub async fn stage(&self, key: String, bytes: Vec<u8>, sha256: &str) -> Result<()> {
         match self {
             Sink::Local(s) => blocking(s.clone(), move |s| s.stage(&key, &bytes)).await,
-            Sink::S3(s) => s.stage(key, bytes).await,
+            Sink::S3(s) => s.stage(key, bytes, sha256).await,
         }
     }
 
-    /// Move a committed file from its staging key to its final key. Idempotent: a file already
+    /// Whether a key exists (staged or published).
+    pub async fn exists(&self, key: String) -> Result<bool> {
+        match self {
+            Sink::Local(s) => blocking(s.clone(), move |s| s.exists(&key)).await,
+            Sink::S3(s) => s.exists_rel(&key).await,
+        }
+    }
+
+    /// Write a small file under `key` if no file has that name; a file already there with the
+    /// same bytes (a replayed write) is fine, one with other bytes is a [`clash`]. A local
+    /// output writes it durably under `staging` first, then links it.
+    pub async fn put_new(&self, key: String, staging: String, bytes: Vec<u8>) -> Result<()> {
+        match self {
+            Sink::Local(s) => {
+                blocking(s.clone(), move |s| {
+                    s.stage(&staging, &bytes)?;
+                    s.publish(&staging, &key)
+                })
+                .await
+            }
+            Sink::S3(s) => s.put_new(key, bytes).await,
+        }
+    }
+
+    /// Give a committed file its final key, from its staging key. Never overwrites: a
+    /// different file under the final key is a [`clash`]. Idempotent: a file already
     /// published is left as it is.
     pub async fn publish(&self, staging: String, key: String) -> Result<()> {
         match self {
@@ -102,8 +137,9 @@ impl Sink {
         }
     }
 
-    /// Publish a committed file and delete the files it replaces, back to back, syncing only
-    /// afterwards: readers can see both for just the time between the rename and the last
+    /// Publish a committed file (never overwriting, like `publish`) and delete the files it
+    /// replaces, back to back, syncing only afterwards: readers can see both for just the time
+    /// between the publish and the last
     /// unlink, which is returned. Idempotent, like `publish` and `delete`.
     pub async fn replace(
         &self,
@@ -153,6 +189,17 @@ impl Sink {
             Sink::S3(s) => s.read(key).await,
         }
     }
+}
+
+/// The error for a final name (file or manifest) that is already taken by another file:
+/// nothing is overwritten, and the run stops (exit 1).
+pub fn clash(key: &str) -> anyhow::Error {
+    anyhow::anyhow!(
+        "{key} already exists in the output, and archiver never overwrites a published file: \
+         this state is older than the archive (restored from an older copy?), or another \
+         state with the same id writes to this output. Nothing was overwritten; run \
+         with the newest copy of the state (see docs/design.md, \"Publishing never overwrites\")"
+    )
 }
 
 async fn blocking<T: Send + 'static>(

@@ -2,7 +2,14 @@
 //! objects under `<prefix>/_staging/`, the state **commits** them (and, for a state in S3, is
 //! uploaded before anything goes on), then each is **published** by a server-side CopyObject to
 //! its final `.parquet` key and the staged object deleted. A PUT or a copy is atomic in S3: an
-//! object under `sessions/` is whole and committed, or absent. A file larger than the part size
+//! object under `sessions/` is whole and committed, or absent.
+//!
+//! Publishing never overwrites: the copy is conditional (`If-None-Match: *`). Every staged
+//! object carries its staging key in its metadata ([`STAGED_AS`], copied with it), so a copy
+//! refused because the final key exists is recognised as our own (a lost reply, or a run
+//! killed between the copy and the delete) or else is a clash. Staged PUTs carry the bytes'
+//! SHA-256 (`x-amz-checksum-sha256`), which S3 verifies; parts of a multipart upload carry
+//! their CRC32. A file larger than the part size
 //! goes up as a multipart upload, aborted if any part fails; an upload left by a killed run is
 //! invisible (it is not an object) and is aborted by the next run's recovery of that portal.
 //! Listing them (ListMultipartUploads) is optional: a store that lacks the call (501) or a
@@ -22,9 +29,15 @@ use aws_sdk_s3::Client;
 use bytes::Bytes;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
+use super::clash;
 use super::layout::{DATASET, STAGING};
+use super::manifest::checksum_base64;
 use crate::aws::{bucket_error, put_object, AwsError};
 use crate::config::{S3Options, S3Url};
+
+/// User metadata of every staged object (and so of its published copy): its staging key,
+/// relative to the output.
+const STAGED_AS: &str = "archiver-staged-as";
 
 /// A dataset under `s3://bucket/prefix`.
 #[derive(Clone, Debug)]
@@ -62,7 +75,12 @@ impl S3Sink {
     pub async fn check_writable(&self) -> Result<()> {
         let b = self.bucket();
         let probe = self.key(&format!("{STAGING}/.probe-{}", std::process::id()));
-        if let Err(e) = self.put(&probe, Bytes::from_static(b"probe"), false).await {
+        let sent = self
+            .put(&probe, Bytes::from_static(b"probe"))
+            .send()
+            .await
+            .map_err(AwsError::new);
+        if let Err(e) = sent {
             return Err(bucket_error(e, b, &self.opts).context("output"));
         }
         // Our probe, and any a killed run left behind.
@@ -102,47 +120,73 @@ impl S3Sink {
         Ok(())
     }
 
-    /// One PutObject with the run's encryption (and, for final objects, storage class).
-    async fn put(&self, key: &str, body: Bytes, final_object: bool) -> Result<(), AwsError> {
-        let o = &self.opts;
-        put_object(&self.client, o, self.bucket(), key)
-            .body(ByteStream::from(body))
-            .set_storage_class(
-                o.storage_class
-                    .as_deref()
-                    .filter(|_| final_object)
-                    .map(StorageClass::from),
-            )
-            .send()
-            .await
-            .map_err(AwsError::new)?;
-        Ok(())
+    /// A PutObject with the run's encryption settings (staged and small objects are STANDARD:
+    /// see `stage`).
+    fn put(
+        &self,
+        key: &str,
+        body: Bytes,
+    ) -> aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder {
+        put_object(&self.client, &self.opts, self.bucket(), key).body(ByteStream::from(body))
     }
 
-    /// Write a staged object (a replayed stage overwrites its own key). Staged objects are
-    /// STANDARD whatever `--s3-storage-class` says: they live seconds, and infrequent-access
-    /// classes bill 30 days minimum.
-    pub async fn stage(&self, rel: String, bytes: Vec<u8>) -> Result<()> {
+    /// Write a staged object (a replayed stage overwrites its own key), with its staging key
+    /// in its metadata and, for a single PUT, the SHA-256 S3 checks the body against. Staged
+    /// objects are STANDARD whatever `--s3-storage-class` says: they live seconds, and
+    /// infrequent-access classes bill 30 days minimum.
+    pub async fn stage(&self, rel: String, bytes: Vec<u8>, sha256: &str) -> Result<()> {
         let key = self.key(&rel);
         let body = Bytes::from(bytes);
         if body.len() <= self.opts.part_size {
             return self
-                .put(&key, body, false)
+                .put(&key, body)
+                .metadata(STAGED_AS, &rel)
+                .set_checksum_sha256(checksum_base64(sha256))
+                .send()
                 .await
+                .map_err(AwsError::new)
+                .map(|_| ())
                 .with_context(|| format!("uploading s3://{}/{key}", self.bucket()));
         }
-        self.multipart(&key, body)
+        self.multipart(&key, &rel, body)
             .await
             .with_context(|| format!("uploading s3://{}/{key} in parts", self.bucket()))
     }
 
-    async fn multipart(&self, key: &str, body: Bytes) -> Result<()> {
+    /// Write a small object under `rel` only if there is none (`If-None-Match: *`); one already
+    /// there with the same bytes (a replayed write) is fine, one with other bytes is a clash.
+    pub async fn put_new(&self, rel: String, bytes: Vec<u8>) -> Result<()> {
+        let key = self.key(&rel);
+        let sha = super::manifest::sha256_hex(&bytes);
+        let body = Bytes::from(bytes);
+        let sent = self
+            .put(&key, body.clone())
+            .if_none_match("*")
+            .set_checksum_sha256(checksum_base64(&sha))
+            .send()
+            .await
+            .map_err(AwsError::new);
+        match sent {
+            Ok(_) => Ok(()),
+            Err(e) if matches!(e.status, Some(412) | Some(409)) => {
+                if self.read(rel.clone()).await? == body {
+                    Ok(())
+                } else {
+                    Err(clash(&format!("s3://{}/{key}", self.bucket())))
+                }
+            }
+            Err(e) => Err(e).with_context(|| format!("writing s3://{}/{key}", self.bucket())),
+        }
+    }
+
+    async fn multipart(&self, key: &str, rel: &str, body: Bytes) -> Result<()> {
         let o = &self.opts;
         let created = self
             .client
             .create_multipart_upload()
             .bucket(self.bucket())
             .key(key)
+            .metadata(STAGED_AS, rel)
             .checksum_algorithm(ChecksumAlgorithm::Crc32)
             .set_server_side_encryption(o.sse.as_deref().map(ServerSideEncryption::from))
             .set_ssekms_key_id(o.kms_key_id.clone())
@@ -289,10 +333,12 @@ impl S3Sink {
         }
     }
 
-    /// Copy a committed staged object to its final key, then delete the staged one.
-    /// Idempotent: a file already published (staged copy gone) is left as it is.
+    /// Copy a committed staged object to its final key, never overwriting, then delete the
+    /// staged one. Idempotent: a file already published (staged copy gone, or our own copy
+    /// under the final key) is left as it is.
     pub async fn publish(&self, staging: String, rel: String) -> Result<()> {
         self.copy(&staging, &rel).await?;
+        crate::failpoint::hit("s3_after_copy");
         self.delete(staging).await
     }
 
@@ -310,10 +356,18 @@ impl S3Sink {
             .set_storage_class(o.storage_class.as_deref().map(StorageClass::from))
             .set_expected_bucket_owner(o.expected_bucket_owner.clone())
             .set_expected_source_bucket_owner(o.expected_bucket_owner.clone())
+            .if_none_match("*")
             .send()
             .await;
         match copied.map_err(AwsError::new) {
             Ok(_) => Ok(()),
+            // The final key exists (409: a conflicting conditional write in flight).
+            Err(e) if matches!(e.status, Some(412) | Some(409)) => {
+                match self.staged_as(&to).await? {
+                    Some(s) if s == staging => Ok(()), // our own copy: a lost reply or a crash
+                    _ => Err(clash(&format!("s3://{}/{to}", self.bucket()))),
+                }
+            }
             Err(e) if e.status == Some(404) && self.exists(&to).await? => Ok(()),
             Err(e) if e.status == Some(404) => bail!(
                 "committed file s3://{}/{to} is missing from staging (s3://{}/{from}); the output was changed outside archiver",
@@ -324,6 +378,27 @@ impl S3Sink {
                 format!("publishing s3://{}/{from} as {to}", self.bucket())
             }),
         }
+    }
+
+    /// Whether a key (relative to the output) exists.
+    pub async fn exists_rel(&self, rel: &str) -> Result<bool> {
+        self.exists(&self.key(rel)).await
+    }
+
+    /// The staging key an object was published from (its [`STAGED_AS`] metadata); `None` if
+    /// it has none.
+    async fn staged_as(&self, key: &str) -> Result<Option<String>> {
+        let head = self
+            .client
+            .head_object()
+            .bucket(self.bucket())
+            .key(key)
+            .set_expected_bucket_owner(self.opts.expected_bucket_owner.clone())
+            .send()
+            .await
+            .map_err(AwsError::new)
+            .with_context(|| format!("HeadObject s3://{}/{key}", self.bucket()))?;
+        Ok(head.metadata().and_then(|m| m.get(STAGED_AS)).cloned())
     }
 
     async fn exists(&self, key: &str) -> Result<bool> {

@@ -20,6 +20,9 @@ pub struct FileRecord {
     pub staging: String,
     pub rows: i64,
     pub bytes: i64,
+    /// SHA-256 of the bytes, 64 lowercase hex digits; empty for a file committed by an
+    /// archiver before the manifest (recovery hashes it then).
+    pub sha256: String,
 }
 
 /// Everything one flush commits, in one transaction.
@@ -117,12 +120,12 @@ impl State {
                 missed.execute(params![portal_id, id, now])?;
             }
             let mut file = tx.prepare_cached(
-                "INSERT INTO flush_files (portal_id, seq, path, staging, rows, bytes, committed_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT INTO flush_files (portal_id, seq, path, staging, rows, bytes, committed_at, sha256)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             )?;
             for f in &c.files {
                 file.execute(params![
-                    portal_id, f.seq, f.path, f.staging, f.rows, f.bytes, now
+                    portal_id, f.seq, f.path, f.staging, f.rows, f.bytes, now, f.sha256
                 ])?;
             }
         }
@@ -206,12 +209,12 @@ impl State {
         let tx = self.conn.transaction()?;
         {
             let mut file = tx.prepare_cached(
-                "INSERT INTO flush_files (portal_id, seq, path, staging, rows, bytes, committed_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT INTO flush_files (portal_id, seq, path, staging, rows, bytes, committed_at, sha256)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             )?;
             for f in files {
                 file.execute(params![
-                    portal_id, seq, f.path, f.staging, f.rows, f.bytes, now
+                    portal_id, seq, f.path, f.staging, f.rows, f.bytes, now, f.sha256
                 ])?;
             }
             let mut ret = tx.prepare_cached(
@@ -241,6 +244,15 @@ impl State {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
+    /// The files a committed compaction replaces (empty for a flush's sequence), sorted.
+    pub fn retired_of(&self, portal_id: &str, seq: i64) -> Result<Vec<String>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT path FROM retired_files WHERE portal_id = ?1 AND seq = ?2 ORDER BY path",
+        )?;
+        let rows = stmt.query_map(params![portal_id, seq], |r| r.get(0))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     /// The retired files are deleted (durably): forget them, in one transaction.
     pub fn forget_retired(&mut self, portal_id: &str, paths: &[String]) -> Result<()> {
         let tx = self.conn.transaction()?;
@@ -258,7 +270,7 @@ impl State {
     /// Committed files not yet published under their final name.
     pub fn unpublished(&self, portal_id: &str) -> Result<Vec<FileRecord>> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT seq, path, staging, rows, bytes FROM flush_files
+            "SELECT seq, path, staging, rows, bytes, coalesce(sha256, '') FROM flush_files
              WHERE portal_id = ?1 AND published = 0 ORDER BY seq, path",
         )?;
         let rows = stmt.query_map([portal_id], |r| {
@@ -268,6 +280,7 @@ impl State {
                 staging: r.get(2)?,
                 rows: r.get(3)?,
                 bytes: r.get(4)?,
+                sha256: r.get(5)?,
             })
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
@@ -335,6 +348,7 @@ mod tests {
                 staging: "x.tmp".into(),
                 rows: 2,
                 bytes: 9,
+                sha256: "ab".repeat(32),
             }],
             pass: Some(pass(PassKind::Backfill, Some("tok"))),
             ..Default::default()
@@ -349,7 +363,7 @@ mod tests {
         assert!(!p.backfill_done);
         assert_eq!(st.archived_among("p", ["a", "b", "z"]).unwrap().len(), 2);
         assert!(st.pending("p").unwrap().contains_key("c"));
-        assert_eq!(st.unpublished("p").unwrap().len(), 1);
+        assert_eq!(st.unpublished("p").unwrap(), c.files);
         st.mark_published("p", 1).unwrap();
         assert!(st.unpublished("p").unwrap().is_empty());
     }
@@ -365,6 +379,7 @@ mod tests {
             staging: format!("f{seq}.tmp"),
             rows,
             bytes: 1,
+            sha256: String::new(),
         };
         for seq in 1..=3 {
             let c = FlushCommit {

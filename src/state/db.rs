@@ -34,6 +34,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0004_exactness",
         include_str!("../../migrations/0004_exactness.sql"),
     ),
+    (
+        "0005_manifest",
+        include_str!("../../migrations/0005_manifest.sql"),
+    ),
 ];
 
 /// The state database.

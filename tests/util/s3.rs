@@ -250,16 +250,22 @@ pub struct ProxyFaults {
     /// Drop `If-Match` and `If-None-Match` (a store that ignores conditional writes; only for
     /// servers that do not check signatures, such as moto).
     pub drop_conditions: bool,
+    /// Like S3 (moto ignores it): a CopyObject with `If-None-Match: *` onto an existing key
+    /// gets 412 PreconditionFailed (the proxy HEADs the destination first).
+    pub copy_if_none_match: bool,
+    /// CopyObjects refused that way.
+    pub copies_refused: u64,
     pub requests: u64,
     pub puts: u64,
     pub slowed: u64,
     pub internal: u64,
     pub cut: u64,
-    /// Requests seen: method, path and query, and the `x-amz-*` headers (names and values).
+    /// Requests seen: method, path and query, and the `x-amz-*` and `if-*` headers (names and
+    /// values).
     pub seen: Vec<Seen>,
 }
 
-/// A request the proxy saw: method, path and query, `x-amz-*` headers.
+/// A request the proxy saw: method, path and query, `x-amz-*` and `if-*` headers.
 pub type Seen = (String, String, Vec<(String, String)>);
 
 /// A proxy on 127.0.0.1 in front of an S3 endpoint, injecting [`ProxyFaults`].
@@ -349,7 +355,7 @@ async fn proxy(
         let amz: Vec<(String, String)> = req
             .headers()
             .iter()
-            .filter(|(k, _)| k.as_str().starts_with("x-amz-"))
+            .filter(|(k, _)| k.as_str().starts_with("x-amz-") || k.as_str().starts_with("if-"))
             .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
             .collect();
         let owner_header = amz
@@ -379,6 +385,23 @@ async fn proxy(
             Action::Forward
         }
     };
+    let conditional_copy = method == "PUT"
+        && req.headers().contains_key("x-amz-copy-source")
+        && req
+            .headers()
+            .get("if-none-match")
+            .is_some_and(|v| v.as_bytes() == b"*");
+    if matches!(action, Action::Forward)
+        && conditional_copy
+        && faults.lock().unwrap().copy_if_none_match
+    {
+        let key_path = path.split('?').next().unwrap_or_default().to_string();
+        if exists_upstream(&upstream, &key_path).await {
+            faults.lock().unwrap().copies_refused += 1;
+            let _ = req.into_body().collect().await;
+            return Ok(s3_error(412, "PreconditionFailed"));
+        }
+    }
     match action {
         Action::Answer(status, code) => {
             let _ = req.into_body().collect().await;
@@ -425,4 +448,20 @@ async fn proxy(
             Ok(Response::from_parts(parts, Full::new(body)))
         }
     }
+}
+
+/// Whether the object at a path-style `path` (`/bucket/key`, percent-encoded) exists upstream.
+async fn exists_upstream(upstream: &str, path: &str) -> bool {
+    let path = percent_encoding::percent_decode_str(path.trim_start_matches('/'))
+        .decode_utf8()
+        .unwrap()
+        .into_owned();
+    let (bucket, key) = path.split_once('/').unwrap();
+    client(&format!("http://{upstream}"))
+        .head_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .is_ok()
 }

@@ -1,0 +1,169 @@
+//! Manifests: one small JSON object per committed flush or compaction, under
+//! `_manifest/portal_id=<id>/<state_id>-<seq>.json`, naming each file it published (path,
+//! rows, bytes, SHA-256) and, for a compaction, the files it replaced. They are written after
+//! the commit and before the files are published, never overwritten, and outlive the state: the
+//! live files of a portal are the union of the `files` of its manifests minus every path in
+//! any `replaces`, so a file deleted or altered later can be detected from the archive alone.
+//! The format is described in `docs/dataset.md`.
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+/// The manifest format's version.
+pub const VERSION: u32 = 1;
+
+#[derive(Serialize)]
+struct Manifest<'a> {
+    version: u32,
+    portal_id: &'a str,
+    state_id: &'a str,
+    seq: i64,
+    kind: &'static str,
+    files: Vec<Entry<'a>>,
+    replaces: Vec<&'a str>,
+}
+
+/// One published file of a manifest.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct Entry<'a> {
+    /// Relative to the output root.
+    pub path: &'a str,
+    pub rows: i64,
+    pub bytes: i64,
+    /// 64 lowercase hex digits.
+    pub sha256: &'a str,
+}
+
+/// The bytes of the manifest of flush `seq` (a compaction if it `replaces` files). The same
+/// inputs give the same bytes whatever their order, so a replayed write finds its own
+/// manifest.
+pub fn manifest_bytes(
+    portal_id: &str,
+    state_id: &str,
+    seq: i64,
+    files: &[Entry<'_>],
+    replaces: &[String],
+) -> Vec<u8> {
+    let mut entries: Vec<Entry> = files.to_vec();
+    entries.sort_by(|a, b| a.path.cmp(b.path));
+    let mut replaces: Vec<&str> = replaces.iter().map(String::as_str).collect();
+    replaces.sort_unstable();
+    let m = Manifest {
+        version: VERSION,
+        portal_id,
+        state_id,
+        seq,
+        kind: if replaces.is_empty() {
+            "flush"
+        } else {
+            "compaction"
+        },
+        files: entries,
+        replaces,
+    };
+    let mut out = serde_json::to_vec(&m).expect("a manifest serializes");
+    out.push(b'\n');
+    out
+}
+
+/// SHA-256 of `bytes`, as 64 lowercase hex digits.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A hex SHA-256 as S3's `x-amz-checksum-sha256` wants it: the 32 bytes in base64. `None` if
+/// `hex` is not 64 hex digits.
+pub fn checksum_base64(hex: &str) -> Option<String> {
+    if hex.len() != 64 {
+        return None;
+    }
+    let bytes = (0..32)
+        .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok())
+        .collect::<Option<Vec<u8>>>()?;
+    Some(base64(&bytes))
+}
+
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i)) as usize & 63] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sha256_and_its_base64_match_known_values() {
+        let empty = sha256_hex(b"");
+        assert_eq!(
+            empty,
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+        assert_eq!(
+            checksum_base64(&empty).unwrap(),
+            "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU="
+        );
+        assert_eq!(base64(b"f"), "Zg==");
+        assert_eq!(base64(b"fo"), "Zm8=");
+        assert_eq!(base64(b"foo"), "Zm9v");
+        assert_eq!(base64(b"foobar"), "Zm9vYmFy");
+        assert_eq!(checksum_base64("xyz"), None);
+    }
+
+    #[test]
+    fn a_manifest_has_the_documented_shape_and_does_not_depend_on_order() {
+        let sha = "ab".repeat(32);
+        let f = |path| Entry {
+            path,
+            rows: 2,
+            bytes: 10,
+            sha256: &sha,
+        };
+        let (a, b) = (f("sessions/a.parquet"), f("sessions/b.parquet"));
+        let one = manifest_bytes("p", "s", 3, &[a, b], &[]);
+        assert_eq!(one, manifest_bytes("p", "s", 3, &[b, a], &[]));
+        let v: serde_json::Value = serde_json::from_slice(&one).unwrap();
+        assert_eq!(v["version"], 1);
+        assert_eq!(v["portal_id"], "p");
+        assert_eq!(v["state_id"], "s");
+        assert_eq!(v["seq"], 3);
+        assert_eq!(v["kind"], "flush");
+        assert_eq!(v["files"][0]["path"], "sessions/a.parquet");
+        assert_eq!(v["files"][1]["rows"], 2);
+        assert_eq!(v["files"][1]["bytes"], 10);
+        assert_eq!(v["replaces"], serde_json::json!([]));
+        let c = manifest_bytes(
+            "p",
+            "s",
+            4,
+            &[a],
+            &["sessions/y.parquet".into(), "sessions/x.parquet".into()],
+        );
+        let v: serde_json::Value = serde_json::from_slice(&c).unwrap();
+        assert_eq!(v["kind"], "compaction");
+        assert_eq!(
+            v["replaces"],
+            serde_json::json!(["sessions/x.parquet", "sessions/y.parquet"])
+        );
+        assert!(String::from_utf8(c).unwrap().starts_with(
+            r#"{"version":1,"portal_id":"p","state_id":"s","seq":4,"kind":"compaction","files":[{"path":"sessions/a.parquet","rows":2,"bytes":10,"sha256":"abab"#
+        ));
+    }
+}
