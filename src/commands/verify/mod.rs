@@ -1,0 +1,420 @@
+//! `archiver verify`: prove the archive complete. Per portal, list every session the service
+//! still holds (newest first, to the end) and compare it with the Parquet files themselves,
+//! one UTC day at a time (see [`crate::verify`]): memory holds one day of the listing and one
+//! partition's four compared columns, whatever the archive's size. Where the portal has
+//! manifests, every file is also checked against them (sha256 and row count).
+//!
+//! `--repair` takes the run lock, runs recovery, then writes the missing sessions through the
+//! flushes' exactly-once protocol and rewrites each partition holding duplicated sessions
+//! through compaction's, then verifies again. Killed at any point, the next `verify --repair`
+//! (or run) recovers first, and what is still missing or duplicated is found again.
+
+mod repair;
+mod report;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use anyhow::{anyhow, Context, Result};
+use arrow_array::cast::AsArray;
+use arrow_array::types::TimestampMillisecondType;
+use arrow_array::Array;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::ProjectionMask;
+
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::error::Differences;
+use crate::model::PortalId;
+use crate::run::discover;
+use crate::run::flush::Target;
+use crate::run::recover::{check_unclaimed, recover};
+use crate::sink::layout::MANIFEST;
+use crate::sink::manifest::sha256_hex;
+use crate::sink::Sink;
+use crate::source::{FetchError, Order, Source};
+use crate::state::StateHandle;
+use crate::verify::{
+    compare_day, parse_manifest, ArchRow, Counts, FileCheck, ListedDay, Manifest, Walker,
+};
+use repair::Repairer;
+use report::print_table;
+pub use report::{PortalVerify, Repaired, VerifyReport};
+
+/// Token rejections tolerated while listing one portal.
+const MAX_TOKEN_RESTARTS: u32 = 3;
+
+/// Verify (and with `repair`, repair) the named portals, or every portal of this shard; print
+/// the report. Differences are an error of type [`Differences`] (exit 3), after the report.
+pub async fn verify(
+    cfg: &Config,
+    named: Option<Vec<PortalId>>,
+    repair: bool,
+    json: bool,
+) -> Result<()> {
+    let sdk = crate::aws::load_sdk(&cfg.regions).await?;
+    let s3 = cfg
+        .uses_s3()
+        .then(|| crate::aws::s3_client(&sdk, cfg.max_attempts));
+    let stop = Arc::new(AtomicBool::new(false));
+    let state = if repair {
+        Some(StateHandle::open(cfg, "verify", s3.as_ref(), stop.clone()).await?)
+    } else {
+        None
+    };
+    let result = async {
+        let sink = Sink::new(&cfg.output, s3.as_ref(), &cfg.s3)?;
+        let sources = discover::regional_sources(&sdk, cfg, &stop);
+        let found = discover::discover(named.as_deref(), &sources, None).await?;
+        let portals: Vec<(PortalId, Source)> = found
+            .into_iter()
+            .filter(|(p, _)| cfg.shard.owns(p))
+            .collect();
+        match &state {
+            None => {
+                let mut out = Vec::new();
+                for (portal, source) in &portals {
+                    let ctx = Ctx {
+                        sink: &sink,
+                        source,
+                        portal,
+                        page_size: cfg.page_size(),
+                    };
+                    out.push(verify_portal(&ctx, None).await?);
+                }
+                Ok(out)
+            }
+            Some(state) => repair_all(cfg, &sink, state, &portals).await,
+        }
+    }
+    .await;
+    if let Some(state) = &state {
+        let finished = state.finish().await;
+        if result.is_ok() {
+            finished?;
+        }
+    }
+    let portals = result?;
+    let report = VerifyReport {
+        ok: portals.iter().all(|p| p.ok),
+        portals,
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_table(&report);
+    }
+    if !report.ok {
+        let bad = report.portals.iter().filter(|p| !p.ok).count();
+        return Err(Differences(format!(
+            "the archive differs from the service in {bad} of {} portals",
+            report.portals.len()
+        ))
+        .into());
+    }
+    Ok(())
+}
+
+/// `--repair`, under the run lock: per portal, recover, verify collecting what to repair,
+/// repair, verify again. The run is recorded in the state's history.
+async fn repair_all(
+    cfg: &Config,
+    sink: &Sink,
+    state: &StateHandle,
+    portals: &[(PortalId, Source)],
+) -> Result<Vec<PortalVerify>> {
+    sink.check_writable().await?;
+    let run_id = state.db(|st| st.start_run("verify --repair")).await?;
+    let result = async {
+        let mut out = Vec::new();
+        for (portal, source) in portals {
+            let ctx = Ctx {
+                sink,
+                source,
+                portal,
+                page_size: cfg.page_size(),
+            };
+            // A portal this state never archived may belong to another state: refuse to write
+            // into it (as a first run would).
+            let id = portal.to_string();
+            let known = state.db(move |st| st.find(&id)).await?;
+            if known.is_none_or(|p| p.flush_seq == 0 && p.pass.is_none() && !p.backfill_done) {
+                check_unclaimed(sink, portal, state.state_id()).await?;
+            }
+            recover(sink, state, portal).await?;
+            let mut rep = Repairer::new(
+                Target {
+                    sink,
+                    state,
+                    portal,
+                    points: &repair::POINTS,
+                },
+                cfg.flush_rows,
+            );
+            let first = verify_portal(&ctx, Some(&mut rep)).await?;
+            // A lost file whose whole day the service still lists had its sessions written
+            // again above; one from an older day held sessions no one can bring back, and stays
+            // reported.
+            rep.lost_files = first
+                .manifest
+                .deleted
+                .iter()
+                .filter(|path| {
+                    let day = path
+                        .split('/')
+                        .find_map(|seg| seg.strip_prefix("start_date="))
+                        .and_then(crate::clock::date_start_ms);
+                    matches!((day, first.oldest_listed_ms), (Some(d), Some(o)) if d >= o)
+                })
+                .cloned()
+                .collect();
+            let repaired = rep
+                .finish()
+                .await
+                .with_context(|| format!("repairing portal {portal}"))?;
+            let mut v =
+                if repaired.written + repaired.partitions_rewritten + repaired.lost_files > 0 {
+                    verify_portal(&ctx, None).await?
+                } else {
+                    first
+                };
+            info!(
+                portal_id = %portal,
+                written = repaired.written,
+                partitions_rewritten = repaired.partitions_rewritten,
+                rows_removed = repaired.rows_removed,
+                ok = v.ok,
+                "repaired"
+            );
+            v.repaired = Some(repaired);
+            out.push(v);
+        }
+        Ok::<_, anyhow::Error>(out)
+    }
+    .await;
+    let outcome = if result.is_ok() { "ok" } else { "failed" };
+    let detail = result.as_ref().err().map(|e| format!("{e:#}"));
+    state
+        .db(move |st| st.finish_run(run_id, outcome, detail.as_deref()))
+        .await?;
+    result
+}
+
+/// What verifying one portal reads from.
+struct Ctx<'a> {
+    sink: &'a Sink,
+    source: &'a Source,
+    portal: &'a PortalId,
+    page_size: usize,
+}
+
+/// Verify one portal, day by day. With a repairer, missing sessions are handed to it (and
+/// written in flushes as they accumulate) and duplicated ids recorded per partition.
+async fn verify_portal(
+    ctx: &Ctx<'_>,
+    mut repair: Option<&mut Repairer<'_>>,
+) -> Result<PortalVerify> {
+    let portal = ctx.portal;
+    let mut parts: BTreeMap<String, Vec<String>> =
+        ctx.sink.partitions(portal).await?.into_iter().collect();
+    let files = parts.values().map(|k| k.len() as u64).sum();
+    let mut day = DayCtx {
+        ctx,
+        parts: &mut parts,
+        check: load_manifests(ctx.sink, portal).await?,
+        counts: Counts::default(),
+    };
+    let mut walker = Walker::default();
+    let mut token: Option<String> = None;
+    let mut restarts = 0;
+    loop {
+        let page = match ctx
+            .source
+            .list_sessions(portal, Order::NewestFirst, token.as_deref(), ctx.page_size)
+            .await
+        {
+            Ok(p) => p,
+            Err(FetchError::TokenRejected(msg))
+                if token.is_some() && restarts < MAX_TOKEN_RESTARTS =>
+            {
+                // Listing again from the newest repeats only days already compared (ignored)
+                // and the day in progress (deduplicated).
+                restarts += 1;
+                warn!(portal_id = %portal, reason = %msg, "the service rejected the pagination token; listing again from the newest");
+                token = None;
+                continue;
+            }
+            Err(e) => return Err(anyhow!(e).context(format!("portal {portal}: ListSessions"))),
+        };
+        for mut s in page.sessions {
+            s.client_ips = None;
+            if repair.is_none() {
+                s.username = None; // only a repair writes sessions
+            }
+            if let Some(done) = walker.push(s) {
+                let oldest = walker.oldest().unwrap_or(i64::MIN);
+                day.compare(done, oldest, repair.as_deref_mut()).await?;
+            }
+        }
+        token = page.next_token;
+        if token.is_none() {
+            break;
+        }
+    }
+    // Rows older than the oldest listed session are expired; with nothing listed, all are.
+    let oldest = walker.oldest().unwrap_or(i64::MAX);
+    if let Some(last) = walker.finish() {
+        day.compare(last, oldest, repair.as_deref_mut()).await?;
+    }
+    let rest: Vec<String> = day.parts.keys().cloned().collect();
+    for date in rest {
+        let empty = ListedDay {
+            date,
+            sessions: HashMap::new(),
+        };
+        day.compare(empty, oldest, repair.as_deref_mut()).await?;
+    }
+    let DayCtx {
+        mut check, counts, ..
+    } = day;
+    check.finish();
+    let ok = counts.differences() == 0 && check.problems() == 0;
+    Ok(PortalVerify {
+        portal_id: portal.to_string(),
+        ok,
+        counts,
+        files,
+        manifest: check,
+        oldest_listed: walker.oldest().map(crate::clock::rfc3339),
+        oldest_listed_ms: walker.oldest(),
+        repaired: None,
+    })
+}
+
+/// The comparison of one portal in progress.
+struct DayCtx<'a, 'b> {
+    ctx: &'a Ctx<'b>,
+    /// Partitions not compared yet: date → keys.
+    parts: &'a mut BTreeMap<String, Vec<String>>,
+    check: FileCheck,
+    counts: Counts,
+}
+
+impl DayCtx<'_, '_> {
+    /// Compare one day of the listing with its partition, then drop both.
+    async fn compare(
+        &mut self,
+        day: ListedDay,
+        expire_before: i64,
+        repair: Option<&mut Repairer<'_>>,
+    ) -> Result<()> {
+        let keys = self.parts.remove(&day.date).unwrap_or_default();
+        let mut rows = Vec::new();
+        for key in keys {
+            let bytes = self.ctx.sink.read(key.clone()).await?;
+            let hash = self.check.wants_hashes();
+            let name = key.clone();
+            let (sha, n, file_rows) = tokio::task::spawn_blocking(move || -> Result<_> {
+                let sha = hash.then(|| sha256_hex(&bytes));
+                let mut file_rows = Vec::new();
+                let n = read_compared(bytes, &name, &mut file_rows)?;
+                Ok((sha, n, file_rows))
+            })
+            .await
+            .context("reader panicked")??;
+            rows.extend(file_rows);
+            self.check.file(&key, sha.as_deref().unwrap_or(""), n);
+        }
+        let r = compare_day(day.sessions, &rows, expire_before);
+        self.counts.add(&r.counts);
+        if r.counts.differences() > 0 {
+            info!(
+                portal_id = %self.ctx.portal,
+                date = %day.date,
+                missing = r.counts.missing,
+                duplicated = r.counts.duplicated,
+                differing = r.counts.differing,
+                extra = r.counts.extra,
+                "partition differs from the listing"
+            );
+        }
+        if let Some(rep) = repair {
+            if !r.duplicated.is_empty() {
+                rep.dupes
+                    .push((day.date, r.duplicated.into_iter().collect()));
+            }
+            rep.missing(r.missing).await?;
+        }
+        Ok(())
+    }
+}
+
+/// The four compared columns of one file, appended to `out`. Returns the file's row count.
+fn read_compared(bytes: Vec<u8>, name: &str, out: &mut Vec<ArchRow>) -> Result<u64> {
+    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes))
+        .with_context(|| format!("reading {name}"))?;
+    let rows = builder.metadata().file_metadata().num_rows() as u64;
+    let descr = builder.parquet_schema();
+    let leaves = ["session_id", "status", "start_time", "end_time"]
+        .iter()
+        .map(|w| {
+            descr
+                .columns()
+                .iter()
+                .position(|c| c.path().parts() == [*w])
+                .ok_or_else(|| anyhow!("{name}: no column {w}"))
+        })
+        .collect::<Result<Vec<usize>>>()?;
+    let mask = ProjectionMask::leaves(descr, leaves);
+    let reader = builder
+        .with_projection(mask)
+        .build()
+        .with_context(|| format!("reading {name}"))?;
+    out.reserve(rows as usize);
+    for batch in reader {
+        let b = batch.with_context(|| format!("reading {name}"))?;
+        let col = |n: &str| {
+            b.column_by_name(n)
+                .ok_or_else(|| anyhow!("{name}: no column {n}"))
+        };
+        let ids = col("session_id")?
+            .as_string_opt::<i32>()
+            .ok_or_else(|| anyhow!("{name}: session_id is not a string"))?;
+        let status = col("status")?
+            .as_string_opt::<i32>()
+            .ok_or_else(|| anyhow!("{name}: status is not a string"))?;
+        let start = col("start_time")?
+            .as_primitive_opt::<TimestampMillisecondType>()
+            .ok_or_else(|| anyhow!("{name}: start_time is not a timestamp in ms"))?;
+        let end = col("end_time")?
+            .as_primitive_opt::<TimestampMillisecondType>()
+            .ok_or_else(|| anyhow!("{name}: end_time is not a timestamp in ms"))?;
+        for i in 0..b.num_rows() {
+            out.push(ArchRow {
+                session_id: ids.value(i).to_string(),
+                status: status.value(i).to_string(),
+                start_ms: start.value(i),
+                end_ms: end.is_valid(i).then(|| end.value(i)),
+            });
+        }
+    }
+    Ok(rows)
+}
+
+/// The portal's manifests, read and parsed; unreadable ones are problems of the check.
+async fn load_manifests(sink: &Sink, portal: &PortalId) -> Result<FileCheck> {
+    let prefix = format!("{MANIFEST}/portal_id={portal}");
+    let keys = sink.list(prefix).await?;
+    let mut manifests: Vec<Manifest> = Vec::new();
+    let mut errors = Vec::new();
+    for key in keys.into_iter().filter(|k| k.ends_with(".json")) {
+        let bytes = sink.read(key.clone()).await?;
+        match parse_manifest(&bytes, portal.as_str()) {
+            Ok(m) => manifests.push(m),
+            Err(e) => errors.push(format!("{key}: {e}")),
+        }
+    }
+    Ok(FileCheck::new(&manifests, errors))
+}

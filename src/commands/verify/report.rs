@@ -1,0 +1,134 @@
+//! `verify`'s report: `--json` and the text table.
+
+use serde::Serialize;
+
+use crate::verify::{Counts, FileCheck};
+
+/// `verify --json`.
+#[derive(Debug, Serialize)]
+pub struct VerifyReport {
+    /// Every portal matches.
+    pub ok: bool,
+    pub portals: Vec<PortalVerify>,
+}
+
+/// One portal's verification.
+#[derive(Debug, Serialize)]
+pub struct PortalVerify {
+    pub portal_id: String,
+    pub ok: bool,
+    #[serde(flatten)]
+    pub counts: Counts,
+    /// `.parquet` files of the portal.
+    pub files: u64,
+    /// The files checked against the portal's manifests.
+    pub manifest: FileCheck,
+    /// Start of the oldest session the service still lists (RFC 3339): archive rows older
+    /// than this are `expired`.
+    pub oldest_listed: Option<String>,
+    #[serde(skip)]
+    pub(super) oldest_listed_ms: Option<i64>,
+    /// What `--repair` did before this (final) verification.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repaired: Option<Repaired>,
+}
+
+/// What `--repair` did to one portal.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct Repaired {
+    /// Missing sessions written.
+    pub written: u64,
+    /// Partitions rewritten without their duplicated rows.
+    pub partitions_rewritten: u64,
+    pub rows_removed: u64,
+    /// Lost files recorded as replaced (their sessions were written again).
+    pub lost_files: u64,
+}
+
+/// The text report.
+pub(super) fn print_table(r: &VerifyReport) {
+    println!(
+        "{:<36}  {:>8}  {:>6}  {:>8}  {:>7}  {:>10}  {:>9}  {:>7}  {:>5}  FILES",
+        "PORTAL",
+        "LISTED",
+        "ACTIVE",
+        "ARCHIVED",
+        "MISSING",
+        "DUPLICATED",
+        "DIFFERING",
+        "EXPIRED",
+        "EXTRA"
+    );
+    for p in &r.portals {
+        let c = &p.counts;
+        println!(
+            "{:<36}  {:>8}  {:>6}  {:>8}  {:>7}  {:>10}  {:>9}  {:>7}  {:>5}  {}",
+            p.portal_id,
+            c.listed,
+            c.active,
+            c.archived,
+            c.missing,
+            c.duplicated,
+            c.differing,
+            c.expired,
+            c.extra,
+            files_summary(p)
+        );
+    }
+    for p in &r.portals {
+        let m = &p.manifest;
+        for (what, paths) in [
+            ("altered", &m.altered),
+            ("deleted", &m.deleted),
+            ("unlisted", &m.unlisted),
+            ("unreadable manifest", &m.errors),
+        ] {
+            for path in paths.iter().take(20) {
+                println!("{}: {what}: {path}", p.portal_id);
+            }
+            if paths.len() > 20 {
+                println!("{}: {what}: {} more", p.portal_id, paths.len() - 20);
+            }
+        }
+        if let Some(rep) = p
+            .repaired
+            .filter(|r| r.written + r.partitions_rewritten > 0)
+        {
+            println!(
+                "{}: repaired: wrote {} missing sessions, rewrote {} partitions ({} duplicated rows removed)",
+                p.portal_id, rep.written, rep.partitions_rewritten, rep.rows_removed
+            );
+        }
+    }
+    let n = r.portals.len();
+    let expired: u64 = r.portals.iter().map(|p| p.counts.expired).sum();
+    if r.ok {
+        println!(
+            "verified {n} portals: the archive matches the service ({expired} rows expired from the service, kept)"
+        );
+    } else {
+        let bad = r.portals.iter().filter(|p| !p.ok).count();
+        println!("verified {n} portals: differences in {bad}");
+    }
+}
+
+fn files_summary(p: &PortalVerify) -> String {
+    let m = &p.manifest;
+    if !m.checked {
+        return format!("{}, no manifest (not checked)", p.files);
+    }
+    if m.problems() == 0 {
+        return format!("{} ok", p.files);
+    }
+    let parts: Vec<String> = [
+        ("altered", m.altered.len()),
+        ("deleted", m.deleted.len()),
+        ("unlisted", m.unlisted.len()),
+        ("unreadable manifests", m.errors.len()),
+    ]
+    .into_iter()
+    .filter(|(_, n)| *n > 0)
+    .map(|(w, n)| format!("{n} {w}"))
+    .collect();
+    format!("{}: {}", p.files, parts.join(", "))
+}
