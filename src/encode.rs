@@ -133,6 +133,37 @@ pub fn encode(rows: &[Session], archived_at_ms: i64) -> Result<Vec<u8>> {
     Ok(out)
 }
 
+/// The batches of one Parquet file, each in the current schema: a column an older file lacks
+/// becomes nulls; a column of another type is an error naming the file.
+pub fn read_in_schema(bytes: Vec<u8>, name: &str) -> Result<Vec<RecordBatch>> {
+    let target = schema();
+    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes))
+        .with_context(|| format!("reading {name}"))?
+        .build()?;
+    let mut out = Vec::new();
+    for batch in reader {
+        let batch = batch.with_context(|| format!("reading {name}"))?;
+        let n = batch.num_rows();
+        let columns = target
+            .fields()
+            .iter()
+            .map(|f| match batch.column_by_name(f.name()) {
+                Some(c) if c.data_type() == f.data_type() => Ok(c.clone()),
+                Some(c) => bail!(
+                    "{name}: column {} is {}, expected {}",
+                    f.name(),
+                    c.data_type(),
+                    f.data_type()
+                ),
+                None if f.is_nullable() => Ok(new_null_array(f.data_type(), n)),
+                None => bail!("{name}: no column {}", f.name()),
+            })
+            .collect::<Result<Vec<ArrayRef>>>()?;
+        out.push(RecordBatch::try_new(target.clone(), columns)?);
+    }
+    Ok(out)
+}
+
 /// Re-encode several files as one, column by column into the current schema (a column an
 /// older file lacks becomes nulls). Checks that every row made it.
 pub fn rewrite(inputs: Vec<Vec<u8>>, names: &[String]) -> Result<(Vec<u8>, u64)> {
@@ -142,29 +173,9 @@ pub fn rewrite(inputs: Vec<Vec<u8>>, names: &[String]) -> Result<(Vec<u8>, u64)>
         parquet::arrow::ArrowWriter::try_new(&mut out, target.clone(), Some(writer_properties()))?;
     let mut rows_in = 0u64;
     for (bytes, name) in inputs.into_iter().zip(names) {
-        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes))
-            .with_context(|| format!("reading {name}"))?
-            .build()?;
-        for batch in reader {
-            let batch = batch.with_context(|| format!("reading {name}"))?;
-            let n = batch.num_rows();
-            let columns = target
-                .fields()
-                .iter()
-                .map(|f| match batch.column_by_name(f.name()) {
-                    Some(c) if c.data_type() == f.data_type() => Ok(c.clone()),
-                    Some(c) => bail!(
-                        "{name}: column {} is {}, expected {}",
-                        f.name(),
-                        c.data_type(),
-                        f.data_type()
-                    ),
-                    None if f.is_nullable() => Ok(new_null_array(f.data_type(), n)),
-                    None => bail!("{name}: no column {}", f.name()),
-                })
-                .collect::<Result<Vec<ArrayRef>>>()?;
-            writer.write(&RecordBatch::try_new(target.clone(), columns)?)?;
-            rows_in += n as u64;
+        for batch in read_in_schema(bytes, name)? {
+            rows_in += batch.num_rows() as u64;
+            writer.write(&batch)?;
         }
     }
     let meta = writer.close()?;

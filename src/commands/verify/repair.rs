@@ -6,14 +6,13 @@ use std::collections::HashMap;
 use anyhow::{bail, Context, Result};
 use arrow_array::cast::AsArray;
 use arrow_array::types::TimestampMillisecondType;
-use arrow_array::{new_null_array, Array, ArrayRef, BooleanArray, RecordBatch};
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use arrow_array::{Array, BooleanArray, RecordBatch};
 use parquet::arrow::ArrowWriter;
 use tracing::info;
 
 use super::Repaired;
 use crate::clock::now_ms;
-use crate::encode::{schema, writer_properties};
+use crate::encode::{read_in_schema, schema, writer_properties};
 use crate::failpoint;
 use crate::model::Session;
 use crate::run::flush::{encode_days, Encoded, Points, Target};
@@ -210,29 +209,7 @@ fn rewrite_deduplicated(
     let target = schema();
     let mut batches = Vec::new();
     for (bytes, name) in inputs.into_iter().zip(names) {
-        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes))
-            .with_context(|| format!("reading {name}"))?
-            .build()?;
-        for batch in reader {
-            let batch = batch.with_context(|| format!("reading {name}"))?;
-            let n = batch.num_rows();
-            let columns = target
-                .fields()
-                .iter()
-                .map(|f| match batch.column_by_name(f.name()) {
-                    Some(c) if c.data_type() == f.data_type() => Ok(c.clone()),
-                    Some(c) => bail!(
-                        "{name}: column {} is {}, expected {}",
-                        f.name(),
-                        c.data_type(),
-                        f.data_type()
-                    ),
-                    None if f.is_nullable() => Ok(new_null_array(f.data_type(), n)),
-                    None => bail!("{name}: no column {}", f.name()),
-                })
-                .collect::<Result<Vec<ArrayRef>>>()?;
-            batches.push(RecordBatch::try_new(target.clone(), columns)?);
-        }
+        batches.extend(read_in_schema(bytes, name)?);
     }
     let col = |b: &RecordBatch, n: &str| b.column_by_name(n).expect("schema column").clone();
     let views: Vec<_> = batches
