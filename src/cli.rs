@@ -163,7 +163,7 @@ pub enum LogFormat {
 pub enum Command {
     /// The scheduled job: backfill new portals, incremental pass for archived ones.
     Run(RunArgs),
-    /// List one portal's sessions from the oldest, resumable after any failure.
+    /// List everything the service holds for a portal, resumable after any failure.
     Backfill(BackfillArgs),
     /// Per portal: checkpoint, watermark, pending sessions, last run.
     Status(StatusArgs),
@@ -194,7 +194,7 @@ pub struct BackfillArgs {
     /// The portal to backfill (repeatable).
     #[arg(long = "portal-id", value_name = "ID", required = true)]
     pub portal_ids: Vec<String>,
-    /// List everything again from the oldest session; nothing already archived is written twice.
+    /// List everything again; nothing already archived is written twice.
     #[arg(long)]
     pub restart: bool,
     /// Say what each portal would get and write nothing.
