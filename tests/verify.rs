@@ -190,6 +190,19 @@ async fn a_deleted_file_is_missing_and_repair_writes_it_once() {
     assert_eq!(verify(&env, &[]).await.0, 0);
 }
 
+/// Verify takes the run lock: a run publishing meanwhile would show as differences.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_waits_for_no_run_it_refuses_while_one_holds_the_lock() {
+    let env = Env::new(sim_config(1, 300, 0)).await;
+    env.run(&["run"]).await.ok();
+    let held = archiver::state::lock::acquire(&env.state(), "run").unwrap();
+    let r = env.run(&["verify"]).await;
+    r.code(75);
+    assert!(r.stderr.contains("holds the lock"), "{}", r.stderr);
+    drop(held);
+    env.run(&["verify"]).await.ok();
+}
+
 /// A lost file from the oldest day the service lists may have held sessions that aged out:
 /// repair writes what is still listed, but the file stays reported.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

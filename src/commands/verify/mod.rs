@@ -59,11 +59,9 @@ pub async fn verify(
         .uses_s3()
         .then(|| crate::aws::s3_client(&sdk, cfg.max_attempts));
     let stop = Arc::new(AtomicBool::new(false));
-    let state = if repair {
-        Some(StateHandle::open(cfg, "verify", s3.as_ref(), stop.clone()).await?)
-    } else {
-        None
-    };
+    // The run lock (or an S3 state's lease), also without --repair: a run publishing meanwhile
+    // would show as differences.
+    let state = StateHandle::open(cfg, "verify", s3.as_ref(), stop.clone()).await?;
     let result = async {
         let sink = Sink::new(&cfg.output, s3.as_ref(), &cfg.s3)?;
         let sources = discover::regional_sources(&sdk, cfg, &stop);
@@ -72,8 +70,8 @@ pub async fn verify(
             .into_iter()
             .filter(|(p, _)| cfg.shard.owns(p))
             .collect();
-        match &state {
-            None => {
+        match repair {
+            false => {
                 let mut out = Vec::new();
                 for (portal, source) in &portals {
                     let ctx = Ctx {
@@ -86,15 +84,13 @@ pub async fn verify(
                 }
                 Ok(out)
             }
-            Some(state) => repair_all(cfg, &sink, state, &portals).await,
+            true => repair_all(cfg, &sink, &state, &portals).await,
         }
     }
     .await;
-    if let Some(state) = &state {
-        let finished = state.finish().await;
-        if result.is_ok() {
-            finished?;
-        }
+    let finished = state.finish().await;
+    if result.is_ok() {
+        finished?;
     }
     let portals = result?;
     let report = VerifyReport {
