@@ -4,6 +4,7 @@
 use anyhow::{Context, Result};
 use rusqlite::params;
 
+use super::portals::save_pass;
 use super::{PassCheckpoint, State};
 use crate::clock::now_ms;
 use crate::model::{Gap, PassKind};
@@ -155,25 +156,7 @@ impl State {
             )?;
         }
         match (&c.pass, c.complete) {
-            (Some(pass), false) => {
-                tx.execute(
-                    "UPDATE portals SET pass_kind = ?2, pass_token = ?3, pass_stop_before_ms = ?4,
-                            pass_high_ms = ?5, pass_pages = ?6, pass_started_at = ?7,
-                            pass_low_ms = ?8, pass_prior_max_ms = ?9
-                     WHERE portal_id = ?1",
-                    params![
-                        portal_id,
-                        pass.kind.as_str(),
-                        pass.token,
-                        pass.stop_before_ms,
-                        pass.high_ms,
-                        pass.pages,
-                        pass.started_at,
-                        pass.low_ms,
-                        pass.prior_max_ms
-                    ],
-                )?;
-            }
+            (Some(pass), false) => save_pass(&tx, portal_id, pass, now)?,
             (Some(pass), true) => {
                 tx.execute(
                     "UPDATE portals SET

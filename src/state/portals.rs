@@ -114,24 +114,7 @@ impl State {
 
     /// Start a new pass (replacing any checkpoint).
     pub fn begin_pass(&self, portal_id: &str, pass: &PassCheckpoint) -> Result<()> {
-        self.conn.execute(
-            "UPDATE portals SET pass_kind = ?2, pass_token = ?3, pass_stop_before_ms = ?4,
-                    pass_high_ms = ?5, pass_pages = ?6, pass_started_at = ?7, updated_at = ?8,
-                    pass_low_ms = ?9, pass_prior_max_ms = ?10
-             WHERE portal_id = ?1",
-            params![
-                portal_id,
-                pass.kind.as_str(),
-                pass.token,
-                pass.stop_before_ms,
-                pass.high_ms,
-                pass.pages,
-                pass.started_at,
-                now_ms(),
-                pass.low_ms,
-                pass.prior_max_ms
-            ],
-        )?;
+        save_pass(&self.conn, portal_id, pass, now_ms())?;
         Ok(())
     }
 
@@ -192,6 +175,35 @@ impl State {
         )?;
         Ok((archived, pending))
     }
+}
+
+/// Write a pass's checkpoint into the portal's row (the one place that lists its columns),
+/// with the time of this commit.
+pub(super) fn save_pass(
+    conn: &rusqlite::Connection,
+    portal_id: &str,
+    pass: &PassCheckpoint,
+    updated_at: i64,
+) -> rusqlite::Result<()> {
+    conn.execute(
+        "UPDATE portals SET pass_kind = ?2, pass_token = ?3, pass_stop_before_ms = ?4,
+                pass_high_ms = ?5, pass_pages = ?6, pass_started_at = ?7, updated_at = ?8,
+                pass_low_ms = ?9, pass_prior_max_ms = ?10
+         WHERE portal_id = ?1",
+        params![
+            portal_id,
+            pass.kind.as_str(),
+            pass.token,
+            pass.stop_before_ms,
+            pass.high_ms,
+            pass.pages,
+            pass.started_at,
+            updated_at,
+            pass.low_ms,
+            pass.prior_max_ms
+        ],
+    )?;
+    Ok(())
 }
 
 type PortalRow = (PortalState, Option<String>);
