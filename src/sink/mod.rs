@@ -124,7 +124,7 @@ impl Sink {
                         "aborted multipart uploads left by an interrupted run"
                     );
                 }
-                s.list_staged(prefix).await
+                s.list_keys(prefix).await
             }
         }
     }

@@ -451,10 +451,6 @@ impl S3Sink {
         Ok(out)
     }
 
-    pub async fn list_staged(&self, rel_prefix: String) -> Result<Vec<String>> {
-        self.list(&rel_prefix).await
-    }
-
     /// Every key under a prefix, sorted.
     pub async fn list_keys(&self, rel_prefix: String) -> Result<Vec<String>> {
         self.list(&rel_prefix).await
