@@ -151,6 +151,42 @@ pub struct GlobalArgs {
         default_value = "10m"
     )]
     pub lease_ttl: String,
+    /// Archive the portals of these AWS accounts (repeatable, or a comma-separated list), by
+    /// assuming `--account-role` in each. Without it (or `--organization`), only the account
+    /// of the SDK's credentials.
+    #[arg(
+        long = "accounts",
+        global = true,
+        env = "ARCHIVER_ACCOUNTS",
+        value_name = "ID",
+        value_delimiter = ','
+    )]
+    pub accounts: Vec<String>,
+    /// Take the accounts from AWS Organizations ListAccounts (active accounts only), called
+    /// with the job's own credentials.
+    #[arg(long, global = true, env = "ARCHIVER_ORGANIZATION")]
+    pub organization: bool,
+    /// The role to assume in each account: a role name, or an ARN template containing
+    /// `{account}` (e.g. `arn:aws:iam::{account}:role/archiver-read`).
+    #[arg(
+        long,
+        global = true,
+        env = "ARCHIVER_ACCOUNT_ROLE",
+        value_name = "NAME|ARN-TEMPLATE"
+    )]
+    pub account_role: Option<String>,
+    /// External id to present when assuming `--account-role`.
+    #[arg(long, global = true, env = "ARCHIVER_EXTERNAL_ID", value_name = "ID")]
+    pub external_id: Option<String>,
+    /// Keep this Glue table's partition projection listing every archived portal, so Athena
+    /// queries across all portals need no upkeep.
+    #[arg(
+        long,
+        global = true,
+        env = "ARCHIVER_GLUE_TABLE",
+        value_name = "DB.TABLE"
+    )]
+    pub glue_table: Option<String>,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

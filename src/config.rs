@@ -315,6 +315,169 @@ pub struct Config {
     pub regions: Vec<String>,
     pub s3: S3Options,
     pub lease_ttl: std::time::Duration,
+    /// Whose portals: the SDK credentials' account, or other accounts through a role.
+    pub accounts: Accounts,
+    /// `--glue-table`: the table whose portal projection the run keeps current.
+    pub glue_table: Option<GlueTable>,
+}
+
+/// Whose portals a run archives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Accounts {
+    /// The account of the SDK chain's credentials (no role assumed).
+    Own,
+    /// These accounts (`--accounts`), through `role`.
+    Listed { ids: Vec<String>, role: AccountRole },
+    /// The active accounts of the organization (`--organization`), through `role`.
+    Organization { role: AccountRole },
+}
+
+impl Accounts {
+    pub fn role(&self) -> Option<&AccountRole> {
+        match self {
+            Accounts::Own => None,
+            Accounts::Listed { role, .. } | Accounts::Organization { role } => Some(role),
+        }
+    }
+}
+
+/// `--account-role` and `--external-id`: how to reach an account.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccountRole {
+    /// A role name (possibly with a path), or an ARN template holding `{account}`.
+    template: String,
+    pub external_id: Option<String>,
+}
+
+impl AccountRole {
+    /// The role ARN in `account`. A bare name becomes `arn:aws:iam::ACCOUNT:role/NAME`.
+    pub fn arn(&self, account: &str) -> String {
+        if self.template.starts_with("arn:") {
+            self.template.replace("{account}", account)
+        } else {
+            format!("arn:aws:iam::{account}:role/{}", self.template)
+        }
+    }
+
+    fn parse(raw: &str, external_id: Option<&str>) -> Result<AccountRole, UsageError> {
+        let raw = raw.trim();
+        let name_ok = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 512
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"+=,.@_-/".contains(&b))
+        };
+        let ok = if raw.starts_with("arn:") {
+            raw.contains("{account}")
+                && raw.contains(":role/")
+                && name_ok(&raw.replace("{account}", "000000000000").replace(':', "/"))
+        } else {
+            name_ok(raw) && !raw.starts_with('/') && !raw.ends_with('/')
+        };
+        if !ok {
+            return Err(UsageError(format!(
+                "invalid --account-role {raw:?}: a role name, or an ARN template with {{account}} \
+                 such as arn:aws:iam::{{account}}:role/archiver-read"
+            )));
+        }
+        let external_id = match external_id.map(str::trim) {
+            None => None,
+            Some(x) => {
+                let ok = (2..=1224).contains(&x.len())
+                    && x.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"+=,.@:/_-".contains(&b));
+                if !ok {
+                    return Err(UsageError(
+                        "invalid --external-id: 2 to 1224 letters, digits or +=,.@:/_-".into(),
+                    ));
+                }
+                Some(x.to_string())
+            }
+        };
+        Ok(AccountRole {
+            template: raw.to_string(),
+            external_id,
+        })
+    }
+}
+
+impl Accounts {
+    fn from_args(g: &GlobalArgs) -> Result<Accounts, UsageError> {
+        let mut ids: Vec<String> = Vec::new();
+        for a in &g.accounts {
+            let a = a.trim();
+            if a.len() != 12 || !a.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(UsageError(format!(
+                    "invalid --accounts value {a:?}: an AWS account id is 12 digits"
+                )));
+            }
+            if !ids.iter().any(|x| x == a) {
+                ids.push(a.to_string());
+            }
+        }
+        let role = match (&g.account_role, ids.is_empty() && !g.organization) {
+            (None, true) if g.external_id.is_some() => {
+                return Err(UsageError(
+                    "--external-id needs --account-role with --accounts or --organization".into(),
+                ))
+            }
+            (None, true) => return Ok(Accounts::Own),
+            (Some(_), true) => {
+                return Err(UsageError(
+                    "--account-role needs --accounts or --organization".into(),
+                ))
+            }
+            (None, false) => {
+                return Err(UsageError(
+                    "--accounts and --organization need --account-role (the role to assume in each account)"
+                        .into(),
+                ))
+            }
+            (Some(r), false) => AccountRole::parse(r, g.external_id.as_deref())?,
+        };
+        if g.organization {
+            if !ids.is_empty() {
+                return Err(UsageError(
+                    "--accounts and --organization cannot be combined".into(),
+                ));
+            }
+            return Ok(Accounts::Organization { role });
+        }
+        Ok(Accounts::Listed { ids, role })
+    }
+}
+
+/// `--glue-table DB.TABLE`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GlueTable {
+    pub database: String,
+    pub table: String,
+}
+
+impl GlueTable {
+    fn parse(raw: &str) -> Result<GlueTable, UsageError> {
+        let name_ok = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 255
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        };
+        match raw.trim().split_once('.') {
+            Some((d, t)) if name_ok(d) && name_ok(t) => Ok(GlueTable {
+                database: d.to_string(),
+                table: t.to_string(),
+            }),
+            _ => Err(UsageError(format!(
+                "invalid --glue-table {raw:?}: expected DATABASE.TABLE"
+            ))),
+        }
+    }
+}
+
+impl std::fmt::Display for GlueTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.database, self.table)
+    }
 }
 
 /// The service rejects `maxResults` above 100.
@@ -369,6 +532,8 @@ impl Config {
             regions,
             s3: S3Options::from_args(g)?,
             lease_ttl,
+            accounts: Accounts::from_args(g)?,
+            glue_table: g.glue_table.as_deref().map(GlueTable::parse).transpose()?,
             flush_rows: g.flush_rows,
             concurrency: g.concurrency,
             max_attempts: g.max_attempts,

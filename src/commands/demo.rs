@@ -54,6 +54,8 @@ pub async fn demo(a: DemoArgs, g: &GlobalArgs, stop: Arc<AtomicBool>) -> Result<
         regions: vec![],
         s3: Default::default(),
         lease_ttl: std::time::Duration::from_secs(600),
+        accounts: crate::config::Accounts::Own,
+        glue_table: None,
     };
 
     // The simulated history ends three hours ago: the activity below starts new sessions after
