@@ -1,0 +1,575 @@
+#!/usr/bin/env python3
+"""Creates the stacks of jobs/cloudformation/ in moto's CloudFormation and checks what exists.
+
+Usage: cfn_check.py ENDPOINT TEMPLATE_DIR   (ENDPOINT: a moto_server, http://127.0.0.1:PORT)
+
+Every value checked is read back from moto's services (S3, IAM, ECS, Logs, Glue, Scheduler),
+never from the template. moto 5.2's CloudFormation creates AWS::S3::Bucket (tags and
+BucketEncryption only: no public access block, versioning, lifecycle rules, ownership
+controls), AWS::IAM::Role (inline policies; ManagedPolicyArns not attached), AWS::ECS::Cluster,
+AWS::ECS::TaskDefinition (container definitions; no task role, CPU or compatibilities),
+AWS::Logs::LogGroup; it skips AWS::S3::BucketPolicy, AWS::Glue::Database, AWS::Glue::Table
+and AWS::Scheduler::Schedule (and leaves a null where AWS::NoValue drops a list item). For
+those, the resource's properties are resolved here from the template (parameters, conditions,
+and the physical ids of what moto created), sent through the service's own API, and read back:
+so at least the definitions are accepted by that API, refer to things that exist, and mean
+what Athena, S3 and the scheduler need. Exits non-zero with a message on the first mismatch.
+Run by tests/cloudformation.rs.
+"""
+
+import ast
+import fnmatch
+import json
+import re
+import sys
+
+import boto3
+import yaml
+
+REGION = "eu-west-1"
+EXTERNAL_ID = "archiver-ext-7f3a"
+SUBNETS = ["subnet-0123456789abcdef0", "subnet-0fedcba9876543210"]
+SECURITY_GROUP = "sg-0123456789abcdef0"
+MEMBERS = ["111111111111", "222222222222"]
+
+
+class Mismatch(Exception):
+    pass
+
+
+def check(cond, what):
+    if not cond:
+        raise Mismatch(what)
+
+
+# ------------------------------------------------------------------ the template, resolved
+
+
+class Tagged(dict):
+    pass
+
+
+def load(path):
+    """The template with CloudFormation's short forms (!Ref, !Sub, ...) as their long forms."""
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    def construct(loader, suffix, node):
+        if isinstance(node, yaml.ScalarNode):
+            value = loader.construct_scalar(node)
+        elif isinstance(node, yaml.SequenceNode):
+            value = loader.construct_sequence(node, deep=True)
+        else:
+            value = loader.construct_mapping(node, deep=True)
+        if suffix == "Ref":
+            return {"Ref": value}
+        if suffix == "GetAtt" and isinstance(value, str):
+            value = value.split(".", 1)
+        return {"Fn::" + suffix: value}
+
+    Loader.add_multi_constructor("!", construct)
+    with open(path) as f:
+        return yaml.load(f, Loader=Loader)
+
+
+NO_VALUE = object()
+
+
+class Resolver:
+    def __init__(self, template, params, pseudo, refs, atts):
+        self.params = {}
+        for k, p in template.get("Parameters", {}).items():
+            v = params.get(k, p.get("Default"))
+            check(v is not None, f"parameter {k} has no value")
+            self.params[k] = str(v) if not p["Type"].startswith("List<") else v.split(",")
+        self.pseudo = pseudo
+        self.refs = refs
+        self.atts = atts
+        self.conditions = {}
+        for k, c in template.get("Conditions", {}).items():
+            self.conditions[k] = self.value(c)
+
+    def ref(self, name):
+        if name == "AWS::NoValue":
+            return NO_VALUE
+        for table in (self.pseudo, self.params, self.refs):
+            if name in table:
+                return table[name]
+        raise Mismatch(f"Ref {name}: unknown")
+
+    def value(self, x):
+        if isinstance(x, list):
+            out = [self.value(v) for v in x]
+            return [v for v in out if v is not NO_VALUE]
+        if not isinstance(x, dict):
+            return x
+        if len(x) == 1:
+            (k, v), = x.items()
+            if k == "Ref":
+                return self.ref(v)
+            if k == "Fn::GetAtt":
+                return self.atts[".".join(v)]
+            if k == "Fn::Sub":
+                def sub(m):
+                    name = m.group(1)
+                    if name.startswith("!"):
+                        return "${" + name[1:] + "}"
+                    if "." in name:
+                        return self.atts[name]
+                    return str(self.ref(name))
+                return re.sub(r"\$\{([^}]+)\}", sub, v)
+            if k == "Fn::If":
+                return self.value(v[1] if self.conditions[v[0]] else v[2])
+            if k == "Fn::Equals":
+                a, b = (self.value(y) for y in v)
+                return str(a) == str(b)
+            if k == "Fn::Not":
+                return not self.value(v[0])
+            if k.startswith("Fn::"):
+                raise Mismatch(f"{k}: not resolved by this check")
+        out = {k: self.value(v) for k, v in x.items()}
+        return {k: v for k, v in out.items() if v is not NO_VALUE}
+
+
+# ------------------------------------------------------------------ moto
+
+
+def clients(endpoint):
+    kw = dict(
+        endpoint_url=endpoint,
+        region_name=REGION,
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+    )
+    return {
+        n: boto3.client(n, **kw)
+        for n in ["cloudformation", "s3", "iam", "ecs", "logs", "glue", "scheduler", "kms", "sts"]
+    }
+
+
+def create_stack(c, name, body, params):
+    c["cloudformation"].create_stack(
+        StackName=name,
+        TemplateBody=body,
+        Capabilities=["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM"],
+        Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in params.items()],
+    )
+    stack = c["cloudformation"].describe_stacks(StackName=name)["Stacks"][0]
+    check(
+        stack["StackStatus"] == "CREATE_COMPLETE",
+        f"stack {name}: {stack['StackStatus']} {stack.get('StackStatusReason')}",
+    )
+    resources = {
+        r["LogicalResourceId"]: r
+        for r in c["cloudformation"].list_stack_resources(StackName=name)["StackResourceSummaries"]
+    }
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
+    return resources, outputs
+
+
+def statements(doc):
+    if isinstance(doc, str):
+        try:
+            doc = json.loads(doc)
+        except ValueError:
+            # moto returns an inline policy that CloudFormation created as Python's repr of it.
+            doc = ast.literal_eval(doc)
+    # moto keeps a null where AWS::NoValue removes a list item; IAM would not.
+    return [s for s in doc["Statement"] if s is not None]
+
+
+def as_list(x):
+    return x if isinstance(x, list) else [x]
+
+
+def allows(stmts, action, resource):
+    """Whether an Allow statement (without conditions) of `stmts` grants `action` on `resource`."""
+    for s in stmts:
+        if s["Effect"] != "Allow":
+            continue
+        if any(fnmatch.fnmatchcase(action, a) for a in as_list(s["Action"])) and any(
+            fnmatch.fnmatchcase(resource, r) for r in as_list(s["Resource"])
+        ):
+            return True
+    return False
+
+
+def role_of_arn(c, arn):
+    return c["iam"].get_role(RoleName=arn.rsplit("/", 1)[1])["Role"]
+
+
+def inline_policies(c, role_name):
+    names = c["iam"].list_role_policies(RoleName=role_name)["PolicyNames"]
+    out = []
+    for n in names:
+        out += statements(c["iam"].get_role_policy(RoleName=role_name, PolicyName=n)["PolicyDocument"])
+    return out
+
+
+# ------------------------------------------------------------------ the archive account
+
+
+def archive_stack(c, tdir, name, params):
+    body = open(f"{tdir}/archive-account.yaml").read()
+    template = load(f"{tdir}/archive-account.yaml")
+    resources, outputs = create_stack(c, name, body, params)
+    account = c["sts"].get_caller_identity()["Account"]
+    created = {k for k, r in resources.items() if r.get("ResourceType")}
+
+    # -- the bucket: moto applies the encryption
+    bucket = outputs["BucketName"]
+    check(bucket in [b["Name"] for b in c["s3"].list_buckets()["Buckets"]], f"no bucket {bucket}")
+    enc = c["s3"].get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]
+    default = enc["Rules"][0]["ApplyServerSideEncryptionByDefault"]
+    if params.get("KmsKeyArn"):
+        check(default == {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": params["KmsKeyArn"]}, f"SSE {enc}")
+    else:
+        check(default == {"SSEAlgorithm": "AES256"}, f"SSE {enc}")
+
+    # -- the task definition, its roles, the log group, the cluster
+    cluster_arn = outputs["ClusterArn"]
+    check(c["ecs"].describe_clusters(clusters=[cluster_arn])["clusters"][0]["status"] == "ACTIVE", "cluster")
+    td_arn = outputs["TaskDefinitionArn"]
+    td = c["ecs"].describe_task_definition(taskDefinition=td_arn)["taskDefinition"]
+    (container,) = td["containerDefinitions"]
+    env = {e["name"]: e["value"] for e in container["environment"]}
+    check(len(env) == len(container["environment"]), f"a variable twice: {container['environment']}")
+    check(container["image"] == params["Image"], f"image {container['image']}")
+    check(container["command"] == ["--log-format", "json", "run"], f"command {container['command']}")
+    check(container["user"] == "10001:10001" and container["readonlyRootFilesystem"], "user")
+    check(container["stopTimeout"] == 60, "stopTimeout")
+    want = {
+        "AWS_REGION": REGION,
+        "ARCHIVER_STATE": f"s3://{bucket}/state/archiver.db",
+        "ARCHIVER_OUTPUT": f"s3://{bucket}/{params.get('Prefix', 'archiver')}",
+        "ARCHIVER_S3_EXPECTED_BUCKET_OWNER": account,
+        "ARCHIVER_REGIONS": params.get("Regions") or REGION,
+        "ARCHIVER_ACCOUNT_ROLE": params.get("MemberRoleName", "archiver-read"),
+        "ARCHIVER_EXTERNAL_ID": params["ExternalId"],
+        "ARCHIVER_GLUE_TABLE": outputs["GlueTableName"],
+        "ARCHIVER_CONCURRENCY": "4",
+    }
+    if params.get("AccountIds"):
+        want["ARCHIVER_ACCOUNTS"] = params["AccountIds"]
+    else:
+        want["ARCHIVER_ORGANIZATION"] = "true"
+    check(env == want, f"environment {env}, wanted {want}")
+    logs = container["logConfiguration"]["options"]
+    groups = c["logs"].describe_log_groups(logGroupNamePrefix=logs["awslogs-group"])["logGroups"]
+    check([g["retentionInDays"] for g in groups] == [90], f"log group {groups}")
+    check(logs["awslogs-region"] == REGION, f"awslogs {logs}")
+
+    task_role = role_of_arn(c, outputs["TaskRoleArn"])
+    trust = statements(task_role["AssumeRolePolicyDocument"])
+    check(
+        [s["Principal"] for s in trust] == [{"Service": "ecs-tasks.amazonaws.com"}]
+        and trust[0]["Condition"]["StringEquals"] == {"aws:SourceAccount": account},
+        f"task role trust {trust}",
+    )
+    perms = inline_policies(c, task_role["RoleName"])
+    state_key = env["ARCHIVER_STATE"].removeprefix("s3://")
+    out_key = env["ARCHIVER_OUTPUT"].removeprefix("s3://")
+    obj = f"arn:aws:s3:::{out_key}"
+    for action in ["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"]:
+        for key in [
+            state_key,
+            state_key + ".lease",
+            f"{out_key}/_staging/portal_id=p/part-1.tmp",
+            f"{out_key}/sessions/portal_id=p/start_date=2026-01-01/part-1.parquet",
+            f"{out_key}/_manifest/m.json",
+        ]:
+            check(allows(perms, action, f"arn:aws:s3:::{key}"), f"task role lacks {action} on {key}")
+        check(not allows(perms, action, f"arn:aws:s3:::{bucket}/elsewhere/x"), f"{action} beyond {obj}")
+        check(not allows(perms, action, f"arn:aws:s3:::other-bucket/{out_key}/x"), f"{action} on another bucket")
+    for action in ["s3:ListBucket", "s3:ListBucketMultipartUploads"]:
+        check(allows(perms, action, f"arn:aws:s3:::{bucket}"), f"task role lacks {action}")
+    role = env["ARCHIVER_ACCOUNT_ROLE"]
+    for m in MEMBERS:
+        check(allows(perms, "sts:AssumeRole", f"arn:aws:iam::{m}:role/{role}"), f"cannot assume {role} in {m}")
+        check(not allows(perms, "sts:AssumeRole", f"arn:aws:iam::{m}:role/admin"), "assumes any role")
+    db, table = env["ARCHIVER_GLUE_TABLE"].split(".")
+    for arn in ["catalog", f"database/{db}", f"table/{db}/{table}"]:
+        for action in ["glue:GetTable", "glue:UpdateTable"]:
+            full = f"arn:aws:glue:{REGION}:{account}:{arn}"
+            check(allows(perms, action, full), f"task role lacks {action} on {full}")
+    check(not allows(perms, "glue:UpdateTable", f"arn:aws:glue:{REGION}:{account}:table/{db}/other"), "glue *")
+    org = allows(perms, "organizations:ListAccounts", "*")
+    check(org == ("ARCHIVER_ORGANIZATION" in env), f"organizations:ListAccounts granted: {org}")
+    kms = [s for s in perms if any(a.startswith("kms:") for a in as_list(s["Action"]))]
+    if params.get("KmsKeyArn"):
+        check(
+            [s["Resource"] for s in kms] == [params["KmsKeyArn"]]
+            and kms[0]["Condition"] == {"StringEquals": {"kms:ViaService": f"s3.{REGION}.amazonaws.com"}},
+            f"KMS statement {kms}",
+        )
+    else:
+        check(kms == [], f"KMS statement without a key: {kms}")
+    granted = {a for s in perms for a in as_list(s["Action"])}
+    check(
+        granted
+        <= {
+            "s3:ListBucket", "s3:ListBucketMultipartUploads", "s3:GetObject", "s3:PutObject",
+            "s3:DeleteObject", "s3:AbortMultipartUpload", "kms:GenerateDataKey", "kms:Decrypt",
+            "sts:AssumeRole", "organizations:ListAccounts", "glue:GetTable", "glue:UpdateTable",
+        },
+        f"task role grants more: {granted}",
+    )
+
+    # -- what moto's CloudFormation skips: resolved from the template, through the real APIs
+    skipped = {"BucketPolicy", "GlueDatabase", "GlueTable", "Schedule"}
+    check(created >= set(template["Resources"]) - skipped - {"Cluster"}, f"created: {created}")
+    check(not (created & skipped), f"moto now creates {created & skipped}: check them from the stack")
+    refs = {k: r["PhysicalResourceId"] for k, r in resources.items() if r.get("ResourceType")}
+    atts = {
+        "Bucket.Arn": f"arn:aws:s3:::{bucket}",
+        "TaskRole.Arn": task_role["Arn"],
+        "TaskExecutionRole.Arn": role_of_arn(c, td["executionRoleArn"])["Arn"]
+        if td.get("executionRoleArn")
+        else c["iam"].get_role(RoleName=refs["TaskExecutionRole"])["Role"]["Arn"],
+        "SchedulerRole.Arn": c["iam"].get_role(RoleName=refs["SchedulerRole"])["Role"]["Arn"],
+        "Cluster.Arn": cluster_arn,
+    }
+    pseudo = {"AWS::AccountId": account, "AWS::Region": REGION, "AWS::Partition": "aws", "AWS::StackName": name}
+    r = Resolver(template, params, pseudo, refs, atts)
+    # Ref of an AWS::Glue::Database is its name.
+    gdb = r.value(template["Resources"]["GlueDatabase"]["Properties"])
+    r.refs["GlueDatabase"] = gdb["DatabaseInput"]["Name"]
+    props = {k: r.value(v.get("Properties", {})) for k, v in template["Resources"].items()}
+
+    # S3 settings moto's CloudFormation ignores, put with the S3 API and read back.
+    b = props["Bucket"]
+    c["s3"].put_public_access_block(Bucket=bucket, PublicAccessBlockConfiguration=b["PublicAccessBlockConfiguration"])
+    pab = c["s3"].get_public_access_block(Bucket=bucket)["PublicAccessBlockConfiguration"]
+    check(all(pab[k] is True for k in ["BlockPublicAcls", "IgnorePublicAcls", "BlockPublicPolicy", "RestrictPublicBuckets"]), f"PAB {pab}")
+    c["s3"].put_bucket_versioning(Bucket=bucket, VersioningConfiguration=b["VersioningConfiguration"])
+    check(c["s3"].get_bucket_versioning(Bucket=bucket).get("Status") == "Enabled", "versioning")
+    rules = []
+    for rule in b["LifecycleConfiguration"]["Rules"]:
+        api = {"ID": rule["Id"], "Status": rule["Status"], "Filter": {"Prefix": rule.get("Prefix", "")}}
+        if "ExpirationInDays" in rule:
+            api["Expiration"] = {"Days": int(rule["ExpirationInDays"])}
+        if "AbortIncompleteMultipartUpload" in rule:
+            api["AbortIncompleteMultipartUpload"] = {
+                "DaysAfterInitiation": int(rule["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"])
+            }
+        if "NoncurrentVersionExpiration" in rule:
+            api["NoncurrentVersionExpiration"] = {
+                "NoncurrentDays": int(rule["NoncurrentVersionExpiration"]["NoncurrentDays"])
+            }
+        rules.append(api)
+    c["s3"].put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration={"Rules": rules})
+    back = c["s3"].get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
+
+    def expires_after(key):
+        """Days after which the current version of `key` expires, or None."""
+        days = [
+            x["Expiration"]["Days"]
+            for x in back
+            if x["Status"] == "Enabled" and "Expiration" in x and key.startswith(x["Filter"].get("Prefix", ""))
+        ]
+        return min(days) if days else None
+
+    prefix = params.get("Prefix", "archiver")
+    staging_days = int(params.get("StagingExpirationDays", "0")) or None
+    for key, days in [
+        (f"{prefix}/sessions/portal_id=p/start_date=2026-01-01/part-1.parquet", None),
+        (f"{prefix}/_manifest/portal_id=p/0001.json", None),
+        (f"{prefix}/_staging/portal_id=p/part-1.tmp", staging_days),
+        ("state/archiver.db", None),
+        ("state/archiver.db.lease", None),
+    ]:
+        check(expires_after(key) == days, f"{key} expires after {expires_after(key)} days, wanted {days}")
+    aborts = [x for x in back if "AbortIncompleteMultipartUpload" in x]
+    check(
+        [(x["Filter"].get("Prefix", ""), x["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"]) for x in aborts]
+        == [("", 1)],
+        f"abort rule {aborts}",
+    )
+    noncurrent = sorted(
+        (x["Filter"]["Prefix"], x["NoncurrentVersionExpiration"]["NoncurrentDays"])
+        for x in back
+        if "NoncurrentVersionExpiration" in x
+    )
+    check(noncurrent == [(f"{prefix}/_staging/", 1), ("state/", 30)], f"noncurrent {noncurrent}")
+
+    pol = props["BucketPolicy"]
+    check(pol["Bucket"] == bucket, f"policy bucket {pol['Bucket']}")
+    c["s3"].put_bucket_policy(Bucket=bucket, Policy=json.dumps(pol["PolicyDocument"]))
+    (deny,) = statements(c["s3"].get_bucket_policy(Bucket=bucket)["Policy"])
+    check(
+        deny["Effect"] == "Deny"
+        and deny["Action"] == "s3:*"
+        and sorted(deny["Resource"]) == [f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"]
+        and deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}},
+        f"bucket policy {deny}",
+    )
+
+    # The Glue database and table, created with the Glue API from the template's inputs.
+    gdb = props["GlueDatabase"]
+    c["glue"].create_database(CatalogId=gdb["CatalogId"], DatabaseInput=gdb["DatabaseInput"])
+    gt = props["GlueTable"]
+    check(gt["DatabaseName"] == db, f"table in {gt['DatabaseName']}, the job names {db}")
+    c["glue"].create_table(CatalogId=gt["CatalogId"], DatabaseName=gt["DatabaseName"], TableInput=gt["TableInput"])
+    t = c["glue"].get_table(DatabaseName=db, Name=table)["Table"]
+    sd = t["StorageDescriptor"]
+    check(t["TableType"] == "EXTERNAL_TABLE", f"table type {t['TableType']}")
+    check(
+        [(x["Name"], x["Type"]) for x in sd["Columns"]]
+        == [
+            ("portal_arn", "string"), ("session_id", "string"), ("username", "string"),
+            ("status", "string"), ("start_time", "timestamp"), ("end_time", "timestamp"),
+            ("archived_at", "timestamp"), ("client_ip_addresses", "array<string>"),
+        ],
+        f"columns {sd['Columns']}",
+    )
+    check(
+        [(x["Name"], x["Type"]) for x in t["PartitionKeys"]] == [("portal_id", "string"), ("start_date", "date")],
+        f"partition keys {t['PartitionKeys']}",
+    )
+    check(sd["Location"] == f"{env['ARCHIVER_OUTPUT']}/sessions/", f"location {sd['Location']}")
+    check(sd["InputFormat"] == "org.apache.hadoop.hive.ql.io.parquet.MapredParquetInputFormat", "input format")
+    check(sd["OutputFormat"] == "org.apache.hadoop.hive.ql.io.parquet.MapredParquetOutputFormat", "output format")
+    check(sd["SerdeInfo"]["SerializationLibrary"] == "org.apache.hadoop.hive.ql.io.parquet.serde.ParquetHiveSerDe", "serde")
+    p = t["Parameters"]
+    check(
+        {k: v for k, v in p.items() if k.startswith("projection.")}
+        == {
+            "projection.enabled": "true",
+            "projection.portal_id.type": "injected",
+            "projection.start_date.type": "date",
+            "projection.start_date.format": "yyyy-MM-dd",
+            "projection.start_date.range": "2020-01-01,NOW",
+            "projection.start_date.interval": "1",
+            "projection.start_date.interval.unit": "DAYS",
+        },
+        f"projection {p}",
+    )
+    template_loc = p["storage.location.template"]
+    check(
+        template_loc == f"{env['ARCHIVER_OUTPUT']}/sessions/portal_id=${{portal_id}}/start_date=${{start_date}}/",
+        f"storage.location.template {template_loc}",
+    )
+    # What the run's glue:UpdateTable does to it: the table accepts the enum projection.
+    ti = {k: t[k] for k in ["Name", "StorageDescriptor", "PartitionKeys", "TableType", "Parameters"]}
+    ti["Parameters"] = dict(p, **{"projection.portal_id.type": "enum", "projection.portal_id.values": "a,b"})
+    c["glue"].update_table(DatabaseName=db, TableInput=ti)
+    p2 = c["glue"].get_table(DatabaseName=db, Name=table)["Table"]["Parameters"]
+    check(p2["projection.portal_id.values"] == "a,b", f"after update {p2}")
+
+    # The schedule, created with the Scheduler API from the template's properties.
+    s = props["Schedule"]
+    ecsp = dict(s["Target"]["EcsParameters"])
+    ecsp["NetworkConfiguration"] = {
+        "awsvpcConfiguration": ecsp["NetworkConfiguration"]["AwsvpcConfiguration"]
+    }
+    target = dict(s["Target"], EcsParameters=ecsp)
+    c["scheduler"].create_schedule(
+        Name=s["Name"],
+        ScheduleExpression=s["ScheduleExpression"],
+        ScheduleExpressionTimezone=s["ScheduleExpressionTimezone"],
+        State=s["State"],
+        FlexibleTimeWindow=s["FlexibleTimeWindow"],
+        Target=target,
+    )
+    got = c["scheduler"].get_schedule(Name=s["Name"])
+    tgt = got["Target"]
+    check(got["FlexibleTimeWindow"] == {"Mode": "OFF"}, f"window {got['FlexibleTimeWindow']}")
+    check(got["ScheduleExpression"] == "cron(17 2 * * ? *)" and got["State"] == "ENABLED", f"schedule {got}")
+    check(tgt["Arn"] == cluster_arn, f"target {tgt['Arn']} is not the cluster {cluster_arn}")
+    e = tgt["EcsParameters"]
+    check(e["TaskDefinitionArn"] == td_arn, f"schedule runs {e['TaskDefinitionArn']}, not {td_arn}")
+    check(e["LaunchType"] == "FARGATE" and e["TaskCount"] == 1, f"ecs {e}")
+    net = e["NetworkConfiguration"]["awsvpcConfiguration"]
+    check(
+        net == {"Subnets": SUBNETS, "SecurityGroups": [SECURITY_GROUP], "AssignPublicIp": "DISABLED"},
+        f"network {net}",
+    )
+    srole = role_of_arn(c, tgt["RoleArn"])
+    check(
+        [st["Principal"] for st in statements(srole["AssumeRolePolicyDocument"])]
+        == [{"Service": "scheduler.amazonaws.com"}],
+        "scheduler role trust",
+    )
+    sperms = inline_policies(c, srole["RoleName"])
+    check(allows(sperms, "ecs:RunTask", td_arn), f"scheduler role cannot run {td_arn}")
+    run = [st for st in sperms if st["Action"] == "ecs:RunTask"]
+    check(run[0]["Condition"] == {"ArnLike": {"ecs:cluster": cluster_arn}}, f"RunTask condition {run}")
+    for arn in [task_role["Arn"], atts["TaskExecutionRole.Arn"]]:
+        check(allows(sperms, "iam:PassRole", arn), f"scheduler role cannot pass {arn}")
+    check(not allows(sperms, "iam:PassRole", f"arn:aws:iam::{account}:role/admin"), "passes any role")
+    return outputs, env
+
+
+# ------------------------------------------------------------------ a member account
+
+
+def member_stack(c, tdir, task_role_arn, external_id):
+    body = open(f"{tdir}/member-read-role.yaml").read()
+    _, outputs = create_stack(
+        c, "archiver-member", body, {"ArchiverTaskRoleArn": task_role_arn, "ExternalId": external_id}
+    )
+    role = role_of_arn(c, outputs["RoleArn"])
+    check(role["RoleName"] == "archiver-read", f"role name {role['RoleName']}")
+    check(role["MaxSessionDuration"] == 3600, f"MaxSessionDuration {role['MaxSessionDuration']}")
+    (trust,) = statements(role["AssumeRolePolicyDocument"])
+    check(
+        trust["Principal"] == {"AWS": task_role_arn}
+        and trust["Action"] == "sts:AssumeRole"
+        and trust["Condition"] == {"StringEquals": {"sts:ExternalId": external_id}},
+        f"trust {trust}",
+    )
+    perms = inline_policies(c, role["RoleName"])
+    granted = sorted(a for s in perms for a in as_list(s["Action"]))
+    check(
+        granted == ["workspaces-web:GetSession", "workspaces-web:ListPortals", "workspaces-web:ListSessions"],
+        f"member role grants {granted}",
+    )
+    account = c["sts"].get_caller_identity()["Account"]
+    portal = f"arn:aws:workspaces-web:{REGION}:{account}:portal/0a1b2c3d-0000-4000-8000-123456789abc"
+    check(allows(perms, "workspaces-web:ListSessions", portal), "ListSessions on the account's portals")
+    check(
+        not allows(perms, "workspaces-web:ListSessions", portal.replace(account, "999999999999")),
+        "ListSessions on other accounts' portals",
+    )
+    check(c["iam"].list_attached_role_policies(RoleName=role["RoleName"])["AttachedPolicies"] == [], "managed policies")
+    return role
+
+
+def main():
+    endpoint, tdir = sys.argv[1], sys.argv[2]
+    c = clients(endpoint)
+    common = {
+        "Image": "123456789012.dkr.ecr.eu-west-1.amazonaws.com/archiver:0.1.0",
+        "ExternalId": EXTERNAL_ID,
+        "Subnets": ",".join(SUBNETS),
+        "SecurityGroup": SECURITY_GROUP,
+    }
+    # The defaults: the organization's accounts, SSE-S3, staged objects never expire.
+    outputs, env = archive_stack(c, tdir, "archiver", common)
+    role = member_stack(c, tdir, outputs["TaskRoleArn"], env["ARCHIVER_EXTERNAL_ID"])
+    check(role["RoleName"] == env["ARCHIVER_ACCOUNT_ROLE"], "the job assumes another role name")
+    # Listed accounts, a KMS key, a named bucket, staged objects expiring.
+    key = c["kms"].create_key()["KeyMetadata"]["Arn"]
+    archive_stack(
+        c,
+        tdir,
+        "archiver-kms",
+        dict(
+            common,
+            AccountIds=",".join(MEMBERS),
+            KmsKeyArn=key,
+            BucketName="archiver-kms-archive",
+            StagingExpirationDays="90",
+            GlueDatabaseName="archiver_kms",
+        ),
+    )
+    print("cfn_check: ok (2 archive-account stacks, 1 member-read-role stack)")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except Mismatch as e:
+        print(f"cfn_check: MISMATCH: {e}", file=sys.stderr)
+        sys.exit(1)
