@@ -21,6 +21,15 @@
 //!   `env:` entries with a string `value`. An Indexed Job (a spec with `completionMode:
 //!   Indexed`) is checked once per index with `JOB_COMPLETION_INDEX` set, and its shard count
 //!   must equal that spec's `completions` and `parallelism`.
+//! - `cloudformation/*.yaml` (CloudFormation templates, read into JSON with the short forms
+//!   `!Ref`, `!Sub`, `!If`, `!GetAtt` ... as their long forms; anchors, aliases and duplicated
+//!   keys are errors): each container of each `AWS::ECS::TaskDefinition`, its `EntryPoint`
+//!   (default: the image's) + `Command` (default: the image's `CMD`), with the image's
+//!   environment + its `Environment`, once per parameter set of [`CFN_VARIANTS`] (on top of
+//!   the parameters' defaults). `Ref` and `Fn::Sub` read parameters, pseudo parameters
+//!   ([`CFN_PSEUDO`]) and resources (a sample bucket name, or the logical id); `Fn::If`
+//!   evaluates the template's conditions; `Fn::GetAtt` gives a sample ARN; any other function,
+//!   or a parameter without a value, is an error.
 //! - `crontab` (read line by line here): `NAME=value` lines are the environment; every entry
 //!   (five time fields and a command, split as a shell line below), commented-out entries
 //!   included, must run archiver.
@@ -40,7 +49,7 @@
 //! ([`check`]): `Cli::try_parse_from`, `Config::from_args`, `parse_portal_ids` (run,
 //! backfill), `config::parse_duration` (compact), with the process environment holding the
 //! line's archiver variables and nothing else of archiver's. On top of that, lines for
-//! ephemeral containers (`k8s/`, `ecs/`) must keep both state and output in S3, and a sharded
+//! ephemeral containers (`k8s/`, `ecs/`, `cloudformation/`) must keep both state and output in S3, and a sharded
 //! line must give each shard its own state (`{shard}` in `--state`).
 
 use std::collections::BTreeSet;
@@ -57,6 +66,8 @@ use yaml_rust2::{Yaml, YamlLoader};
 const EXPECTED: &[(&str, usize)] = &[
     ("Dockerfile", 1),
     ("README.md", 6),
+    ("cloudformation/archive-account.yaml", 2),
+    ("cloudformation/member-read-role.yaml", 0),
     ("crontab", 2),
     ("ecs/scheduler.json", 0),
     ("ecs/task-definition.json", 1),
@@ -178,7 +189,9 @@ fn parse_and_validate(argv: &[String]) -> Result<(Cli, Config), String> {
 /// Check one extracted line: every index of an Indexed Job, the S3 rule for containers, a
 /// state per shard. Returns how many parses it took.
 fn check_line(line: &Line) -> Result<usize, String> {
-    let container = line.at.starts_with("k8s/") || line.at.starts_with("ecs/");
+    let container = ["k8s/", "ecs/", "cloudformation/"]
+        .iter()
+        .any(|d| line.at.starts_with(d));
     let runs: Vec<(Env, Option<u32>)> = match line.indexed {
         None => vec![(line.env.clone(), None)],
         Some((completions, parallelism)) => {
@@ -639,6 +652,427 @@ fn yaml_lines(file: &str, text: &str, image: &Image) -> Result<Vec<Line>, String
     Ok(out)
 }
 
+// ---------------------------------------------------------------------------------------
+// CloudFormation templates
+// ---------------------------------------------------------------------------------------
+
+/// Parameter values for each template's command lines: one set per line checked, on top of
+/// the parameters' defaults (a parameter without a default needs a value here).
+const CFN_VARIANTS: &[(&str, &str, &[(&str, &str)])] = &[
+    (
+        "cloudformation/archive-account.yaml",
+        "defaults",
+        &[
+            ("Image", IMAGE),
+            ("ExternalId", "archiver-ext-7f3a"),
+            (
+                "Subnets",
+                "subnet-0123456789abcdef0,subnet-0fedcba9876543210",
+            ),
+            ("SecurityGroup", "sg-0123456789abcdef0"),
+        ],
+    ),
+    (
+        "cloudformation/archive-account.yaml",
+        "listed accounts",
+        &[
+            ("Image", IMAGE),
+            ("ExternalId", "archiver-ext-7f3a"),
+            ("Subnets", "subnet-0123456789abcdef0"),
+            ("SecurityGroup", "sg-0123456789abcdef0"),
+            ("AccountIds", "111111111111,222222222222"),
+            ("Regions", "eu-west-1,us-east-1"),
+            ("MemberRoleName", "archiver-read"),
+            ("GlueDatabaseName", "audit"),
+            ("GlueTableName", "workspaces_web_sessions"),
+        ],
+    ),
+];
+
+/// Pseudo parameters, as a stack in the job files' sample account and region would see them.
+const CFN_PSEUDO: &[(&str, &str)] = &[
+    ("AWS::AccountId", "123456789012"),
+    ("AWS::Region", "eu-west-1"),
+    ("AWS::Partition", "aws"),
+    ("AWS::StackName", "archiver"),
+    ("AWS::URLSuffix", "amazonaws.com"),
+];
+
+/// Reads a template into JSON, the short forms of intrinsic functions (`!Ref X`, `!Sub ...`,
+/// `!GetAtt A.B`, `!If [...]`) turned into their long forms (`{"Ref": "X"}`,
+/// `{"Fn::Sub": ...}`), as CloudFormation does. Anchors, aliases and duplicated keys are errors.
+struct CfnReader {
+    stack: Vec<(Value, Option<String>, Option<String>)>,
+    doc: Option<Value>,
+    error: Option<String>,
+}
+
+impl CfnReader {
+    fn tagged(value: Value, tag: Option<String>) -> Value {
+        match tag.as_deref() {
+            None => value,
+            Some("Ref") => serde_json::json!({ "Ref": value }),
+            Some("GetAtt") => {
+                let v = match value {
+                    Value::String(s) => match s.split_once('.') {
+                        Some((a, b)) => serde_json::json!([a, b]),
+                        None => Value::String(s),
+                    },
+                    v => v,
+                };
+                serde_json::json!({ "Fn::GetAtt": v })
+            }
+            Some(t) => serde_json::json!({ format!("Fn::{t}"): value }),
+        }
+    }
+
+    fn add(&mut self, v: Value) {
+        match self.stack.last_mut() {
+            None => self.doc = Some(v),
+            Some((Value::Array(a), _, _)) => a.push(v),
+            Some((Value::Object(o), _, key)) => match key.take() {
+                None => match v {
+                    Value::String(k) => *key = Some(k),
+                    k => self.error = Some(format!("a key that is not a string: {k}")),
+                },
+                Some(k) => {
+                    if o.insert(k.clone(), v).is_some() {
+                        self.error = Some(format!("duplicated key {k:?}"));
+                    }
+                }
+            },
+            Some(_) => unreachable!(),
+        }
+    }
+}
+
+impl yaml_rust2::parser::MarkedEventReceiver for CfnReader {
+    fn on_event(&mut self, ev: yaml_rust2::Event, mark: yaml_rust2::scanner::Marker) {
+        use yaml_rust2::scanner::TScalarStyle;
+        use yaml_rust2::Event;
+        let tag =
+            |t: Option<yaml_rust2::parser::Tag>| t.filter(|t| t.handle == "!").map(|t| t.suffix);
+        match ev {
+            Event::Alias(_) => self.error = Some(format!("an alias at line {}", mark.line())),
+            Event::Scalar(_, _, aid, _)
+            | Event::SequenceStart(aid, _)
+            | Event::MappingStart(aid, _)
+                if aid != 0 =>
+            {
+                self.error = Some(format!("an anchor at line {}", mark.line()))
+            }
+            Event::Scalar(s, style, _, t) => {
+                let v = if style != TScalarStyle::Plain {
+                    Value::String(s)
+                } else if let Ok(n) = s.parse::<i64>() {
+                    Value::from(n)
+                } else {
+                    match s.as_str() {
+                        "true" => Value::Bool(true),
+                        "false" => Value::Bool(false),
+                        "null" | "~" => Value::Null,
+                        _ => Value::String(s),
+                    }
+                };
+                self.add(Self::tagged(v, tag(t)));
+            }
+            Event::SequenceStart(_, t) => self.stack.push((Value::Array(vec![]), tag(t), None)),
+            Event::MappingStart(_, t) => {
+                self.stack
+                    .push((Value::Object(Default::default()), tag(t), None))
+            }
+            Event::SequenceEnd | Event::MappingEnd => {
+                let (v, t, _) = self.stack.pop().unwrap();
+                self.add(Self::tagged(v, t));
+            }
+            _ => {}
+        }
+    }
+}
+
+fn cfn_template(file: &str, text: &str) -> Result<Value, String> {
+    let mut r = CfnReader {
+        stack: Vec::new(),
+        doc: None,
+        error: None,
+    };
+    yaml_rust2::parser::Parser::new_from_str(text)
+        .load(&mut r, false)
+        .map_err(|e| format!("{file}: invalid YAML: {e}"))?;
+    match (r.error, r.doc) {
+        (Some(e), _) => Err(format!("{file}: {e}")),
+        (None, Some(doc)) => Ok(doc),
+        (None, None) => Err(format!("{file}: empty")),
+    }
+}
+
+/// The values of a stack's parameters, its conditions, and how its references read.
+struct CfnStack<'a> {
+    template: &'a Value,
+    params: Vec<(String, String)>,
+}
+
+/// `AWS::NoValue`: the item or property is left out.
+const NO_VALUE: &str = "\u{0}AWS::NoValue";
+
+impl CfnStack<'_> {
+    fn scalar(v: &Value) -> Result<String, String> {
+        match v {
+            Value::String(s) => Ok(s.clone()),
+            Value::Number(n) => Ok(n.to_string()),
+            Value::Bool(b) => Ok(b.to_string()),
+            v => Err(format!("not a scalar: {v}")),
+        }
+    }
+
+    fn reference(&self, name: &str) -> Result<String, String> {
+        if name == "AWS::NoValue" {
+            return Ok(NO_VALUE.into());
+        }
+        if let Some((_, v)) = CFN_PSEUDO.iter().find(|(k, _)| *k == name) {
+            return Ok(v.to_string());
+        }
+        if let Some((_, v)) = self.params.iter().find(|(k, _)| k == name) {
+            return Ok(v.clone());
+        }
+        match self.template["Resources"][name]["Type"].as_str() {
+            // The physical id of a resource: a sample of the right shape.
+            Some("AWS::S3::Bucket") => Ok("my-archive-bucket".into()),
+            Some(_) => Ok(name.to_ascii_lowercase()),
+            None => Err(format!(
+                "Ref {name}: neither a parameter with a value (a default or one in CFN_VARIANTS), \
+                 a pseudo parameter nor a resource"
+            )),
+        }
+    }
+
+    fn condition(&self, name: &str) -> Result<bool, String> {
+        let c = &self.template["Conditions"][name];
+        if c.is_null() {
+            return Err(format!("no condition {name}"));
+        }
+        self.truth(c)
+    }
+
+    fn truth(&self, v: &Value) -> Result<bool, String> {
+        let (f, args) = single(v).ok_or(format!("not a condition: {v}"))?;
+        let list = || args.as_array().ok_or(format!("{f}: not a list: {args}"));
+        match f {
+            "Fn::Equals" => match &list()?[..] {
+                [a, b] => Ok(self.resolve(a)? == self.resolve(b)?),
+                _ => Err(format!("Fn::Equals of {args}")),
+            },
+            "Fn::Not" => Ok(!self.truth(&list()?[0])?),
+            "Fn::And" => list()?
+                .iter()
+                .try_fold(true, |acc, x| Ok(acc & self.truth(x)?)),
+            "Fn::Or" => list()?
+                .iter()
+                .try_fold(false, |acc, x| Ok(acc | self.truth(x)?)),
+            "Condition" => self.condition(args.as_str().ok_or("Condition: not a name")?),
+            _ => Err(format!("{f}: not a condition function")),
+        }
+    }
+
+    /// A value with every intrinsic function replaced by what it gives in this stack;
+    /// `AWS::NoValue` items and properties are dropped. A function this check does not know is
+    /// an error, never passed through as text.
+    fn resolve(&self, v: &Value) -> Result<Value, String> {
+        if let Some((f, args)) = single(v) {
+            match f {
+                "Ref" => {
+                    return Ok(Value::String(
+                        self.reference(args.as_str().ok_or(format!("Ref {args}"))?)?,
+                    ))
+                }
+                "Fn::GetAtt" => {
+                    let parts: Vec<String> = serde_json::from_value(args.clone())
+                        .map_err(|_| format!("Fn::GetAtt {args}"))?;
+                    return Ok(Value::String(format!(
+                        "arn:aws:sample::123456789012:{}",
+                        parts.join("/")
+                    )));
+                }
+                "Fn::Sub" => {
+                    let s = args
+                        .as_str()
+                        .ok_or(format!("Fn::Sub with variables: {args}"))?;
+                    return Ok(Value::String(self.sub(s)?));
+                }
+                "Fn::If" => {
+                    return match args.as_array().map(Vec::as_slice) {
+                        Some([Value::String(c), yes, no]) => {
+                            self.resolve(if self.condition(c)? { yes } else { no })
+                        }
+                        _ => Err(format!("Fn::If {args}")),
+                    }
+                }
+                f if f.starts_with("Fn::") => {
+                    return Err(format!("{f}: not resolved by tests/jobs.rs"))
+                }
+                _ => {}
+            }
+        }
+        Ok(match v {
+            Value::Array(a) => Value::Array(
+                a.iter()
+                    .map(|x| self.resolve(x))
+                    .filter(|x| !matches!(x, Ok(Value::String(s)) if s == NO_VALUE))
+                    .collect::<Result<_, _>>()?,
+            ),
+            Value::Object(o) => {
+                let mut out = serde_json::Map::new();
+                for (k, x) in o {
+                    match self.resolve(x)? {
+                        Value::String(s) if s == NO_VALUE => {}
+                        r => {
+                            out.insert(k.clone(), r);
+                        }
+                    }
+                }
+                Value::Object(out)
+            }
+            v => v.clone(),
+        })
+    }
+
+    /// `${Name}` (a parameter, pseudo parameter or resource), `${Res.Attr}`, `${!Literal}`.
+    fn sub(&self, s: &str) -> Result<String, String> {
+        let mut out = String::new();
+        let mut rest = s;
+        while let Some(p) = rest.find("${") {
+            out.push_str(&rest[..p]);
+            let end = rest[p..]
+                .find('}')
+                .ok_or(format!("Fn::Sub {s:?}: unclosed ${{"))?
+                + p;
+            let name = &rest[p + 2..end];
+            if let Some(lit) = name.strip_prefix('!') {
+                out.push_str(&format!("${{{lit}}}"));
+            } else if let Some((res, att)) = name.split_once('.') {
+                out.push_str(&format!("arn:aws:sample::123456789012:{res}/{att}"));
+            } else {
+                out.push_str(&self.reference(name)?);
+            }
+            rest = &rest[end + 1..];
+        }
+        out.push_str(rest);
+        Ok(out)
+    }
+}
+
+/// `{"Ref": x}` or `{"Fn::...": x}`: the function and its arguments.
+fn single(v: &Value) -> Option<(&str, &Value)> {
+    let o = v.as_object()?;
+    if o.len() != 1 {
+        return None;
+    }
+    let (k, x) = o.iter().next()?;
+    (k == "Ref" || k == "Condition" || k.starts_with("Fn::")).then_some((k.as_str(), x))
+}
+
+/// The command lines of a template: every container of every `AWS::ECS::TaskDefinition`,
+/// once per parameter set of [`CFN_VARIANTS`] for this file (a template with task
+/// definitions and no parameter set is an error).
+fn cfn_lines(file: &str, text: &str, image: &Image) -> Result<Vec<Line>, String> {
+    let variants: Vec<(&str, &[(&str, &str)])> = CFN_VARIANTS
+        .iter()
+        .filter(|(f, _, _)| *f == file)
+        .map(|(_, v, values)| (*v, *values))
+        .collect();
+    cfn_lines_with(file, text, image, &variants)
+}
+
+/// [`cfn_lines`] with these parameter sets.
+fn cfn_lines_with(
+    file: &str,
+    text: &str,
+    image: &Image,
+    variants: &[(&str, &[(&str, &str)])],
+) -> Result<Vec<Line>, String> {
+    let template = cfn_template(file, text)?;
+    let resources = template["Resources"]
+        .as_object()
+        .ok_or(format!("{file}: no Resources"))?;
+    let tasks: Vec<(&String, &Value)> = resources
+        .iter()
+        .filter(|(_, r)| r["Type"] == "AWS::ECS::TaskDefinition")
+        .collect();
+    if !tasks.is_empty() && variants.is_empty() {
+        return Err(format!(
+            "{file}: a task definition but no parameters in CFN_VARIANTS"
+        ));
+    }
+    let mut out = Vec::new();
+    for &(variant, values) in variants {
+        let mut params: Vec<(String, String)> = Vec::new();
+        let declared = template["Parameters"]
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
+        for (k, p) in &declared {
+            let given = values
+                .iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.to_string());
+            let value = match (given, p.get("Default")) {
+                (Some(v), _) => v,
+                (None, Some(d)) => CfnStack::scalar(d).map_err(|e| format!("{file} {k}: {e}"))?,
+                // Left out: a Ref to it fails, naming it.
+                (None, None) => continue,
+            };
+            params.push((k.clone(), value));
+        }
+        for (n, _) in values.iter() {
+            if !declared.contains_key(*n) {
+                return Err(format!("{file}: CFN_VARIANTS sets {n}, not a parameter"));
+            }
+        }
+        let stack = CfnStack {
+            template: &template,
+            params,
+        };
+        for (name, task) in &tasks {
+            let props = stack
+                .resolve(&task["Properties"])
+                .map_err(|e| format!("{file} {name} ({variant}): {e}"))?;
+            let defs = props["ContainerDefinitions"]
+                .as_array()
+                .ok_or(format!("{file} {name}: no ContainerDefinitions"))?;
+            for (i, d) in defs.iter().enumerate() {
+                let at = format!("{file} {name} ContainerDefinitions[{i}] ({variant})");
+                let mut argv = match d.get("EntryPoint") {
+                    Some(e) => strings(e, &at)?,
+                    None => image.entrypoint.clone(),
+                };
+                argv.extend(match d.get("Command") {
+                    Some(c) => strings(c, &at)?,
+                    None => image.cmd.clone(),
+                });
+                let mut env = image.env.clone();
+                for e in d["Environment"].as_array().into_iter().flatten() {
+                    let (Some(k), Some(v)) = (e["Name"].as_str(), e.get("Value")) else {
+                        return Err(format!(
+                            "{at}: an Environment entry without Name or Value: {e}"
+                        ));
+                    };
+                    env.push((
+                        k.to_string(),
+                        CfnStack::scalar(v).map_err(|x| format!("{at} {k}: {x}"))?,
+                    ));
+                }
+                out.push(Line {
+                    at,
+                    argv,
+                    env,
+                    indexed: None,
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// A crontab variable's value, without one pair of enclosing quotes (as cron strips them).
 fn cron_value(s: &str) -> String {
     let s = s.trim();
@@ -848,6 +1282,9 @@ fn lines_of(rel: &str, text: &str, image: &Image) -> Result<Vec<Line>, String> {
     if name == "crontab" {
         return crontab_lines(rel, text);
     }
+    if rel.starts_with("cloudformation/") {
+        return cfn_lines(rel, text, image);
+    }
     match name.rsplit_once('.').map(|(_, ext)| ext) {
         Some("json") => {
             let v: Value =
@@ -903,8 +1340,8 @@ fn every_command_line_in_jobs_parses_with_the_real_cli() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
-    // 12 lines, the Indexed Job's once per index (4).
-    assert_eq!(parses, 15);
+    // 14 lines, the Indexed Job's once per index (4).
+    assert_eq!(parses, 17);
 }
 
 #[test]
@@ -1140,4 +1577,85 @@ fn shell_words_split_like_sh() {
     let lines = markdown_lines("README.md", md, &image()).unwrap();
     assert_eq!(lines.len(), 1);
     assert_eq!(lines[0].argv, ["archiver", "--state", "s.db", "status"]);
+}
+
+#[test]
+fn cloudformation_lines_resolve_the_templates_functions() {
+    let image = image();
+    let rel = "cloudformation/archive-account.yaml";
+    let lines = cfn_lines(rel, &read(rel), &image).unwrap();
+    let env_of = |l: &Line, k: &str| {
+        l.env
+            .iter()
+            .rev()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+    };
+    // `!Sub`, `!Ref` of parameters, pseudo parameters and resources, `!If` on conditions.
+    let (org, listed) = (&lines[0], &lines[1]);
+    assert_eq!(org.argv, ["archiver", "--log-format", "json", "run"]);
+    assert_eq!(
+        env_of(org, "ARCHIVER_STATE").as_deref(),
+        Some("s3://my-archive-bucket/state/archiver.db")
+    );
+    assert_eq!(
+        env_of(org, "ARCHIVER_OUTPUT").as_deref(),
+        Some("s3://my-archive-bucket/archiver")
+    );
+    assert_eq!(
+        env_of(org, "ARCHIVER_REGIONS").as_deref(),
+        Some("eu-west-1")
+    );
+    assert_eq!(
+        env_of(org, "ARCHIVER_ORGANIZATION").as_deref(),
+        Some("true")
+    );
+    assert_eq!(env_of(org, "ARCHIVER_ACCOUNTS"), None);
+    assert_eq!(
+        env_of(org, "ARCHIVER_GLUE_TABLE").as_deref(),
+        Some("archiver.sessions")
+    );
+    assert_eq!(env_of(listed, "ARCHIVER_ORGANIZATION"), None);
+    assert_eq!(
+        env_of(listed, "ARCHIVER_ACCOUNTS").as_deref(),
+        Some("111111111111,222222222222")
+    );
+    assert_eq!(
+        env_of(listed, "ARCHIVER_GLUE_TABLE").as_deref(),
+        Some("audit.workspaces_web_sessions")
+    );
+    let (_, cfg) = check(&listed.argv, &listed.env).unwrap();
+    assert_eq!(cfg.regions, ["eu-west-1", "us-east-1"]);
+    // What cannot be resolved is an error; a bad value is refused by the CLI.
+    let task = |env: &str| {
+        format!(
+            "Parameters:\n  P: {{Type: String}}\nResources:\n  T:\n    Type: AWS::ECS::TaskDefinition\n    Properties:\n      ContainerDefinitions:\n        - Name: a\n          Environment:\n            - {{Name: ARCHIVER_STATE, Value: s3://b-1/s.db}}\n            - {{Name: ARCHIVER_OUTPUT, Value: s3://b-1/a}}\n            - {env}\n"
+        )
+    };
+    let sample: &[(&str, &[(&str, &str)])] = &[("sample", &[])];
+    for (env, why) in [
+        ("{Name: X, Value: !Ref P}", "Ref P"),
+        ("{Name: X, Value: !Join [\",\", [a, b]]}", "Fn::Join"),
+        ("{Name: X, Value: !If [Nope, a, b]}", "no condition Nope"),
+        ("{Name: X, Value: &a y}", "anchor"),
+    ] {
+        let err = cfn_lines_with(rel, &task(env), &image, sample).unwrap_err();
+        assert!(err.contains(why), "{err} (wanted {why})");
+    }
+    let lines = cfn_lines_with(
+        rel,
+        &task("{Name: ARCHIVER_ACCOUNTS, Value: \"1234\"}"),
+        &image,
+        sample,
+    )
+    .unwrap();
+    assert_eq!(lines.len(), 1);
+    assert!(check_line(&lines[0]).is_err());
+    let err = cfn_lines(
+        "cloudformation/x.yaml",
+        &task("{Name: X, Value: y}"),
+        &image,
+    )
+    .unwrap_err();
+    assert!(err.contains("CFN_VARIANTS"), "{err}");
 }
