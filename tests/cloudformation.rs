@@ -54,7 +54,11 @@ fn every_template_passes_cfn_lint() {
     let dir = tempfile::tempdir().unwrap();
     let broken = dir.path().join("broken.yaml");
     let text = std::fs::read_to_string(&files[1]).unwrap();
-    std::fs::write(&broken, text.replace("MaxSessionDuration: 3600", "MaxSessionDuration: 60")).unwrap();
+    std::fs::write(
+        &broken,
+        text.replace("MaxSessionDuration: 3600", "MaxSessionDuration: 60"),
+    )
+    .unwrap();
     let out = std::process::Command::new(&py)
         .args(["-c", CFN_LINT, "--format", "parseable", "--"])
         .arg(&broken)

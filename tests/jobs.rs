@@ -49,8 +49,8 @@
 //! ([`check`]): `Cli::try_parse_from`, `Config::from_args`, `parse_portal_ids` (run,
 //! backfill), `config::parse_duration` (compact), with the process environment holding the
 //! line's archiver variables and nothing else of archiver's. On top of that, lines for
-//! ephemeral containers (`k8s/`, `ecs/`, `cloudformation/`) must keep both state and output in S3, and a sharded
-//! line must give each shard its own state (`{shard}` in `--state`).
+//! ephemeral containers (`k8s/`, `ecs/`, `cloudformation/`) must keep both state and output in
+//! S3, and a sharded line must give each shard its own state (`{shard}` in `--state`).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -656,9 +656,12 @@ fn yaml_lines(file: &str, text: &str, image: &Image) -> Result<Vec<Line>, String
 // CloudFormation templates
 // ---------------------------------------------------------------------------------------
 
+/// Parameter values: (name, value).
+type Params = &'static [(&'static str, &'static str)];
+
 /// Parameter values for each template's command lines: one set per line checked, on top of
 /// the parameters' defaults (a parameter without a default needs a value here).
-const CFN_VARIANTS: &[(&str, &str, &[(&str, &str)])] = &[
+const CFN_VARIANTS: &[(&str, &str, Params)] = &[
     (
         "cloudformation/archive-account.yaml",
         "defaults",
@@ -975,7 +978,7 @@ fn single(v: &Value) -> Option<(&str, &Value)> {
 /// once per parameter set of [`CFN_VARIANTS`] for this file (a template with task
 /// definitions and no parameter set is an error).
 fn cfn_lines(file: &str, text: &str, image: &Image) -> Result<Vec<Line>, String> {
-    let variants: Vec<(&str, &[(&str, &str)])> = CFN_VARIANTS
+    let variants: Vec<(&str, Params)> = CFN_VARIANTS
         .iter()
         .filter(|(f, _, _)| *f == file)
         .map(|(_, v, values)| (*v, *values))
@@ -988,7 +991,7 @@ fn cfn_lines_with(
     file: &str,
     text: &str,
     image: &Image,
-    variants: &[(&str, &[(&str, &str)])],
+    variants: &[(&str, Params)],
 ) -> Result<Vec<Line>, String> {
     let template = cfn_template(file, text)?;
     let resources = template["Resources"]
@@ -1632,7 +1635,7 @@ fn cloudformation_lines_resolve_the_templates_functions() {
             "Parameters:\n  P: {{Type: String}}\nResources:\n  T:\n    Type: AWS::ECS::TaskDefinition\n    Properties:\n      ContainerDefinitions:\n        - Name: a\n          Environment:\n            - {{Name: ARCHIVER_STATE, Value: s3://b-1/s.db}}\n            - {{Name: ARCHIVER_OUTPUT, Value: s3://b-1/a}}\n            - {env}\n"
         )
     };
-    let sample: &[(&str, &[(&str, &str)])] = &[("sample", &[])];
+    let sample: &[(&str, Params)] = &[("sample", &[])];
     for (env, why) in [
         ("{Name: X, Value: !Ref P}", "Ref P"),
         ("{Name: X, Value: !Join [\",\", [a, b]]}", "Fn::Join"),
