@@ -17,6 +17,7 @@ use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
+use super::accounts::arn_account;
 use super::rng::{mix64, random_uuid, uuid_string, SplitMix64};
 use super::{SimClock, SimConfig, SimSession};
 
@@ -294,6 +295,22 @@ fn random_ip(rng: &mut SplitMix64) -> u32 {
     }
 }
 
+/// The region and account of portal `k`: region `regions[k % R]` (or `region`), account
+/// `accounts[(k / R) % A]` (or `account_id`), so the first `R * A` portals cover every
+/// region and account pair.
+pub(crate) fn portal_home(cfg: &SimConfig, k: usize) -> (&str, &str) {
+    let r = cfg.regions.len();
+    let region = match r {
+        0 => &cfg.region,
+        n => &cfg.regions[k % n],
+    };
+    let account = match cfg.accounts.len() {
+        0 => &cfg.account_id,
+        n => &cfg.accounts[(k / r.max(1)) % n],
+    };
+    (region, account)
+}
+
 impl World {
     pub(crate) fn generate(cfg: SimConfig) -> World {
         let users = user_pool();
@@ -345,6 +362,11 @@ impl World {
         self.portals.iter().map(|p| p.id.clone()).collect()
     }
 
+    /// Whether a caller of `account` sees `p`: always without `accounts`.
+    pub(crate) fn in_account(&self, p: &Portal, account: &str) -> bool {
+        self.cfg.accounts.is_empty() || arn_account(&p.arn) == account
+    }
+
     pub(crate) fn username(&self, s: &Sess) -> Option<&str> {
         (s.user != NO_USER).then(|| self.users[usize::from(s.user)].as_str())
     }
@@ -365,14 +387,8 @@ impl World {
         let k = self.portals.len() as u64;
         let mut rng = SplitMix64::new(mix64(self.cfg.seed) ^ mix64(0x1000 + k));
         let id = uuid_string(random_uuid(&mut rng));
-        let region = match self.cfg.regions.len() {
-            0 => &self.cfg.region,
-            n => &self.cfg.regions[k as usize % n],
-        };
-        let arn = format!(
-            "arn:aws:workspaces-web:{region}:{}:portal/{id}",
-            self.cfg.account_id
-        );
+        let (region, account) = portal_home(&self.cfg, k as usize);
+        let arn = format!("arn:aws:workspaces-web:{region}:{account}:portal/{id}");
         let history_ms = i64::from(self.cfg.history_days) * DAY_MS;
         let created_ms = self.now_ms() - history_ms - rng.range_i64(DAY_MS, 90 * DAY_MS);
         let sessions = self.generate_sessions(&mut rng, history_ms);
@@ -1016,6 +1032,51 @@ mod tests {
         let got: Vec<_> = page.iter().map(|s| s.key()).collect();
         assert_eq!(got, oldest_first[14..19]);
         assert!(more);
+    }
+
+    #[test]
+    fn portals_cover_every_account_and_region_pair() {
+        let accounts = vec!["111111111111".to_owned(), "222222222222".to_owned()];
+        let regions = vec![
+            "us-east-1".to_owned(),
+            "eu-west-1".to_owned(),
+            "ap-south-1".to_owned(),
+        ];
+        let w = World::generate(SimConfig {
+            portals: 7,
+            accounts: accounts.clone(),
+            regions: regions.clone(),
+            ..cfg(3, 1)
+        });
+        let pairs: Vec<(&str, &str)> = w
+            .portals
+            .iter()
+            .map(|p| (p.arn.split(':').nth(3).unwrap(), arn_account(&p.arn)))
+            .collect();
+        let distinct: std::collections::BTreeSet<_> = pairs[..6].iter().collect();
+        assert_eq!(distinct.len(), 6, "{pairs:?}");
+        // The region rule is the one without accounts.
+        for (k, (region, _)) in pairs.iter().enumerate() {
+            assert_eq!(*region, regions[k % 3]);
+        }
+        assert_eq!(pairs[6], ("us-east-1", "111111111111"));
+        // Without regions, portal k is in accounts[k % A]; the sessions carry the ARN.
+        let w = World::generate(SimConfig {
+            portals: 3,
+            accounts: accounts.clone(),
+            ..cfg(3, 1)
+        });
+        let owners: Vec<&str> = w.portals.iter().map(|p| arn_account(&p.arn)).collect();
+        assert_eq!(owners, [&accounts[0], &accounts[1], &accounts[0]]);
+        for s in w.record() {
+            let p = w.portal(&s.portal_id).unwrap();
+            assert_eq!(s.portal_arn, p.arn);
+            assert!(s
+                .portal_arn
+                .starts_with("arn:aws:workspaces-web:us-east-1:"));
+        }
+        assert!(w.in_account(&w.portals[1], &accounts[1]));
+        assert!(!w.in_account(&w.portals[1], &accounts[0]));
     }
 
     #[test]

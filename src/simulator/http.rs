@@ -10,6 +10,11 @@
 //! - Timestamps are epoch seconds as JSON numbers, with milliseconds as the fraction.
 //! - Every answer carries `x-amzn-RequestId`.
 //!
+//! `POST /` is STS or Organizations ([`super::rpc`]). With several accounts
+//! ([`super::SimConfig::accounts`]) each WorkSpaces Web call sees only the portals of its
+//! caller's account (the access key id of its SigV4 credential scope); a call with credentials
+//! issued by AssumeRole after they expired gets `403 ExpiredTokenException`.
+//!
 //! Faults that break the wire format on purpose: a dropped connection (the request is read,
 //! then the connection closes with no answer at all) and corrupted ListSessions bodies.
 
@@ -29,13 +34,17 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use super::accounts::signed_access_key;
 use super::data::{Portal, RecordView, Sess, SessionQuery, StatusFilter, World};
 use super::faults::{Corruption, Injected};
 use super::rng::{mix64, parse_uuid, uuid_string};
 use super::token::{scope_hash, PageToken, TokenKind};
-use super::{ActivityRequest, AdvanceRequest, Faults, Inner, SimStats, TokenMode};
+use super::{ActivityRequest, AdvanceRequest, Faults, Inner, RoleRequest, SimStats, TokenMode};
 
-type Body = Full<Bytes>;
+pub(crate) type Body = Full<Bytes>;
+
+/// What AWS says of expired temporary credentials.
+pub(crate) const EXPIRED_MESSAGE: &str = "The security token included in the request is expired";
 
 /// Largest `maxResults` the service accepts.
 const MAX_RESULTS: i64 = 100;
@@ -115,6 +124,8 @@ async fn handle(
     );
     let mut resp = if req.uri().path().starts_with("/_sim/") {
         control(&inner, req).await
+    } else if req.method() == Method::POST && req.uri().path() == "/" {
+        super::rpc::handle(&inner, req, &request_id).await
     } else {
         api(&inner, req).await.ok_or(DroppedConnection)?
     };
@@ -138,7 +149,7 @@ fn json_response(status: StatusCode, body: String) -> Response<Body> {
 
 /// An error answer in the service's shape.
 #[derive(Debug)]
-struct ApiError {
+pub(crate) struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
@@ -231,6 +242,14 @@ impl ApiError {
             StatusCode::INTERNAL_SERVER_ERROR,
             "InternalServerException",
             "An internal error occurred. Try again.",
+        )
+    }
+
+    fn expired_token() -> ApiError {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "ExpiredTokenException",
+            EXPIRED_MESSAGE,
         )
     }
 
@@ -380,7 +399,7 @@ fn hex_digit(c: u8) -> Option<u8> {
 }
 
 /// Percent-decodes a path label or query component; `None` for bad escapes or non-UTF-8.
-fn percent_decode(s: &str, plus_is_space: bool) -> Option<String> {
+pub(crate) fn percent_decode(s: &str, plus_is_space: bool) -> Option<String> {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
@@ -507,7 +526,7 @@ fn wall_ms() -> u64 {
 }
 
 impl Inner {
-    fn issue_token(
+    pub(crate) fn issue_token(
         &self,
         kind: TokenKind,
         descending: bool,
@@ -530,7 +549,7 @@ impl Inner {
 
     /// The position a token names, if this simulator issued it for exactly this request shape
     /// and token mode, and it has not expired.
-    fn check_token(
+    pub(crate) fn check_token(
         &self,
         text: &str,
         kind: TokenKind,
@@ -604,6 +623,19 @@ async fn api(inner: &Inner, req: Request<Incoming>) -> Option<Response<Body>> {
             Op::GetSession { .. } => stats.get_session_calls += 1,
         }
     }
+    let access_key = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(signed_access_key);
+    let caller = inner.caller(access_key);
+    if caller.expired {
+        let mut stats = inner.stats();
+        stats.expired_credentials += 1;
+        stats.client_errors += 1;
+        return Some(ApiError::expired_token().into_response());
+    }
+    let account = caller.account.as_str();
     let (injected, latency_ms, retry_after) = {
         let mut faults = inner.fault_state();
         let injected = faults.decide(Instant::now());
@@ -627,13 +659,15 @@ async fn api(inner: &Inner, req: Request<Incoming>) -> Option<Response<Body>> {
         Injected::Throttle => Err(ApiError::throttled(retry_after)),
         Injected::ServerError => Err(ApiError::internal()),
         Injected::Nothing => Query::parse(req.uri().query()).and_then(|q| match &op {
-            Op::ListPortals => list_portals(inner, &q, region.as_deref()),
-            Op::ListSessions { portal_id } => in_region(inner, portal_id, region.as_deref())
-                .and_then(|()| list_sessions(inner, portal_id, &q)),
+            Op::ListPortals => list_portals(inner, &q, region.as_deref(), account),
+            Op::ListSessions { portal_id } => {
+                reachable(inner, portal_id, region.as_deref(), account)
+                    .and_then(|()| list_sessions(inner, portal_id, &q))
+            }
             Op::GetSession {
                 portal_id,
                 session_id,
-            } => in_region(inner, portal_id, region.as_deref())
+            } => reachable(inner, portal_id, region.as_deref(), account)
                 .and_then(|()| get_session(inner, portal_id, session_id)),
         }),
     };
@@ -666,23 +700,39 @@ fn arn_region(arn: &str) -> &str {
     arn.split(':').nth(3).unwrap_or_default()
 }
 
-/// With several regions configured, a portal is found only through its own region's endpoint.
-fn in_region(inner: &Inner, portal_id: &str, region: Option<&str>) -> Result<(), ApiError> {
+/// With several regions configured, a portal is found only through its own region's endpoint;
+/// with several accounts, only by callers of its account. Otherwise it is not found, as if
+/// it did not exist.
+fn reachable(
+    inner: &Inner,
+    portal_id: &str,
+    region: Option<&str>,
+    account: &str,
+) -> Result<(), ApiError> {
     let w = inner.world();
-    if w.cfg.regions.is_empty() {
+    let Some(p) = w.portal(portal_id) else {
         return Ok(());
+    };
+    let other_region = !w.cfg.regions.is_empty() && region.is_some_and(|r| arn_region(&p.arn) != r);
+    if other_region || !w.in_account(p, account) {
+        return Err(ApiError::not_found("portal", portal_id));
     }
-    match (w.portal(portal_id), region) {
-        (Some(p), Some(r)) if arn_region(&p.arn) != r => {
-            Err(ApiError::not_found("portal", portal_id))
-        }
-        _ => Ok(()),
-    }
+    Ok(())
 }
 
-fn list_portals(inner: &Inner, q: &Query, region: Option<&str>) -> Result<String, ApiError> {
+fn list_portals(
+    inner: &Inner,
+    q: &Query,
+    region: Option<&str>,
+    account: &str,
+) -> Result<String, ApiError> {
     let max = max_results(q)?;
-    let scope = scope_hash(&["ListPortals"]);
+    // With several accounts a token lists the portals of the account it was issued to.
+    let scope = if inner.world().cfg.accounts.is_empty() {
+        scope_hash(&["ListPortals"])
+    } else {
+        scope_hash(&["ListPortals", account])
+    };
     // Portal tokens are positions in the (append-only) portal list in either mode.
     let mode = inner.world().cfg.token_mode;
     let start = match q.get("nextToken") {
@@ -697,6 +747,7 @@ fn list_portals(inner: &Inner, q: &Query, region: Option<&str>) -> Result<String
         .portals
         .iter()
         .filter(|p| w.cfg.regions.is_empty() || region.is_none_or(|r| arn_region(&p.arn) == r))
+        .filter(|p| w.in_account(p, account))
         .collect();
     let mut out = String::from("{\"portals\":[");
     let end = (start + max).min(mine.len());
@@ -930,6 +981,23 @@ async fn control(inner: &Inner, req: Request<Incoming>) -> Response<Body> {
             ),
             Err(msg) => control_error(StatusCode::BAD_REQUEST, &msg),
         },
+        (Method::POST, "/_sim/deny-role" | "/_sim/allow-role") => {
+            match parse_body::<RoleRequest>(&body) {
+                Ok(r) if super::accounts::is_account_id(&r.account) => {
+                    if path == "/_sim/deny-role" {
+                        inner.identities().deny(&r.account);
+                    } else {
+                        inner.identities().allow(&r.account);
+                    }
+                    to_json(&inner.info())
+                }
+                Ok(r) => control_error(
+                    StatusCode::BAD_REQUEST,
+                    &format!("account must be 12 digits, got {:?}", r.account),
+                ),
+                Err(msg) => control_error(StatusCode::BAD_REQUEST, &msg),
+            }
+        }
         (Method::POST, "/_sim/portals") => {
             let id = inner.world_mut().add_portal();
             to_json(&serde_json::json!({ "portalId": id }))

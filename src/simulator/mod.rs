@@ -1,9 +1,12 @@
 //! The built-in WorkSpaces Web simulator: a real HTTP/1.1 server on 127.0.0.1 that speaks
 //! the service's restJson1 protocol (ListPortals, ListSessions, GetSession) the way the AWS
-//! SDKs expect, over deterministic synthetic data. Used by the demo, the tests and the
-//! benchmarks; it never talks to AWS.
+//! SDKs expect, over deterministic synthetic data. On the same endpoint it also answers STS
+//! AssumeRole (awsQuery) and Organizations ListAccounts (JSON 1.1), for several accounts.
+//! Used by the demo, the tests and the benchmarks; it never talks to AWS.
 //!
 //! - [`data`]: portals, sessions, the simulated clock and the paging queries (pure logic).
+//! - [`accounts`]: callers, credentials issued by AssumeRole, organization members.
+//! - [`rpc`]: the STS and Organizations wire formats.
 //! - [`token`]: opaque pagination tokens (keyset or offset) with a keyed checksum.
 //! - [`faults`]: throttling, server errors, latency, rate limit, denied portals, dropped
 //!   connections, sessions hidden from listings, corrupted listing bodies.
@@ -14,11 +17,13 @@
 //! independent truth tests compare the archive against, with [`Simulator::listable`],
 //! [`Simulator::ever_listable`] and [`Simulator::served`] for what could be and was listed.
 
+mod accounts;
 mod cli;
 mod data;
 mod faults;
 mod http;
 mod rng;
+mod rpc;
 mod token;
 
 use std::collections::BTreeMap;
@@ -34,6 +39,7 @@ use tokio::sync::watch;
 pub use cli::{run_cli, ClockArg, SimArgs};
 pub use faults::{Faults, CORRUPT_LISTING_MODES};
 
+use accounts::Identities;
 use data::{RecordView, World};
 use faults::FaultState;
 
@@ -87,7 +93,25 @@ pub struct SimConfig {
     /// service's regional endpoints. Empty: every portal is in `region` and calls from any
     /// region see them all.
     pub regions: Vec<String>,
+    /// The "home" account: the account of every caller whose credentials were not issued by
+    /// this simulator's AssumeRole (the job's own account, the organization's management
+    /// account). Without `accounts` it holds every portal.
     pub account_id: String,
+    /// Member accounts (12 digits) that hold the portals: portal `k` is in
+    /// `accounts[(k / R) % A]`, with `R` = `regions.len()` (1 without regions) and `A` =
+    /// `accounts.len()`, so the first `R * A` portals cover every account and region pair.
+    /// Each WorkSpaces Web call then sees only the portals of its caller's account. Empty:
+    /// every portal is in `account_id` and every caller sees them all.
+    pub accounts: Vec<String>,
+    /// Further organization members, listed by ListAccounts as SUSPENDED; they hold nothing
+    /// and AssumeRole into them is denied.
+    pub suspended_accounts: Vec<String>,
+    /// Wall-clock lifetime of credentials issued by AssumeRole (a `DurationSeconds` asked for
+    /// can only shorten it). Shorter than STS's 900 s minimum is allowed, so tests can make
+    /// credentials expire during a run. Default 1 h.
+    pub credential_ttl: Duration,
+    /// When set, AssumeRole without exactly this `ExternalId` is AccessDenied.
+    pub external_id: Option<String>,
     /// Wall-clock lifetime of pagination tokens; `None` = until [`Simulator::expire_tokens`].
     pub token_ttl: Option<Duration>,
     /// What ListSessions tokens mean; default [`TokenMode::Keyset`].
@@ -112,6 +136,10 @@ impl Default for SimConfig {
             region: "us-east-1".to_owned(),
             regions: Vec::new(),
             account_id: "123456789012".to_owned(),
+            accounts: Vec::new(),
+            suspended_accounts: Vec::new(),
+            credential_ttl: Duration::from_secs(3600),
+            external_id: None,
             token_ttl: None,
             token_mode: TokenMode::Keyset,
         }
@@ -151,12 +179,30 @@ pub struct SimStats {
     pub dropped: u64,
     /// ListSessions calls by the portal id in the request path.
     pub list_sessions_by_portal: BTreeMap<String, u64>,
+    /// STS AssumeRole calls, granted or not.
+    #[serde(default)]
+    pub assume_role_calls: u64,
+    /// AssumeRole calls answered AccessDenied.
+    #[serde(default)]
+    pub assume_role_denied: u64,
+    /// AssumeRole calls by the account of the role asked for (calls whose RoleArn names no
+    /// account are not in it).
+    #[serde(default)]
+    pub assume_role_by_account: BTreeMap<String, u64>,
+    /// Organizations ListAccounts calls.
+    #[serde(default)]
+    pub list_accounts_calls: u64,
+    /// Calls of any API rejected because their credentials, issued by AssumeRole, had
+    /// expired (`ExpiredTokenException`, or `ExpiredToken` from STS).
+    #[serde(default)]
+    pub expired_credentials: u64,
 }
 
 /// State shared by the handle and the server.
 pub(crate) struct Inner {
     world: RwLock<World>,
     faults: Mutex<FaultState>,
+    identities: Mutex<Identities>,
     stats: Mutex<SimStats>,
     /// Bumped by `expire_tokens`: tokens from an older epoch are rejected.
     epoch: AtomicU32,
@@ -188,6 +234,17 @@ impl Inner {
 
     fn fault_state(&self) -> MutexGuard<'_, FaultState> {
         lock(&self.faults)
+    }
+
+    fn identities(&self) -> MutexGuard<'_, Identities> {
+        lock(&self.identities)
+    }
+
+    /// Who signed a request with this access key id, now.
+    fn caller(&self, access_key: Option<&str>) -> accounts::Caller {
+        let w = self.world();
+        self.identities()
+            .caller(&w.cfg, access_key, accounts::wall_ms())
     }
 
     fn endpoint_url(&self) -> String {
@@ -247,14 +304,25 @@ impl Inner {
             retention_cutoff_ms: w.retention_cutoff_at(now_ms),
             first_retention_cutoff_ms: w.first_cutoff_ms,
             portal_ids: w.portal_ids(),
+            portal_arns: w.portals.iter().map(|p| p.arn.clone()).collect(),
             region: w.cfg.region.clone(),
             account_id: w.cfg.account_id.clone(),
+            accounts: w.cfg.accounts.clone(),
+            suspended_accounts: w.cfg.suspended_accounts.clone(),
+            denied_roles: self.identities().denied(),
             token_epoch: self.epoch.load(Ordering::SeqCst),
             token_mode: w.cfg.token_mode,
             clock: clock.to_owned(),
             time_scale,
         }
     }
+}
+
+/// Body of `POST /_sim/deny-role` and `POST /_sim/allow-role`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RoleRequest {
+    pub account: String,
 }
 
 /// Body of `POST /_sim/advance`: move the simulated clock forward by `seconds` (>= 0).
@@ -297,8 +365,20 @@ pub struct SimInfo {
     #[serde(default)]
     pub first_retention_cutoff_ms: i64,
     pub portal_ids: Vec<String>,
+    /// The ARNs of `portal_ids`, in the same order: region and account of each portal.
+    #[serde(default)]
+    pub portal_arns: Vec<String>,
     pub region: String,
+    /// The home account (see [`SimConfig::account_id`]).
     pub account_id: String,
+    /// The member accounts holding the portals; empty: all are in `account_id`.
+    #[serde(default)]
+    pub accounts: Vec<String>,
+    #[serde(default)]
+    pub suspended_accounts: Vec<String>,
+    /// Accounts whose roles AssumeRole currently refuses ([`Simulator::deny_role`]).
+    #[serde(default)]
+    pub denied_roles: Vec<String>,
     pub token_epoch: u32,
     #[serde(default)]
     pub token_mode: TokenMode,
@@ -331,6 +411,15 @@ impl Simulator {
         let addr = listener.local_addr().context("simulator local address")?;
         let seed = cfg.seed;
         let token_ttl = cfg.token_ttl;
+        for id in std::iter::once(&cfg.account_id)
+            .chain(&cfg.accounts)
+            .chain(&cfg.suspended_accounts)
+        {
+            anyhow::ensure!(
+                accounts::is_account_id(id),
+                "simulator account ids are 12 digits, got {id:?}"
+            );
+        }
         // Millions of sessions take a moment to generate: keep that off the async workers.
         let world = tokio::task::spawn_blocking(move || World::generate(cfg))
             .await
@@ -339,6 +428,7 @@ impl Simulator {
         let inner = Arc::new(Inner {
             world: RwLock::new(world),
             faults: Mutex::new(FaultState::new(rng::mix64(seed ^ 0xFA17))),
+            identities: Mutex::new(Identities::default()),
             stats: Mutex::new(SimStats::default()),
             epoch: AtomicU32::new(1),
             secret: instance_secret(seed, addr),
@@ -367,6 +457,39 @@ impl Simulator {
 
     pub fn portal_arn(&self, portal_id: &str) -> Option<String> {
         self.inner.world().portal(portal_id).map(|p| p.arn.clone())
+    }
+
+    /// The ids of the portals in `account`, in creation order: those its callers list. Without
+    /// [`SimConfig::accounts`], every portal is in [`SimConfig::account_id`].
+    pub fn portal_ids_in(&self, account: &str) -> Vec<String> {
+        self.inner
+            .world()
+            .portals
+            .iter()
+            .filter(|p| accounts::arn_account(&p.arn) == account)
+            .map(|p| p.id.clone())
+            .collect()
+    }
+
+    /// From now on, AssumeRole into any role of `account` is AccessDenied (credentials
+    /// already issued keep working until they expire).
+    pub fn deny_role(&self, account: &str) {
+        self.inner.identities().deny(account);
+    }
+
+    /// Undoes [`Simulator::deny_role`].
+    pub fn allow_role(&self, account: &str) {
+        self.inner.identities().allow(account);
+    }
+
+    /// AssumeRole calls for roles in `account`, granted or denied (see [`SimStats`]).
+    pub fn assume_role_calls(&self, account: &str) -> u64 {
+        self.inner
+            .stats()
+            .assume_role_by_account
+            .get(account)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Every session held, including those past retention, with its current status; per

@@ -19,6 +19,8 @@ const LEN: usize = 56;
 pub(crate) enum TokenKind {
     Sessions = 0,
     Portals = 1,
+    /// Organizations ListAccounts.
+    Accounts = 2,
 }
 
 /// A decoded page position.
@@ -32,7 +34,7 @@ pub(crate) struct PageToken {
     /// Wall-clock milliseconds at issue (for the optional TTL).
     pub issued_wall_ms: u64,
     /// Keyset sessions: start of the last item served. Offset sessions: how many items were
-    /// served before the next page. Portals: index of the last portal served.
+    /// served before the next page. Portals, accounts: index of the last one served.
     pub last_start_ms: i64,
     /// Keyset sessions: id of the last item served; 0 otherwise.
     pub last_id: u128,
@@ -74,6 +76,7 @@ impl PageToken {
         let kind = match raw[1] {
             0 => TokenKind::Sessions,
             1 => TokenKind::Portals,
+            2 => TokenKind::Accounts,
             _ => return None,
         };
         let descending = match raw[2] {
