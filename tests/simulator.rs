@@ -2071,3 +2071,652 @@ async fn boto3_reads_offset_tokens_like_keyset_ones() {
     let out = run_boto3_check(&python, &sim).await;
     assert!(out.contains("offset tokens"), "{out}");
 }
+
+// ---------------------------------------------------------------------------------------
+// Accounts: STS AssumeRole, Organizations ListAccounts, credentials that expire.
+
+const ACCOUNT_A: &str = "111111111111";
+const ACCOUNT_B: &str = "222222222222";
+const SUSPENDED: &str = "333333333333";
+const HOME: &str = "123456789012";
+
+/// Five portals over two member accounts (A holds portals 0, 2, 4; B holds 1, 3), one
+/// suspended member, and the home (management) account holding nothing.
+fn org_cfg(seed: u64) -> SimConfig {
+    SimConfig {
+        portals: 5,
+        sessions_per_portal: 60,
+        accounts: vec![ACCOUNT_A.to_owned(), ACCOUNT_B.to_owned()],
+        suspended_accounts: vec![SUSPENDED.to_owned()],
+        ..cfg(seed)
+    }
+}
+
+fn role(account: &str) -> String {
+    format!("arn:aws:iam::{account}:role/Archiver")
+}
+
+/// SDK config for the simulator with these credentials and no retries.
+async fn sdk_conf(
+    sim: &Simulator,
+    creds: impl aws_sdk_sts::config::ProvideCredentials + 'static,
+) -> aws_config::SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .endpoint_url(sim.endpoint_url())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(creds)
+        .retry_config(RetryConfig::disabled())
+        .load()
+        .await
+}
+
+fn home_creds() -> Credentials {
+    Credentials::new("AKIAHOMEEXAMPLE", "home-secret", None, None, "test")
+}
+
+async fn sts_client(sim: &Simulator, creds: Credentials) -> aws_sdk_sts::Client {
+    aws_sdk_sts::Client::new(&sdk_conf(sim, creds).await)
+}
+
+/// AssumeRole with the home account's credentials; the granted credentials as static ones.
+async fn assume(sim: &Simulator, account: &str, session: &str) -> (Credentials, i64) {
+    let out = sts_client(sim, home_creds())
+        .await
+        .assume_role()
+        .role_arn(role(account))
+        .role_session_name(session)
+        .send()
+        .await
+        .expect("assume role");
+    let c = out.credentials().expect("credentials");
+    let creds = Credentials::new(
+        c.access_key_id(),
+        c.secret_access_key(),
+        Some(c.session_token().to_owned()),
+        None,
+        "simulator-sts",
+    );
+    (creds, c.expiration().secs())
+}
+
+async fn portal_arns(c: &Client) -> Result<Vec<String>, String> {
+    let mut arns = Vec::new();
+    let mut token = None;
+    loop {
+        let out = c
+            .list_portals()
+            .max_results(1)
+            .set_next_token(token)
+            .send()
+            .await
+            .map_err(|e| {
+                use aws_sdk_workspacesweb::error::ProvideErrorMetadata as _;
+                format!(
+                    "{} {}",
+                    e.code().unwrap_or_default(),
+                    e.raw_response().map_or(0, |r| r.status().as_u16())
+                )
+            })?;
+        arns.extend(out.portals().iter().map(|p| p.portal_arn.clone()));
+        token = out.next_token;
+        if token.is_none() {
+            return Ok(arns);
+        }
+    }
+}
+
+fn arns_in(sim: &Simulator, account: &str) -> Vec<String> {
+    sim.portal_ids_in(account)
+        .iter()
+        .map(|id| sim.portal_arn(id).unwrap())
+        .collect()
+}
+
+/// (HTTP status, error code, message) of an SDK error.
+fn err_parts<E>(
+    e: &aws_sdk_sts::error::SdkError<E, aws_sdk_sts::config::http::HttpResponse>,
+) -> (u16, String, String)
+where
+    E: aws_sdk_sts::error::ProvideErrorMetadata,
+{
+    use aws_sdk_sts::error::ProvideErrorMetadata as _;
+    (
+        e.raw_response().map_or(0, |r| r.status().as_u16()),
+        e.code().unwrap_or_default().to_owned(),
+        e.message().unwrap_or_default().to_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn portals_are_spread_over_the_accounts_and_sessions_carry_them() {
+    let sim = Simulator::start(org_cfg(31)).await.unwrap();
+    let ids = sim.portal_ids();
+    assert_eq!(
+        sim.portal_ids_in(ACCOUNT_A),
+        [ids[0].clone(), ids[2].clone(), ids[4].clone()]
+    );
+    assert_eq!(
+        sim.portal_ids_in(ACCOUNT_B),
+        [ids[1].clone(), ids[3].clone()]
+    );
+    assert!(sim.portal_ids_in(HOME).is_empty());
+    for s in sim.record() {
+        let account = if sim.portal_ids_in(ACCOUNT_A).contains(&s.portal_id) {
+            ACCOUNT_A
+        } else {
+            ACCOUNT_B
+        };
+        assert_eq!(
+            s.portal_arn,
+            format!(
+                "arn:aws:workspaces-web:us-east-1:{account}:portal/{}",
+                s.portal_id
+            )
+        );
+    }
+    // Without accounts, everything is in the home account, as before.
+    let single = Simulator::start(cfg(31)).await.unwrap();
+    assert_eq!(single.portal_ids_in(HOME), single.portal_ids());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn assumed_roles_see_only_their_accounts_portals() {
+    let sim = Simulator::start(org_cfg(32)).await.unwrap();
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let out = sts_client(&sim, home_creds())
+        .await
+        .assume_role()
+        .role_arn(role(ACCOUNT_A))
+        .role_session_name("archiver-test")
+        .send()
+        .await
+        .unwrap();
+    let c = out.credentials().unwrap();
+    assert!(c.access_key_id().starts_with("ASIA") && c.access_key_id().len() == 20);
+    assert_eq!(c.secret_access_key().len(), 40);
+    assert!(!c.session_token().is_empty());
+    let ttl = c.expiration().secs() - before;
+    assert!((3599..=3601).contains(&ttl), "expiration {ttl} s from now");
+    let user = out.assumed_role_user().unwrap();
+    assert_eq!(
+        user.arn(),
+        format!("arn:aws:sts::{ACCOUNT_A}:assumed-role/Archiver/archiver-test")
+    );
+    assert!(user.assumed_role_id().ends_with(":archiver-test"));
+    use aws_sdk_sts::operation::RequestId as _;
+    assert!(out.request_id().is_some_and(|id| !id.is_empty()));
+
+    let creds = Credentials::new(
+        c.access_key_id(),
+        c.secret_access_key(),
+        Some(c.session_token().to_owned()),
+        None,
+        "sts",
+    );
+    let a = Client::new(&sdk_conf(&sim, creds).await);
+    assert_eq!(portal_arns(&a).await.unwrap(), arns_in(&sim, ACCOUNT_A));
+    let mine = sim.portal_ids_in(ACCOUNT_A)[1].clone();
+    let got = list_all(&a, &mine, Some(Order::Asc), &Filter::default(), 9).await;
+    assert!(!got.is_empty());
+    assert_same(
+        &got,
+        &expected(&sim, &mine, Order::Asc, &Filter::default()),
+        "account A's portal",
+    );
+    // Another account's portal is not found, exactly like a missing one.
+    let theirs = sim.portal_ids_in(ACCOUNT_B)[0].clone();
+    let err = a
+        .list_sessions()
+        .portal_id(&theirs)
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    assert!(err.is_resource_not_found_exception(), "{err:?}");
+    let their_session = sim
+        .listable()
+        .into_iter()
+        .find(|s| s.portal_id == theirs)
+        .unwrap();
+    let err = a
+        .get_session()
+        .portal_id(&theirs)
+        .session_id(&their_session.session_id)
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    assert!(err.is_resource_not_found_exception(), "{err:?}");
+
+    // The home (management) account holds no portals.
+    let home = Client::new(&sdk_conf(&sim, home_creds()).await);
+    assert_eq!(portal_arns(&home).await.unwrap(), Vec::<String>::new());
+
+    // aws-config's AssumeRoleProvider, as the archiver uses it.
+    let provider = aws_config::sts::AssumeRoleProvider::builder(role(ACCOUNT_B))
+        .session_name("provider")
+        .configure(&sdk_conf(&sim, home_creds()).await)
+        .build()
+        .await;
+    let b = Client::new(&sdk_conf(&sim, provider).await);
+    assert_eq!(portal_arns(&b).await.unwrap(), arns_in(&sim, ACCOUNT_B));
+    assert_eq!(sim.assume_role_calls(ACCOUNT_A), 1);
+    assert!(sim.assume_role_calls(ACCOUNT_B) >= 1);
+    let stats = sim.stats();
+    assert_eq!(stats.assume_role_denied, 0);
+    assert_eq!(stats.client_errors, 2, "the two not-found answers");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn assume_role_denials_and_validation_reach_the_sdk() {
+    let sim = Simulator::start(org_cfg(33)).await.unwrap();
+    let sts = sts_client(&sim, home_creds()).await;
+    let try_assume = |account: String, session: &'static str| {
+        let sts = sts.clone();
+        async move {
+            sts.assume_role()
+                .role_arn(account)
+                .role_session_name(session)
+                .send()
+                .await
+        }
+    };
+    let denied_msg = |account: &str| {
+        format!(
+            "User: arn:aws:iam::{HOME}:root is not authorized to perform: sts:AssumeRole on \
+             resource: {}",
+            role(account)
+        )
+    };
+    for account in [SUSPENDED, "444444444444"] {
+        let e = try_assume(role(account), "s1").await.unwrap_err();
+        assert_eq!(
+            err_parts(&e),
+            (403, "AccessDenied".to_owned(), denied_msg(account))
+        );
+    }
+    sim.deny_role(ACCOUNT_B);
+    let e = try_assume(role(ACCOUNT_B), "s1").await.unwrap_err();
+    assert_eq!(
+        err_parts(&e),
+        (403, "AccessDenied".to_owned(), denied_msg(ACCOUNT_B))
+    );
+    sim.allow_role(ACCOUNT_B);
+    try_assume(role(ACCOUNT_B), "s1").await.unwrap();
+
+    let e = try_assume(role(ACCOUNT_A), "x").await.unwrap_err();
+    let (status, code, message) = err_parts(&e);
+    assert_eq!((status, code.as_str()), (400, "ValidationError"));
+    assert_eq!(
+        message,
+        "1 validation error detected: Value 'x' at 'roleSessionName' failed to satisfy \
+         constraint: Member must have length greater than or equal to 2"
+    );
+    let e = try_assume(format!("arn:aws:iam::{ACCOUNT_A}:user/bob"), "s1")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err_parts(&e),
+        (
+            400,
+            "ValidationError".to_owned(),
+            format!("arn:aws:iam::{ACCOUNT_A}:user/bob is invalid")
+        )
+    );
+    let stats = sim.stats();
+    assert_eq!(stats.assume_role_calls, 6);
+    assert_eq!(stats.assume_role_denied, 3);
+    assert_eq!(sim.assume_role_calls(ACCOUNT_B), 2);
+    assert_eq!(sim.assume_role_calls(SUSPENDED), 1);
+    assert_eq!(stats.client_errors, 5);
+
+    // An external id, when configured, must match exactly.
+    let sim = Simulator::start(SimConfig {
+        external_id: Some("ext-1234".to_owned()),
+        ..org_cfg(33)
+    })
+    .await
+    .unwrap();
+    let sts = sts_client(&sim, home_creds()).await;
+    for given in [None, Some("ext-12345")] {
+        let e = sts
+            .assume_role()
+            .role_arn(role(ACCOUNT_A))
+            .role_session_name("s1")
+            .set_external_id(given.map(str::to_owned))
+            .send()
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err_parts(&e),
+            (403, "AccessDenied".to_owned(), denied_msg(ACCOUNT_A)),
+            "{given:?}"
+        );
+    }
+    let ok = sts
+        .assume_role()
+        .role_arn(role(ACCOUNT_A))
+        .role_session_name("s1")
+        .external_id("ext-1234")
+        .send()
+        .await
+        .unwrap();
+    assert!(ok.credentials().is_some());
+    assert_eq!(sim.stats().assume_role_denied, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_accounts_pages_through_the_organization() {
+    use aws_sdk_organizations::types::{AccountJoinedMethod, AccountState, AccountStatus};
+    let sim = Simulator::start(SimConfig {
+        accounts: vec![
+            ACCOUNT_A.to_owned(),
+            ACCOUNT_B.to_owned(),
+            "555555555555".to_owned(),
+            "666666666666".to_owned(),
+        ],
+        ..org_cfg(34)
+    })
+    .await
+    .unwrap();
+    let org = aws_sdk_organizations::Client::new(&sdk_conf(&sim, home_creds()).await);
+    // No MaxResults: the simulator still pages, 3 accounts at most.
+    let pages: Vec<_> = org
+        .list_accounts()
+        .into_paginator()
+        .send()
+        .try_collect()
+        .await
+        .unwrap();
+    let sizes: Vec<usize> = pages.iter().map(|p| p.accounts().len()).collect();
+    assert_eq!(sizes, [3, 3]);
+    assert_eq!(sim.stats().list_accounts_calls, 2);
+    let accounts: Vec<_> = pages.iter().flat_map(|p| p.accounts().to_vec()).collect();
+    let got: Vec<(&str, AccountStatus, AccountState)> = accounts
+        .iter()
+        .map(|a| {
+            (
+                a.id().unwrap(),
+                a.status().unwrap().clone(),
+                a.state().unwrap().clone(),
+            )
+        })
+        .collect();
+    let active = |id| (id, AccountStatus::Active, AccountState::Active);
+    assert_eq!(
+        got,
+        [
+            active(HOME),
+            active(ACCOUNT_A),
+            active(ACCOUNT_B),
+            active("555555555555"),
+            active("666666666666"),
+            (SUSPENDED, AccountStatus::Suspended, AccountState::Suspended),
+        ]
+    );
+    let mut last_joined = 0;
+    for a in &accounts {
+        let id = a.id().unwrap();
+        let arn = a.arn().unwrap();
+        assert!(
+            arn.starts_with(&format!("arn:aws:organizations::{HOME}:account/o-"))
+                && arn.ends_with(&format!("/{id}")),
+            "{arn}"
+        );
+        assert_eq!(a.email(), Some(format!("aws+{id}@example.com").as_str()));
+        assert_eq!(a.joined_method(), Some(&AccountJoinedMethod::Created));
+        let joined = a.joined_timestamp().unwrap().secs();
+        assert!(joined > last_joined && joined < 1_764_150_000);
+        last_joined = joined;
+    }
+    // MaxResults 2: pages of 2.
+    let pages: Vec<_> = org
+        .list_accounts()
+        .max_results(2)
+        .into_paginator()
+        .send()
+        .try_collect()
+        .await
+        .unwrap();
+    let sizes: Vec<usize> = pages.iter().map(|p| p.accounts().len()).collect();
+    assert_eq!(sizes, [2, 2, 2]);
+
+    // Out-of-range MaxResults and forged tokens.
+    let e = org
+        .list_accounts()
+        .max_results(21)
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    assert!(e.is_invalid_input_exception(), "{e:?}");
+    let e = org
+        .list_accounts()
+        .next_token("deadbeef")
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    assert!(e.is_invalid_input_exception(), "{e:?}");
+
+    // A member account's credentials may not list the organization.
+    let (member, _) = assume(&sim, ACCOUNT_A, "member").await;
+    let org_member = aws_sdk_organizations::Client::new(&sdk_conf(&sim, member).await);
+    let e = org_member
+        .list_accounts()
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    assert!(e.is_access_denied_exception(), "{e:?}");
+    use aws_sdk_organizations::error::ProvideErrorMetadata as _;
+    assert_eq!(
+        e.message(),
+        Some("You don't have permissions to access this resource.")
+    );
+
+    // Without accounts there is no organization.
+    let single = Simulator::start(cfg(34)).await.unwrap();
+    let org = aws_sdk_organizations::Client::new(&sdk_conf(&single, home_creds()).await);
+    let e = org
+        .list_accounts()
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    assert!(e.is_aws_organizations_not_in_use_exception(), "{e:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_credentials_are_rejected_by_every_api() {
+    let sim = Simulator::start(SimConfig {
+        credential_ttl: Duration::from_secs(2),
+        ..org_cfg(35)
+    })
+    .await
+    .unwrap();
+    let (creds, expires) = assume(&sim, ACCOUNT_B, "short").await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    assert!(
+        (1..=2).contains(&(expires - now.as_secs() as i64)),
+        "{expires} vs {now:?}"
+    );
+    let ws = Client::new(&sdk_conf(&sim, creds.clone()).await);
+    assert_eq!(portal_arns(&ws).await.unwrap(), arns_in(&sim, ACCOUNT_B));
+    // Past the expiration (whole seconds) by a margin.
+    let wait = Duration::from_secs(expires as u64).saturating_sub(now) + Duration::from_millis(300);
+    tokio::time::sleep(wait).await;
+
+    let err = ws.list_portals().send().await.unwrap_err();
+    use aws_sdk_workspacesweb::error::ProvideErrorMetadata as _;
+    assert_eq!(err.raw_response().map(|r| r.status().as_u16()), Some(403));
+    assert_eq!(err.code(), Some("ExpiredTokenException"));
+    assert_eq!(
+        err.message(),
+        Some("The security token included in the request is expired")
+    );
+    let portal = sim.portal_ids_in(ACCOUNT_B)[0].clone();
+    let err = ws
+        .list_sessions()
+        .portal_id(&portal)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some("ExpiredTokenException"));
+
+    let e = sts_client(&sim, creds.clone())
+        .await
+        .assume_role()
+        .role_arn(role(ACCOUNT_A))
+        .role_session_name("chained")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err_parts(&e),
+        (
+            403,
+            "ExpiredToken".to_owned(),
+            "The security token included in the request is expired".to_owned()
+        )
+    );
+    let org = aws_sdk_organizations::Client::new(&sdk_conf(&sim, creds).await);
+    let e = org.list_accounts().send().await.unwrap_err();
+    assert_eq!(e.code(), Some("ExpiredTokenException"));
+    let stats = sim.stats();
+    assert_eq!(stats.expired_credentials, 4);
+    assert_eq!(
+        stats.list_portals_calls,
+        1 + 2,
+        "the pages before, the call after"
+    );
+    assert_eq!(stats.list_sessions_calls, 1);
+    // New credentials work again.
+    let (fresh, _) = assume(&sim, ACCOUNT_B, "again").await;
+    let ws = Client::new(&sdk_conf(&sim, fresh).await);
+    assert_eq!(portal_arns(&ws).await.unwrap(), arns_in(&sim, ACCOUNT_B));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_actions_and_targets_get_their_protocols_errors() {
+    let sim = Simulator::start(org_cfg(36)).await.unwrap();
+    let (status, headers, body) = raw(
+        &sim,
+        "POST",
+        "/",
+        "Action=GetCallerIdentity&Version=2011-06-15",
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert_eq!(headers["content-type"], "text/xml");
+    assert!(body.contains("<Code>InvalidAction</Code>"), "{body}");
+    assert!(
+        body.contains("Could not find operation GetCallerIdentity for version 2011-06-15"),
+        "{body}"
+    );
+    assert!(body.contains(&format!(
+        "<RequestId>{}</RequestId>",
+        headers["x-amzn-requestid"]
+    )));
+    let (status, _, body) = raw(&sim, "POST", "/", "").await;
+    assert_eq!(status, 400);
+    assert!(body.contains("<Code>MissingAction</Code>"), "{body}");
+
+    let mut s = tokio::net::TcpStream::connect(sim.local_addr())
+        .await
+        .unwrap();
+    let req = "POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\
+               X-Amz-Target: AWSOrganizationsV20161128.DescribeOrganization\r\n\
+               Content-Type: application/x-amz-json-1.1\r\nContent-Length: 2\r\n\r\n{}";
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).await.unwrap();
+    assert!(buf.starts_with("HTTP/1.1 400"), "{buf}");
+    let body: serde_json::Value =
+        serde_json::from_str(buf.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    assert_eq!(body["__type"], "UnknownOperationException");
+
+    // The control API denies and allows roles too.
+    let (status, _, body) = raw(
+        &sim,
+        "POST",
+        "/_sim/deny-role",
+        &format!("{{\"account\":\"{ACCOUNT_A}\"}}"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let info: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(info["denied_roles"], serde_json::json!([ACCOUNT_A]));
+    assert_eq!(info["accounts"], serde_json::json!([ACCOUNT_A, ACCOUNT_B]));
+    assert_eq!(
+        info["portal_arns"][1],
+        sim.portal_arn(&sim.portal_ids()[1]).unwrap()
+    );
+    let e = sts_client(&sim, home_creds())
+        .await
+        .assume_role()
+        .role_arn(role(ACCOUNT_A))
+        .role_session_name("s1")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(err_parts(&e).1, "AccessDenied");
+    let (status, _, body) = raw(
+        &sim,
+        "POST",
+        "/_sim/allow-role",
+        &format!("{{\"account\":\"{ACCOUNT_A}\"}}"),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assume(&sim, ACCOUNT_A, "s2").await;
+    let (status, _, _) = raw(&sim, "POST", "/_sim/deny-role", "{\"account\":\"12\"}").await;
+    assert_eq!(status, 400);
+    let (status, _, body) = raw(&sim, "GET", "/_sim/stats", "").await;
+    assert_eq!(status, 200);
+    let stats: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(stats["assume_role_calls"], 2);
+    assert_eq!(stats["assume_role_by_account"][ACCOUNT_A], 2);
+}
+
+/// Runs tests/py/boto3_accounts_check.py against a simulator with accounts and one whose
+/// credentials expire after 2 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn boto3_reads_sts_and_organizations_like_the_real_services() {
+    let python = boto3_python().await;
+    let sim = Simulator::start(org_cfg(37)).await.unwrap();
+    let expiring = Simulator::start(SimConfig {
+        credential_ttl: Duration::from_secs(2),
+        ..org_cfg(38)
+    })
+    .await
+    .unwrap();
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/py/boto3_accounts_check.py"
+    );
+    let out = tokio::process::Command::new(&python)
+        .arg(script)
+        .arg(sim.endpoint_url())
+        .arg(expiring.endpoint_url())
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "boto3 check failed:\n{stdout}\n{stderr}"
+    );
+    eprint!("{stdout}");
+    assert!(stdout.contains("boto3 accounts check ok"), "{stdout}");
+    assert_eq!(sim.stats().assume_role_denied, 3);
+    assert!(sim.stats().list_accounts_calls >= 3);
+    assert_eq!(expiring.stats().expired_credentials, 3);
+}

@@ -82,6 +82,19 @@ pub struct SimArgs {
     /// default 1.
     #[arg(long)]
     pub time_scale: Option<f64>,
+    /// Member accounts (12 digits, comma-separated or repeated) holding the portals, reached
+    /// through STS AssumeRole; default: every portal in the one account 123456789012.
+    #[arg(long, value_delimiter = ',')]
+    pub accounts: Vec<String>,
+    /// Further organization members that ListAccounts returns as SUSPENDED.
+    #[arg(long, value_delimiter = ',')]
+    pub suspended_accounts: Vec<String>,
+    /// Lifetime of credentials issued by AssumeRole (e.g. `1h`, `30s`).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "1h")]
+    pub credential_ttl: std::time::Duration,
+    /// AssumeRole without exactly this ExternalId is denied.
+    #[arg(long)]
+    pub external_id: Option<String>,
 }
 
 /// Serves on 127.0.0.1 until SIGINT or SIGTERM. Prints exactly one line to stdout first:
@@ -129,6 +142,10 @@ pub async fn run_cli(args: SimArgs) -> anyhow::Result<()> {
             },
         },
         token_mode: args.token_mode,
+        accounts: args.accounts,
+        suspended_accounts: args.suspended_accounts,
+        credential_ttl: args.credential_ttl,
+        external_id: args.external_id,
         ..defaults
     };
     let sim = Simulator::start_on(cfg, SocketAddr::from(([127, 0, 0, 1], args.port))).await?;
