@@ -82,6 +82,14 @@ pub struct SimArgs {
     /// default 1.
     #[arg(long)]
     pub time_scale: Option<f64>,
+    /// Several accounts, STS and Organizations (boxed: most runs leave them out).
+    #[command(flatten)]
+    pub org: Box<AccountArgs>,
+}
+
+/// The account options of `archiver simulator`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct AccountArgs {
     /// Member accounts (12 digits, comma-separated or repeated) holding the portals, reached
     /// through STS AssumeRole; default: every portal in the one account 123456789012.
     #[arg(long, value_delimiter = ',')]
@@ -142,10 +150,10 @@ pub async fn run_cli(args: SimArgs) -> anyhow::Result<()> {
             },
         },
         token_mode: args.token_mode,
-        accounts: args.accounts,
-        suspended_accounts: args.suspended_accounts,
-        credential_ttl: args.credential_ttl,
-        external_id: args.external_id,
+        accounts: args.org.accounts,
+        suspended_accounts: args.org.suspended_accounts,
+        credential_ttl: args.org.credential_ttl,
+        external_id: args.org.external_id,
         ..defaults
     };
     let sim = Simulator::start_on(cfg, SocketAddr::from(([127, 0, 0, 1], args.port))).await?;

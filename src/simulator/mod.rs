@@ -36,7 +36,7 @@ use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-pub use cli::{run_cli, ClockArg, SimArgs};
+pub use cli::{run_cli, AccountArgs, ClockArg, SimArgs};
 pub use faults::{Faults, CORRUPT_LISTING_MODES};
 
 use accounts::Identities;
