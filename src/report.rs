@@ -19,6 +19,8 @@ use crate::model::{Gap, PassKind};
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct PortalReport {
     pub portal_id: String,
+    /// The AWS account of the portal (from its ARN), when known.
+    pub account_id: Option<String>,
     pub pass: Option<PassKind>,
     pub resumed: bool,
     pub completed: bool,
@@ -50,6 +52,24 @@ pub struct RunSummary {
     pub totals: Totals,
     pub portals: Vec<PortalReport>,
     pub failed: Vec<Failure>,
+    /// Each account tried, with `--accounts` or `--organization` (empty otherwise).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub accounts: Vec<AccountReport>,
+}
+
+/// One account of a multi-account run.
+#[derive(Debug, Default, Serialize)]
+pub struct AccountReport {
+    pub account_id: String,
+    pub role_arn: Option<String>,
+    /// `ok`, or `failed` (its role could not be assumed, its discovery failed, or one of its
+    /// portals failed).
+    pub outcome: String,
+    /// Why the account could not be reached or discovered.
+    pub error: Option<String>,
+    /// Portals of the account this run worked on.
+    pub portals: u64,
+    pub failed_portals: u64,
 }
 
 /// Sums over the portals.
@@ -57,6 +77,8 @@ pub struct RunSummary {
 pub struct Totals {
     pub portals: u64,
     pub failed: u64,
+    /// Accounts that could not be reached or discovered.
+    pub accounts_failed: u64,
     pub pages: u64,
     pub sessions_seen: u64,
     pub rows_written: u64,
@@ -80,6 +102,7 @@ impl RunSummary {
         let t = &mut self.totals;
         t.portals = self.portals.len() as u64;
         t.failed = self.failed.len() as u64;
+        t.accounts_failed = self.accounts.iter().filter(|a| a.error.is_some()).count() as u64;
         for r in &self.portals {
             t.pages += r.pages;
             t.sessions_seen += r.listed;
@@ -172,7 +195,30 @@ impl RunSummary {
                 vec![(String::new(), secs(ms))],
             );
         }
-        let label = |id: &str| format!("{{portal_id=\"{id}\"}}");
+        if !self.accounts.is_empty() {
+            gauge(
+                "account_failed",
+                "1 if the account could not be reached (role not assumed, discovery failed) or one of its portals failed in the last run, else 0.",
+                self.accounts
+                    .iter()
+                    .map(|a| {
+                        (
+                            format!("{{account_id=\"{}\"}}", a.account_id),
+                            f64::from(u8::from(a.outcome != "ok")),
+                        )
+                    })
+                    .collect(),
+            );
+        }
+        let accounts: HashMap<&str, &str> = self
+            .portals
+            .iter()
+            .filter_map(|r| Some((r.portal_id.as_str(), r.account_id.as_deref()?)))
+            .collect();
+        let label = |id: &str| match accounts.get(id) {
+            Some(a) => format!("{{account_id=\"{a}\",portal_id=\"{id}\"}}"),
+            None => format!("{{portal_id=\"{id}\"}}"),
+        };
         let failed: Vec<&str> = self.failed.iter().map(|f| f.portal_id.as_str()).collect();
         gauge(
             "portal_failed",

@@ -8,7 +8,7 @@ use anyhow::Result;
 use crate::clock::rfc3339;
 use crate::config::StateLoc;
 use crate::model::{PassKind, PortalId};
-use crate::run::discover::{discover, regional_sources};
+use crate::run::discover::{discover, sources};
 use crate::run::pass::{plan, Plan};
 use crate::run::Job;
 use crate::state::StateHandle;
@@ -35,20 +35,32 @@ pub async fn dry_run(
         }
     };
     let stop = Arc::new(AtomicBool::new(false));
-    let sources = regional_sources(&sdk, cfg, &stop);
-    let portals: Vec<PortalId> = discover(job.portals.as_deref(), &sources, None)
-        .await?
+    let mut sources = sources(&sdk, cfg, &stop).await?;
+    let found = discover(job.portals.as_deref(), &mut sources, None).await?;
+    let portals: Vec<(PortalId, Option<String>)> = found
         .into_iter()
-        .map(|(id, _)| id)
+        .filter(|f| cfg.shard.owns(&f.portal))
+        .map(|f| (f.portal, f.account))
         .collect();
-    let portals: Vec<PortalId> = portals.into_iter().filter(|p| cfg.shard.owns(p)).collect();
     println!(
         "dry run of `{}` (shard {}): {} portals; nothing is written",
         job.command,
         cfg.shard,
         portals.len()
     );
-    for p in &portals {
+    for (account, role) in &sources.roles {
+        let mine = portals
+            .iter()
+            .filter(|(_, a)| a.as_deref() == Some(account.as_str()))
+            .count();
+        match sources.failed.iter().find(|f| &f.account == account) {
+            Some(f) => println!("account {account}: FAILED: {}", f.error),
+            None => {
+                println!("account {account}: role {role} assumed; {mine} portals in this shard")
+            }
+        }
+    }
+    for (p, account) in &portals {
         let (ps, pending) = match &state {
             Some(st) => {
                 let id = p.to_string();
@@ -83,7 +95,14 @@ pub async fn dry_run(
             } => format!("incremental pass, newest first, back to {}", rfc3339(stop)),
             Plan::New { .. } => "incremental pass over everything".to_string(),
         };
-        println!("{p}  {what}; {} pending", pending.len());
+        match account {
+            Some(a) => println!("{p}  (account {a})  {what}; {} pending", pending.len()),
+            None => println!("{p}  {what}; {} pending", pending.len()),
+        }
+    }
+    // The run would archive the others and fail naming these accounts: so does its dry run.
+    if let Some(line) = sources.failure_line() {
+        anyhow::bail!(line);
     }
     Ok(())
 }

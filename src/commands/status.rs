@@ -33,6 +33,8 @@ pub struct LastRun {
 pub struct PortalStatus {
     pub portal_id: String,
     pub portal_arn: Option<String>,
+    /// The AWS account of the portal, from its ARN.
+    pub account_id: Option<String>,
     pub backfill_done: bool,
     /// Newest session start covered by a completed pass.
     pub watermark: Option<String>,
@@ -153,6 +155,11 @@ fn read(st: &State, state: String) -> Result<Status> {
             }),
             pending_missing,
             pending_lost: p.lost_pending,
+            account_id: p
+                .portal_arn
+                .as_deref()
+                .and_then(crate::run::discover::arn_account)
+                .map(str::to_string),
             portal_id: p.portal_id,
             portal_arn: p.portal_arn,
             backfill_done: p.backfill_done,
@@ -184,8 +191,8 @@ fn print_table(status: &Status) {
         ),
     }
     println!(
-        "{:<36}  {:<8}  {:<24}  {:>7}  {:<22}  {:<10}  {:>9}",
-        "PORTAL", "BACKFILL", "WATERMARK", "PENDING", "CHECKPOINT", "LAST RUN", "ROWS"
+        "{:<36}  {:<12}  {:<8}  {:<24}  {:>7}  {:<22}  {:<10}  {:>9}",
+        "PORTAL", "ACCOUNT", "BACKFILL", "WATERMARK", "PENDING", "CHECKPOINT", "LAST RUN", "ROWS"
     );
     for p in &status.portals {
         let checkpoint = match &p.checkpoint {
@@ -193,8 +200,9 @@ fn print_table(status: &Status) {
             Some(c) => format!("{} after {} pages", c.pass.as_str(), c.pages),
         };
         println!(
-            "{:<36}  {:<8}  {:<24}  {:>7}  {:<22}  {:<10}  {:>9}",
+            "{:<36}  {:<12}  {:<8}  {:<24}  {:>7}  {:<22}  {:<10}  {:>9}",
             p.portal_id,
+            p.account_id.as_deref().unwrap_or("-"),
             if p.backfill_done { "done" } else { "not yet" },
             p.watermark.as_deref().unwrap_or("-"),
             p.pending,

@@ -1,60 +1,300 @@
-//! Discover: the portals to archive, each with its region's WorkSpaces Web client.
+//! Discover: the portals to archive, each with the WorkSpaces Web client of its account and
+//! region.
+//!
+//! Without `--accounts` or `--organization`, one client per region with the SDK chain's own
+//! credentials. With them, each account × region pair gets a client whose credentials come
+//! from STS AssumeRole into that account (refreshed by the SDK before they expire). An account
+//! whose role cannot be assumed, or whose ListPortals fails, is recorded as failed and the
+//! others go on.
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use anyhow::{bail, Result};
-use tracing::info;
+use anyhow::{bail, Context, Result};
+use aws_sdk_workspacesweb::config::{ProvideCredentials, SharedCredentialsProvider};
+use tracing::{error, info};
 
-use crate::config::Config;
+use crate::aws::AwsError;
+use crate::config::{AccountRole, Accounts, Config};
 use crate::model::PortalId;
 use crate::source::Source;
 use crate::state::StateHandle;
 
-/// The WorkSpaces Web client of each region to archive: `--region` values, or the SDK chain's
-/// region alone.
-pub fn regional_sources(
+/// Where portals are looked for: one account (`None`: the SDK credentials' own) in one region,
+/// with its client.
+#[derive(Clone)]
+pub struct Scope {
+    pub account: Option<String>,
+    pub region: String,
+    pub source: Source,
+}
+
+/// An account the run could not archive (fully), and why.
+#[derive(Clone, Debug)]
+pub struct AccountFailure {
+    pub account: String,
+    pub error: String,
+}
+
+/// The clients of a run, and the accounts that could not be reached.
+pub struct Sources {
+    pub scopes: Vec<Scope>,
+    /// Every account tried, in order (empty without `--accounts`/`--organization`).
+    pub accounts: Vec<String>,
+    /// `(account, role ARN)` of each account tried.
+    pub roles: Vec<(String, String)>,
+    pub failed: Vec<AccountFailure>,
+}
+
+impl Sources {
+    fn fail(&mut self, account: &str, error: String) {
+        error!(account_id = %account, error = %error, "account failed; the other accounts go on");
+        match self.failed.iter_mut().find(|f| f.account == account) {
+            Some(f) => {
+                f.error.push_str("; ");
+                f.error.push_str(&error);
+            }
+            None => self.failed.push(AccountFailure {
+                account: account.to_string(),
+                error,
+            }),
+        }
+    }
+
+    /// One line naming each failed account and why, or `None`.
+    pub fn failure_line(&self) -> Option<String> {
+        if self.failed.is_empty() {
+            return None;
+        }
+        let list: Vec<String> = self
+            .failed
+            .iter()
+            .map(|f| format!("account {}: {}", f.account, f.error))
+            .collect();
+        Some(format!(
+            "{} of {} accounts failed: {}",
+            self.failed.len(),
+            self.accounts.len(),
+            list.join("; ")
+        ))
+    }
+}
+
+/// A portal found by discovery, with its account (from its ARN) and client.
+#[derive(Clone)]
+pub struct Found {
+    pub portal: PortalId,
+    pub account: Option<String>,
+    pub source: Source,
+}
+
+/// The regions to archive: `--region` values, or the SDK chain's region alone.
+fn regions(sdk: &aws_config::SdkConfig, cfg: &Config) -> Vec<String> {
+    if cfg.regions.is_empty() {
+        vec![sdk.region().map(|r| r.to_string()).unwrap_or_default()]
+    } else {
+        cfg.regions.clone()
+    }
+}
+
+fn regional(sdk: &aws_config::SdkConfig, region: &str) -> aws_config::SdkConfig {
+    sdk.to_builder()
+        .region(aws_config::Region::new(region.to_string()))
+        .build()
+}
+
+/// The clients of a run. With accounts, the organization's account list is read first
+/// (`--organization`; its failure fails the run), then each account's role is assumed once to
+/// check it; an account whose role cannot be assumed is recorded in [`Sources::failed`].
+pub async fn sources(
     sdk: &aws_config::SdkConfig,
     cfg: &Config,
     stop: &Arc<AtomicBool>,
-) -> Vec<(String, Source)> {
-    if cfg.regions.is_empty() {
-        let region = sdk.region().map(|r| r.to_string()).unwrap_or_default();
-        return vec![(region, Source::new(sdk, cfg.max_attempts, stop.clone()))];
+) -> Result<Sources> {
+    let regions = regions(sdk, cfg);
+    let mut out = Sources {
+        scopes: Vec::new(),
+        accounts: Vec::new(),
+        roles: Vec::new(),
+        failed: Vec::new(),
+    };
+    let Some(role) = cfg.accounts.role() else {
+        out.scopes = regions
+            .iter()
+            .map(|r| Scope {
+                account: None,
+                region: r.clone(),
+                source: Source::new(&regional(sdk, r), cfg.max_attempts, stop.clone()),
+            })
+            .collect();
+        return Ok(out);
+    };
+    out.accounts = match &cfg.accounts {
+        Accounts::Listed { ids, .. } => ids.clone(),
+        Accounts::Organization { .. } => organization_accounts(sdk).await?,
+        Accounts::Own => unreachable!("no role without accounts"),
+    };
+    info!(accounts = out.accounts.len(), "accounts to archive");
+    for account in out.accounts.clone() {
+        let arn = role.arn(&account);
+        out.roles.push((account.clone(), arn.clone()));
+        match assume(sdk, role, &arn).await {
+            Ok(creds) => {
+                for r in &regions {
+                    let conf = regional(sdk, r)
+                        .to_builder()
+                        .credentials_provider(creds.clone())
+                        .build();
+                    out.scopes.push(Scope {
+                        account: Some(account.clone()),
+                        region: r.clone(),
+                        source: Source::new(&conf, cfg.max_attempts, stop.clone()),
+                    });
+                }
+            }
+            Err(e) => out.fail(&account, format!("cannot assume role {arn}: {e:#}")),
+        }
     }
-    cfg.regions
-        .iter()
-        .map(|r| {
-            let conf = sdk
-                .to_builder()
-                .region(aws_config::Region::new(r.clone()))
-                .build();
-            (
-                r.clone(),
-                Source::new(&conf, cfg.max_attempts, stop.clone()),
-            )
-        })
-        .collect()
+    Ok(out)
 }
 
-/// The portals to archive, each with its region's client: the `named` portals, or (`None`)
-/// every portal ListPortals returns in each region. With several regions, named portals are
-/// looked up in each region's list. With `record`, every discovered portal and its ARN are
-/// recorded in the state.
+/// A refreshing credentials provider for the role, checked by assuming it once.
+async fn assume(
+    sdk: &aws_config::SdkConfig,
+    role: &AccountRole,
+    arn: &str,
+) -> Result<SharedCredentialsProvider> {
+    let mut b = aws_config::sts::AssumeRoleProvider::builder(arn).session_name("archiver");
+    if let Some(x) = &role.external_id {
+        b = b.external_id(x);
+    }
+    let provider = b.configure(sdk).build().await;
+    provider
+        .provide_credentials()
+        .await
+        .map_err(|e| anyhow::anyhow!(credentials_error(&e)))?;
+    Ok(SharedCredentialsProvider::new(provider))
+}
+
+/// `Code: message` of an STS refusal, or the error chain of any other failure.
+fn credentials_error(e: &(dyn std::error::Error + 'static)) -> String {
+    use aws_sdk_sts::error::ProvideErrorMetadata;
+    use aws_sdk_sts::operation::assume_role::AssumeRoleError;
+    let mut src: Option<&(dyn std::error::Error + 'static)> = e.source();
+    while let Some(s) = src {
+        if let Some(sdk) = s.downcast_ref::<aws_sdk_sts::error::SdkError<AssumeRoleError>>() {
+            if let Some(svc) = sdk.as_service_error() {
+                return format!(
+                    "{}: {}",
+                    svc.code().unwrap_or("error"),
+                    svc.message().unwrap_or("(no message)")
+                );
+            }
+        }
+        src = s.source();
+    }
+    let mut text = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        src = s.source();
+    }
+    text
+}
+
+/// The organization's active accounts, sorted (AWS Organizations ListAccounts with the job's
+/// own credentials).
+async fn organization_accounts(sdk: &aws_config::SdkConfig) -> Result<Vec<String>> {
+    use aws_sdk_organizations::types::{AccountState, AccountStatus};
+    let client = aws_sdk_organizations::Client::new(sdk);
+    let mut pages = client.list_accounts().into_paginator().send();
+    let mut out = Vec::new();
+    while let Some(page) = pages.next().await {
+        let page = page
+            .map_err(AwsError::new)
+            .context("listing the organization's accounts (Organizations ListAccounts)")?;
+        for a in page.accounts() {
+            // `State` supersedes `Status`; either says whether the account is active.
+            let active = match (a.state(), a.status()) {
+                (Some(s), _) => *s == AccountState::Active,
+                (None, Some(s)) => *s == AccountStatus::Active,
+                (None, None) => false,
+            };
+            match a.id() {
+                Some(id) if active => out.push(id.to_string()),
+                _ => {}
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    if out.is_empty() {
+        bail!("the organization lists no active account (Organizations ListAccounts)");
+    }
+    Ok(out)
+}
+
+/// The account in a portal ARN (`arn:PARTITION:workspaces-web:REGION:ACCOUNT:portal/ID`).
+pub fn arn_account(arn: &str) -> Option<&str> {
+    arn.split(':')
+        .nth(4)
+        .filter(|a| a.len() == 12 && a.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// The portals to archive, each with its account's and region's client: the `named` portals,
+/// or (`None`) every portal ListPortals returns in each scope. Named portals are looked up in
+/// every scope's list (with one scope and no accounts, they are taken as given). With
+/// `record`, every discovered portal and its ARN are recorded in the state.
+///
+/// Without accounts, a failed ListPortals fails discovery. With accounts, it fails only its
+/// account (recorded in `sources`), and the other accounts' portals are returned.
 pub async fn discover(
     named: Option<&[PortalId]>,
-    sources: &[(String, Source)],
+    sources: &mut Sources,
     record: Option<&StateHandle>,
-) -> Result<Vec<(PortalId, Source)>> {
-    if let (Some(ids), [(_, only)]) = (named, sources) {
-        return Ok(ids.iter().map(|p| (p.clone(), only.clone())).collect());
+) -> Result<Vec<Found>> {
+    if let (Some(ids), [only], true) = (
+        named,
+        sources.scopes.as_slice(),
+        sources.accounts.is_empty(),
+    ) {
+        return Ok(ids
+            .iter()
+            .map(|p| Found {
+                portal: p.clone(),
+                account: None,
+                source: only.source.clone(),
+            })
+            .collect());
     }
-    let mut found: Vec<(PortalId, Source)> = Vec::new();
-    for (region, source) in sources {
-        let listed = source.list_portals().await.map_err(|e| {
-            anyhow::Error::new(e).context(format!("discovering portals in {region} (ListPortals)"))
-        })?;
-        info!(region = %region, portals = listed.len(), "discovered portals");
+    let mut found: Vec<Found> = Vec::new();
+    for scope in sources.scopes.clone() {
+        let Scope {
+            account,
+            region,
+            source,
+        } = scope;
+        let listed = match source.list_portals().await {
+            Ok(listed) => listed,
+            Err(e) => {
+                let e = anyhow::Error::new(e)
+                    .context(format!("discovering portals in {region} (ListPortals)"));
+                match &account {
+                    Some(a) => {
+                        sources.fail(a, format!("{e:#}"));
+                        continue;
+                    }
+                    None => return Err(e),
+                }
+            }
+        };
+        match &account {
+            Some(a) => {
+                info!(account_id = %a, region = %region, portals = listed.len(), "discovered portals")
+            }
+            None => info!(region = %region, portals = listed.len(), "discovered portals"),
+        }
         if let (None, Some(state)) = (named, record) {
             let arns: Vec<(String, String)> = listed
                 .iter()
@@ -70,30 +310,62 @@ pub async fn discover(
                 })
                 .await?;
         }
-        for (id, _) in listed {
+        for (id, arn) in listed {
             if named.is_some_and(|ids| !ids.contains(&id)) {
                 continue;
             }
-            if !found.iter().any(|(p, _)| p == &id) {
-                found.push((id, source.clone()));
+            if !found.iter().any(|f| f.portal == id) {
+                found.push(Found {
+                    portal: id,
+                    account: arn_account(&arn).map(str::to_string).or(account.clone()),
+                    source: source.clone(),
+                });
             }
         }
     }
     if let Some(ids) = named {
         let missing: Vec<String> = ids
             .iter()
-            .filter(|id| !found.iter().any(|(p, _)| p == *id))
+            .filter(|id| !found.iter().any(|f| &f.portal == *id))
             .map(|id| id.to_string())
             .collect();
         if !missing.is_empty() {
-            let regions: Vec<&str> = sources.iter().map(|(r, _)| r.as_str()).collect();
-            bail!(
-                "portal {} not found in regions {}",
-                missing.join(", "),
-                regions.join(", ")
-            );
+            let mut regions: Vec<&str> = sources.scopes.iter().map(|s| s.region.as_str()).collect();
+            regions.dedup();
+            let mut where_ = format!("regions {}", regions.join(", "));
+            if !sources.accounts.is_empty() {
+                let searched: Vec<&str> = sources
+                    .accounts
+                    .iter()
+                    .filter(|a| !sources.failed.iter().any(|f| &f.account == *a))
+                    .map(String::as_str)
+                    .collect();
+                where_ = format!("accounts {} ({where_})", searched.join(", "));
+                if let Some(line) = sources.failure_line() {
+                    where_.push_str(&format!("; not searched: {line}"));
+                }
+            }
+            bail!("portal {} not found in {where_}", missing.join(", "));
         }
-        found.sort_by_key(|(p, _)| ids.iter().position(|i| i == p));
+        found.sort_by_key(|f| ids.iter().position(|i| i == &f.portal));
     }
     Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::arn_account;
+
+    #[test]
+    fn the_account_of_a_portal_arn() {
+        assert_eq!(
+            arn_account("arn:aws:workspaces-web:us-east-1:123456789012:portal/abc"),
+            Some("123456789012")
+        );
+        assert_eq!(
+            arn_account("arn:aws:workspaces-web:us-east-1::portal/abc"),
+            None
+        );
+        assert_eq!(arn_account("portal/abc"), None);
+    }
 }

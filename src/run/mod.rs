@@ -24,9 +24,8 @@ use tracing::{error, info, warn, Instrument};
 use crate::config::{Config, Shard};
 use crate::error::Interrupted;
 use crate::model::PortalId;
-use crate::report::{Failure, PortalReport, RunSummary};
+use crate::report::{AccountReport, Failure, PortalReport, RunSummary};
 use crate::sink::Sink;
-use crate::source::Source;
 use crate::state::{PortalOutcome, StateHandle};
 use pass::{archive_portal, PortalCtx};
 
@@ -103,11 +102,19 @@ async fn run_on_state(
     let started = Instant::now();
     let started_at_ms = crate::clock::now_ms();
     let cfg = &job.config;
-    let sources = discover::regional_sources(sdk, cfg, &stop);
     let command = job.command;
     let run_id = state.db(move |st| st.start_run(command)).await?;
-    let found = match discover::discover(job.portals.as_deref(), &sources, Some(state)).await {
-        Ok(found) => found,
+    let discovered = match discover::sources(sdk, cfg, &stop).await {
+        Ok(mut sources) => {
+            match discover::discover(job.portals.as_deref(), &mut sources, Some(state)).await {
+                Ok(found) => Ok((sources, found)),
+                Err(e) => Err(e),
+            }
+        }
+        Err(e) => Err(e),
+    };
+    let (sources, found) = match discovered {
+        Ok(x) => x,
         Err(e) => {
             let detail = format!("{e:#}");
             state
@@ -117,11 +124,11 @@ async fn run_on_state(
         }
     };
     let (portals, others): (Vec<_>, Vec<_>) =
-        found.into_iter().partition(|(p, _)| cfg.shard.owns(p));
+        found.into_iter().partition(|f| cfg.shard.owns(&f.portal));
     if cfg.shard != Shard::ALL {
         if job.portals.is_some() {
-            for (p, _) in &others {
-                warn!(portal_id = %p, shard = %cfg.shard, "portal belongs to another shard; skipped");
+            for f in &others {
+                warn!(portal_id = %f.portal, shard = %cfg.shard, "portal belongs to another shard; skipped");
             }
         }
         info!(shard = %cfg.shard, portals = portals.len(), skipped = others.len(), "this shard's portals");
@@ -180,7 +187,9 @@ async fn run_on_state(
         .sort_by(|a, b| a.portal_id.cmp(&b.portal_id));
     summary.duration_ms = started.elapsed().as_millis() as u64;
     summary.ended_at_ms = crate::clock::now_ms();
-    for (_, source) in &sources {
+    summary.accounts = account_reports(&sources, &summary);
+    for scope in &sources.scopes {
+        let source = &scope.source;
         summary.totals.api_calls += source.stats.calls.load(Ordering::Relaxed);
         summary.totals.retries += source.stats.retries.load(Ordering::Relaxed);
         summary.totals.throttled += source.stats.throttled.load(Ordering::Relaxed);
@@ -189,10 +198,16 @@ async fn run_on_state(
 
     let (outcome, detail) = if interrupted {
         ("interrupted", Some("stopped by a signal".to_string()))
-    } else if summary.failed.is_empty() {
-        ("ok", None)
     } else {
-        ("failed", Some(failure_line(&summary, total)))
+        let lines: Vec<String> = sources
+            .failure_line()
+            .into_iter()
+            .chain((!summary.failed.is_empty()).then(|| failure_line(&summary, total)))
+            .collect();
+        match lines.is_empty() {
+            true => ("ok", None),
+            false => ("failed", Some(lines.join("; "))),
+        }
     };
     summary.outcome = outcome.to_string();
     let d = detail.clone();
@@ -225,7 +240,7 @@ fn spawn_portals(
     job: &Job,
     state: &StateHandle,
     sink: Sink,
-    portals: Vec<(PortalId, Source)>,
+    portals: Vec<discover::Found>,
     stop: &Arc<AtomicBool>,
 ) -> tokio::task::JoinSet<(PortalReport, Result<()>)> {
     let cfg = &job.config;
@@ -240,7 +255,12 @@ fn spawn_portals(
         cfg.page_size(),
     );
     let mut tasks = tokio::task::JoinSet::new();
-    for (portal, source) in portals {
+    for discover::Found {
+        portal,
+        account,
+        source,
+    } in portals
+    {
         let ctx = PortalCtx {
             source,
             sink: sink.clone(),
@@ -255,12 +275,16 @@ fn spawn_portals(
             let _permit = sem.acquire_owned().await.expect("semaphore open");
             let mut report = PortalReport {
                 portal_id: portal.to_string(),
+                account_id: account,
                 ..Default::default()
             };
             if ctx.stop.load(Ordering::Relaxed) {
                 return (report, Err(Interrupted.into()));
             }
-            let span = tracing::info_span!("portal", portal_id = %portal);
+            let span = match &report.account_id {
+                Some(a) => tracing::info_span!("portal", portal_id = %portal, account_id = %a),
+                None => tracing::info_span!("portal", portal_id = %portal),
+            };
             let result = archive_portal(&ctx, &portal, mode, &mut report)
                 .instrument(span)
                 .await;
@@ -275,6 +299,42 @@ fn spawn_portals(
 fn portal_flush_rows(flush_rows: usize, concurrency: usize, portals: usize, page: usize) -> usize {
     let side_by_side = concurrency.min(portals).max(1);
     (flush_rows / side_by_side).max(page)
+}
+
+/// Per account tried (with `--accounts`/`--organization`): its portals and outcome.
+fn account_reports(sources: &discover::Sources, summary: &RunSummary) -> Vec<AccountReport> {
+    sources
+        .accounts
+        .iter()
+        .map(|a| {
+            let failure = sources.failed.iter().find(|f| &f.account == a);
+            let mine = summary
+                .portals
+                .iter()
+                .filter(|p| p.account_id.as_deref() == Some(a.as_str()));
+            let failed_portals = mine
+                .clone()
+                .filter(|p| summary.failed.iter().any(|f| f.portal_id == p.portal_id))
+                .count() as u64;
+            AccountReport {
+                account_id: a.clone(),
+                role_arn: sources
+                    .roles
+                    .iter()
+                    .find(|(x, _)| x == a)
+                    .map(|(_, r)| r.clone()),
+                outcome: if failure.is_some() || failed_portals > 0 {
+                    "failed"
+                } else {
+                    "ok"
+                }
+                .into(),
+                error: failure.map(|f| f.error.clone()),
+                portals: mine.count() as u64,
+                failed_portals,
+            }
+        })
+        .collect()
 }
 
 fn failure_line(summary: &RunSummary, total: usize) -> String {

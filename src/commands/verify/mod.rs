@@ -62,13 +62,17 @@ pub async fn verify(
     // The run lock (or an S3 state's lease), also without --repair: a run publishing meanwhile
     // would show as differences.
     let state = StateHandle::open(cfg, "verify", s3.as_ref(), stop.clone()).await?;
+    // Accounts that could not be reached: verified nothing there, so never "ok".
+    let mut unreachable: Option<String> = None;
     let result = async {
         let sink = Sink::new(&cfg.output, s3.as_ref(), &cfg.s3)?;
-        let sources = discover::regional_sources(&sdk, cfg, &stop);
-        let found = discover::discover(named.as_deref(), &sources, None).await?;
+        let mut sources = discover::sources(&sdk, cfg, &stop).await?;
+        let found = discover::discover(named.as_deref(), &mut sources, None).await?;
+        unreachable = sources.failure_line();
         let portals: Vec<(PortalId, Source)> = found
             .into_iter()
-            .filter(|(p, _)| cfg.shard.owns(p))
+            .filter(|f| cfg.shard.owns(&f.portal))
+            .map(|f| (f.portal, f.source))
             .collect();
         match repair {
             false => {
@@ -104,11 +108,17 @@ pub async fn verify(
     }
     if !report.ok {
         let bad = report.portals.iter().filter(|p| !p.ok).count();
-        return Err(Differences(format!(
+        let mut line = format!(
             "the archive differs from the service in {bad} of {} portals",
             report.portals.len()
-        ))
-        .into());
+        );
+        if let Some(u) = &unreachable {
+            line.push_str(&format!("; not verified: {u}"));
+        }
+        return Err(Differences(line).into());
+    }
+    if let Some(u) = unreachable {
+        anyhow::bail!("not verified: {u}");
     }
     Ok(())
 }
