@@ -317,7 +317,11 @@ pub async fn discover(
             if !found.iter().any(|f| f.portal == id) {
                 found.push(Found {
                     portal: id,
-                    account: arn_account(&arn).map(str::to_string).or(account.clone()),
+                    // With accounts, the ARN's account (the assumed one, unless the role
+                    // reaches elsewhere); without, none: output stays as a one-account run's.
+                    account: account
+                        .as_ref()
+                        .map(|a| arn_account(&arn).unwrap_or(a).to_string()),
                     source: source.clone(),
                 });
             }

@@ -1,0 +1,368 @@
+//! Several AWS accounts, end to end: the real binary assumes a role in each member account
+//! through the simulator's STS, optionally lists them with its Organizations, and archives
+//! every account's portals into one archive. Compared with the simulator's own record.
+
+mod util;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use archiver::simulator::{Faults, SimConfig, SimSession};
+use util::{sim_config, Env, Run};
+
+const A: &str = "111111111111";
+const B: &str = "222222222222";
+const C: &str = "333333333333";
+const SUSPENDED: &str = "444444444444";
+
+fn accounts_config(portals: usize, sessions: usize, active: usize) -> SimConfig {
+    SimConfig {
+        accounts: vec![A.into(), B.into(), C.into()],
+        ..sim_config(portals, sessions, active)
+    }
+}
+
+/// The account in an ARN (`arn:aws:SERVICE:REGION:ACCOUNT:...`).
+fn account_of(arn: &str) -> String {
+    arn.split(':').nth(4).unwrap_or_default().to_string()
+}
+
+/// The expected sessions of these accounts only.
+fn expected_in(env: &Env, accounts: &[&str]) -> BTreeMap<String, SimSession> {
+    env.expected()
+        .into_iter()
+        .filter(|(_, s)| accounts.contains(&account_of(&s.portal_arn).as_str()))
+        .collect()
+}
+
+/// Run with STS and Organizations pointed at the simulator too.
+async fn run(env: &Env, args: &[&str]) -> Run {
+    let mut c = env.cmd(args);
+    c.env("AWS_ENDPOINT_URL_STS", env.sim.endpoint_url())
+        .env("AWS_ENDPOINT_URL_ORGANIZATIONS", env.sim.endpoint_url());
+    Run::from(c.output().await.unwrap())
+}
+
+fn read_json(path: &std::path::Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_accounts_one_denied_the_others_archived_exactly_and_the_third_named() {
+    let env = Env::new(accounts_config(6, 300, 3)).await;
+    env.sim.deny_role(C);
+    let summary = env.dir.path().join("summary.json");
+    let metrics = env.dir.path().join("metrics.prom");
+    let accounts = format!("{A},{B},{C}");
+    let args = [
+        "run",
+        "--accounts",
+        &accounts,
+        "--account-role",
+        "archiver-read",
+        "--summary-json",
+        summary.to_str().unwrap(),
+        "--metrics-file",
+        metrics.to_str().unwrap(),
+    ];
+    let r = run(&env, &args).await;
+    r.code(1);
+    let last = r.stderr.trim_end().lines().last().unwrap_or_default();
+    assert!(
+        last.contains(&format!("account {C}")) && last.contains("AccessDenied"),
+        "the last line names the account and why: {last}"
+    );
+    assert!(!last.contains(&format!("account {A}")) && !last.contains(&format!("account {B}")));
+
+    // The two reachable accounts are archived exactly; nothing of the third.
+    let rows = env.archived();
+    util::assert_exact(&rows, &expected_in(&env, &[A, B]));
+    assert!(rows.iter().all(|r| account_of(&r.portal_arn) != C));
+    let accounts_seen: BTreeSet<String> = rows.iter().map(|r| account_of(&r.portal_arn)).collect();
+    assert_eq!(accounts_seen, BTreeSet::from([A.to_string(), B.to_string()]));
+
+    // The summary carries every account and each portal's account.
+    let doc = read_json(&summary);
+    assert_eq!(doc["outcome"], "failed");
+    let by_account: BTreeMap<String, &serde_json::Value> = doc["accounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| (a["account_id"].as_str().unwrap().to_string(), a))
+        .collect();
+    assert_eq!(by_account.len(), 3, "{doc:#}");
+    assert_eq!(by_account[A]["outcome"], "ok");
+    assert_eq!(by_account[B]["outcome"], "ok");
+    assert_eq!(by_account[C]["outcome"], "failed");
+    assert!(by_account[C]["error"]
+        .as_str()
+        .unwrap()
+        .contains("AccessDenied"));
+    assert_eq!(
+        by_account[C]["role_arn"],
+        format!("arn:aws:iam::{C}:role/archiver-read")
+    );
+    assert_eq!(doc["totals"]["accounts_failed"], 1);
+    for p in doc["portals"].as_array().unwrap() {
+        let id = p["portal_id"].as_str().unwrap();
+        let arn = env.sim.portal_arn(id).unwrap();
+        assert_eq!(p["account_id"], account_of(&arn), "{p}");
+    }
+    let portals_in = |a: &str| {
+        env.sim
+            .portal_ids()
+            .into_iter()
+            .filter(|p| account_of(&env.sim.portal_arn(p).unwrap()) == a)
+            .count() as u64
+    };
+    assert_eq!(by_account[A]["portals"], portals_in(A));
+    assert_eq!(by_account[B]["portals"], portals_in(B));
+    assert_eq!(by_account[C]["portals"], 0);
+
+    // Metrics: one sample per account, and the account on every portal's samples.
+    let text = std::fs::read_to_string(&metrics).unwrap();
+    for (a, v) in [(A, 0), (B, 0), (C, 1)] {
+        let want = format!("archiver_account_failed{{account_id=\"{a}\"}} {v}");
+        assert!(text.lines().any(|l| l == want), "missing {want}\n{text}");
+    }
+    for p in env.sim.portal_ids() {
+        let a = account_of(&env.sim.portal_arn(&p).unwrap());
+        let labelled = format!("archiver_portal_rows_written{{account_id=\"{a}\",portal_id=\"{p}\"}}");
+        assert_eq!(
+            text.lines().any(|l| l.starts_with(&labelled)),
+            a != C,
+            "{labelled}\n{text}"
+        );
+    }
+
+    // Status: each portal's account; the last run names the failed account.
+    let st = run(&env, &["status", "--json"]).await;
+    st.ok();
+    let doc: serde_json::Value = serde_json::from_str(&st.stdout).unwrap();
+    assert!(doc["last_run"]["detail"]
+        .as_str()
+        .unwrap()
+        .contains(&format!("account {C}")));
+    let listed = doc["portals"].as_array().unwrap();
+    assert_eq!(listed.len() as u64, portals_in(A) + portals_in(B));
+    for p in listed {
+        let arn = env.sim.portal_arn(p["portal_id"].as_str().unwrap()).unwrap();
+        assert_eq!(p["account_id"], account_of(&arn));
+    }
+    let table = run(&env, &["status"]).await;
+    table.ok();
+    assert!(table.stdout.contains(A) && table.stdout.contains(B));
+
+    // Once the role is allowed again, the third account is backfilled; the others are not
+    // written twice.
+    env.sim.allow_role(C);
+    run(&env, &args).await.ok();
+    env.assert_exact();
+    let doc = read_json(&summary);
+    assert_eq!(doc["outcome"], "ok");
+    assert_eq!(doc["totals"]["accounts_failed"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn organization_discovery_archives_every_active_account_and_skips_suspended_ones() {
+    let env = Env::new(SimConfig {
+        suspended_accounts: vec![SUSPENDED.into()],
+        external_id: Some("audit-2026".into()),
+        ..accounts_config(5, 200, 2)
+    })
+    .await;
+    let role = "arn:aws:iam::{account}:role/org/archiver-read";
+
+    // Dry run: the accounts and their portals, nothing written.
+    let dry = run(
+        &env,
+        &[
+            "run",
+            "--dry-run",
+            "--organization",
+            "--account-role",
+            role,
+            "--external-id",
+            "audit-2026",
+        ],
+    )
+    .await;
+    dry.ok();
+    for a in [A, B, C] {
+        assert!(
+            dry.stdout.contains(&format!("account {a}: role arn:aws:iam::{a}:role/org/archiver-read assumed")),
+            "{}",
+            dry.stdout
+        );
+    }
+    assert!(!dry.stdout.contains(SUSPENDED), "{}", dry.stdout);
+    for p in env.sim.portal_ids() {
+        assert!(dry.stdout.contains(&p), "{}", dry.stdout);
+    }
+    assert!(!env.archive().exists());
+
+    // A wrong external id: every account refused, each named.
+    let r = run(
+        &env,
+        &["run", "--organization", "--account-role", role, "--external-id", "wrong-id"],
+    )
+    .await;
+    r.code(1);
+    for a in [A, B, C] {
+        assert!(r.stderr.contains(&format!("account {a}")), "{}", r.stderr);
+    }
+    assert!(env.archived().is_empty());
+
+    env.sim.reset_stats();
+    run(
+        &env,
+        &["run", "--organization", "--account-role", role, "--external-id", "audit-2026"],
+    )
+    .await
+    .ok();
+    env.assert_exact();
+    let stats = env.sim.stats();
+    assert!(stats.list_accounts_calls >= 1, "{stats:?}");
+    assert_eq!(env.sim.assume_role_calls(SUSPENDED), 0);
+    // The management (home) account is a member too: its role is tried, and it holds no
+    // portal here, so it is archived as empty.
+    for a in [A, B, C] {
+        assert!(env.sim.assume_role_calls(a) >= 1, "{a}: {stats:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_expiring_mid_backfill_are_refreshed() {
+    // Credentials live 14 s; the backfill is slowed to outlast them several times over.
+    let env = Env::new(SimConfig {
+        accounts: vec![A.into()],
+        credential_ttl: Duration::from_secs(14),
+        ..sim_config(2, 2500, 2)
+    })
+    .await;
+    env.sim.set_faults(Faults {
+        latency_ms: 230,
+        ..Faults::default()
+    });
+    let started = Instant::now();
+    run(
+        &env,
+        &["run", "--accounts", A, "--account-role", "archiver-read", "--concurrency", "1", "--flush-rows", "500"],
+    )
+    .await
+    .ok();
+    let took = started.elapsed();
+    env.assert_exact();
+    assert!(
+        took > Duration::from_secs(30),
+        "the backfill must outlast the credentials twice: took {took:?}"
+    );
+    let stats = env.sim.stats();
+    assert_eq!(
+        stats.expired_credentials, 0,
+        "no call may be made with expired credentials: {stats:?}"
+    );
+    // The check at start-up, the client's first credentials, and at least one refresh.
+    assert!(
+        env.sim.assume_role_calls(A) >= 3,
+        "credentials were not refreshed: {} AssumeRole calls in {took:?}",
+        env.sim.assume_role_calls(A)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shards_split_the_portals_of_all_accounts() {
+    let env = Env::new(accounts_config(9, 120, 1)).await;
+    let accounts = format!("{A},{B},{C}");
+    let state = env.dir.path().join("state-{shard}.db");
+    let mut by_shard: Vec<BTreeSet<String>> = Vec::new();
+    for shard in ["0/2", "1/2"] {
+        let summary = env.dir.path().join(format!("summary-{}.json", &shard[..1]));
+        // Each shard its own state (`{shard}`), one archive.
+        let mut c = tokio::process::Command::new(util::BIN);
+        c.args(["--state", state.to_str().unwrap(), "--output"])
+            .arg(env.archive())
+            .args([
+                "run",
+                "--accounts",
+                &accounts,
+                "--account-role",
+                "archiver-read",
+                "--shard",
+                shard,
+                "--summary-json",
+                summary.to_str().unwrap(),
+            ]);
+        for (k, v) in util::aws_env(&env.sim.endpoint_url()) {
+            c.env(k, v);
+        }
+        c.env("AWS_ENDPOINT_URL_STS", env.sim.endpoint_url());
+        Run::from(c.output().await.unwrap()).ok();
+        let doc = read_json(&summary);
+        by_shard.push(
+            doc["portals"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p["portal_id"].as_str().unwrap().to_string())
+                .collect(),
+        );
+    }
+    assert!(by_shard[0].is_disjoint(&by_shard[1]), "{by_shard:?}");
+    let all: BTreeSet<String> = by_shard.iter().flatten().cloned().collect();
+    assert_eq!(all, env.sim.portal_ids().into_iter().collect::<BTreeSet<_>>());
+    for s in &by_shard {
+        assert!(!s.is_empty(), "{by_shard:?}");
+    }
+    env.assert_exact();
+
+    // A named portal of another account is found through its account's role.
+    let p = env
+        .sim
+        .portal_ids()
+        .into_iter()
+        .find(|p| account_of(&env.sim.portal_arn(p).unwrap()) == C)
+        .unwrap();
+    env.sim.add_sessions(&p, 40, 0);
+    run(
+        &env,
+        &["backfill", "--portal-id", &p, "--accounts", &accounts, "--account-role", "archiver-read"],
+    )
+    .await
+    .ok();
+    let rows = env.archived();
+    let expected: BTreeMap<String, SimSession> = env
+        .expected()
+        .into_iter()
+        .filter(|(_, s)| s.portal_id == p)
+        .collect();
+    util::assert_exact(
+        &rows.into_iter().filter(|r| r.portal_id == p).collect::<Vec<_>>(),
+        &expected,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn account_options_are_checked_before_any_call() {
+    let env = Env::new(accounts_config(1, 10, 0)).await;
+    for (args, want) in [
+        (vec!["run", "--accounts", "12345"], "12 digits"),
+        (vec!["run", "--accounts", A], "--account-role"),
+        (vec!["run", "--account-role", "archiver-read"], "--accounts or --organization"),
+        (
+            vec!["run", "--accounts", A, "--organization", "--account-role", "r"],
+            "cannot be combined",
+        ),
+        (
+            vec!["run", "--accounts", A, "--account-role", "arn:aws:iam::111111111111:role/fixed"],
+            "{account}",
+        ),
+    ] {
+        let r = run(&env, &args).await;
+        r.code(2);
+        assert!(r.stderr.contains(want), "{args:?}: {}", r.stderr);
+        assert_eq!(r.stderr.trim_end().lines().count(), 1, "{}", r.stderr);
+    }
+    assert_eq!(env.sim.stats().assume_role_calls, 0);
+    assert_eq!(env.sim.stats().list_portals_calls, 0);
+}
