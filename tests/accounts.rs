@@ -153,6 +153,21 @@ async fn three_accounts_one_denied_the_others_archived_exactly_and_the_third_nam
     table.ok();
     assert!(table.stdout.contains(A) && table.stdout.contains(B));
 
+    // The account of every row, the way docs/dataset.md says to query it, read by DuckDB.
+    let py = util::python_with("duckdb");
+    let q = format!(
+        "import duckdb, json; print(json.dumps(dict(duckdb.sql(\"SELECT split_part(portal_arn, ':', 5), count(*) FROM read_parquet('{}/sessions/**/*.parquet') GROUP BY 1\").fetchall())))",
+        env.archive().display()
+    );
+    let out = std::process::Command::new(&py).args(["-c", &q]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let counted: BTreeMap<String, usize> = serde_json::from_slice(&out.stdout).unwrap();
+    let want: BTreeMap<String, usize> = [A, B]
+        .iter()
+        .map(|a| (a.to_string(), expected_in(&env, &[a]).len()))
+        .collect();
+    assert_eq!(counted, want);
+
     // Once the role is allowed again, the third account is backfilled; the others are not
     // written twice.
     env.sim.allow_role(C);
