@@ -79,7 +79,10 @@ async fn three_accounts_one_denied_the_others_archived_exactly_and_the_third_nam
     util::assert_exact(&rows, &expected_in(&env, &[A, B]));
     assert!(rows.iter().all(|r| account_of(&r.portal_arn) != C));
     let accounts_seen: BTreeSet<String> = rows.iter().map(|r| account_of(&r.portal_arn)).collect();
-    assert_eq!(accounts_seen, BTreeSet::from([A.to_string(), B.to_string()]));
+    assert_eq!(
+        accounts_seen,
+        BTreeSet::from([A.to_string(), B.to_string()])
+    );
 
     // The summary carries every account and each portal's account.
     let doc = read_json(&summary);
@@ -127,7 +130,8 @@ async fn three_accounts_one_denied_the_others_archived_exactly_and_the_third_nam
     }
     for p in env.sim.portal_ids() {
         let a = account_of(&env.sim.portal_arn(&p).unwrap());
-        let labelled = format!("archiver_portal_rows_written{{account_id=\"{a}\",portal_id=\"{p}\"}}");
+        let labelled =
+            format!("archiver_portal_rows_written{{account_id=\"{a}\",portal_id=\"{p}\"}}");
         assert_eq!(
             text.lines().any(|l| l.starts_with(&labelled)),
             a != C,
@@ -146,7 +150,10 @@ async fn three_accounts_one_denied_the_others_archived_exactly_and_the_third_nam
     let listed = doc["portals"].as_array().unwrap();
     assert_eq!(listed.len() as u64, portals_in(A) + portals_in(B));
     for p in listed {
-        let arn = env.sim.portal_arn(p["portal_id"].as_str().unwrap()).unwrap();
+        let arn = env
+            .sim
+            .portal_arn(p["portal_id"].as_str().unwrap())
+            .unwrap();
         assert_eq!(p["account_id"], account_of(&arn));
     }
     let table = run(&env, &["status"]).await;
@@ -159,8 +166,15 @@ async fn three_accounts_one_denied_the_others_archived_exactly_and_the_third_nam
         "import duckdb, json; print(json.dumps(dict(duckdb.sql(\"SELECT split_part(portal_arn, ':', 5), count(*) FROM read_parquet('{}/sessions/**/*.parquet') GROUP BY 1\").fetchall())))",
         env.archive().display()
     );
-    let out = std::process::Command::new(&py).args(["-c", &q]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = std::process::Command::new(&py)
+        .args(["-c", &q])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let counted: BTreeMap<String, usize> = serde_json::from_slice(&out.stdout).unwrap();
     let want: BTreeMap<String, usize> = [A, B]
         .iter()
@@ -180,7 +194,10 @@ async fn three_accounts_one_denied_the_others_archived_exactly_and_the_third_nam
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn organization_discovery_archives_every_active_account_and_skips_suspended_ones() {
+    // The organization's management account (the job's own) is A, a member holding portals
+    // like the others: ListAccounts lists it, and it is reached through the role too.
     let env = Env::new(SimConfig {
+        account_id: A.into(),
         suspended_accounts: vec![SUSPENDED.into()],
         external_id: Some("audit-2026".into()),
         ..accounts_config(5, 200, 2)
@@ -205,7 +222,9 @@ async fn organization_discovery_archives_every_active_account_and_skips_suspende
     dry.ok();
     for a in [A, B, C] {
         assert!(
-            dry.stdout.contains(&format!("account {a}: role arn:aws:iam::{a}:role/org/archiver-read assumed")),
+            dry.stdout.contains(&format!(
+                "account {a}: role arn:aws:iam::{a}:role/org/archiver-read assumed"
+            )),
             "{}",
             dry.stdout
         );
@@ -219,7 +238,14 @@ async fn organization_discovery_archives_every_active_account_and_skips_suspende
     // A wrong external id: every account refused, each named.
     let r = run(
         &env,
-        &["run", "--organization", "--account-role", role, "--external-id", "wrong-id"],
+        &[
+            "run",
+            "--organization",
+            "--account-role",
+            role,
+            "--external-id",
+            "wrong-id",
+        ],
     )
     .await;
     r.code(1);
@@ -231,7 +257,14 @@ async fn organization_discovery_archives_every_active_account_and_skips_suspende
     env.sim.reset_stats();
     run(
         &env,
-        &["run", "--organization", "--account-role", role, "--external-id", "audit-2026"],
+        &[
+            "run",
+            "--organization",
+            "--account-role",
+            role,
+            "--external-id",
+            "audit-2026",
+        ],
     )
     .await
     .ok();
@@ -239,8 +272,6 @@ async fn organization_discovery_archives_every_active_account_and_skips_suspende
     let stats = env.sim.stats();
     assert!(stats.list_accounts_calls >= 1, "{stats:?}");
     assert_eq!(env.sim.assume_role_calls(SUSPENDED), 0);
-    // The management (home) account is a member too: its role is tried, and it holds no
-    // portal here, so it is archived as empty.
     for a in [A, B, C] {
         assert!(env.sim.assume_role_calls(a) >= 1, "{a}: {stats:?}");
     }
@@ -248,29 +279,41 @@ async fn organization_discovery_archives_every_active_account_and_skips_suspende
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn credentials_expiring_mid_backfill_are_refreshed() {
-    // Credentials live 14 s; the backfill is slowed to outlast them several times over.
+    // Credentials live 12 s (the SDK refreshes them 10-15 s before they expire); the backfill
+    // is slowed to outlast them.
+    let ttl = Duration::from_secs(12);
     let env = Env::new(SimConfig {
         accounts: vec![A.into()],
-        credential_ttl: Duration::from_secs(14),
+        credential_ttl: ttl,
         ..sim_config(2, 2500, 2)
     })
     .await;
     env.sim.set_faults(Faults {
-        latency_ms: 230,
+        latency_ms: 500,
         ..Faults::default()
     });
     let started = Instant::now();
     run(
         &env,
-        &["run", "--accounts", A, "--account-role", "archiver-read", "--concurrency", "1", "--flush-rows", "500"],
+        &[
+            "run",
+            "--accounts",
+            A,
+            "--account-role",
+            "archiver-read",
+            "--concurrency",
+            "1",
+            "--flush-rows",
+            "500",
+        ],
     )
     .await
     .ok();
     let took = started.elapsed();
     env.assert_exact();
     assert!(
-        took > Duration::from_secs(30),
-        "the backfill must outlast the credentials twice: took {took:?}"
+        took > ttl + Duration::from_secs(5),
+        "the backfill must outlast the credentials: took {took:?}"
     );
     let stats = env.sim.stats();
     assert_eq!(
@@ -289,30 +332,29 @@ async fn credentials_expiring_mid_backfill_are_refreshed() {
 async fn shards_split_the_portals_of_all_accounts() {
     let env = Env::new(accounts_config(9, 120, 1)).await;
     let accounts = format!("{A},{B},{C}");
+    // Each shard its own state (`{shard}`), one archive.
     let state = env.dir.path().join("state-{shard}.db");
-    let mut by_shard: Vec<BTreeSet<String>> = Vec::new();
-    for shard in ["0/2", "1/2"] {
-        let summary = env.dir.path().join(format!("summary-{}.json", &shard[..1]));
-        // Each shard its own state (`{shard}`), one archive.
+    let shard_run = |shard: &str, args: &[&str]| {
         let mut c = tokio::process::Command::new(util::BIN);
         c.args(["--state", state.to_str().unwrap(), "--output"])
             .arg(env.archive())
-            .args([
-                "run",
-                "--accounts",
-                &accounts,
-                "--account-role",
-                "archiver-read",
-                "--shard",
-                shard,
-                "--summary-json",
-                summary.to_str().unwrap(),
-            ]);
+            .args(["--accounts", &accounts, "--account-role", "archiver-read"])
+            .args(["--shard", shard])
+            .args(args);
         for (k, v) in util::aws_env(&env.sim.endpoint_url()) {
             c.env(k, v);
         }
         c.env("AWS_ENDPOINT_URL_STS", env.sim.endpoint_url());
-        Run::from(c.output().await.unwrap()).ok();
+        c
+    };
+    let mut by_shard: Vec<BTreeSet<String>> = Vec::new();
+    for shard in ["0/2", "1/2"] {
+        let summary = env.dir.path().join(format!("summary-{}.json", &shard[..1]));
+        let out = shard_run(shard, &["run", "--summary-json", summary.to_str().unwrap()])
+            .output()
+            .await
+            .unwrap();
+        Run::from(out).ok();
         let doc = read_json(&summary);
         by_shard.push(
             doc["portals"]
@@ -325,26 +367,28 @@ async fn shards_split_the_portals_of_all_accounts() {
     }
     assert!(by_shard[0].is_disjoint(&by_shard[1]), "{by_shard:?}");
     let all: BTreeSet<String> = by_shard.iter().flatten().cloned().collect();
-    assert_eq!(all, env.sim.portal_ids().into_iter().collect::<BTreeSet<_>>());
+    assert_eq!(
+        all,
+        env.sim.portal_ids().into_iter().collect::<BTreeSet<_>>()
+    );
     for s in &by_shard {
         assert!(!s.is_empty(), "{by_shard:?}");
     }
     env.assert_exact();
 
-    // A named portal of another account is found through its account's role.
-    let p = env
-        .sim
-        .portal_ids()
-        .into_iter()
-        .find(|p| account_of(&env.sim.portal_arn(p).unwrap()) == C)
-        .unwrap();
+    // A named portal is found through its account's role, by the shard that owns it.
+    let p = env.sim.portal_ids_in(C)[0].clone();
+    let shard = if by_shard[0].contains(&p) {
+        "0/2"
+    } else {
+        "1/2"
+    };
     env.sim.add_sessions(&p, 40, 0);
-    run(
-        &env,
-        &["backfill", "--portal-id", &p, "--accounts", &accounts, "--account-role", "archiver-read"],
-    )
-    .await
-    .ok();
+    let out = shard_run(shard, &["backfill", "--portal-id", &p])
+        .output()
+        .await
+        .unwrap();
+    Run::from(out).ok();
     let rows = env.archived();
     let expected: BTreeMap<String, SimSession> = env
         .expected()
@@ -352,7 +396,10 @@ async fn shards_split_the_portals_of_all_accounts() {
         .filter(|(_, s)| s.portal_id == p)
         .collect();
     util::assert_exact(
-        &rows.into_iter().filter(|r| r.portal_id == p).collect::<Vec<_>>(),
+        &rows
+            .into_iter()
+            .filter(|r| r.portal_id == p)
+            .collect::<Vec<_>>(),
         &expected,
     );
 }
@@ -363,13 +410,29 @@ async fn account_options_are_checked_before_any_call() {
     for (args, want) in [
         (vec!["run", "--accounts", "12345"], "12 digits"),
         (vec!["run", "--accounts", A], "--account-role"),
-        (vec!["run", "--account-role", "archiver-read"], "--accounts or --organization"),
         (
-            vec!["run", "--accounts", A, "--organization", "--account-role", "r"],
+            vec!["run", "--account-role", "archiver-read"],
+            "--accounts or --organization",
+        ),
+        (
+            vec![
+                "run",
+                "--accounts",
+                A,
+                "--organization",
+                "--account-role",
+                "r",
+            ],
             "cannot be combined",
         ),
         (
-            vec!["run", "--accounts", A, "--account-role", "arn:aws:iam::111111111111:role/fixed"],
+            vec![
+                "run",
+                "--accounts",
+                A,
+                "--account-role",
+                "arn:aws:iam::111111111111:role/fixed",
+            ],
             "{account}",
         ),
     ] {
