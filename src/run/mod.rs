@@ -24,7 +24,7 @@ use tracing::{error, info, warn, Instrument};
 use crate::config::{Config, Shard};
 use crate::error::Interrupted;
 use crate::model::PortalId;
-use crate::report::{Failure, PortalReport, RunSummary};
+use crate::report::{Failure, GlueReport, PortalReport, RunSummary};
 use crate::sink::Sink;
 use crate::source::Source;
 use crate::state::{PortalOutcome, StateHandle};
@@ -116,6 +116,7 @@ async fn run_on_state(
             return Err(e);
         }
     };
+    let glue = update_glue(cfg, sdk, state, &found).await;
     let (portals, others): (Vec<_>, Vec<_>) =
         found.into_iter().partition(|(p, _)| cfg.shard.owns(p));
     if cfg.shard != Shard::ALL {
@@ -131,6 +132,7 @@ async fn run_on_state(
     let mut summary = RunSummary {
         command: job.command.to_string(),
         started_at_ms,
+        glue,
         ..Default::default()
     };
     let mut interrupted = false;
@@ -189,7 +191,7 @@ async fn run_on_state(
 
     let (outcome, detail) = if interrupted {
         ("interrupted", Some("stopped by a signal".to_string()))
-    } else if summary.failed.is_empty() {
+    } else if summary.failed.is_empty() && glue_error(&summary).is_none() {
         ("ok", None)
     } else {
         ("failed", Some(failure_line(&summary, total)))
@@ -277,7 +279,65 @@ fn portal_flush_rows(flush_rows: usize, concurrency: usize, portals: usize, page
     (flush_rows / side_by_side).max(page)
 }
 
+/// `--glue-table`: add every portal discovered (all shards') and every portal the state knows
+/// to the table's portal projection. A failure is logged and reported; archiving goes on, and
+/// the run fails at its end.
+async fn update_glue(
+    cfg: &Config,
+    sdk: &aws_config::SdkConfig,
+    state: &StateHandle,
+    found: &[(PortalId, Source)],
+) -> Option<GlueReport> {
+    let table = cfg.glue_table.as_ref()?;
+    let mut portals: Vec<String> = found.iter().map(|(p, _)| p.to_string()).collect();
+    let result = async {
+        let known = state.db(|st| st.portals()).await?;
+        portals.extend(known.into_iter().map(|p| p.portal_id));
+        crate::glue::add_portals(&crate::glue::client(sdk, cfg.max_attempts), table, &portals).await
+    }
+    .await;
+    let mut report = GlueReport {
+        table: table.to_string(),
+        ..Default::default()
+    };
+    match result {
+        Ok(0) => {}
+        Ok(added) => {
+            info!(glue_table = %table, portals_added = added, "Glue table's portal list updated");
+            report.portals_added = added as u64;
+        }
+        Err(e) => {
+            error!(glue_table = %table, error = %format!("{e:#}"), "updating the Glue table's portal list failed; archiving goes on");
+            report.error = Some(format!("{e:#}"));
+        }
+    }
+    Some(report)
+}
+
+/// The `--glue-table` failure of this run, as the line to report (it names the table).
+fn glue_error(summary: &RunSummary) -> Option<String> {
+    let g = summary.glue.as_ref()?;
+    let e = g.error.as_ref()?;
+    Some(if e.contains(&g.table) {
+        e.clone()
+    } else {
+        format!("Glue table {}: {e}", g.table)
+    })
+}
+
 fn failure_line(summary: &RunSummary, total: usize) -> String {
+    let glue = glue_error(summary);
+    if summary.failed.is_empty() {
+        return glue.unwrap_or_default();
+    }
+    let line = portal_failure_line(summary, total);
+    match glue {
+        Some(g) => format!("{line}; {g}"),
+        None => line,
+    }
+}
+
+fn portal_failure_line(summary: &RunSummary, total: usize) -> String {
     let list: Vec<String> = summary
         .failed
         .iter()
