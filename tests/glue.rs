@@ -259,6 +259,9 @@ fn projected_locations(t: &Table) -> HashSet<String> {
     out
 }
 
+/// A row as read back: portal id, session id, username, start and end (epoch ms).
+type Got = (String, String, Option<String>, i64, Option<i64>);
+
 fn glue_env(c: &mut tokio::process::Command, moto: &Moto) {
     c.env("AWS_ENDPOINT_URL_GLUE", &moto.endpoint);
 }
@@ -313,11 +316,11 @@ async fn run_lists_every_portal_and_an_unfiltered_query_reads_every_row() {
     );
 
     let after = get_table(&moto.endpoint).await;
-    let want = sorted(env.sim.portal_ids());
-    assert_eq!(want.len(), 3);
+    let want_ids = sorted(env.sim.portal_ids());
+    assert_eq!(want_ids.len(), 3);
     assert_eq!(
         enum_values(&after),
-        want,
+        want_ids,
         "values sorted, exactly the portals"
     );
     unchanged(&before, &after);
@@ -374,7 +377,6 @@ json.dump(rows, sys.stdout)
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    type Got = (String, String, Option<String>, i64, Option<i64>);
     let rows: Vec<Got> = serde_json::from_slice(&out.stdout).unwrap();
     let expected = env.expected();
     assert!(expected.len() > 1000, "{}", expected.len());
@@ -415,17 +417,7 @@ json.dump(rows, sys.stdout)
     );
     assert_eq!(versions(&moto.endpoint).await, 2, "no UpdateTable");
     assert_eq!(summary_glue(&summary)["portals_added"], 0);
-    assert_eq!(
-        enum_values(&get_table(&moto.endpoint).await),
-        want_ids(&want)
-    );
-}
-
-fn want_ids(
-    want: &BTreeMap<String, (String, String, Option<String>, i64, Option<i64>)>,
-) -> Vec<String> {
-    let s: BTreeSet<String> = want.values().map(|r| r.0.clone()).collect();
-    s.into_iter().collect()
+    assert_eq!(enum_values(&get_table(&moto.endpoint).await), want_ids);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -552,5 +544,132 @@ async fn a_missing_table_fails_the_run_after_archiving_everything() {
         "{last}"
     );
     assert_eq!(versions(&moto.endpoint).await, 1, "left as it was");
+    env.assert_exact();
+}
+
+/// What the Glue proxy saw: each call's `X-Amz-Target` and JSON body.
+type Calls = std::sync::Arc<std::sync::Mutex<Vec<(String, serde_json::Value)>>>;
+
+/// A proxy on 127.0.0.1 in front of moto's Glue. At the first UpdateTable it acts as a
+/// concurrent writer (adds `extra` to the table's portal list, straight in moto) and refuses
+/// the call with ConcurrentModificationException, as Glue does for an update naming a version
+/// that is no longer current (moto itself does not check `VersionId`).
+async fn glue_proxy(upstream: &str, extra: &'static str) -> (String, Calls) {
+    use http_body_util::{BodyExt, Full};
+    use hyper_util::rt::TokioIo;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let calls: Calls = Default::default();
+    let (seen, upstream) = (calls.clone(), upstream.to_string());
+    tokio::spawn(async move {
+        while let Ok((sock, _)) = listener.accept().await {
+            let (seen, upstream) = (seen.clone(), upstream.clone());
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| {
+                        let (seen, upstream) = (seen.clone(), upstream.clone());
+                        async move {
+                            let (parts, body) = req.into_parts();
+                            let body = body.collect().await?.to_bytes();
+                            let target = parts
+                                .headers
+                                .get("x-amz-target")
+                                .map(|v| v.to_str().unwrap().to_string())
+                                .unwrap_or_default();
+                            let json = serde_json::from_slice(&body).unwrap_or_default();
+                            let first_update = {
+                                let mut s = seen.lock().unwrap();
+                                s.push((target.clone(), json));
+                                target == "AWSGlue.UpdateTable"
+                                    && s.iter().filter(|(t, _)| *t == target).count() == 1
+                            };
+                            if first_update {
+                                concurrent_add(&upstream, extra).await;
+                                let body = r#"{"__type":"ConcurrentModificationException","Message":"the table changed (test proxy)"}"#;
+                                return Ok::<_, hyper::Error>(
+                                    hyper::Response::builder()
+                                        .status(400)
+                                        .header("content-type", "application/x-amz-json-1.1")
+                                        .body(Full::new(bytes::Bytes::from(body)))
+                                        .unwrap(),
+                                );
+                            }
+                            let addr = upstream.strip_prefix("http://").unwrap();
+                            let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+                            let (mut sender, conn) =
+                                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+                            tokio::spawn(conn);
+                            let resp = sender
+                                .send_request(hyper::Request::from_parts(parts, Full::new(body)))
+                                .await?;
+                            let (parts, body) = resp.into_parts();
+                            let body = body.collect().await?.to_bytes();
+                            Ok(hyper::Response::from_parts(parts, Full::new(body)))
+                        }
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(sock), svc)
+                    .await;
+            });
+        }
+    });
+    (endpoint, calls)
+}
+
+/// Another writer: `portal` added to the table's `enum` list (made one if `injected`).
+async fn concurrent_add(moto: &str, portal: &str) {
+    let t = get_table(moto).await;
+    let mut params = t.parameters().unwrap().clone();
+    params.insert("projection.portal_id.type".into(), "enum".into());
+    params.insert("projection.portal_id.values".into(), portal.into());
+    let input = TableInput::builder()
+        .name(TABLE)
+        .set_storage_descriptor(t.storage_descriptor().cloned())
+        .set_partition_keys(t.partition_keys.clone())
+        .set_table_type(t.table_type().map(str::to_string))
+        .set_parameters(Some(params))
+        .build()
+        .unwrap();
+    glue_client(moto)
+        .update_table()
+        .database_name(DB)
+        .table_input(input)
+        .send()
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_refused_for_a_concurrent_change_is_recomputed_keeping_it() {
+    let concurrent = "concurr0-0000-0000-0000-000000000000";
+    let moto = moto_with_table("s3://b/p", &[("projection.portal_id.type", "injected")]).await;
+    let (proxy, calls) = glue_proxy(&moto.endpoint, concurrent).await;
+    let env = Env::new(sim_config(2, 50, 0)).await;
+    let mut c = env.cmd(&["--glue-table", &format!("{DB}.{TABLE}"), "run"]);
+    c.env("AWS_ENDPOINT_URL_GLUE", &proxy);
+    Run::from(c.output().await.unwrap()).ok();
+
+    let mut want = env.sim.portal_ids();
+    want.push(concurrent.to_string());
+    assert_eq!(
+        enum_values(&get_table(&moto.endpoint).await),
+        sorted(want),
+        "the concurrent writer's portal kept"
+    );
+    let calls = calls.lock().unwrap().clone();
+    let targets: Vec<&str> = calls.iter().map(|(t, _)| t.as_str()).collect();
+    assert_eq!(
+        targets,
+        [
+            "AWSGlue.GetTable",
+            "AWSGlue.UpdateTable",
+            "AWSGlue.GetTable",
+            "AWSGlue.UpdateTable"
+        ]
+    );
+    // Each update names the version it was computed from.
+    assert_eq!(calls[1].1["VersionId"], "1");
+    assert_eq!(calls[3].1["VersionId"], "2");
     env.assert_exact();
 }
