@@ -194,7 +194,7 @@ async fn run_on_state(
     } else if summary.failed.is_empty() && glue_error(&summary).is_none() {
         ("ok", None)
     } else {
-        ("failed", Some(failure_line(&summary, total)))
+        ("failed", Some(run_failure_line(&summary, total)))
     };
     summary.outcome = outcome.to_string();
     let d = detail.clone();
@@ -325,19 +325,20 @@ fn glue_error(summary: &RunSummary) -> Option<String> {
     })
 }
 
-fn failure_line(summary: &RunSummary, total: usize) -> String {
+/// The failed run's line: its failed portals, then its `--glue-table` failure.
+fn run_failure_line(summary: &RunSummary, total: usize) -> String {
     let glue = glue_error(summary);
     if summary.failed.is_empty() {
         return glue.unwrap_or_default();
     }
-    let line = portal_failure_line(summary, total);
+    let line = failure_line(summary, total);
     match glue {
         Some(g) => format!("{line}; {g}"),
         None => line,
     }
 }
 
-fn portal_failure_line(summary: &RunSummary, total: usize) -> String {
+fn failure_line(summary: &RunSummary, total: usize) -> String {
     let list: Vec<String> = summary
         .failed
         .iter()
@@ -357,7 +358,33 @@ fn portal_failure_line(summary: &RunSummary, total: usize) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::portal_flush_rows;
+    use super::{portal_flush_rows, run_failure_line};
+    use crate::report::{Failure, GlueReport, RunSummary};
+
+    #[test]
+    fn a_glue_failure_is_named_in_the_failure_line() {
+        let mut s = RunSummary {
+            glue: Some(GlueReport {
+                table: "db.t".into(),
+                error: Some("Glue table db.t: not found: EntityNotFoundException".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert_eq!(
+            run_failure_line(&s, 3),
+            "Glue table db.t: not found: EntityNotFoundException"
+        );
+        s.failed.push(Failure {
+            portal_id: "p".into(),
+            error: "portal p: denied".into(),
+        });
+        assert_eq!(
+            run_failure_line(&s, 3),
+            "1 of 3 portals failed (the others' progress is saved): portal p: denied; \
+             Glue table db.t: not found: EntityNotFoundException"
+        );
+    }
 
     #[test]
     fn portals_side_by_side_share_the_flush_rows() {
