@@ -16,7 +16,8 @@
 //!   - [`report`]: the run summary as a log line, `--summary-json` and `--metrics-file`;
 //!   - [`verify`]: `verify`'s comparison of listing and archive, day by day (pure).
 //! - Foundations: [`cli`] and [`config`] (flags, validated once into a `Config`), [`aws`]
-//!   (SDK configuration, S3 client, AWS errors), [`model`] (session, portal id, pass kind),
+//!   (SDK configuration, S3 client, AWS errors), [`glue`] (`--glue-table`: the Athena
+//!   table's portal list), [`model`] (session, portal id, pass kind),
 //!   [`clock`], [`error`] (errors that choose the exit code), [`ids`], [`fsio`] (durable local
 //!   writes), [`progress`] (progress lines on a terminal), [`mem`] (malloc arenas),
 //!   [`failpoint`] (crash points for the crash-safety tests).
@@ -40,6 +41,7 @@ pub mod config;
 pub mod error;
 pub mod failpoint;
 pub mod fsio;
+pub mod glue;
 pub mod ids;
 pub mod mem;
 pub mod model;

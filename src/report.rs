@@ -55,6 +55,20 @@ pub struct RunSummary {
     /// Each account tried, with `--accounts` or `--organization` (empty otherwise).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub accounts: Vec<AccountReport>,
+    /// With `--glue-table`: what became of the table's portal list.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub glue: Option<GlueReport>,
+}
+
+/// `--glue-table`: the table's portal projection brought up to date, or why not.
+#[derive(Debug, Default, Serialize)]
+pub struct GlueReport {
+    /// `DATABASE.TABLE`.
+    pub table: String,
+    /// Portals added to `projection.portal_id.values` (0: the list was already current).
+    pub portals_added: u64,
+    /// Why the list could not be brought up to date (the run then fails, after archiving).
+    pub error: Option<String>,
 }
 
 /// One account of a multi-account run.

@@ -16,7 +16,10 @@
 -- portal_id uses the `injected` projection: every query must name its portals with static
 -- equality conditions (portal_id = '...' or portal_id IN (...)); a query without one fails
 -- with CONSTRAINT_VIOLATION. Nothing needs updating when a portal is added.
--- Alternative, to query all portals without naming them: replace the
+-- To query all portals without naming them, run archiver with `--glue-table DB.TABLE` (this
+-- table's Glue database and name, e.g. default.archiver_sessions): every run and backfill then
+-- turns the projection into an `enum` listing every portal archived (never removing one), so
+-- queries across portals need no portal filter. Without archiver doing it: replace the
 -- 'projection.portal_id.type' line with these two, and keep the list up to date
 -- (ALTER TABLE archiver_sessions SET TBLPROPERTIES ('projection.portal_id.values' = '...'))
 -- when portals are added; a portal missing from the list is silently left out of results:

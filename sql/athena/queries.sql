@@ -4,7 +4,9 @@
 --
 -- Placeholders, written as example literals followed by a comment naming them:
 --   PORTAL_IDS   the portals to query: portal_id IN ('...', '...'). Required by the
---                `injected` projection of portal_id (see create_table.sql).
+--                `injected` projection of portal_id (see create_table.sql). With an `enum`
+--                projection (kept current by archiver's `--glue-table`), drop the condition
+--                to query every portal, or keep it to query some.
 --   WINDOW_FROM, WINDOW_TO, AT_TIME   instants in UTC: TIMESTAMP 'YYYY-MM-DD HH:MM:SS[.mmm]'
 --   *_DATE       the UTC date of the instant next to it (prunes start_date partitions; a
 --                session starting before an instant starts on or before its UTC date)

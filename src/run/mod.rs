@@ -24,7 +24,7 @@ use tracing::{error, info, warn, Instrument};
 use crate::config::{Config, Shard};
 use crate::error::Interrupted;
 use crate::model::PortalId;
-use crate::report::{AccountReport, Failure, PortalReport, RunSummary};
+use crate::report::{AccountReport, Failure, GlueReport, PortalReport, RunSummary};
 use crate::sink::Sink;
 use crate::state::{PortalOutcome, StateHandle};
 use pass::{archive_portal, PortalCtx};
@@ -123,6 +123,7 @@ async fn run_on_state(
             return Err(e);
         }
     };
+    let glue = update_glue(cfg, sdk, state, &found).await;
     let (portals, others): (Vec<_>, Vec<_>) =
         found.into_iter().partition(|f| cfg.shard.owns(&f.portal));
     if cfg.shard != Shard::ALL {
@@ -138,6 +139,7 @@ async fn run_on_state(
     let mut summary = RunSummary {
         command: job.command.to_string(),
         started_at_ms,
+        glue,
         ..Default::default()
     };
     let mut interrupted = false;
@@ -199,14 +201,9 @@ async fn run_on_state(
     let (outcome, detail) = if interrupted {
         ("interrupted", Some("stopped by a signal".to_string()))
     } else {
-        let lines: Vec<String> = sources
-            .failure_line()
-            .into_iter()
-            .chain((!summary.failed.is_empty()).then(|| failure_line(&summary, total)))
-            .collect();
-        match lines.is_empty() {
-            true => ("ok", None),
-            false => ("failed", Some(lines.join("; "))),
+        match run_failure_line(sources.failure_line(), &summary, total) {
+            None => ("ok", None),
+            Some(line) => ("failed", Some(line)),
         }
     };
     summary.outcome = outcome.to_string();
@@ -337,6 +334,67 @@ fn account_reports(sources: &discover::Sources, summary: &RunSummary) -> Vec<Acc
         .collect()
 }
 
+/// `--glue-table`: add every portal discovered (all shards') and every portal the state knows
+/// to the table's portal projection. A failure is logged and reported; archiving goes on, and
+/// the run fails at its end.
+async fn update_glue(
+    cfg: &Config,
+    sdk: &aws_config::SdkConfig,
+    state: &StateHandle,
+    found: &[discover::Found],
+) -> Option<GlueReport> {
+    let table = cfg.glue_table.as_ref()?;
+    let mut portals: Vec<String> = found.iter().map(|f| f.portal.to_string()).collect();
+    let result = async {
+        let known = state.db(|st| st.portals()).await?;
+        portals.extend(known.into_iter().map(|p| p.portal_id));
+        crate::glue::add_portals(&crate::glue::client(sdk, cfg.max_attempts), table, &portals).await
+    }
+    .await;
+    let mut report = GlueReport {
+        table: table.to_string(),
+        ..Default::default()
+    };
+    match result {
+        Ok(0) => {}
+        Ok(added) => {
+            info!(glue_table = %table, portals_added = added, "Glue table's portal list updated");
+            report.portals_added = added as u64;
+        }
+        Err(e) => {
+            error!(glue_table = %table, error = %format!("{e:#}"), "updating the Glue table's portal list failed; archiving goes on");
+            report.error = Some(format!("{e:#}"));
+        }
+    }
+    Some(report)
+}
+
+/// The `--glue-table` failure of this run, as the line to report (it names the table).
+fn glue_error(summary: &RunSummary) -> Option<String> {
+    let g = summary.glue.as_ref()?;
+    let e = g.error.as_ref()?;
+    Some(if e.contains(&g.table) {
+        e.clone()
+    } else {
+        format!("Glue table {}: {e}", g.table)
+    })
+}
+
+/// The failed run's line: its unreachable accounts, its failed portals, then its
+/// `--glue-table` failure; `None` when nothing failed.
+fn run_failure_line(
+    accounts: Option<String>,
+    summary: &RunSummary,
+    total: usize,
+) -> Option<String> {
+    let lines: Vec<String> = accounts
+        .into_iter()
+        .chain((!summary.failed.is_empty()).then(|| failure_line(summary, total)))
+        .chain(glue_error(summary))
+        .collect();
+    (!lines.is_empty()).then(|| lines.join("; "))
+}
+
 fn failure_line(summary: &RunSummary, total: usize) -> String {
     let list: Vec<String> = summary
         .failed
@@ -357,7 +415,35 @@ fn failure_line(summary: &RunSummary, total: usize) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::portal_flush_rows;
+    use super::{portal_flush_rows, run_failure_line};
+    use crate::report::{Failure, GlueReport, RunSummary};
+
+    #[test]
+    fn a_glue_failure_is_named_in_the_failure_line() {
+        let mut s = RunSummary {
+            glue: Some(GlueReport {
+                table: "db.t".into(),
+                error: Some("Glue table db.t: not found: EntityNotFoundException".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert_eq!(run_failure_line(None, &RunSummary::default(), 3), None);
+        assert_eq!(
+            run_failure_line(None, &s, 3).unwrap(),
+            "Glue table db.t: not found: EntityNotFoundException"
+        );
+        s.failed.push(Failure {
+            portal_id: "p".into(),
+            error: "portal p: denied".into(),
+        });
+        assert_eq!(
+            run_failure_line(Some("1 of 2 accounts failed: account 1: x".into()), &s, 3).unwrap(),
+            "1 of 2 accounts failed: account 1: x; \
+             1 of 3 portals failed (the others' progress is saved): portal p: denied; \
+             Glue table db.t: not found: EntityNotFoundException"
+        );
+    }
 
     #[test]
     fn portals_side_by_side_share_the_flush_rows() {
