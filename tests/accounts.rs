@@ -182,6 +182,46 @@ async fn three_accounts_one_denied_the_others_archived_exactly_and_the_third_nam
         .collect();
     assert_eq!(counted, want);
 
+    // verify proves the two reachable accounts' portals complete, and fails naming the third.
+    let v = run(
+        &env,
+        &[
+            "verify",
+            "--json",
+            "--accounts",
+            &accounts,
+            "--account-role",
+            "archiver-read",
+        ],
+    )
+    .await;
+    v.code(1);
+    assert!(
+        v.stderr
+            .trim_end()
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .contains(&format!("account {C}")),
+        "{}",
+        v.stderr
+    );
+    let report: serde_json::Value = serde_json::from_str(&v.stdout).unwrap();
+    let verified: BTreeSet<String> = report["portals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            assert_eq!(p["ok"], true, "{p}");
+            p["portal_id"].as_str().unwrap().to_string()
+        })
+        .collect();
+    let reachable: BTreeSet<String> = [A, B]
+        .iter()
+        .flat_map(|a| env.sim.portal_ids_in(a))
+        .collect();
+    assert_eq!(verified, reachable);
+
     // Once the role is allowed again, the third account is backfilled; the others are not
     // written twice.
     env.sim.allow_role(C);
@@ -190,6 +230,18 @@ async fn three_accounts_one_denied_the_others_archived_exactly_and_the_third_nam
     let doc = read_json(&summary);
     assert_eq!(doc["outcome"], "ok");
     assert_eq!(doc["totals"]["accounts_failed"], 0);
+    run(
+        &env,
+        &[
+            "verify",
+            "--accounts",
+            &accounts,
+            "--account-role",
+            "archiver-read",
+        ],
+    )
+    .await
+    .ok();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
