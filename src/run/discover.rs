@@ -135,10 +135,17 @@ pub async fn sources(
         Accounts::Own => unreachable!("no role without accounts"),
     };
     info!(accounts = out.accounts.len(), "accounts to archive");
-    for account in out.accounts.clone() {
-        let arn = role.arn(&account);
+    // The roles are assumed side by side (at most `--concurrency` at once): an organization of
+    // hundreds of accounts is set up in a few round trips, not one per account.
+    let arns: Vec<String> = out.accounts.iter().map(|a| role.arn(a)).collect();
+    let checked = side_by_side(cfg.concurrency, arns.clone(), |arn: String| {
+        let (sdk, role) = (sdk.clone(), role.clone());
+        async move { assume(&sdk, &role, &arn).await }
+    })
+    .await;
+    for ((account, arn), result) in out.accounts.clone().into_iter().zip(arns).zip(checked) {
         out.roles.push((account.clone(), arn.clone()));
-        match assume(sdk, role, &arn).await {
+        match result {
             Ok(creds) => {
                 for r in &regions {
                     let conf = regional(sdk, r)
@@ -156,6 +163,33 @@ pub async fn sources(
         }
     }
     Ok(out)
+}
+
+/// `f` of every item, at most `limit` at once, the results in the items' order.
+async fn side_by_side<T, R, F, Fut>(limit: usize, items: Vec<T>, f: F) -> Vec<R>
+where
+    R: Send + 'static,
+    F: Fn(T) -> Fut,
+    Fut: std::future::Future<Output = R> + Send + 'static,
+{
+    let sem = Arc::new(tokio::sync::Semaphore::new(limit.max(1)));
+    let mut tasks = tokio::task::JoinSet::new();
+    let n = items.len();
+    for (i, item) in items.into_iter().enumerate() {
+        let (sem, fut) = (sem.clone(), f(item));
+        tasks.spawn(async move {
+            let _permit = sem.acquire_owned().await.expect("semaphore open");
+            (i, fut.await)
+        });
+    }
+    let mut out: Vec<Option<R>> = (0..n).map(|_| None).collect();
+    while let Some(joined) = tasks.join_next().await {
+        let (i, r) = joined.expect("discovery task panicked");
+        out[i] = Some(r);
+    }
+    out.into_iter()
+        .map(|r| r.expect("every task answered"))
+        .collect()
 }
 
 /// A refreshing credentials provider for the role, checked by assuming it once.
@@ -245,7 +279,8 @@ pub fn arn_account(arn: &str) -> Option<&str> {
 /// The portals to archive, each with its account's and region's client: the `named` portals,
 /// or (`None`) every portal ListPortals returns in each scope. Named portals are looked up in
 /// every scope's list (with one scope and no accounts, they are taken as given). With
-/// `record`, every discovered portal and its ARN are recorded in the state.
+/// `record`, every discovered portal and its ARN are recorded in the state. The scopes are
+/// listed side by side, at most `concurrency` at once.
 ///
 /// Without accounts, a failed ListPortals fails discovery. With accounts, it fails only its
 /// account (recorded in `sources`), and the other accounts' portals are returned.
@@ -253,6 +288,7 @@ pub async fn discover(
     named: Option<&[PortalId]>,
     sources: &mut Sources,
     record: Option<&StateHandle>,
+    concurrency: usize,
 ) -> Result<Vec<Found>> {
     if let (Some(ids), [only], true) = (
         named,
@@ -269,13 +305,18 @@ pub async fn discover(
             .collect());
     }
     let mut found: Vec<Found> = Vec::new();
-    for scope in sources.scopes.clone() {
+    let scopes = sources.scopes.clone();
+    let listings = side_by_side(concurrency, scopes.clone(), |scope: Scope| async move {
+        scope.source.list_portals().await
+    })
+    .await;
+    for (scope, listed) in scopes.into_iter().zip(listings) {
         let Scope {
             account,
             region,
             source,
         } = scope;
-        let listed = match source.list_portals().await {
+        let listed = match listed {
             Ok(listed) => listed,
             Err(e) => {
                 let e = anyhow::Error::new(e)

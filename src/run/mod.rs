@@ -106,7 +106,14 @@ async fn run_on_state(
     let run_id = state.db(move |st| st.start_run(command)).await?;
     let discovered = match discover::sources(sdk, cfg, &stop).await {
         Ok(mut sources) => {
-            match discover::discover(job.portals.as_deref(), &mut sources, Some(state)).await {
+            match discover::discover(
+                job.portals.as_deref(),
+                &mut sources,
+                Some(state),
+                cfg.concurrency,
+            )
+            .await
+            {
                 Ok(found) => Ok((sources, found)),
                 Err(e) => Err(e),
             }
