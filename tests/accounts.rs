@@ -121,6 +121,10 @@ async fn three_accounts_one_denied_the_others_archived_exactly_and_the_third_nam
     assert_eq!(by_account[A]["portals"], portals_in(A));
     assert_eq!(by_account[B]["portals"], portals_in(B));
     assert_eq!(by_account[C]["portals"], 0);
+    // One AssumeRole per reachable account: the role check's credentials serve its client.
+    for a in [A, B] {
+        assert_eq!(env.sim.assume_role_calls(a), 1, "{a}");
+    }
 
     // Metrics: one sample per account, and the account on every portal's samples.
     let text = std::fs::read_to_string(&metrics).unwrap();
@@ -372,7 +376,7 @@ async fn credentials_expiring_mid_backfill_are_refreshed() {
         stats.expired_credentials, 0,
         "no call may be made with expired credentials: {stats:?}"
     );
-    // The check at start-up, the client's first credentials, and at least one refresh.
+    // The check at start-up (whose credentials the client uses first), and refreshes.
     assert!(
         env.sim.assume_role_calls(A) >= 3,
         "credentials were not refreshed: {} AssumeRole calls in {took:?}",

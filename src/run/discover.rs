@@ -147,10 +147,15 @@ pub async fn sources(
         out.roles.push((account.clone(), arn.clone()));
         match result {
             Ok(creds) => {
+                // The account's own credentials cache, shared by its regions' clients: the
+                // SDK's shared one holds 64 providers, and evicting an account's credentials
+                // would cost another AssumeRole.
+                let cache = aws_config::identity::IdentityCache::lazy().build();
                 for r in &regions {
                     let conf = regional(sdk, r)
                         .to_builder()
                         .credentials_provider(creds.clone())
+                        .identity_cache(cache.clone())
                         .build();
                     out.scopes.push(Scope {
                         account: Some(account.clone()),
@@ -203,11 +208,46 @@ async fn assume(
         b = b.external_id(x);
     }
     let provider = b.configure(sdk).build().await;
-    provider
+    let first = provider
         .provide_credentials()
         .await
         .map_err(|e| anyhow::anyhow!(credentials_error(&e)))?;
-    Ok(SharedCredentialsProvider::new(provider))
+    Ok(SharedCredentialsProvider::new(Checked {
+        first: std::sync::Mutex::new(Some(first)),
+        role: provider,
+    }))
+}
+
+/// An account's credentials: those the role check obtained, once, then the role's. The
+/// client's cache asks for new ones before they expire, so one AssumeRole per account serves
+/// the first hour of a run.
+#[derive(Debug)]
+struct Checked {
+    first: std::sync::Mutex<Option<aws_credential_types::Credentials>>,
+    role: aws_config::sts::AssumeRoleProvider,
+}
+
+impl ProvideCredentials for Checked {
+    fn provide_credentials<'a>(
+        &'a self,
+    ) -> aws_credential_types::provider::future::ProvideCredentials<'a>
+    where
+        Self: 'a,
+    {
+        let first = self.first.lock().unwrap_or_else(|p| p.into_inner()).take();
+        // Served only while comfortably valid; else (a slow start) a fresh AssumeRole.
+        let fresh = |c: &aws_credential_types::Credentials| {
+            c.expiry().is_none_or(|t| {
+                t > std::time::SystemTime::now() + std::time::Duration::from_secs(60)
+            })
+        };
+        match first {
+            Some(c) if fresh(&c) => {
+                aws_credential_types::provider::future::ProvideCredentials::ready(Ok(c))
+            }
+            _ => self.role.provide_credentials(),
+        }
+    }
 }
 
 /// `Code: message` of an STS refusal, or the error chain of any other failure.
