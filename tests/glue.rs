@@ -450,6 +450,23 @@ async fn new_portals_are_added_and_none_is_removed() {
     );
     assert_eq!(summary_glue(&summary)["portals_added"], 1);
 
+    // A mistyped (well-formed) portal id never reaches the table: with --glue-table it is
+    // looked up in ListPortals and refused; and the state row an earlier run without
+    // --glue-table left for it (no ARN, no files) is not listed by later runs.
+    let typo = "00000000-1111-2222-3333-444444444444";
+    let n = versions(&moto.endpoint).await;
+    let args = with(&["--portal-id", typo]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let r = run_with(&env, &moto, &args).await;
+    r.code(1);
+    assert!(
+        r.stderr.contains(&format!("portal {typo} not found")),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(versions(&moto.endpoint).await, n);
+    env.run(&["run", "--portal-id", typo]).await.code(1);
+
     // The table reset to `injected` (re-created, say): the next run, on another portal, lists
     // the portals the state knows as well.
     let glue = glue_client(&moto.endpoint);

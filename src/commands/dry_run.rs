@@ -36,7 +36,14 @@ pub async fn dry_run(
     };
     let stop = Arc::new(AtomicBool::new(false));
     let mut sources = sources(&sdk, cfg, &stop).await?;
-    let found = discover(job.portals.as_deref(), &mut sources, None, cfg.concurrency).await?;
+    let found = discover(
+        job.portals.as_deref(),
+        &mut sources,
+        None,
+        cfg.concurrency,
+        false,
+    )
+    .await?;
     let portals: Vec<(PortalId, Option<String>)> = found
         .into_iter()
         .filter(|f| cfg.shard.owns(&f.portal))

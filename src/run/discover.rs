@@ -318,7 +318,8 @@ pub fn arn_account(arn: &str) -> Option<&str> {
 
 /// The portals to archive, each with its account's and region's client: the `named` portals,
 /// or (`None`) every portal ListPortals returns in each scope. Named portals are looked up in
-/// every scope's list (with one scope and no accounts, they are taken as given). With
+/// every scope's list (with one scope and no accounts, they are taken as given, unless
+/// `list_named`). With
 /// `record`, every discovered portal and its ARN are recorded in the state. The scopes are
 /// listed side by side, at most `concurrency` at once.
 ///
@@ -329,11 +330,13 @@ pub async fn discover(
     sources: &mut Sources,
     record: Option<&StateHandle>,
     concurrency: usize,
+    list_named: bool,
 ) -> Result<Vec<Found>> {
-    if let (Some(ids), [only], true) = (
+    if let (Some(ids), [only], true, false) = (
         named,
         sources.scopes.as_slice(),
         sources.accounts.is_empty(),
+        list_named,
     ) {
         return Ok(ids
             .iter()

@@ -111,6 +111,8 @@ async fn run_on_state(
                 &mut sources,
                 Some(state),
                 cfg.concurrency,
+                // Only portals the service lists go into the Glue table.
+                cfg.glue_table.is_some(),
             )
             .await
             {
@@ -353,8 +355,15 @@ async fn update_glue(
     let table = cfg.glue_table.as_ref()?;
     let mut portals: Vec<String> = found.iter().map(|f| f.portal.to_string()).collect();
     let result = async {
+        // Portals of earlier runs: those discovery listed (they have an ARN) or with files.
+        // A mistyped `--portal-id` of an earlier run without --glue-table has neither.
         let known = state.db(|st| st.portals()).await?;
-        portals.extend(known.into_iter().map(|p| p.portal_id));
+        portals.extend(
+            known
+                .into_iter()
+                .filter(|p| p.portal_arn.is_some() || p.flush_seq > 0)
+                .map(|p| p.portal_id),
+        );
         crate::glue::add_portals(&crate::glue::client(sdk, cfg.max_attempts), table, &portals).await
     }
     .await;

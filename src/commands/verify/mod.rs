@@ -68,7 +68,8 @@ pub async fn verify(
         let sink = Sink::new(&cfg.output, s3.as_ref(), &cfg.s3)?;
         let mut sources = discover::sources(&sdk, cfg, &stop).await?;
         let found =
-            discover::discover(named.as_deref(), &mut sources, None, cfg.concurrency).await?;
+            discover::discover(named.as_deref(), &mut sources, None, cfg.concurrency, false)
+                .await?;
         unreachable = sources.failure_line();
         let portals: Vec<(PortalId, Source)> = found
             .into_iter()
