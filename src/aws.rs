@@ -35,8 +35,9 @@ pub async fn load_sdk(regions: &[String]) -> anyhow::Result<aws_config::SdkConfi
 }
 
 /// The run's S3 client: the SDK chain's configuration, standard retries (throttling, 500/503
-/// SlowDown, dropped connections) with `max_attempts`, and path-style addressing whenever the
-/// endpoint is overridden (S3-compatible servers, VPC endpoints by URL).
+/// SlowDown, dropped connections) with `max_attempts` and no retry quota (see
+/// [`exact_attempts`]), and path-style addressing whenever the endpoint is overridden
+/// (S3-compatible servers, VPC endpoints by URL).
 pub fn s3_client(sdk: &aws_config::SdkConfig, max_attempts: u32) -> Client {
     let custom_endpoint = sdk.endpoint_url().is_some()
         || std::env::var_os("AWS_ENDPOINT_URL_S3").is_some()
@@ -48,10 +49,26 @@ pub fn s3_client(sdk: &aws_config::SdkConfig, max_attempts: u32) -> Client {
         .build();
     let conf = aws_sdk_s3::config::Builder::from(sdk)
         .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(max_attempts))
+        .retry_partition(exact_attempts("archiver-s3"))
         .timeout_config(timeouts)
         .force_path_style(custom_endpoint)
         .build();
     Client::from_conf(conf)
+}
+
+/// A retry partition whose calls each get every one of their `--max-attempts`. The SDK's
+/// default partition also holds a client-side retry quota, shared by the whole process: 500
+/// tokens, of which each retry takes 5 (10 after a 5xx or a timeout), lost when that retry
+/// fails too; a first-try success gives one back. On a store that fails often but briefly (a
+/// night of 503 SlowDown) the quota runs dry after 50 to 100 failed retries, and from then on
+/// every call fails on its first error: the portal is given up for the night. The job's calls
+/// are already bounded (`--concurrency` portals, `--max-attempts` each, capped exponential
+/// backoff), so the quota would only turn a survivable night into a failed one.
+pub fn exact_attempts(name: &'static str) -> aws_sdk_s3::config::retry::RetryPartition {
+    use aws_sdk_s3::config::retry::{RetryPartition, TokenBucket};
+    RetryPartition::custom(name)
+        .token_bucket(TokenBucket::unlimited())
+        .build()
 }
 
 /// A failed AWS call. A service error shows as `Code (HTTP status): message`; a transport
@@ -176,5 +193,105 @@ pub fn bucket_error(e: AwsError, bucket: &str, opts: &S3Options) -> anyhow::Erro
     match bucket_problem(e.status, bucket, opts) {
         Some(why) => anyhow::Error::new(e).context(why),
         None => anyhow::Error::new(e).context(format!("bucket {bucket}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_s3::config::retry::{RetryPartition, TokenBucket};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A loopback "S3" that answers the first two attempts of every call 503 SlowDown (by the
+    /// SDK's `amz-sdk-request: attempt=N` header) and the third 200: every call loses one
+    /// failed retry, which the SDK's default quota charges and never gives back.
+    async fn twice_slowed_store() -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    loop {
+                        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                            match sock.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                            continue;
+                        };
+                        let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
+                        buf.drain(..end + 4);
+                        let attempt: u32 = head
+                            .split("attempt=")
+                            .nth(1)
+                            .and_then(|r| r.split(';').next())
+                            .and_then(|a| a.trim().parse().ok())
+                            .unwrap_or(1);
+                        let reply = if attempt <= 2 {
+                            let body =
+                                "<Error><Code>SlowDown</Code><Message>slow</Message></Error>";
+                            format!(
+                                "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/xml\r\ncontent-length: {}\r\n\r\n{body}",
+                                body.len()
+                            )
+                        } else {
+                            "HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n".to_string()
+                        };
+                        if sock.write_all(reply.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        format!("http://{addr}")
+    }
+
+    /// 150 HeadBucket calls, each through two SlowDowns, with a 1 ms backoff.
+    async fn calls_through(client: &Client) -> usize {
+        let mut ok = 0;
+        for _ in 0..150 {
+            if client.head_bucket().bucket("b").send().await.is_ok() {
+                ok += 1;
+            }
+        }
+        ok
+    }
+
+    fn fast_retry(client: &Client) -> aws_sdk_s3::config::Builder {
+        client.config().to_builder().retry_config(
+            aws_config::retry::RetryConfig::standard()
+                .with_max_attempts(3)
+                .with_initial_backoff(Duration::from_millis(1))
+                .with_max_backoff(Duration::from_millis(2)),
+        )
+    }
+
+    #[tokio::test]
+    async fn every_s3_call_gets_all_its_attempts_however_many_retries_failed_before() {
+        let endpoint = twice_slowed_store().await;
+        let sdk = aws_config::SdkConfig::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .endpoint_url(&endpoint)
+            .credentials_provider(aws_sdk_s3::config::SharedCredentialsProvider::new(
+                aws_sdk_s3::config::Credentials::new("AKIDTEST", "secret", None, None, "test"),
+            ))
+            .build();
+        let ours = Client::from_conf(fast_retry(&s3_client(&sdk, 3)).build());
+        assert_eq!(calls_through(&ours).await, 150);
+        // The control: the SDK's default quota (500 tokens, 10 per retry after a 503) gives out
+        // after 50 such calls, and every call after that fails on its first SlowDown.
+        let quota = RetryPartition::custom("control-default-quota")
+            .token_bucket(TokenBucket::new(500))
+            .build();
+        let default = Client::from_conf(fast_retry(&ours).retry_partition(quota).build());
+        let through = calls_through(&default).await;
+        assert!(
+            (45..=55).contains(&through),
+            "{through} of 150 calls got through"
+        );
     }
 }

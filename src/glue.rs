@@ -27,7 +27,7 @@ pub const VALUE_LIMIT: usize = 512_000;
 const ATTEMPTS: u32 = 5;
 
 /// The Glue client of the job's own account and region (the SDK chain's; honours
-/// `AWS_ENDPOINT_URL_GLUE`), with standard retries.
+/// `AWS_ENDPOINT_URL_GLUE`), with standard retries and no retry quota.
 pub fn client(sdk: &aws_config::SdkConfig, max_attempts: u32) -> Client {
     let timeouts = aws_config::timeout::TimeoutConfig::builder()
         .connect_timeout(Duration::from_secs(5))
@@ -36,6 +36,7 @@ pub fn client(sdk: &aws_config::SdkConfig, max_attempts: u32) -> Client {
         .build();
     let conf = aws_sdk_glue::config::Builder::from(sdk)
         .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(max_attempts))
+        .retry_partition(crate::aws::exact_attempts("archiver-glue"))
         .timeout_config(timeouts)
         .build();
     Client::from_conf(conf)
