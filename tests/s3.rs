@@ -547,12 +547,12 @@ async fn killed_then_resumed_s3_output_and_state_s3s_fs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_slowdowns_errors_and_cut_uploads_are_retried_and_leave_no_partial_object() {
-    let t = T::new(Backend::S3Both, sim_config(2, 1500, 3)).await;
+    let t = T::new(Backend::S3Both, sim_config(2, 600, 3)).await;
     {
         let mut f = t.proxy.as_ref().unwrap().faults();
-        f.slow_down_every = 5;
-        f.internal_every = 11;
-        f.cut_put_every = 4;
+        f.slow_down_every = 7;
+        f.internal_every = 13;
+        f.cut_put_every = 5;
     }
     t.run(&["run", "--flush-rows", "300", "--max-attempts", "10"])
         .await
@@ -562,7 +562,7 @@ async fn s3_slowdowns_errors_and_cut_uploads_are_retried_and_leave_no_partial_ob
         (f.slowed, f.internal, f.cut)
     };
     assert!(
-        slowed >= 3 && internal >= 2 && cut >= 2,
+        slowed >= 20 && internal >= 10 && cut >= 10,
         "faults injected: {slowed} SlowDown, {internal} 500, {cut} cut uploads"
     );
     // Every object is whole: each .parquet reads back, and the rows are exact.
