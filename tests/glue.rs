@@ -469,25 +469,11 @@ async fn new_portals_are_added_and_none_is_removed() {
 
     // The table reset to `injected` (re-created, say): the next run, on another portal, lists
     // the portals the state knows as well.
-    let glue = glue_client(&moto.endpoint);
-    let t = get_table(&moto.endpoint).await;
-    let mut params = t.parameters().unwrap().clone();
-    params.remove("projection.portal_id.values");
-    params.insert("projection.portal_id.type".into(), "injected".into());
-    let input = TableInput::builder()
-        .name(TABLE)
-        .set_storage_descriptor(t.storage_descriptor().cloned())
-        .set_partition_keys(t.partition_keys.clone())
-        .set_table_type(t.table_type().map(str::to_string))
-        .set_parameters(Some(params))
-        .build()
-        .unwrap();
-    glue.update_table()
-        .database_name(DB)
-        .table_input(input)
-        .send()
-        .await
-        .unwrap();
+    update_params(&moto.endpoint, |params| {
+        params.remove("projection.portal_id.values");
+        params.insert("projection.portal_id.type".into(), "injected".into());
+    })
+    .await;
     let args = with(&["--portal-id", &ids[1]]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     run_with(&env, &moto, &args).await.ok();
@@ -636,10 +622,18 @@ async fn glue_proxy(upstream: &str, extra: &'static str) -> (String, Calls) {
 
 /// Another writer: `portal` added to the table's `enum` list (made one if `injected`).
 async fn concurrent_add(moto: &str, portal: &str) {
+    update_params(moto, |params| {
+        params.insert("projection.portal_id.type".into(), "enum".into());
+        params.insert("projection.portal_id.values".into(), portal.into());
+    })
+    .await;
+}
+
+/// The table rewritten as it is but for its parameters, changed by `change`.
+async fn update_params(moto: &str, change: impl FnOnce(&mut HashMap<String, String>)) {
     let t = get_table(moto).await;
     let mut params = t.parameters().unwrap().clone();
-    params.insert("projection.portal_id.type".into(), "enum".into());
-    params.insert("projection.portal_id.values".into(), portal.into());
+    change(&mut params);
     let input = TableInput::builder()
         .name(TABLE)
         .set_storage_descriptor(t.storage_descriptor().cloned())

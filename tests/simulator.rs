@@ -574,37 +574,8 @@ async fn errors_have_the_service_shapes() {
         .await
         .unwrap();
     let token = first.next_token().unwrap().to_owned();
-    let mut tampered = token.clone().into_bytes();
-    tampered[10] = if tampered[10] == b'a' { b'b' } else { b'a' };
-    let tampered = String::from_utf8(tampered).unwrap();
     let other_portal = sim.portal_ids()[1].clone();
-    let attempts = [
-        c.list_sessions().portal_id(&portal).next_token(&tampered),
-        c.list_sessions()
-            .portal_id(&portal)
-            .next_token(&token)
-            .sort_by(SessionSortBy::StartTimeAscending),
-        c.list_sessions()
-            .portal_id(&portal)
-            .next_token(&token)
-            .status(SessionStatus::Terminated),
-        c.list_sessions()
-            .portal_id(&other_portal)
-            .next_token(&token),
-        c.list_sessions().portal_id(&portal).next_token("zz"),
-    ];
-    for (i, a) in attempts.into_iter().enumerate() {
-        let err = a.send().await.unwrap_err().into_service_error();
-        assert!(err.is_validation_exception(), "attempt {i}: {err:?}");
-    }
-    let err = c
-        .list_portals()
-        .next_token(&token)
-        .send()
-        .await
-        .unwrap_err()
-        .into_service_error();
-    assert!(err.is_validation_exception(), "{err:?}");
+    assert_token_misuse_refused(&c, &portal, &other_portal, &token).await;
     // The token itself is still good, until the simulator expires every token.
     c.list_sessions()
         .portal_id(&portal)
@@ -1117,23 +1088,33 @@ async fn boto3_python() -> String {
 
 /// Runs tests/py/boto3_check.py against `sim`; returns what it printed.
 async fn run_boto3_check(python: &str, sim: &Simulator) -> String {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/boto3_check.py");
+    let stdout = run_py_check(
+        python,
+        "boto3_check.py",
+        &[sim.endpoint_url()],
+        "boto3 check ok",
+    )
+    .await;
+    assert!(sim.stats().list_sessions_calls > 10);
+    stdout
+}
+
+/// Runs `tests/py/<script>` with the endpoints as its arguments; it must exit 0 and print
+/// `ok_line`. Returns what it printed.
+async fn run_py_check(python: &str, script: &str, endpoints: &[String], ok_line: &str) -> String {
+    let script = format!("{}/tests/py/{script}", env!("CARGO_MANIFEST_DIR"));
     let out = tokio::process::Command::new(python)
-        .arg(script)
-        .arg(sim.endpoint_url())
+        .arg(&script)
+        .args(endpoints)
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .output()
         .await
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "boto3 check failed:\n{stdout}\n{stderr}"
-    );
+    assert!(out.status.success(), "{script} failed:\n{stdout}\n{stderr}");
     eprint!("{stdout}");
-    assert!(stdout.contains("boto3 check ok"), "{stdout}");
-    assert!(sim.stats().list_sessions_calls > 10);
+    assert!(stdout.contains(ok_line), "{stdout}");
     stdout.into_owned()
 }
 
@@ -1744,6 +1725,40 @@ async fn offset_pages_repeat_as_many_as_arrive_at_the_front() {
     }
 }
 
+/// A `token` of `portal`'s first ListSessions page is refused (ValidationException) once
+/// tampered with, reused with another sort order or status filter, sent for another portal or
+/// to ListPortals; so is a token that is not one at all.
+async fn assert_token_misuse_refused(c: &Client, portal: &str, other_portal: &str, token: &str) {
+    let mut tampered = token.to_owned().into_bytes();
+    tampered[10] = if tampered[10] == b'a' { b'b' } else { b'a' };
+    let tampered = String::from_utf8(tampered).unwrap();
+    let attempts = [
+        c.list_sessions().portal_id(portal).next_token(&tampered),
+        c.list_sessions()
+            .portal_id(portal)
+            .next_token(token)
+            .sort_by(SessionSortBy::StartTimeAscending),
+        c.list_sessions()
+            .portal_id(portal)
+            .next_token(token)
+            .status(SessionStatus::Terminated),
+        c.list_sessions().portal_id(other_portal).next_token(token),
+        c.list_sessions().portal_id(portal).next_token("zz"),
+    ];
+    for (i, a) in attempts.into_iter().enumerate() {
+        let err = a.send().await.unwrap_err().into_service_error();
+        assert!(err.is_validation_exception(), "attempt {i}: {err:?}");
+    }
+    let err = c
+        .list_portals()
+        .next_token(token)
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    assert!(err.is_validation_exception(), "{err:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn offset_tokens_are_checked_and_expire_like_keyset_ones() {
     let sim = Simulator::start(SimConfig {
@@ -1769,37 +1784,16 @@ async fn offset_tokens_are_checked_and_expire_like_keyset_ones() {
         token.bytes().all(|b| b.is_ascii_hexdigit()),
         "opaque: {token}"
     );
-    let mut tampered = token.clone().into_bytes();
-    tampered[10] = if tampered[10] == b'a' { b'b' } else { b'a' };
-    let tampered = String::from_utf8(tampered).unwrap();
-    let attempts = [
-        c.list_sessions().portal_id(&portal).next_token(&tampered),
-        c.list_sessions()
-            .portal_id(&portal)
-            .next_token(&token)
-            .sort_by(SessionSortBy::StartTimeAscending),
-        c.list_sessions()
-            .portal_id(&portal)
-            .next_token(&token)
-            .status(SessionStatus::Terminated),
-        c.list_sessions()
-            .portal_id(&other_portal)
-            .next_token(&token),
-        c.list_sessions().portal_id(&portal).next_token("zz"),
-        c.list_sessions().portal_id(&portal).next_token(""),
-    ];
-    for (i, a) in attempts.into_iter().enumerate() {
-        let err = a.send().await.unwrap_err().into_service_error();
-        assert!(err.is_validation_exception(), "attempt {i}: {err:?}");
-    }
+    assert_token_misuse_refused(&c, &portal, &other_portal, &token).await;
     let err = c
-        .list_portals()
-        .next_token(&token)
+        .list_sessions()
+        .portal_id(&portal)
+        .next_token("")
         .send()
         .await
         .unwrap_err()
         .into_service_error();
-    assert!(err.is_validation_exception(), "{err:?}");
+    assert!(err.is_validation_exception(), "empty token: {err:?}");
     // A good token works, until expire_tokens.
     let out = c
         .list_sessions()
@@ -2696,26 +2690,13 @@ async fn boto3_reads_sts_and_organizations_like_the_real_services() {
     })
     .await
     .unwrap();
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/py/boto3_accounts_check.py"
-    );
-    let out = tokio::process::Command::new(&python)
-        .arg(script)
-        .arg(sim.endpoint_url())
-        .arg(expiring.endpoint_url())
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "boto3 check failed:\n{stdout}\n{stderr}"
-    );
-    eprint!("{stdout}");
-    assert!(stdout.contains("boto3 accounts check ok"), "{stdout}");
+    run_py_check(
+        &python,
+        "boto3_accounts_check.py",
+        &[sim.endpoint_url(), expiring.endpoint_url()],
+        "boto3 accounts check ok",
+    )
+    .await;
     assert_eq!(sim.stats().assume_role_denied, 3);
     assert!(sim.stats().list_accounts_calls >= 3);
     assert_eq!(expiring.stats().expired_credentials, 3);

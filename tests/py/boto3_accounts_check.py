@@ -16,34 +16,16 @@ tests/simulator.rs.
 """
 
 import datetime
-import json
 import sys
 import time
-import urllib.request
 
 import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from simcheck import Mismatch, check, control
+
 EXPIRED = "The security token included in the request is expired"
-
-
-class Mismatch(Exception):
-    pass
-
-
-def check(cond, what):
-    if not cond:
-        raise Mismatch(what)
-
-
-def control(endpoint, method, path, body=None):
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(
-        endpoint + path, data=data, method=method, headers={"Content-Type": "application/json"}
-    )
-    with urllib.request.urlopen(req, timeout=30) as resp:
-        return json.loads(resp.read() or b"null")
 
 
 def client(service, endpoint, key="AKIAHOMEEXAMPLE", secret="home-secret", token=None):

@@ -10,33 +10,15 @@ simulator's own truth. Exits non-zero with a clear message on the first mismatch
 summary line on success. Run by tests/simulator.rs.
 """
 
-import json
 import sys
-import urllib.request
 
 import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from simcheck import Mismatch, check, control
+
 PAGE = 7
-
-
-class Mismatch(Exception):
-    pass
-
-
-def check(cond, what):
-    if not cond:
-        raise Mismatch(what)
-
-
-def control(endpoint, method, path, body=None):
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(
-        endpoint + path, data=data, method=method, headers={"Content-Type": "application/json"}
-    )
-    with urllib.request.urlopen(req, timeout=30) as resp:
-        return json.loads(resp.read() or b"null")
 
 
 def make_client(endpoint, retries):

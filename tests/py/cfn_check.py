@@ -26,20 +26,13 @@ import sys
 import boto3
 import yaml
 
+from simcheck import Mismatch, check
+
 REGION = "eu-west-1"
 EXTERNAL_ID = "archiver-ext-7f3a"
 SUBNETS = ["subnet-0123456789abcdef0", "subnet-0fedcba9876543210"]
 SECURITY_GROUP = "sg-0123456789abcdef0"
 MEMBERS = ["111111111111", "222222222222"]
-
-
-class Mismatch(Exception):
-    pass
-
-
-def check(cond, what):
-    if not cond:
-        raise Mismatch(what)
 
 
 # ------------------------------------------------------------------ the template, resolved
