@@ -772,31 +772,22 @@ mod tests {
     }
 
     /// Pages through, leaving out `hidden`, and returns every key served.
-    fn drain_hiding(
-        w: &World,
-        p: &Portal,
-        mut q: SessionQuery,
-        hidden: &IdSet,
-    ) -> Vec<(i64, u128)> {
-        let mut out = Vec::new();
-        loop {
-            let (page, more) = w.list_sessions(p, &q, hidden);
-            assert!(page.len() <= q.max);
-            out.extend(page.iter().map(|s| s.key()));
-            if !more {
-                return out;
-            }
-            assert_eq!(page.len(), q.max, "a page with more after it is full");
-            q.after = Some(page.last().unwrap().key());
-        }
+    fn drain_hiding(w: &World, p: &Portal, q: SessionQuery, hidden: &IdSet) -> Vec<(i64, u128)> {
+        drain_by(w, p, q, hidden, |q, last, _| q.after = Some(last))
     }
 
     /// Pages through by offset, leaving out `hidden`, and returns every key served.
-    fn drain_offset(
+    fn drain_offset(w: &World, p: &Portal, q: SessionQuery, hidden: &IdSet) -> Vec<(i64, u128)> {
+        drain_by(w, p, q, hidden, |q, _, served| q.skip += served)
+    }
+
+    /// Pages through, moving `q` on after each page with `next(q, last key, page length)`.
+    fn drain_by(
         w: &World,
         p: &Portal,
         mut q: SessionQuery,
         hidden: &IdSet,
+        next: impl Fn(&mut SessionQuery, (i64, u128), usize),
     ) -> Vec<(i64, u128)> {
         let mut out = Vec::new();
         loop {
@@ -807,7 +798,7 @@ mod tests {
                 return out;
             }
             assert_eq!(page.len(), q.max, "a page with more after it is full");
-            q.skip += page.len();
+            next(&mut q, page.last().unwrap().key(), page.len());
         }
     }
 
