@@ -248,6 +248,54 @@ async fn three_accounts_one_denied_the_others_archived_exactly_and_the_third_nam
     .ok();
 }
 
+/// A role that may be assumed but lacks `workspaces-web:ListPortals`: that account is named and
+/// skipped, the others are archived; once allowed, it is backfilled and nothing is written twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_whose_portal_listing_is_refused_is_named_and_the_others_archived() {
+    let env = Env::new(accounts_config(6, 120, 2)).await;
+    env.sim.set_faults(Faults {
+        deny_list_portals: vec![B.into()],
+        ..Faults::default()
+    });
+    let summary = env.dir.path().join("summary.json");
+    let accounts = format!("{A},{B},{C}");
+    let args = [
+        "run",
+        "--accounts",
+        &accounts,
+        "--account-role",
+        "archiver-read",
+        "--summary-json",
+        summary.to_str().unwrap(),
+    ];
+    let r = run(&env, &args).await;
+    r.code(1);
+    let last = r.stderr.trim_end().lines().last().unwrap_or_default();
+    assert!(
+        last.contains(&format!("1 of 3 accounts failed: account {B}"))
+            && last.contains("ListPortals")
+            && last.contains("access denied"),
+        "the last line names the account and why: {last}"
+    );
+    util::assert_exact(&env.archived(), &expected_in(&env, &[A, C]));
+    let doc = read_json(&summary);
+    let b = doc["accounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["account_id"] == B)
+        .unwrap();
+    assert_eq!(b["outcome"], "failed", "{b}");
+    assert_eq!(b["portals"], 0, "{b}");
+    assert_eq!(doc["totals"]["accounts_failed"], 1);
+    // The role itself was assumed: it is the listing that failed.
+    assert_eq!(env.sim.assume_role_calls(B), 1);
+
+    env.sim.set_faults(Faults::default());
+    run(&env, &args).await.ok();
+    env.assert_exact();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn organization_discovery_archives_every_active_account_and_skips_suspended_ones() {
     // The organization's management account (the job's own) is A, a member holding portals

@@ -164,6 +164,7 @@ pub async fn run_cli(args: SimArgs) -> anyhow::Result<()> {
         retry_after_secs: args.retry_after_secs,
         rate_limit_per_sec: args.rate_limit,
         deny_portals: Vec::new(),
+        deny_list_portals: Vec::new(),
         hide_from_listing: args.hide_from_listing,
         corrupt_listing: args.corrupt_listing,
         drop_rate: args.drop_rate,

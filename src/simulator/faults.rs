@@ -36,6 +36,9 @@ pub struct Faults {
     pub rate_limit_per_sec: Option<f64>,
     /// Portal ids whose ListSessions and GetSession calls get `403 AccessDeniedException`.
     pub deny_portals: Vec<String>,
+    /// Account ids whose callers' ListPortals calls get `403 AccessDeniedException` (a role
+    /// without `workspaces-web:ListPortals`); the job's own account is `SimConfig::account_id`.
+    pub deny_list_portals: Vec<String>,
     /// Session ids ListSessions leaves out (an inconsistent listing) while GetSession still
     /// returns them. Pages stay full: the next matching sessions take their place.
     pub hide_from_listing: Vec<String>,
@@ -59,6 +62,7 @@ impl Default for Faults {
             retry_after_secs: 1,
             rate_limit_per_sec: None,
             deny_portals: Vec::new(),
+            deny_list_portals: Vec::new(),
             hide_from_listing: Vec::new(),
             corrupt_listing: None,
             drop_rate: 0.0,
@@ -220,6 +224,10 @@ impl FaultState {
 
     pub(crate) fn denied(&self, portal_id: &str) -> bool {
         self.faults.deny_portals.iter().any(|p| p == portal_id)
+    }
+
+    pub(crate) fn listing_denied(&self, account: &str) -> bool {
+        self.faults.deny_list_portals.iter().any(|a| a == account)
     }
 
     pub(crate) fn hidden(&self) -> Arc<IdSet> {

@@ -261,6 +261,16 @@ impl ApiError {
         )
     }
 
+    fn list_portals_denied(account: &str) -> ApiError {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "AccessDeniedException",
+            format!(
+                "User in account {account} is not authorized to perform: workspaces-web:ListPortals"
+            ),
+        )
+    }
+
     fn unknown_operation(method: &Method, path: &str) -> ApiError {
         ApiError::new(
             StatusCode::NOT_FOUND,
@@ -726,6 +736,9 @@ fn list_portals(
     region: Option<&str>,
     account: &str,
 ) -> Result<String, ApiError> {
+    if inner.fault_state().listing_denied(account) {
+        return Err(ApiError::list_portals_denied(account));
+    }
     let max = max_results(q)?;
     // With several accounts a token lists the portals of the account it was issued to.
     let scope = if inner.world().cfg.accounts.is_empty() {
