@@ -480,6 +480,60 @@ impl std::fmt::Display for GlueTable {
     }
 }
 
+/// Every `AWS_ENDPOINT_URL` and `AWS_ENDPOINT_URL_<SERVICE>` set in the environment must be an
+/// http(s) URL with a host, unless `AWS_IGNORE_CONFIGURED_ENDPOINT_URLS=true` tells the SDK to
+/// ignore them. The SDK only warns about a bad value and fails later, call by call (its STS
+/// client, behind `--account-role`, even panics on an empty one); a template that leaves the
+/// variable empty is a common slip.
+pub fn check_endpoint_env(
+    vars: impl IntoIterator<Item = (std::ffi::OsString, std::ffi::OsString)>,
+) -> Result<(), UsageError> {
+    let vars: Vec<(String, Option<String>)> = vars
+        .into_iter()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok())))
+        .collect();
+    let ignored = vars.iter().any(|(k, v)| {
+        k == "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS"
+            && v.as_deref().is_some_and(|v| v.eq_ignore_ascii_case("true"))
+    });
+    if ignored {
+        return Ok(());
+    }
+    let mut bad: Vec<&(String, Option<String>)> = vars
+        .iter()
+        .filter(|(k, _)| k == "AWS_ENDPOINT_URL" || k.starts_with("AWS_ENDPOINT_URL_"))
+        .filter(|(_, v)| !v.as_deref().is_some_and(is_endpoint_url))
+        .collect();
+    bad.sort();
+    match bad.first() {
+        None => Ok(()),
+        Some((k, v)) => Err(UsageError(format!(
+            "{k}={} is not an endpoint URL: expected http:// or https:// and a host, e.g. \
+             https://s3.eu-west-1.amazonaws.com, or leave {k} unset",
+            v.as_deref()
+                .map_or("(not UTF-8)".to_string(), |v| format!("{v:?}"))
+        ))),
+    }
+}
+
+fn is_endpoint_url(v: &str) -> bool {
+    let Some(rest) = v
+        .strip_prefix("https://")
+        .or_else(|| v.strip_prefix("http://"))
+    else {
+        return false;
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    // The last `:` starts a port unless it is inside an IPv6 literal (`[::1]`).
+    let (host, port) = match authority.rfind(':') {
+        Some(i) if !authority[i..].contains(']') => (&authority[..i], Some(&authority[i + 1..])),
+        _ => (authority, None),
+    };
+    !host.is_empty()
+        && !host.contains(char::is_whitespace)
+        && port.is_none_or(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+}
+
 /// The service rejects `maxResults` above 100.
 pub const MAX_PAGE_SIZE: usize = 100;
 
@@ -496,6 +550,7 @@ impl Config {
                 "--max-attempts must be between 1 and 100".into(),
             ));
         }
+        check_endpoint_env(std::env::vars_os())?;
         let shard = Shard::resolve(g.shard.as_deref(), g.shard_count, |k| std::env::var(k).ok())?;
         let state = StateLoc::parse(&g.state.replace("{shard}", &shard.index.to_string()))?;
         let mut regions: Vec<String> = Vec::new();
@@ -572,6 +627,49 @@ pub fn parse_portal_ids(raw: &[String]) -> Result<Vec<PortalId>, UsageError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
+        pairs.iter().map(|(k, v)| (k.into(), v.into())).collect()
+    }
+
+    #[test]
+    fn endpoint_variables_must_be_urls_unless_ignored() {
+        for good in [
+            "http://127.0.0.1:4566",
+            "https://s3.eu-west-1.amazonaws.com",
+            "http://localhost:9000/",
+            "http://[::1]:9000",
+            "https://vpce-1.s3.eu-west-1.vpce.amazonaws.com/path",
+        ] {
+            let r = check_endpoint_env(env(&[("AWS_ENDPOINT_URL_S3", good)]));
+            assert!(r.is_ok(), "{good}: {r:?}");
+        }
+        for bad in [
+            "",
+            "localhost:9000",
+            "s3.amazonaws.com",
+            "http://",
+            "http://:9000",
+            "http://h:port",
+            "ftp://h",
+        ] {
+            for var in ["AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_STS"] {
+                let e = check_endpoint_env(env(&[("HOME", "/root"), (var, bad)])).unwrap_err();
+                assert!(
+                    e.0.starts_with(&format!("{var}={bad:?} is not an endpoint URL")),
+                    "{}",
+                    e.0
+                );
+            }
+        }
+        // Other variables are not looked at; the SDK's switch turns the check off.
+        assert!(check_endpoint_env(env(&[("AWS_ENDPOINT", "")])).is_ok());
+        let ignored = [
+            ("AWS_ENDPOINT_URL", ""),
+            ("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "TRUE"),
+        ];
+        assert!(check_endpoint_env(env(&ignored)).is_ok());
+    }
 
     #[test]
     fn durations_take_a_number_and_a_unit() {

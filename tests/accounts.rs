@@ -545,6 +545,20 @@ async fn account_options_are_checked_before_any_call() {
         assert!(r.stderr.contains(want), "{args:?}: {}", r.stderr);
         assert_eq!(r.stderr.trim_end().lines().count(), 1, "{}", r.stderr);
     }
+    // An endpoint variable left empty (a template's slip) is refused up front; the SDK would
+    // only warn, and its STS client then panics.
+    let args = ["run", "--accounts", A, "--account-role", "archiver-read"];
+    let mut c = env.cmd(&args);
+    c.env("AWS_ENDPOINT_URL_STS", "")
+        .env("AWS_ENDPOINT_URL_ORGANIZATIONS", env.sim.endpoint_url());
+    let r = Run::from(c.output().await.unwrap());
+    r.code(2);
+    assert_eq!(
+        r.stderr.trim_end(),
+        "archiver: error: AWS_ENDPOINT_URL_STS=\"\" is not an endpoint URL: expected http:// or \
+         https:// and a host, e.g. https://s3.eu-west-1.amazonaws.com, or leave \
+         AWS_ENDPOINT_URL_STS unset"
+    );
     assert_eq!(env.sim.stats().assume_role_calls, 0);
     assert_eq!(env.sim.stats().list_portals_calls, 0);
 }
