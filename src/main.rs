@@ -39,17 +39,20 @@ fn main() -> ExitCode {
 
 /// Logs go to stderr. `ARCHIVER_LOG` is a level for archiver's own logs (default `info`; other
 /// crates stay at `warn`) or a full tracing filter such as `debug,aws_smithy_runtime=debug`.
+/// The SDK's AssumeRole provider is kept to `error`: its WARN on a refused role dumps the raw
+/// error, and archiver logs that account's failure itself, once, in one line.
 fn init_logging(format: LogFormat) {
+    const QUIET_SDK: &str = "warn,aws_config::sts::assume_role=error";
     use tracing_subscriber::EnvFilter;
     let spec = std::env::var("ARCHIVER_LOG").unwrap_or_else(|_| "info".into());
     let directive = if spec.contains('=') || spec.contains(',') {
         spec
     } else {
-        format!("warn,archiver={spec}")
+        format!("{QUIET_SDK},archiver={spec}")
     };
     let filter = EnvFilter::try_new(&directive).unwrap_or_else(|e| {
         eprintln!("archiver: warning: ignoring ARCHIVER_LOG={directive:?}: {e}");
-        EnvFilter::new("warn,archiver=info")
+        EnvFilter::new(format!("{QUIET_SDK},archiver=info"))
     });
     let builder = tracing_subscriber::fmt()
         .with_writer(|| archiver::progress::LogWriter)

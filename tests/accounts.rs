@@ -73,6 +73,12 @@ async fn three_accounts_one_denied_the_others_archived_exactly_and_the_third_nam
         "the last line names the account and why: {last}"
     );
     assert!(!last.contains(&format!("account {A}")) && !last.contains(&format!("account {B}")));
+    assert_eq!(
+        r.stderr.matches("AccessDenied").count(),
+        2,
+        "the refusal is told twice (the account's error line, the last line), not a third time by the SDK:\n{}",
+        r.stderr
+    );
 
     // The two reachable accounts are archived exactly; nothing of the third.
     let rows = env.archived();
