@@ -252,7 +252,7 @@ async fn unknown_options_and_a_newer_state_are_refused() {
 /// HTTP stack's own included.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_username_or_ip_in_json_logs_at_debug_or_trace() {
-    let env = Env::new(sim_config(2, 120, 5)).await;
+    let env = Env::new(sim_config(2, 50, 5)).await;
     env.sim.set_faults(Faults {
         throttle_rate: 0.1,
         error_rate: 0.05,
@@ -322,7 +322,10 @@ async fn no_username_or_ip_in_json_logs_at_debug_or_trace() {
             ips += 1;
         }
     }
-    assert!(checked > 100 && ips > 200);
+    assert!(
+        checked > 100 && ips > 100,
+        "{checked} usernames, {ips} IPs checked"
+    );
 }
 
 /// `ip` occurs in `hay` as a whole address (not inside a longer number).
