@@ -387,6 +387,65 @@ async fn organization_discovery_archives_every_active_account_and_skips_suspende
     }
 }
 
+/// Organizations and STS throttle bursts: their calls are retried up to `--max-attempts`, like
+/// every other call. Three throttled answers in a row fail a run allowed 3 attempts a call (the
+/// SDK's own default), not one with the default 8.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttled_sts_and_organizations_calls_are_retried_up_to_max_attempts() {
+    let env = Env::new(SimConfig {
+        account_id: A.into(),
+        ..accounts_config(3, 30, 0)
+    })
+    .await;
+    let throttle = |n| {
+        env.sim.reset_stats();
+        env.sim.set_faults(Faults {
+            throttle_rpc_calls: n,
+            ..Faults::default()
+        });
+    };
+    let org = ["run", "--organization", "--account-role", "archiver-read"];
+
+    throttle(3);
+    let r = run(&env, &[&org[..], &["--max-attempts", "3"]].concat()).await;
+    r.code(1);
+    let last = r.stderr.trim_end().lines().last().unwrap_or_default();
+    assert!(
+        last.contains("ListAccounts") && last.contains("TooManyRequestsException"),
+        "{last}"
+    );
+    assert_eq!(env.sim.stats().rpc_throttled, 3);
+    assert!(env.archived().is_empty());
+
+    throttle(3);
+    run(&env, &org).await.ok();
+    env.assert_exact();
+    let stats = env.sim.stats();
+    assert_eq!(stats.rpc_throttled, 3, "{stats:?}");
+    assert!(stats.list_accounts_calls >= 1, "{stats:?}");
+
+    // AssumeRole, throttled while the three roles are assumed side by side.
+    throttle(3);
+    let accounts = format!("{A},{B},{C}");
+    run(
+        &env,
+        &[
+            "run",
+            "--accounts",
+            &accounts,
+            "--account-role",
+            "archiver-read",
+        ],
+    )
+    .await
+    .ok();
+    env.assert_exact();
+    assert_eq!(env.sim.stats().rpc_throttled, 3);
+    for a in [A, B, C] {
+        assert_eq!(env.sim.assume_role_calls(a), 1, "{a}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn credentials_expiring_mid_backfill_are_refreshed() {
     // Credentials live 12 s (the SDK refreshes them 10-15 s before they expire); the backfill

@@ -2699,5 +2699,6 @@ async fn boto3_reads_sts_and_organizations_like_the_real_services() {
     .await;
     assert_eq!(sim.stats().assume_role_denied, 3);
     assert!(sim.stats().list_accounts_calls >= 3);
+    assert_eq!(sim.stats().rpc_throttled, 2);
     assert_eq!(expiring.stats().expired_credentials, 3);
 }

@@ -129,6 +129,14 @@ pub async fn sources(
             .collect();
         return Ok(out);
     };
+    // STS and Organizations calls get `--max-attempts` too (the SDK's default is 3): both
+    // services throttle bursts, and a throttled ListAccounts would fail the whole run.
+    let sdk = &sdk
+        .to_builder()
+        .retry_config(
+            aws_config::retry::RetryConfig::standard().with_max_attempts(cfg.max_attempts),
+        )
+        .build();
     out.accounts = match &cfg.accounts {
         Accounts::Listed { ids, .. } => ids.clone(),
         Accounts::Organization { .. } => organization_accounts(sdk).await?,

@@ -165,6 +165,7 @@ pub async fn run_cli(args: SimArgs) -> anyhow::Result<()> {
         rate_limit_per_sec: args.rate_limit,
         deny_portals: Vec::new(),
         deny_list_portals: Vec::new(),
+        throttle_rpc_calls: 0,
         hide_from_listing: args.hide_from_listing,
         corrupt_listing: args.corrupt_listing,
         drop_rate: args.drop_rate,

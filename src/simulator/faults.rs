@@ -39,6 +39,9 @@ pub struct Faults {
     /// Account ids whose callers' ListPortals calls get `403 AccessDeniedException` (a role
     /// without `workspaces-web:ListPortals`); the job's own account is `SimConfig::account_id`.
     pub deny_list_portals: Vec<String>,
+    /// The next this many STS and Organizations calls are throttled (STS `400 Throttling`,
+    /// Organizations `400 TooManyRequestsException`), one fewer after each.
+    pub throttle_rpc_calls: u32,
     /// Session ids ListSessions leaves out (an inconsistent listing) while GetSession still
     /// returns them. Pages stay full: the next matching sessions take their place.
     pub hide_from_listing: Vec<String>,
@@ -63,6 +66,7 @@ impl Default for Faults {
             rate_limit_per_sec: None,
             deny_portals: Vec::new(),
             deny_list_portals: Vec::new(),
+            throttle_rpc_calls: 0,
             hide_from_listing: Vec::new(),
             corrupt_listing: None,
             drop_rate: 0.0,
@@ -224,6 +228,15 @@ impl FaultState {
 
     pub(crate) fn denied(&self, portal_id: &str) -> bool {
         self.faults.deny_portals.iter().any(|p| p == portal_id)
+    }
+
+    /// Whether this STS or Organizations call is throttled (counting it down if so).
+    pub(crate) fn throttle_rpc(&mut self) -> bool {
+        let throttle = self.faults.throttle_rpc_calls > 0;
+        if throttle {
+            self.faults.throttle_rpc_calls -= 1;
+        }
+        throttle
     }
 
     pub(crate) fn listing_denied(&self, account: &str) -> bool {

@@ -196,6 +196,10 @@ pub struct SimStats {
     /// expired (`ExpiredTokenException`, or `ExpiredToken` from STS).
     #[serde(default)]
     pub expired_credentials: u64,
+    /// STS and Organizations calls throttled by the `throttle_rpc_calls` fault (not counted
+    /// as AssumeRole or ListAccounts calls).
+    #[serde(default)]
+    pub rpc_throttled: u64,
 }
 
 /// State shared by the handle and the server.

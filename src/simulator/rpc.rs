@@ -11,8 +11,8 @@
 //!
 //! Credentials issued by AssumeRole and past their expiration are refused by every API:
 //! STS answers `403 ExpiredToken`, Organizations `400 ExpiredTokenException`, both with STS's
-//! message "The security token included in the request is expired". Fault injection does not
-//! apply to these operations.
+//! message "The security token included in the request is expired". Of the faults, only
+//! `throttle_rpc_calls` applies to these operations.
 
 use std::fmt::Write as _;
 
@@ -73,10 +73,25 @@ pub(crate) async fn handle(
         }
     };
     let caller = inner.caller(access_key.as_deref());
+    let throttled = inner.fault_state().throttle_rpc();
     let resp = match target {
+        Some(_) if throttled => json_error(
+            "TooManyRequestsException",
+            "You have sent too many requests in too short a period of time. Try again later.",
+            None,
+        ),
+        None if throttled => query_error(
+            StatusCode::BAD_REQUEST,
+            "Throttling",
+            "Rate exceeded",
+            request_id,
+        ),
         Some(t) => json_rpc(inner, &t, &body, &caller),
         None => query(inner, &body, &caller, request_id),
     };
+    if throttled {
+        inner.stats().rpc_throttled += 1;
+    }
     if resp.status().is_client_error() {
         inner.stats().client_errors += 1;
     }

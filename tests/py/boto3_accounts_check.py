@@ -148,6 +148,13 @@ def main():
     member = member_client("organizations", endpoint, assume(endpoint, accounts[0], "member")["Credentials"])
     expect_error("AccessDeniedException", 400, lambda: member.list_accounts(), "member lists the organization")
 
+    # Throttling, as each service spells it (faults: the next 2 STS or Organizations calls).
+    control(endpoint, "POST", "/_sim/faults", {"throttle_rpc_calls": 2})
+    expect_error("Throttling", 400, lambda: assume(endpoint, accounts[0], "s1"), "throttled AssumeRole")
+    expect_error("TooManyRequestsException", 400, lambda: org.list_accounts(), "throttled ListAccounts")
+    control(endpoint, "POST", "/_sim/faults", {})
+    check(org.list_accounts()["Accounts"], "ListAccounts once the throttling is over")
+
     # Credentials that expire after 2 s.
     creds = assume(expiring, accounts[0], "short")["Credentials"]
     ws = member_client("workspaces-web", expiring, creds)
