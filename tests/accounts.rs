@@ -67,7 +67,7 @@ async fn three_accounts_one_denied_the_others_archived_exactly_and_the_third_nam
     ];
     let r = run(&env, &args).await;
     r.code(1);
-    let last = r.stderr.trim_end().lines().last().unwrap_or_default();
+    let last = r.last_line();
     assert!(
         last.contains(&format!("account {C}")) && last.contains("AccessDenied"),
         "the last line names the account and why: {last}"
@@ -207,12 +207,7 @@ async fn three_accounts_one_denied_the_others_archived_exactly_and_the_third_nam
     .await;
     v.code(1);
     assert!(
-        v.stderr
-            .trim_end()
-            .lines()
-            .last()
-            .unwrap_or_default()
-            .contains(&format!("account {C}")),
+        v.last_line().contains(&format!("account {C}")),
         "{}",
         v.stderr
     );
@@ -276,7 +271,7 @@ async fn an_account_whose_portal_listing_is_refused_is_named_and_the_others_arch
     ];
     let r = run(&env, &args).await;
     r.code(1);
-    let last = r.stderr.trim_end().lines().last().unwrap_or_default();
+    let last = r.last_line();
     assert!(
         last.contains(&format!("1 of 3 accounts failed: account {B}"))
             && last.contains("ListPortals")
@@ -409,7 +404,7 @@ async fn throttled_sts_and_organizations_calls_are_retried_up_to_max_attempts() 
     throttle(3);
     let r = run(&env, &[&org[..], &["--max-attempts", "3"]].concat()).await;
     r.code(1);
-    let last = r.stderr.trim_end().lines().last().unwrap_or_default();
+    let last = r.last_line();
     assert!(
         last.contains("ListAccounts") && last.contains("TooManyRequestsException"),
         "{last}"

@@ -94,7 +94,7 @@ async fn a_denied_portal_does_not_stop_or_roll_back_the_others() {
     });
     let r = env.run(&["run"]).await;
     r.code(1);
-    let last = r.stderr.lines().last().unwrap_or_default();
+    let last = r.last_line();
     assert!(
         last.starts_with("archiver: error: 1 of 3 portals failed"),
         "{}",
@@ -204,7 +204,7 @@ async fn a_full_disk_fails_cleanly_and_loses_nothing_already_archived() {
     c.arg("--output").arg(&out);
     let r = util::Run::from(c.output().await.unwrap());
     r.code(1);
-    let line = r.stderr.lines().last().unwrap_or_default();
+    let line = r.last_line();
     assert!(line.contains("No space left on device"), "{}", r.stderr);
     assert!(line.contains(&p), "{line}");
     // Whatever was published is complete and committed, no duplicates.
@@ -369,7 +369,7 @@ async fn a_reply_missing_fields_or_with_an_unknown_status_fails_the_portal_and_a
         });
         let r = env.run(&["run"]).await;
         r.code(1);
-        let last = r.stderr.lines().last().unwrap_or_default();
+        let last = r.last_line();
         assert!(
             last.contains(&p) && last.contains("unusable reply"),
             "{mode}: {}",

@@ -503,7 +503,7 @@ async fn a_missing_table_fails_the_run_after_archiving_everything() {
 
     let r = run_with(&env, &moto, &["--glue-table", "archive_db.nope", &s, "run"]).await;
     r.code(1);
-    let last = r.stderr.lines().last().unwrap();
+    let last = r.last_line();
     assert!(
         last.starts_with("archiver: error: Glue table archive_db.nope"),
         "{last}"
@@ -540,7 +540,7 @@ async fn a_missing_table_fails_the_run_after_archiving_everything() {
     )
     .await;
     r.code(1);
-    let last = r.stderr.lines().last().unwrap();
+    let last = r.last_line();
     assert!(
         last.contains("Glue table archive_db.archiver_sessions")
             && last.contains("no partition projection on portal_id"),

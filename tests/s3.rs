@@ -577,7 +577,7 @@ async fn a_missing_bucket_fails_before_any_page_is_fetched() {
     let mut c = t.cmd_at(&t.state_arg(), "s3://no-such-bucket/x", &["run"]);
     let r = Run::from(c.output().await.unwrap());
     r.code(1);
-    let last = r.stderr.trim().lines().last().unwrap();
+    let last = r.last_line();
     assert!(last.contains("no-such-bucket"), "{}", r.stderr);
     assert!(last.contains("does not exist"), "{}", r.stderr);
     let s = t.env.sim.stats();
@@ -587,12 +587,7 @@ async fn a_missing_bucket_fails_before_any_page_is_fetched() {
     let r = Run::from(c.output().await.unwrap());
     r.code(1);
     assert!(
-        r.stderr
-            .trim()
-            .lines()
-            .last()
-            .unwrap()
-            .contains("no-such-state-bucket"),
+        r.last_line().contains("no-such-state-bucket"),
         "{}",
         r.stderr
     );
@@ -919,7 +914,7 @@ async fn a_store_ignoring_conditional_writes_is_refused() {
     t.proxy.as_ref().unwrap().faults().drop_conditions = true;
     let r = t.run(&["run"]).await;
     r.code(1);
-    let last = r.stderr.trim().lines().last().unwrap();
+    let last = r.last_line();
     assert!(last.contains("ignores conditional writes"), "{}", r.stderr);
     assert!(last.contains(BUCKET), "{}", r.stderr);
     // Nothing taken, nothing written, no WorkSpaces Web call.
@@ -1196,7 +1191,7 @@ async fn a_second_state_is_refused(backend: Backend) {
             .unwrap(),
     );
     r.code(1);
-    let last = r.stderr.trim().lines().last().unwrap();
+    let last = r.last_line();
     assert!(last.contains("2 of 2 portals failed"), "{last}");
     assert!(last.contains("from another state"), "{last}");
     t.assert_exact().await;

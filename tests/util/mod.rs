@@ -160,6 +160,12 @@ impl Run {
         assert_eq!(self.code, want, "stderr:\n{}", self.stderr);
         self
     }
+
+    /// The last line of stderr (empty if there is none): where the binary puts its one-line
+    /// error.
+    pub fn last_line(&self) -> &str {
+        self.stderr.trim_end().lines().last().unwrap_or_default()
+    }
 }
 
 /// One archived row, with the partition values from its path.
