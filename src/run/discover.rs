@@ -327,9 +327,8 @@ pub fn arn_account(arn: &str) -> Option<&str> {
 /// The portals to archive, each with its account's and region's client: the `named` portals,
 /// or (`None`) every portal ListPortals returns in each scope. Named portals are looked up in
 /// every scope's list (with one scope and no accounts, they are taken as given, unless
-/// `list_named`). With
-/// `record`, every discovered portal and its ARN are recorded in the state. The scopes are
-/// listed side by side, at most `concurrency` at once.
+/// `list_named`). With `record`, every discovered portal and its ARN are recorded in the state.
+/// The scopes are listed side by side, at most `concurrency` at once.
 ///
 /// Without accounts, a failed ListPortals fails discovery. With accounts, it fails only its
 /// account (recorded in `sources`), and the other accounts' portals are returned.
