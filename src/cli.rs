@@ -212,7 +212,7 @@ pub enum Command {
     /// The whole job end to end against the built-in simulator, in a local folder.
     Demo(DemoArgs),
     /// Serve the built-in WorkSpaces Web simulator on 127.0.0.1 (for tests and benchmarks).
-    Simulator(crate::simulator::SimArgs),
+    Simulator(archiver_simulator::SimArgs),
 }
 
 #[derive(Args, Debug)]

@@ -21,7 +21,9 @@
 //!   [`clock`], [`error`] (errors that choose the exit code), [`ids`], [`fsio`] (durable local
 //!   writes), [`progress`] (progress lines on a terminal), [`mem`] (malloc arenas),
 //!   [`failpoint`] (crash points for the crash-safety tests).
-//! - [`simulator`]: the built-in WorkSpaces Web simulator (demo, tests, benchmarks).
+//!
+//! The WorkSpaces Web simulator that `demo`, the tests and the benchmarks run against is the
+//! workspace's other crate, `archiver-simulator` (`simulator/`).
 
 pub mod commands;
 pub mod run;
@@ -46,5 +48,3 @@ pub mod ids;
 pub mod mem;
 pub mod model;
 pub mod progress;
-
-pub mod simulator;

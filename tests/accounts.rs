@@ -7,7 +7,7 @@ mod util;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use archiver::simulator::{Faults, SimConfig, SimSession};
+use archiver_simulator::{Faults, SimConfig, SimSession};
 use util::{sim_config, Env, Run};
 
 const A: &str = "111111111111";

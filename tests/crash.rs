@@ -6,7 +6,7 @@ mod util;
 
 use std::time::Duration;
 
-use archiver::simulator::{Faults, SimConfig, TokenMode};
+use archiver_simulator::{Faults, SimConfig, TokenMode};
 use util::{sim_config, Env};
 
 const SESSIONS: usize = 2000;

@@ -10,7 +10,7 @@ mod util;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use archiver::simulator::{Faults, SimClock, SimConfig, SimSession, TokenMode};
+use archiver_simulator::{Faults, SimClock, SimConfig, SimSession, TokenMode};
 use util::{sim_config, Env};
 
 const MODES: [TokenMode; 2] = [TokenMode::Keyset, TokenMode::Offset];

@@ -5,7 +5,7 @@ mod util;
 
 use std::time::{Duration, Instant};
 
-use archiver::simulator::{Faults, SimConfig, TokenMode};
+use archiver_simulator::{Faults, SimConfig, TokenMode};
 use util::{sim_config, Env};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -356,7 +356,7 @@ async fn dropped_connections_are_retried_to_an_exact_archive() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reply_missing_fields_or_with_an_unknown_status_fails_the_portal_and_alters_nothing() {
-    for mode in archiver::simulator::CORRUPT_LISTING_MODES {
+    for mode in archiver_simulator::CORRUPT_LISTING_MODES {
         let env = Env::new(sim_config(1, 300, 4)).await;
         let p = env.portal(0);
         env.run(&["run"]).await.ok();

@@ -5,7 +5,7 @@ mod util;
 
 use std::time::Instant;
 
-use archiver::simulator::Faults;
+use archiver_simulator::Faults;
 use util::{sim_config, Env};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,7 +13,7 @@ mod util;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use archiver::simulator::{Faults, SimConfig};
+use archiver_simulator::{Faults, SimConfig};
 use util::s3::{self as s3u, FaultProxy, Moto, S3Server, Server};
 use util::{aws_env, sim_config, Env, Run, BIN};
 

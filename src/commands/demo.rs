@@ -16,7 +16,7 @@ use crate::run::{run_job, Job, Mode};
 /// `archiver demo`: the simulator, a backfill, simulated activity, an incremental run, and a
 /// check of the archive against the simulator's own record.
 pub async fn demo(a: DemoArgs, g: &GlobalArgs, stop: Arc<AtomicBool>) -> Result<()> {
-    use crate::simulator::{SimConfig, Simulator};
+    use archiver_simulator::{SimConfig, Simulator};
     let dir = &a.dir;
     let marker = dir.join(".archiver-demo");
     if dir.exists() {

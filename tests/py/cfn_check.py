@@ -26,7 +26,15 @@ import sys
 import boto3
 import yaml
 
-from simcheck import Mismatch, check
+
+class Mismatch(Exception):
+    pass
+
+
+def check(cond, what):
+    if not cond:
+        raise Mismatch(what)
+
 
 REGION = "eu-west-1"
 EXTERNAL_ID = "archiver-ext-7f3a"

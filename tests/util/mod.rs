@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use archiver::simulator::{SimConfig, SimSession, Simulator};
+use archiver_simulator::{SimConfig, SimSession, Simulator};
 
 pub mod s3;
 

@@ -8,8 +8,8 @@
 //! token epoch; any mismatch, edit or expiry is the same `ValidationException` the real service
 //! answers for a bad token.
 
-use super::rng::{hex_decode, hex_encode, keyed_checksum};
-use super::TokenMode;
+use crate::rng::{hex_decode, hex_encode, keyed_checksum};
+use crate::TokenMode;
 
 const VERSION: u8 = 2;
 const LEN: usize = 56;

@@ -17,9 +17,9 @@ use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use super::accounts::arn_account;
-use super::rng::{mix64, random_uuid, uuid_string, SplitMix64};
-use super::{SimClock, SimConfig, SimSession};
+use crate::accounts::arn_account;
+use crate::rng::{mix64, random_uuid, uuid_string, SplitMix64};
+use crate::{SimClock, SimConfig, SimSession};
 
 pub(crate) const MINUTE_MS: i64 = 60_000;
 pub(crate) const HOUR_MS: i64 = 60 * MINUTE_MS;

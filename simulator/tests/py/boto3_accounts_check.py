@@ -12,7 +12,7 @@ compared with GET /_sim/info), provokes AccessDenied (suspended account, denied 
 ValidationError, pages through ListAccounts, checks that member credentials may not call it,
 and that expired credentials get ExpiredTokenException / ExpiredToken. Exits non-zero with a
 clear message on the first mismatch; prints one summary line on success. Run by
-tests/simulator.rs.
+simulator/tests/sdk.rs.
 """
 
 import datetime

@@ -5,8 +5,8 @@ use std::net::SocketAddr;
 
 use anyhow::Context as _;
 
-use super::faults::CORRUPT_LISTING_MODES;
-use super::{Faults, SimClock, SimConfig, Simulator, TokenMode};
+use crate::faults::CORRUPT_LISTING_MODES;
+use crate::{Faults, SimClock, SimConfig, Simulator, TokenMode};
 
 /// `--clock`: how the simulated clock moves.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

@@ -5,7 +5,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
-use archiver::simulator::{Faults, SimClock, SimConfig, SimSession, Simulator, TokenMode};
+use archiver_simulator::{Faults, SimClock, SimConfig, SimSession, Simulator, TokenMode};
 use aws_config::retry::RetryConfig;
 use aws_config::BehaviorVersion;
 use aws_sdk_workspacesweb::config::{Credentials, Region};

@@ -10,8 +10,8 @@
 //! - Timestamps are epoch seconds as JSON numbers, with milliseconds as the fraction.
 //! - Every answer carries `x-amzn-RequestId`.
 //!
-//! `POST /` is STS or Organizations ([`super::rpc`]). With several accounts
-//! ([`super::SimConfig::accounts`]) each WorkSpaces Web call sees only the portals of its
+//! `POST /` is STS or Organizations ([`crate::rpc`]). With several accounts
+//! ([`crate::SimConfig::accounts`]) each WorkSpaces Web call sees only the portals of its
 //! caller's account (the access key id of its SigV4 credential scope); a call with credentials
 //! issued by AssumeRole after they expired gets `403 ExpiredTokenException`.
 //!
@@ -34,17 +34,13 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use super::accounts::signed_access_key;
-use super::data::{Portal, RecordView, Sess, SessionQuery, StatusFilter, World};
-use super::faults::{Corruption, Injected};
-use super::rng::{mix64, parse_uuid, uuid_string};
-use super::token::{scope_hash, PageToken, TokenKind};
-use super::{ActivityRequest, AdvanceRequest, Faults, Inner, RoleRequest, SimStats, TokenMode};
-
-pub(crate) type Body = Full<Bytes>;
-
-/// What AWS says of expired temporary credentials.
-pub(crate) const EXPIRED_MESSAGE: &str = "The security token included in the request is expired";
+use crate::accounts::signed_access_key;
+use crate::data::{Portal, RecordView, Sess, SessionQuery, StatusFilter, World};
+use crate::faults::{Corruption, Injected};
+use crate::rng::{mix64, parse_uuid, uuid_string};
+use crate::token::{scope_hash, PageToken, TokenKind};
+use crate::wire::{percent_decode, Body, EXPIRED_MESSAGE};
+use crate::{ActivityRequest, AdvanceRequest, Faults, Inner, RoleRequest, SimStats, TokenMode};
 
 /// Largest `maxResults` the service accepts.
 const MAX_RESULTS: i64 = 100;
@@ -125,7 +121,7 @@ async fn handle(
     let mut resp = if req.uri().path().starts_with("/_sim/") {
         control(&inner, req).await
     } else if req.method() == Method::POST && req.uri().path() == "/" {
-        super::rpc::handle(&inner, req, &request_id).await
+        crate::rpc::handle(&inner, req, &request_id).await
     } else {
         api(&inner, req).await.ok_or(DroppedConnection)?
     };
@@ -398,41 +394,6 @@ fn push_session(
 
 // ---------------------------------------------------------------------------------------
 // Requests
-
-fn hex_digit(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
-    }
-}
-
-/// Percent-decodes a path label or query component; `None` for bad escapes or non-UTF-8.
-pub(crate) fn percent_decode(s: &str, plus_is_space: bool) -> Option<String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'%' => {
-                let hi = hex_digit(*b.get(i + 1)?)?;
-                let lo = hex_digit(*b.get(i + 2)?)?;
-                out.push((hi << 4) | lo);
-                i += 3;
-            }
-            b'+' if plus_is_space => {
-                out.push(b' ');
-                i += 1;
-            }
-            c => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).ok()
-}
 
 struct Query(Vec<(String, String)>);
 
@@ -996,7 +957,7 @@ async fn control(inner: &Inner, req: Request<Incoming>) -> Response<Body> {
         },
         (Method::POST, "/_sim/deny-role" | "/_sim/allow-role") => {
             match parse_body::<RoleRequest>(&body) {
-                Ok(r) if super::accounts::is_account_id(&r.account) => {
+                Ok(r) if crate::accounts::is_account_id(&r.account) => {
                     if path == "/_sim/deny-role" {
                         inner.identities().deny(&r.account);
                     } else {
@@ -1044,16 +1005,6 @@ mod tests {
         assert_eq!(s, r#""a\"b\\c\nd\u0001é""#);
         let v: String = serde_json::from_str(&s).unwrap();
         assert_eq!(v, "a\"b\\c\nd\u{1}é");
-    }
-
-    #[test]
-    fn percent_decoding() {
-        assert_eq!(percent_decode("a%40b.com", false).unwrap(), "a@b.com");
-        assert_eq!(percent_decode("a+b", true).unwrap(), "a b");
-        assert_eq!(percent_decode("a+b", false).unwrap(), "a+b");
-        assert!(percent_decode("%4", false).is_none());
-        assert!(percent_decode("%zz", false).is_none());
-        assert!(percent_decode("%ff", false).is_none());
     }
 
     #[test]

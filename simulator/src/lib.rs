@@ -11,6 +11,7 @@
 //! - [`faults`]: throttling, server errors, latency, rate limit, denied portals, dropped
 //!   connections, sessions hidden from listings, corrupted listing bodies.
 //! - [`http`]: the hyper server: API routes, error shapes, and the `/_sim/*` control API.
+//! - [`wire`]: what both wire formats share (body type, percent-decoding).
 //! - [`cli`]: `archiver simulator`, for out-of-process users.
 //!
 //! The [`Simulator`] handle is the in-process control surface; [`Simulator::record`] is the
@@ -25,6 +26,7 @@ mod http;
 mod rng;
 mod rpc;
 mod token;
+mod wire;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

@@ -21,10 +21,10 @@ use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Request, Response, StatusCode};
 
-use super::accounts::{self, signed_access_key, AssumeRoleInput, Caller, StsError};
-use super::http::{percent_decode, Body, EXPIRED_MESSAGE};
-use super::token::{scope_hash, TokenKind};
-use super::{Inner, TokenMode};
+use crate::accounts::{self, signed_access_key, AssumeRoleInput, Caller, StsError};
+use crate::wire::{percent_decode, Body, EXPIRED_MESSAGE};
+use crate::token::{scope_hash, TokenKind};
+use crate::{Inner, TokenMode};
 
 /// The `X-Amz-Target` prefix of Organizations.
 const ORGANIZATIONS: &str = "AWSOrganizationsV20161128.";

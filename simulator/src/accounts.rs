@@ -1,6 +1,6 @@
 //! AWS accounts: who a caller is (from the access key id of its SigV4 signature), the
 //! credentials STS AssumeRole issues, and the organization's members. Pure logic and state,
-//! no I/O: [`super::rpc`] renders it on the wire.
+//! no I/O: [`crate::rpc`] renders it on the wire.
 //!
 //! A caller is the "home" account ([`SimConfig::account_id`]) unless its access key id is one
 //! this simulator issued through AssumeRole; then it is the account of the role it assumed
@@ -9,8 +9,8 @@
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::rng::{mix64, SplitMix64};
-use super::SimConfig;
+use crate::rng::{mix64, SplitMix64};
+use crate::SimConfig;
 
 /// Upper-case letters and digits 2-7, the alphabet of AWS access key ids.
 const KEY_ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";

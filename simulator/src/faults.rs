@@ -8,8 +8,8 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use super::data::IdSet;
-use super::rng::{parse_uuid, SplitMix64};
+use crate::data::IdSet;
+use crate::rng::{parse_uuid, SplitMix64};
 
 /// The values `Faults::corrupt_listing` accepts.
 pub const CORRUPT_LISTING_MODES: [&str; 5] = [

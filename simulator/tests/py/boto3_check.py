@@ -7,7 +7,7 @@ Pages through ListPortals and ListSessions (paginators, both sort orders, filter
 GetSession, and provokes modeled errors (ResourceNotFoundException, ValidationException,
 ThrottlingException via /_sim/faults); every answer is compared with GET /_sim/record, the
 simulator's own truth. Exits non-zero with a clear message on the first mismatch; prints one
-summary line on success. Run by tests/simulator.rs.
+summary line on success. Run by simulator/tests/sdk.rs.
 """
 
 import sys
