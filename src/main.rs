@@ -38,30 +38,35 @@ fn main() -> ExitCode {
 }
 
 /// Logs go to stderr. `ARCHIVER_LOG` is a level for archiver's own logs (default `info`; other
-/// crates stay at `warn`) or a full tracing filter such as `debug,aws_smithy_runtime=debug`.
+/// crates stay at `warn`) or a list of `target=level` directives such as
+/// `debug,aws_smithy_runtime=debug`.
 /// The SDK's AssumeRole provider is kept to `error`: its WARN on a refused role dumps the raw
 /// error, and archiver logs that account's failure itself, once, in one line.
 fn init_logging(format: LogFormat) {
     const QUIET_SDK: &str = "warn,aws_config::sts::assume_role=error";
-    use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::filter::Targets;
     let spec = std::env::var("ARCHIVER_LOG").unwrap_or_else(|_| "info".into());
     let directive = if spec.contains('=') || spec.contains(',') {
         spec
     } else {
         format!("{QUIET_SDK},archiver={spec}")
     };
-    let filter = EnvFilter::try_new(&directive).unwrap_or_else(|e| {
+    let filter: Targets = directive.parse().unwrap_or_else(|e| {
         eprintln!("archiver: warning: ignoring ARCHIVER_LOG={directive:?}: {e}");
-        EnvFilter::new(format!("{QUIET_SDK},archiver=info"))
+        format!("{QUIET_SDK},archiver=info")
+            .parse()
+            .expect("the default filter parses")
     });
-    let builder = tracing_subscriber::fmt()
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(|| archiver::progress::LogWriter)
-        .with_env_filter(filter)
         .with_target(false);
+    let registry = tracing_subscriber::registry().with(filter);
     match format {
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-        LogFormat::Text => builder
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        LogFormat::Json => registry.with(fmt.json().flatten_event(true)).init(),
+        LogFormat::Text => registry
+            .with(fmt.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())))
             .init(),
     }
 }

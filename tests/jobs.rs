@@ -38,8 +38,8 @@
 //!   after the image (none: the image's `CMD`) follow the image's entry point, with the image's
 //!   environment + the `-e NAME=value` options.
 //!
-//! Shell lines are split into words by `shlex` (single and double quotes, backslash escapes),
-//! after one quote-aware pass ([`command_text`]) does what `shlex` leaves to the shell: the
+//! Shell lines are split into words by `shell-words` (single and double quotes, backslash escapes),
+//! after one quote-aware pass ([`command_text`]) does what `shell-words` leaves to the shell: the
 //! command ends at an unquoted `;`, `|`, `&`, `<`, `>` (a file-descriptor number before a
 //! redirection goes too) or a `#` starting a word; `$VAR` / `${VAR}` outside single quotes are
 //! replaced from [`SAMPLE_VARS`] (quoted, so the value stays literal and in its word); any other
@@ -263,20 +263,25 @@ fn sample_var(name: &str) -> Option<String> {
 }
 
 /// Split one command into words as `sh` does: [`command_text`] cuts it at its end and replaces
-/// its variables, then `shlex` splits that into words (quotes, backslash escapes).
+/// its variables, then `shell-words` splits that into words (quotes, backslash escapes).
 fn shell_words(text: &str) -> Result<Vec<String>, String> {
     let command = command_text(text)?;
-    shlex::split(&command)
-        .ok_or_else(|| format!("unterminated quote or trailing backslash in {text:?}"))
+    // A backslash with nothing after it is a line continuation cut short in a job file: refused
+    // (shell-words would keep it as a literal backslash).
+    if (command.len() - command.trim_end_matches('\\').len()) % 2 == 1 {
+        return Err(format!("trailing backslash in {text:?}"));
+    }
+    shell_words::split(&command)
+        .map_err(|_| format!("unterminated quote or trailing backslash in {text:?}"))
 }
 
-/// What `shlex` leaves to the shell, in one pass over `text` that follows its quotes: the
+/// What `shell-words` leaves to the shell, in one pass over `text` that follows its quotes: the
 /// command ends at the first unquoted `;`, `|`, `&`, `<` or `>` (the unquoted digits of `2>&1`
 /// before a redirection are a file descriptor, not a word) or at a `#` that starts a word;
 /// outside single quotes, `$VAR` and `${VAR}` become their [`SAMPLE_VARS`] value, quoted so
-/// that `shlex` reads it as literal text of the same word, and any other `$` form (command
+/// that `shell-words` reads it as literal text of the same word, and any other `$` form (command
 /// substitution, special parameters) and backquotes are errors. Returns the command's text,
-/// for `shlex` to split; an unterminated quote is left for `shlex` to refuse.
+/// for `shell-words` to split; an unterminated quote is left for `shell-words` to refuse.
 fn command_text(text: &str) -> Result<String, String> {
     let mut out = String::new();
     let (mut single, mut double) = (false, false);
@@ -332,7 +337,7 @@ fn command_text(text: &str) -> Result<String, String> {
 }
 
 /// After a `$`: `NAME` or `{NAME}`, replaced from [`SAMPLE_VARS`] and quoted for where it
-/// stands (inside double quotes or not), so that `shlex` keeps it literal and in one word.
+/// stands (inside double quotes or not), so that `shell-words` keeps it literal and in one word.
 fn expand(
     chars: &mut std::iter::Peekable<std::str::Chars<'_>>,
     text: &str,
@@ -370,9 +375,10 @@ fn expand(
             })
             .collect())
     } else {
-        shlex::try_quote(&value)
-            .map(|q| q.into_owned())
-            .map_err(|e| format!("${name}: {e}"))
+        if value.contains('\0') {
+            return Err(format!("${name}: a NUL byte cannot be quoted"));
+        }
+        Ok(shell_words::quote(&value).into_owned())
     }
 }
 
