@@ -38,6 +38,20 @@ pub mod exit {
     pub const LOCKED: u8 = 75;
 }
 
+/// `text` on one line, as the process's last line on stderr must be: the lines of a multi-line
+/// error (the SDK's credentials chain lists each provider it tried on a line of its own) are
+/// joined with `; `, or with a space after a line that ends in `:`.
+pub fn one_line(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        if !out.is_empty() {
+            out.push_str(if out.ends_with(':') { " " } else { "; " });
+        }
+        out.push_str(line);
+    }
+    out
+}
+
 /// The exit code for an error that ended the program.
 pub fn exit_code(err: &anyhow::Error) -> u8 {
     if err.chain().any(|e| e.is::<UsageError>()) {
@@ -48,5 +62,20 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
         exit::LOCKED
     } else {
         exit::FAILED
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::one_line;
+
+    #[test]
+    fn multi_line_errors_become_one_line() {
+        let chain = "listing portals: no credentials found in chain. Attempted:\n  Environment: not set\n  Profile: not enabled\n";
+        assert_eq!(
+            one_line(chain),
+            "listing portals: no credentials found in chain. Attempted: Environment: not set; Profile: not enabled"
+        );
+        assert_eq!(one_line("one line"), "one line");
     }
 }

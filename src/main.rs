@@ -31,7 +31,7 @@ fn main() -> ExitCode {
     match runtime.block_on(archiver::commands::execute(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("archiver: error: {e:#}");
+            eprintln!("archiver: error: {}", archiver::error::one_line(&format!("{e:#}")));
             ExitCode::from(exit_code(&e))
         }
     }
@@ -39,11 +39,12 @@ fn main() -> ExitCode {
 
 /// Logs go to stderr. `ARCHIVER_LOG` is a level for archiver's own logs (default `info`; other
 /// crates stay at `warn`) or a list of `target=level` directives such as
-/// `debug,aws_smithy_runtime=debug`.
-/// The SDK's AssumeRole provider is kept to `error`: its WARN on a refused role dumps the raw
-/// error, and archiver logs that account's failure itself, once, in one line.
+/// `debug,aws_smithy_runtime=debug`. The SDK's configuration loading (`aws_config`: region and
+/// credentials probing, instance metadata, profiles, AssumeRole) is kept to `error`: on a
+/// machine without AWS configuration its WARNs are multi-line dumps of every provider it
+/// tried, and when that is why a command fails, archiver's own error line says so.
 fn init_logging(format: LogFormat) {
-    const QUIET_SDK: &str = "warn,aws_config::sts::assume_role=error";
+    const QUIET_SDK: &str = "warn,aws_config=error";
     use tracing_subscriber::filter::Targets;
     let spec = std::env::var("ARCHIVER_LOG").unwrap_or_else(|_| "info".into());
     let directive = if spec.contains('=') || spec.contains(',') {

@@ -100,7 +100,7 @@ where
     match &err {
         SdkError::TimeoutError(_) | SdkError::ResponseError(_) => retry(None, AwsError::new(err)),
         // A request the client could not even build or send: no retry will change that.
-        SdkError::DispatchFailure(d) if d.is_user() => {
+        SdkError::DispatchFailure(d) if d.is_user() || no_credentials(&err) => {
             Attempt::Fail(FetchError::Call(AwsError::new(err)))
         }
         SdkError::DispatchFailure(_) => retry(None, AwsError::new(err)),
@@ -129,6 +129,24 @@ where
         }
         _ => Attempt::Fail(FetchError::Call(AwsError::new(err))),
     }
+}
+
+/// The call was not sent because the credentials chain has nothing to offer (no provider
+/// configured, or a malformed profile): a retry would only ask the same empty chain again. A
+/// provider that timed out or failed (STS throttling an AssumeRole) may do better next time.
+fn no_credentials(err: &(dyn std::error::Error + 'static)) -> bool {
+    use aws_credential_types::provider::error::CredentialsError;
+    let mut cause = err.source();
+    while let Some(e) = cause {
+        if let Some(c) = e.downcast_ref::<CredentialsError>() {
+            return matches!(
+                c,
+                CredentialsError::CredentialsNotLoaded(_) | CredentialsError::InvalidConfiguration(_)
+            );
+        }
+        cause = e.source();
+    }
+    false
 }
 
 /// The service said "too fast" (as opposed to failing).
