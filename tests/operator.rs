@@ -2,7 +2,7 @@
 
 mod util;
 
-use archiver::simulator::Faults;
+use archiver_simulator::Faults;
 use util::{sim_config, Env};
 
 fn metric(text: &str, name_and_labels: &str) -> Option<f64> {
@@ -202,4 +202,90 @@ async fn a_progress_line_on_a_terminal_and_none_in_logs() {
         "no progress on a terminal:\n{tty}"
     );
     env.assert_exact();
+}
+
+/// The demo's last line is a command that runs as printed, from the folder the demo ran in:
+/// after `cargo run` there is no `archiver` on PATH, so it names the binary by its path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demos_printed_status_command_runs_as_printed() {
+    let dir = tempfile::tempdir().unwrap();
+    let cwd = env!("CARGO_MANIFEST_DIR");
+    let demo = util::Run::from(
+        tokio::process::Command::new(util::BIN)
+            .args(["demo", "--portals", "2", "--sessions", "150", "--dir"])
+            .arg(dir.path().join("demo"))
+            .current_dir(cwd)
+            .env("PATH", "/usr/bin:/bin")
+            .env_remove("ARCHIVER_STATE")
+            .output()
+            .await
+            .unwrap(),
+    );
+    demo.ok();
+    let line = demo.stdout.trim_end().lines().last().unwrap_or_default();
+    let command = line
+        .strip_prefix("Status:")
+        .unwrap_or_else(|| panic!("the demo's last line is not the status command: {line:?}"))
+        .trim();
+    assert!(
+        !command.starts_with("archiver "),
+        "no archiver on PATH, yet the demo says {command:?}"
+    );
+    let status = util::Run::from(
+        tokio::process::Command::new("sh")
+            .args(["-c", command])
+            .current_dir(cwd)
+            .env("PATH", "/usr/bin:/bin")
+            .output()
+            .await
+            .unwrap(),
+    );
+    status.ok();
+    // One row per portal of the simulator's account, each backfilled.
+    let rows = status
+        .stdout
+        .lines()
+        .filter(|l| l.contains(" 123456789012 ") && l.contains(" done "))
+        .count();
+    assert_eq!(rows, 2, "`{command}` printed:\n{}", status.stdout);
+}
+
+/// On a machine with no AWS configuration at all (no region, no credentials, no profile, and
+/// an instance-metadata endpoint that refuses), a command prints archiver's one line, not the
+/// SDK's probing.
+#[tokio::test]
+async fn with_no_aws_configuration_a_command_prints_one_line() {
+    let home = tempfile::tempdir().unwrap();
+    // A closed loopback port for the instance-metadata probe: as on a laptop, nothing answers.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let imds = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    for args in [
+        vec!["verify"],
+        vec!["run"],
+        vec!["--region", "eu-west-1", "run"],
+    ] {
+        let mut c = tokio::process::Command::new(util::BIN);
+        c.arg("--state")
+            .arg(home.path().join("state.db"))
+            .arg("--output")
+            .arg(home.path().join("archive"))
+            .args(&args)
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .env("HOME", home.path())
+            .env("AWS_EC2_METADATA_SERVICE_ENDPOINT", &imds);
+        let run = util::Run::from(c.output().await.unwrap());
+        assert_ne!(run.code, 0, "{args:?} succeeded with no AWS configuration");
+        let lines: Vec<&str> = run.stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(
+            lines.len(),
+            1,
+            "{args:?}: expected archiver's one line, got:\n{}",
+            run.stderr
+        );
+        assert!(lines[0].starts_with("archiver: error: "), "{}", lines[0]);
+        // No credentials anywhere is not worth a retry: the call fails at once.
+        assert!(!lines[0].contains("gave up after"), "{}", lines[0]);
+    }
 }

@@ -155,8 +155,48 @@ pub async fn demo(a: DemoArgs, g: &GlobalArgs, stop: Arc<AtomicBool>) -> Result<
          FROM read_parquet('{}', hive_partitioning = true) GROUP BY ALL ORDER BY 1\"",
         glob.display()
     );
-    println!("\nStatus:  archiver --state {} status", job.config.state);
+    println!(
+        "\nStatus:  {} --state {} status",
+        self_command(),
+        shell_word(&job.config.state.to_string())
+    );
     Ok(())
+}
+
+/// How to run this same binary again from the current folder, as a shell would take it:
+/// `archiver` when that is what `PATH` finds, else the binary's path (relative to the current
+/// folder when it is below it, as `./target/debug/archiver` after `cargo run`).
+fn self_command() -> String {
+    let Ok(exe) = std::env::current_exe().and_then(|p| p.canonicalize()) else {
+        return "archiver".into();
+    };
+    let on_path = std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path).any(|dir| {
+            dir.join("archiver")
+                .canonicalize()
+                .is_ok_and(|found| found == exe)
+        })
+    });
+    if on_path {
+        return "archiver".into();
+    }
+    let shown = std::env::current_dir()
+        .ok()
+        .and_then(|cwd| cwd.canonicalize().ok())
+        .and_then(|cwd| exe.strip_prefix(cwd).ok().map(|rel| Path::new(".").join(rel)))
+        .unwrap_or_else(|| exe.clone());
+    shell_word(&shown.to_string_lossy())
+}
+
+/// `s` as one shell word: as it is when it has nothing a shell would split or expand.
+fn shell_word(s: &str) -> String {
+    if s.chars()
+        .all(|c| c.is_ascii_alphanumeric() || "/._-+:@".contains(c))
+    {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
 }
 
 /// Every `session_id` in the dataset under a local output root (for `demo`'s self-check).
@@ -193,4 +233,17 @@ fn read_archive_ids(root: &Path) -> Result<Vec<String>> {
         }
     }
     Ok(ids)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shell_word;
+
+    #[test]
+    fn shell_words_are_quoted_only_when_a_shell_would_split_them() {
+        assert_eq!(shell_word("./target/debug/archiver"), "./target/debug/archiver");
+        assert_eq!(shell_word("/tmp/my demo/state.db"), "'/tmp/my demo/state.db'");
+        assert_eq!(shell_word("it's"), "'it'\\''s'");
+        assert_eq!(shell_word("$HOME/x"), "'$HOME/x'");
+    }
 }
