@@ -31,7 +31,10 @@ fn main() -> ExitCode {
     match runtime.block_on(archiver::commands::execute(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("archiver: error: {}", archiver::error::one_line(&format!("{e:#}")));
+            eprintln!(
+                "archiver: error: {}",
+                archiver::error::one_line(&format!("{e:#}"))
+            );
             ExitCode::from(exit_code(&e))
         }
     }

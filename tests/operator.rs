@@ -277,7 +277,11 @@ async fn with_no_aws_configuration_a_command_prints_one_line() {
             .env("AWS_EC2_METADATA_SERVICE_ENDPOINT", &imds);
         let run = util::Run::from(c.output().await.unwrap());
         assert_ne!(run.code, 0, "{args:?} succeeded with no AWS configuration");
-        let lines: Vec<&str> = run.stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+        let lines: Vec<&str> = run
+            .stderr
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .collect();
         assert_eq!(
             lines.len(),
             1,

@@ -22,8 +22,8 @@ use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Request, Response, StatusCode};
 
 use crate::accounts::{self, signed_access_key, AssumeRoleInput, Caller, StsError};
-use crate::wire::{percent_decode, Body, EXPIRED_MESSAGE};
 use crate::token::{scope_hash, TokenKind};
+use crate::wire::{percent_decode, Body, EXPIRED_MESSAGE};
 use crate::{Inner, TokenMode};
 
 /// The `X-Amz-Target` prefix of Organizations.

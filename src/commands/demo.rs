@@ -183,7 +183,11 @@ fn self_command() -> String {
     let shown = std::env::current_dir()
         .ok()
         .and_then(|cwd| cwd.canonicalize().ok())
-        .and_then(|cwd| exe.strip_prefix(cwd).ok().map(|rel| Path::new(".").join(rel)))
+        .and_then(|cwd| {
+            exe.strip_prefix(cwd)
+                .ok()
+                .map(|rel| Path::new(".").join(rel))
+        })
         .unwrap_or_else(|| exe.clone());
     shell_word(&shown.to_string_lossy())
 }
@@ -241,8 +245,14 @@ mod tests {
 
     #[test]
     fn shell_words_are_quoted_only_when_a_shell_would_split_them() {
-        assert_eq!(shell_word("./target/debug/archiver"), "./target/debug/archiver");
-        assert_eq!(shell_word("/tmp/my demo/state.db"), "'/tmp/my demo/state.db'");
+        assert_eq!(
+            shell_word("./target/debug/archiver"),
+            "./target/debug/archiver"
+        );
+        assert_eq!(
+            shell_word("/tmp/my demo/state.db"),
+            "'/tmp/my demo/state.db'"
+        );
         assert_eq!(shell_word("it's"), "'it'\\''s'");
         assert_eq!(shell_word("$HOME/x"), "'$HOME/x'");
     }

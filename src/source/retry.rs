@@ -141,7 +141,8 @@ fn no_credentials(err: &(dyn std::error::Error + 'static)) -> bool {
         if let Some(c) = e.downcast_ref::<CredentialsError>() {
             return matches!(
                 c,
-                CredentialsError::CredentialsNotLoaded(_) | CredentialsError::InvalidConfiguration(_)
+                CredentialsError::CredentialsNotLoaded(_)
+                    | CredentialsError::InvalidConfiguration(_)
             );
         }
         cause = e.source();
