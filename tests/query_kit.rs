@@ -8,8 +8,11 @@ mod util;
 
 use util::{sim_config, Env};
 
+/// One archive, two checks: the kit's queries on the archive, and its Session Logger part
+/// joined to it (the script writes the logger's files for the archive's sessions and for
+/// sessions it does not hold).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn duckdb_query_kit_answers_match_the_simulator() {
+async fn duckdb_query_kit_and_session_logger_answers_match_the_simulator() {
     let py = util::python_with("duckdb");
 
     // Two portals, ~800 sessions, files from several flushes and from a second run.
@@ -22,53 +25,25 @@ async fn duckdb_query_kit_answers_match_the_simulator() {
     env.run(&["run"]).await.ok();
     env.assert_exact();
 
-    let (expected_path, count) = env.write_expected();
+    let (expected, count) = env.write_expected();
     assert!(count >= 700, "{count} sessions");
-    let out = tokio::process::Command::new(&py)
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/py/query_kit.py"
-        ))
-        .arg("--archive")
-        .arg(env.archive())
-        .arg("--expected")
-        .arg(&expected_path)
-        .arg("--sql-dir")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/sql/duckdb"))
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "the query kit disagrees with the simulator:\n{stdout}\n{stderr}"
-    );
-    assert!(stdout.starts_with("query_kit: ok"), "{stdout}");
-    eprintln!("{stdout}");
+    for script in ["query_kit", "session_logger"] {
+        check(&py, script, &env, &expected).await;
+    }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn duckdb_session_logger_joins_match_the_simulator() {
-    let py = util::python_with("duckdb");
-
-    // Two portals, ~800 sessions; the script writes Session Logger files for them (and for
-    // sessions the archive does not hold) and checks the joins against its own answers.
-    let env = Env::new(sim_config(2, 400, 6)).await;
-    env.run(&["run", "--flush-rows", "150"]).await.ok();
-    env.assert_exact();
-
-    let (expected_path, count) = env.write_expected();
-    assert!(count >= 700, "{count} sessions");
-    let out = tokio::process::Command::new(&py)
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/py/session_logger.py"
+/// Runs `tests/py/<script>.py` on the archive and the simulator's expected sessions: it must
+/// exit 0 with its `<script>: ok` line.
+async fn check(py: &str, script: &str, env: &Env, expected: &std::path::Path) {
+    let out = tokio::process::Command::new(py)
+        .arg(format!(
+            "{}/tests/py/{script}.py",
+            env!("CARGO_MANIFEST_DIR")
         ))
         .arg("--archive")
         .arg(env.archive())
         .arg("--expected")
-        .arg(&expected_path)
+        .arg(expected)
         .arg("--sql-dir")
         .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/sql/duckdb"))
         .output()
@@ -78,8 +53,8 @@ async fn duckdb_session_logger_joins_match_the_simulator() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         out.status.success(),
-        "the Session Logger queries disagree with the simulator:\n{stdout}\n{stderr}"
+        "{script}: DuckDB's answers disagree with the simulator's:\n{stdout}\n{stderr}"
     );
-    assert!(stdout.starts_with("session_logger: ok"), "{stdout}");
+    assert!(stdout.starts_with(&format!("{script}: ok")), "{stdout}");
     eprintln!("{stdout}");
 }
