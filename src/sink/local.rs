@@ -57,7 +57,8 @@ impl LocalSink {
         let path = self.path(key);
         let dir = path.parent().expect("staging keys have a folder");
         create_dir_all_synced(dir)?;
-        write_atomic(&path, bytes, 0o644)
+        // Owner and group only: the files hold usernames and client IPs.
+        write_atomic(&path, bytes, 0o640)
     }
 
     pub(super) fn exists(&self, key: &str) -> Result<bool> {
