@@ -3,16 +3,24 @@
 //! `<name>:<n>:stop` makes it stop itself instead (`SIGSTOP`, like a paused container or a
 //! process stuck long enough for its S3 lease to expire), to be resumed by `SIGCONT`.
 //! Unset, a point costs one relaxed atomic load.
+//!
+//! Only a build with the `failpoints` feature has them: the tests turn it on (archiver is its
+//! own dev-dependency with that feature), `cargo build`, `cargo run` and releases never do, and
+//! there [`hit`] is empty and `ARCHIVER_FAILPOINT` is never read.
 
+#[cfg(feature = "failpoints")]
 use std::sync::atomic::{AtomicU64, Ordering};
+#[cfg(feature = "failpoints")]
 use std::sync::OnceLock;
 
+#[cfg(feature = "failpoints")]
 struct Armed {
     name: String,
     n: u64,
     stop: bool,
 }
 
+#[cfg(feature = "failpoints")]
 fn armed() -> Option<&'static Armed> {
     static ARMED: OnceLock<Option<Armed>> = OnceLock::new();
     ARMED
@@ -27,7 +35,13 @@ fn armed() -> Option<&'static Armed> {
         .as_ref()
 }
 
+/// Without the `failpoints` feature: nothing.
+#[cfg(not(feature = "failpoints"))]
+#[inline(always)]
+pub fn hit(_name: &str) {}
+
 /// Abort (or stop) here if this point is armed and this is the armed occurrence.
+#[cfg(feature = "failpoints")]
 pub fn hit(name: &str) {
     static COUNT: AtomicU64 = AtomicU64::new(0);
     if let Some(a) = armed() {
