@@ -15,22 +15,13 @@ async fn backfill_archives_every_ended_session_once_and_keeps_active_ones_pendin
     env.assert_exact();
     assert_eq!(env.expected().len(), 1500 - 12);
     // Usernames and client IPs: no file of the archive is readable by others.
-    let mut stack = vec![env.archive()];
-    let mut files = 0;
-    while let Some(dir) = stack.pop() {
-        for e in std::fs::read_dir(&dir).unwrap() {
-            let path = e.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                use std::os::unix::fs::PermissionsExt;
-                let mode = std::fs::metadata(&path).unwrap().permissions().mode();
-                assert_eq!(mode & 0o007, 0, "{} is {mode:o}", path.display());
-                files += 1;
-            }
-        }
+    let files = util::files_below(&env.archive());
+    assert!(files.len() >= 8, "{} files", files.len());
+    for path in files {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o007, 0, "{} is {mode:o}", path.display());
     }
-    assert!(files >= 8, "{files} files");
 
     // Pending: the status reports the 12 active sessions.
     let st = env.run(&["status", "--json"]).await;

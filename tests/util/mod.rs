@@ -251,6 +251,14 @@ pub fn read_dataset(root: &Path) -> Vec<Row> {
 
 /// Every file whose name ends in `.parquet` below `dir`, sorted.
 pub fn parquet_files(dir: &Path) -> Vec<PathBuf> {
+    files_below(dir)
+        .into_iter()
+        .filter(|p| p.to_string_lossy().ends_with(".parquet"))
+        .collect()
+}
+
+/// Every file below `dir` (none if it does not exist), sorted.
+pub fn files_below(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
@@ -261,7 +269,7 @@ pub fn parquet_files(dir: &Path) -> Vec<PathBuf> {
             let p = e.unwrap().path();
             if p.is_dir() {
                 stack.push(p);
-            } else if p.to_string_lossy().ends_with(".parquet") {
+            } else {
                 out.push(p);
             }
         }
