@@ -168,6 +168,41 @@ pub fn put_object(
         .set_expected_bucket_owner(opts.expected_bucket_owner.clone())
 }
 
+/// Does a failed GetObject or HeadObject of `key` mean there is no such object?
+///
+/// S3 answers a missing key with 404 only to callers allowed to list the bucket. A caller
+/// whose `s3:ListBucket` is limited to a prefix (as the shipped policies are) gets 403, the
+/// same answer as for a key it may not read. So on a 403 the key's own prefix is listed, which
+/// such a policy allows: the key absent from that listing is missing. Present, or the listing
+/// denied too, the 403 stands.
+pub async fn is_missing(
+    client: &Client,
+    opts: &S3Options,
+    bucket: &str,
+    key: &str,
+    e: &AwsError,
+) -> bool {
+    match e.status {
+        // A 404 without a code (a HEAD's answer) or NoSuchKey; NoSuchBucket is not "missing".
+        Some(404) => e.code.as_deref().is_none_or(|c| c == "NoSuchKey"),
+        Some(403) => {
+            let listed = client
+                .list_objects_v2()
+                .bucket(bucket)
+                .prefix(key)
+                .max_keys(1)
+                .set_expected_bucket_owner(opts.expected_bucket_owner.clone())
+                .send()
+                .await;
+            match listed {
+                Ok(out) => !out.contents().iter().any(|o| o.key() == Some(key)),
+                Err(_) => false,
+            }
+        }
+        _ => false,
+    }
+}
+
 /// What an S3 status says about the bucket, in one phrase naming it: missing, denied (or
 /// another account's, with `--s3-expected-bucket-owner`), or in another region. `None` for
 /// any other status.

@@ -1433,3 +1433,47 @@ async fn s3_publish_never_overwrites_and_recognises_its_own_copy() {
     );
     assert_eq!(s3u::get(t.client(), BUCKET, &foreign).await, b"not ours");
 }
+
+/// Under the shipped policy, `s3:ListBucket` is allowed only under the job's prefix, so S3
+/// answers a missing key 403, not 404 (404 is for callers that may list the bucket). The
+/// first run (no state, no lease object yet) and the runs after it work all the same; a
+/// state key outside the listable prefix, which cannot be told from a denied one, is an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_run_works_under_a_prefix_scoped_list_bucket() {
+    let t = T::new(Backend::S3Both, sim_config(2, 300, 3)).await;
+    t.proxy.as_ref().unwrap().faults().list_only_under = Some("team/".into());
+    t.run(&["run", "--flush-rows", "100"]).await.ok();
+    t.assert_exact().await;
+    let denied = t.proxy.as_ref().unwrap().faults().denied_missing;
+    assert!(
+        denied >= 2,
+        "the state and its lease were missing: {denied} 403s"
+    );
+    t.env.sim.end_active(None, usize::MAX);
+    t.env.sim.add_sessions(&t.env.portal(0), 40, 2);
+    t.run(&["run"]).await.ok();
+    t.assert_exact().await;
+
+    // The state under a prefix the job may not list: its 403 is not "no state yet".
+    let f = t.proxy.as_ref().unwrap();
+    f.faults().list_only_under = Some("team/archive/".into());
+    let r = Run::from(
+        t.cmd_at(
+            &format!("s3://{BUCKET}/elsewhere/state.db"),
+            &t.output_arg(),
+            &["run"],
+        )
+        .output()
+        .await
+        .unwrap(),
+    );
+    r.code(1);
+    assert!(
+        r.last_line().contains("denied"),
+        "not a denial: {}",
+        r.last_line()
+    );
+    // Not taken for a new state: none was written there (its lease object stays, released).
+    let keys = s3u::keys(t.client(), BUCKET).await;
+    assert!(!keys.iter().any(|k| k == "elsewhere/state.db"), "{keys:?}");
+}

@@ -32,7 +32,7 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use super::clash;
 use super::layout::{DATASET, STAGING};
 use super::manifest::checksum_base64;
-use crate::aws::{bucket_error, put_object, AwsError};
+use crate::aws::{bucket_error, is_missing, put_object, AwsError};
 use crate::config::{S3Options, S3Url};
 
 /// User metadata of every staged object (and so of its published copy): its staging key,
@@ -413,7 +413,9 @@ impl S3Sink {
         {
             Ok(_) => Ok(true),
             Err(e) => match AwsError::new(e) {
-                e if e.status == Some(404) => Ok(false),
+                e if is_missing(&self.client, &self.opts, self.bucket(), key, &e).await => {
+                    Ok(false)
+                }
                 e => Err(e).with_context(|| format!("HeadObject s3://{}/{key}", self.bucket())),
             },
         }

@@ -11,7 +11,7 @@ use aws_sdk_s3::Client;
 use serde::{Deserialize, Serialize};
 use tracing::warn;
 
-use crate::aws::{bucket_error, put_object, AwsError};
+use crate::aws::{bucket_error, is_missing, put_object, AwsError};
 use crate::clock::{now_ms, rfc3339};
 use crate::config::{S3Options, S3Url};
 use crate::error::LockHeld;
@@ -157,7 +157,9 @@ impl Lease {
             .await;
         let got = match got.map_err(AwsError::new) {
             Ok(g) => g,
-            Err(e) if e.status == Some(404) => return Ok(None),
+            Err(e) if is_missing(client, &self.opts, &self.bucket, &self.key, &e).await => {
+                return Ok(None)
+            }
             Err(e) => {
                 return Err(e).with_context(|| {
                     format!("reading the lease s3://{}/{}", self.bucket, self.key)

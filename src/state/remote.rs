@@ -28,7 +28,7 @@ use aws_sdk_s3::Client;
 use tracing::{info, warn};
 
 use super::lease::{margin, probe_conditional_writes, Lease};
-use crate::aws::{bucket_error, put_object, AwsError};
+use crate::aws::{bucket_error, is_missing, put_object, AwsError};
 use crate::clock::now_ms;
 use crate::config::{S3Options, S3Url};
 
@@ -222,7 +222,17 @@ impl Remote {
                 h.metadata().and_then(|m| m.get(WRITER_META)).cloned(),
             ))),
             Err(e) => match AwsError::new(e) {
-                e if e.status == Some(404) => Ok(None),
+                e if is_missing(
+                    &self.client,
+                    &self.opts,
+                    &self.url.bucket,
+                    &self.url.key,
+                    &e,
+                )
+                .await =>
+                {
+                    Ok(None)
+                }
                 e => Err(e).with_context(|| format!("HeadObject {}", self.url)),
             },
         }
@@ -245,11 +255,8 @@ pub(super) async fn fetch(
         .await;
     let got = match got.map_err(AwsError::new) {
         Ok(g) => g,
-        // A 404 without a code (a HEAD-like answer) or NoSuchKey: no state yet. NoSuchBucket is
-        // an error.
-        Err(e) if e.status == Some(404) && e.code.as_deref().is_none_or(|c| c == "NoSuchKey") => {
-            return Ok(None)
-        }
+        // No state yet (a 404, or a 403 to a caller that may list only the state's prefix).
+        Err(e) if is_missing(client, opts, &url.bucket, &url.key, &e).await => return Ok(None),
         Err(e) => return Err(bucket_error(e, &url.bucket, opts).context(format!("state {url}"))),
     };
     let etag = got.e_tag().map(str::to_string);

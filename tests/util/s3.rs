@@ -255,6 +255,14 @@ pub struct ProxyFaults {
     pub copy_if_none_match: bool,
     /// CopyObjects refused that way.
     pub copies_refused: u64,
+    /// Like S3 for a caller whose `s3:ListBucket` is allowed only for prefixes under this
+    /// one (`s3:prefix` condition): a GET or HEAD of a missing object gets 403 AccessDenied,
+    /// not 404, and a listing whose prefix is not under it gets 403 (the proxy HEADs the key
+    /// first).
+    pub list_only_under: Option<String>,
+    /// Requests answered 403 that way: missing objects, listings.
+    pub denied_missing: u64,
+    pub denied_listings: u64,
     pub requests: u64,
     pub puts: u64,
     pub slowed: u64,
@@ -391,6 +399,20 @@ async fn proxy(
             .headers()
             .get("if-none-match")
             .is_some_and(|v| v.as_bytes() == b"*");
+    let scoped = faults.lock().unwrap().list_only_under.clone();
+    if let (Action::Forward, Some(allowed)) = (&action, scoped) {
+        if let Some(denied) = scoped_listing_denial(&method, &path, &allowed, &upstream).await {
+            {
+                let mut f = faults.lock().unwrap();
+                match denied {
+                    Denied::Missing => f.denied_missing += 1,
+                    Denied::Listing => f.denied_listings += 1,
+                }
+            }
+            let _ = req.into_body().collect().await;
+            return Ok(s3_error(403, "AccessDenied"));
+        }
+    }
     if matches!(action, Action::Forward)
         && conditional_copy
         && faults.lock().unwrap().copy_if_none_match
@@ -448,6 +470,58 @@ async fn proxy(
             Ok(Response::from_parts(parts, Full::new(body)))
         }
     }
+}
+
+enum Denied {
+    Missing,
+    Listing,
+}
+
+/// What S3 denies a caller allowed `s3:ListBucket` only under the prefix `allowed`: a GET or
+/// HEAD of a missing object (a path-style `/bucket/key`), and a listing (`/bucket?list-type=2`)
+/// whose `prefix` is not under `allowed`.
+async fn scoped_listing_denial(
+    method: &str,
+    path: &str,
+    allowed: &str,
+    upstream: &str,
+) -> Option<Denied> {
+    if method != "GET" && method != "HEAD" {
+        return None;
+    }
+    let (key_path, query) = path.split_once('?').unwrap_or((path, ""));
+    let is_object = key_path
+        .trim_start_matches('/')
+        .split_once('/')
+        .is_some_and(|(_, key)| !key.is_empty());
+    if is_object {
+        if query.contains("uploadId=") || exists_upstream(upstream, key_path).await {
+            return None;
+        }
+        return Some(Denied::Missing);
+    }
+    // ListObjectsV2 (`s3:ListBucket`); not ListMultipartUploads (`?uploads`), a permission
+    // of its own.
+    if query
+        .split('&')
+        .any(|p| p == "uploads" || p.starts_with("uploads="))
+        || !query
+            .split('&')
+            .any(|p| p == "list-type=2" || p.starts_with("prefix="))
+    {
+        return None;
+    }
+    let prefix = query
+        .split('&')
+        .find_map(|p| p.strip_prefix("prefix="))
+        .map(|p| {
+            percent_encoding::percent_decode_str(p)
+                .decode_utf8()
+                .unwrap()
+                .into_owned()
+        })
+        .unwrap_or_default();
+    (!prefix.starts_with(allowed)).then_some(Denied::Listing)
 }
 
 /// Whether the object at a path-style `path` (`/bucket/key`, percent-encoded) exists upstream.
