@@ -183,8 +183,8 @@ pub async fn is_missing(
     e: &AwsError,
 ) -> bool {
     match e.status {
-        // A 404 without a code (a HEAD's answer) or NoSuchKey; NoSuchBucket is not "missing".
-        Some(404) => e.code.as_deref().is_none_or(|c| c == "NoSuchKey"),
+        // NoSuchKey, or a HEAD's `NotFound`; a missing bucket is not a missing object.
+        Some(404) => e.code.as_deref() != Some("NoSuchBucket"),
         Some(403) => {
             let listed = client
                 .list_objects_v2()

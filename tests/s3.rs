@@ -1434,6 +1434,38 @@ async fn s3_publish_never_overwrites_and_recognises_its_own_copy() {
     assert_eq!(s3u::get(t.client(), BUCKET, &foreign).await, b"not ours");
 }
 
+/// The nightly role may not delete published files. A compaction killed between its publish
+/// and its deletes leaves replaced files; the nightly run that finds them warns and goes on
+/// (exit 0), and the next `compact` deletes them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nightly_run_denied_deleting_replaced_files_leaves_them_to_compact() {
+    let t = T::new(Backend::S3Both, sim_config(1, 1200, 0)).await;
+    t.run(&["run", "--flush-rows", "200"]).await.ok();
+    let crashed = t
+        .run_crashing(&["compact", "--older-than", "2d"], "compact_mid_replace:1")
+        .await;
+    crashed.code(134);
+    expire_lease(&t).await;
+    let proxy = t.proxy.as_ref().unwrap();
+    proxy.faults().deny_delete_under = Some(format!("{PREFIX}/sessions/"));
+    let r = t.run(&["run"]).await;
+    r.ok();
+    assert!(
+        r.stderr
+            .contains("replaced files stay until the next `compact`"),
+        "{}",
+        r.stderr
+    );
+    assert!(proxy.faults().denied_deletes >= 1);
+    let rows = t.archived().await;
+    let distinct: BTreeSet<_> = rows.iter().map(|r| &r.session_id).collect();
+    assert!(distinct.len() < rows.len(), "no replaced file was left");
+    proxy.faults().deny_delete_under = None;
+    t.run(&["compact", "--older-than", "2d"]).await.ok();
+    t.assert_exact().await;
+    t.assert_clean().await;
+}
+
 /// Under the shipped policy, `s3:ListBucket` is allowed only under the job's prefix, so S3
 /// answers a missing key 403, not 404 (404 is for callers that may list the bucket). The
 /// first run (no state, no lease object yet) and the runs after it work all the same; a

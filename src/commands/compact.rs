@@ -22,7 +22,7 @@ use crate::encode::rewrite;
 use crate::failpoint;
 use crate::model::PortalId;
 use crate::run::flush::{Encoded, Points, Target};
-use crate::run::recover::recover;
+use crate::run::recover::{recover, Retired};
 use crate::sink::Sink;
 use crate::state::StateHandle;
 
@@ -89,7 +89,7 @@ async fn compact_on(
     let now = now_ms();
     let result = async {
         for portal in &portals {
-            recover(&sink, state, portal).await?;
+            recover(&sink, state, portal, Retired::Delete).await?;
             let target = Target {
                 sink: &sink,
                 state,

@@ -2,18 +2,36 @@
 //! interrupted run committed, drop what it did not.
 
 use anyhow::{bail, Context, Result};
-use tracing::info;
+use tracing::{info, warn};
 
 use super::flush::write_manifest;
+use crate::aws::AwsError;
 use crate::model::PortalId;
 use crate::sink::manifest::sha256_hex;
 use crate::sink::{staging_prefix, writer_of, Sink};
 use crate::state::StateHandle;
 
+/// Who runs recovery, which decides what a denied delete of a replaced file means.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Retired {
+    /// `compact` and `verify --repair`: deleting the files a compaction replaced is their
+    /// work, and a denied delete fails them.
+    Delete,
+    /// `run` and `backfill`: the nightly role may not delete published files (only staged
+    /// ones). A denied delete is a warning: the files stay recorded, and the next `compact` or
+    /// `verify --repair` deletes them. Until then readers see their rows twice.
+    DeleteIfAllowed,
+}
+
 /// Write the manifests and publish the files committed but not published, delete files a
 /// committed compaction replaced, delete staged files never committed. Returns how many files
 /// were published.
-pub async fn recover(sink: &Sink, state: &StateHandle, portal: &PortalId) -> Result<u64> {
+pub async fn recover(
+    sink: &Sink,
+    state: &StateHandle,
+    portal: &PortalId,
+    mode: Retired,
+) -> Result<u64> {
     let id = portal.to_string();
     let mut unpublished = state.db(move |st| st.unpublished(&id)).await?;
     for f in unpublished.iter_mut().filter(|f| f.sha256.is_empty()) {
@@ -46,9 +64,19 @@ pub async fn recover(sink: &Sink, state: &StateHandle, portal: &PortalId) -> Res
     let retired = state.db(move |st| st.retired(&id)).await?;
     if !retired.is_empty() {
         state.guard()?;
-        sink.delete_all(retired.clone()).await?;
-        let (id, paths) = (portal.to_string(), retired.clone());
-        state.db(move |st| st.forget_retired(&id, &paths)).await?;
+        match sink.delete_all(retired.clone()).await {
+            Ok(()) => {
+                let (id, paths) = (portal.to_string(), retired.clone());
+                state.db(move |st| st.forget_retired(&id, &paths)).await?;
+            }
+            Err(e) if mode == Retired::DeleteIfAllowed && is_denied(&e) => warn!(
+                portal_id = %portal,
+                files = retired.len(),
+                error = %format!("{e:#}"),
+                "an interrupted compaction's replaced files stay until the next `compact` or `verify --repair`: this role may not delete published files (their rows are in the compacted file too)"
+            ),
+            Err(e) => return Err(e),
+        }
     }
     let leftovers = sink.list_staged(staging_prefix(portal)).await?;
     for key in &leftovers {
@@ -66,6 +94,16 @@ pub async fn recover(sink: &Sink, state: &StateHandle, portal: &PortalId) -> Res
         );
     }
     Ok(unpublished.len() as u64)
+}
+
+/// A delete refused for want of permission: S3's 403, or a local permission error.
+fn is_denied(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<AwsError>()
+            .is_some_and(|a| a.status == Some(403))
+            || c.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::PermissionDenied)
+    })
 }
 
 /// Before a state archives a portal for the first time: refuse if the output already holds

@@ -260,6 +260,9 @@ pub struct ProxyFaults {
     /// not 404, and a listing whose prefix is not under it gets 403 (the proxy HEADs the key
     /// first).
     pub list_only_under: Option<String>,
+    /// Like S3 for a role that may not delete under this key prefix: a DELETE there gets 403.
+    pub deny_delete_under: Option<String>,
+    pub denied_deletes: u64,
     /// Requests answered 403 that way: missing objects, listings.
     pub denied_missing: u64,
     pub denied_listings: u64,
@@ -378,7 +381,15 @@ async fn proxy(
         let n = f.requests;
         let wrong_owner =
             matches!((&f.bucket_owner, &owner_header), (Some(want), Some(got)) if want != got);
-        if wrong_owner || (f.deny_part_2 && path.contains("partNumber=2")) {
+        let denied_delete = method == "DELETE"
+            && f.deny_delete_under.as_ref().is_some_and(|p| {
+                let key = path.trim_start_matches('/').split_once('/').map(|(_, k)| k);
+                key.is_some_and(|k| k.starts_with(p.as_str()))
+            });
+        if denied_delete {
+            f.denied_deletes += 1;
+        }
+        if wrong_owner || denied_delete || (f.deny_part_2 && path.contains("partNumber=2")) {
             Action::Answer(403, "AccessDenied")
         } else if f.slow_down_every > 0 && n.is_multiple_of(f.slow_down_every) {
             f.slowed += 1;
