@@ -350,12 +350,17 @@ pub struct AccountRole {
 }
 
 impl AccountRole {
-    /// The role ARN in `account`. A bare name becomes `arn:aws:iam::ACCOUNT:role/NAME`.
-    pub fn arn(&self, account: &str) -> String {
+    /// The role ARN in `account`. A bare name becomes `arn:PARTITION:iam::ACCOUNT:role/NAME`,
+    /// in the partition of `region` (see [`partition`]); an ARN template is taken as written.
+    pub fn arn(&self, account: &str, region: &str) -> String {
         if self.template.starts_with("arn:") {
             self.template.replace("{account}", account)
         } else {
-            format!("arn:aws:iam::{account}:role/{}", self.template)
+            format!(
+                "arn:{}:iam::{account}:role/{}",
+                partition(region),
+                self.template
+            )
         }
     }
 
@@ -399,6 +404,23 @@ impl AccountRole {
             external_id,
         })
     }
+}
+
+/// The ARN partition of a region: a role in China, GovCloud or an isolated region has an ARN
+/// of that partition, and an `arn:aws:` ARN names no role there.
+pub fn partition(region: &str) -> &'static str {
+    const PARTITIONS: &[(&str, &str)] = &[
+        ("cn-", "aws-cn"),
+        ("us-gov-", "aws-us-gov"),
+        ("us-iso-", "aws-iso"),
+        ("us-isob-", "aws-iso-b"),
+        ("eu-isoe-", "aws-iso-e"),
+        ("us-isof-", "aws-iso-f"),
+    ];
+    PARTITIONS
+        .iter()
+        .find(|(prefix, _)| region.starts_with(prefix))
+        .map_or("aws", |&(_, partition)| partition)
 }
 
 impl Accounts {
@@ -669,6 +691,40 @@ mod tests {
             ("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "TRUE"),
         ];
         assert!(check_endpoint_env(env(&ignored)).is_ok());
+    }
+
+    #[test]
+    fn a_role_name_becomes_an_arn_in_the_regions_partition() {
+        for (region, want) in [
+            ("eu-west-1", "aws"),
+            ("us-east-1", "aws"),
+            ("cn-north-1", "aws-cn"),
+            ("cn-northwest-1", "aws-cn"),
+            ("us-gov-west-1", "aws-us-gov"),
+            ("us-iso-east-1", "aws-iso"),
+            ("us-isob-east-1", "aws-iso-b"),
+            ("eu-isoe-west-1", "aws-iso-e"),
+            ("us-isof-south-1", "aws-iso-f"),
+            ("", "aws"),
+        ] {
+            assert_eq!(partition(region), want, "{region}");
+        }
+        let role = AccountRole::parse("audit/archiver-read", Some("x-123")).unwrap();
+        assert_eq!(
+            role.arn("111111111111", "cn-north-1"),
+            "arn:aws-cn:iam::111111111111:role/audit/archiver-read"
+        );
+        assert_eq!(
+            role.arn("111111111111", "eu-west-1"),
+            "arn:aws:iam::111111111111:role/audit/archiver-read"
+        );
+        // An ARN template is the operator's: its partition is kept as written.
+        let template =
+            AccountRole::parse("arn:aws-us-gov:iam::{account}:role/archiver-read", None).unwrap();
+        assert_eq!(
+            template.arn("222222222222", "eu-west-1"),
+            "arn:aws-us-gov:iam::222222222222:role/archiver-read"
+        );
     }
 
     #[test]

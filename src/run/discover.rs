@@ -145,7 +145,13 @@ pub async fn sources(
     info!(accounts = out.accounts.len(), "accounts to archive");
     // The roles are assumed side by side (at most `--concurrency` at once): an organization of
     // hundreds of accounts is set up in a few round trips, not one per account.
-    let arns: Vec<String> = out.accounts.iter().map(|a| role.arn(a)).collect();
+    // A role name's ARN takes the partition of the first region (China, GovCloud, ...).
+    let first_region = regions.first().map_or("", String::as_str);
+    let arns: Vec<String> = out
+        .accounts
+        .iter()
+        .map(|a| role.arn(a, first_region))
+        .collect();
     let checked = side_by_side(cfg.concurrency, arns.clone(), |arn: String| {
         let (sdk, role) = (sdk.clone(), role.clone());
         async move { assume(&sdk, &role, &arn).await }
