@@ -5,13 +5,17 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use anyhow::{Context, Result};
 use serde::Serialize;
 use tracing::info;
 
+use crate::config::Config;
+use crate::error::{one_line, Interrupted};
 use crate::fsio::write_atomic;
+use crate::state::LastSuccesses;
 
 use crate::model::{Gap, PassKind};
 
@@ -46,6 +50,9 @@ pub struct RunSummary {
     pub command: String,
     /// `ok`, `failed` or `interrupted`.
     pub outcome: String,
+    /// Why the run failed or stopped, on one line (the one the process ends with); null when
+    /// it succeeded.
+    pub error: Option<String>,
     pub started_at_ms: i64,
     pub ended_at_ms: i64,
     pub duration_ms: u64,
@@ -110,7 +117,103 @@ pub struct Failure {
     pub error: String,
 }
 
+/// The outcome of a run, and its one-line reason unless it succeeded, as the state's history
+/// and the summary record them.
+pub fn outcome_of(result: &Result<()>) -> (&'static str, Option<String>) {
+    match result {
+        Ok(()) => ("ok", None),
+        Err(e) if e.is::<Interrupted>() => ("interrupted", Some(e.to_string())),
+        Err(e) => ("failed", Some(one_line(&format!("{e:#}")))),
+    }
+}
+
+/// Where a run's reports go (`--summary-json`, `--metrics-file`), written at its end whatever
+/// its outcome.
+#[derive(Debug, Default)]
+pub struct Reports {
+    pub summary_json: Option<PathBuf>,
+    pub metrics_file: Option<PathBuf>,
+}
+
+impl Reports {
+    pub fn of(cfg: &Config) -> Reports {
+        Reports {
+            summary_json: cfg.summary_json.clone(),
+            metrics_file: cfg.metrics_file.clone(),
+        }
+    }
+
+    /// End a run: its outcome, times and totals into `summary`, then both files. `successes` is `None` when the state was never read (the run failed
+    /// before, or on, taking it): the last successes are then those of the previous metrics
+    /// file, so a failed run does not erase them. Portal lines are also kept from the
+    /// previous file when the run reached no portal.
+    pub fn close(
+        &self,
+        summary: &mut RunSummary,
+        started: Instant,
+        result: &Result<()>,
+        successes: Option<LastSuccesses>,
+    ) -> Result<()> {
+        let (outcome, error) = outcome_of(result);
+        summary.outcome = outcome.into();
+        summary.error = error;
+        summary.duration_ms = started.elapsed().as_millis() as u64;
+        summary.ended_at_ms = crate::clock::now_ms();
+        summary.sum_portals();
+        let json = match &self.summary_json {
+            Some(path) => summary.write_json(path),
+            None => Ok(()),
+        };
+        let metrics = match &self.metrics_file {
+            Some(path) => {
+                let previous = std::fs::read_to_string(path).unwrap_or_default();
+                let carried = Carried::from_text(&previous);
+                write_metrics(path, &summary.metrics_text(successes.as_ref(), &carried))
+            }
+            None => Ok(()),
+        };
+        json.and(metrics)
+    }
+}
+
+/// Samples of an earlier metrics file kept by a run that could not read the state.
+#[derive(Debug, Default)]
+pub struct Carried {
+    last_success: Vec<(String, f64)>,
+    portal_last_success: Vec<(String, f64)>,
+}
+
+impl Carried {
+    fn from_text(text: &str) -> Carried {
+        let samples = |name: &str| -> Vec<(String, f64)> {
+            text.lines()
+                .filter_map(|l| {
+                    let rest = l.strip_prefix(name)?;
+                    // Labelled samples only: `{...} value`.
+                    let (labels, value) = rest.rsplit_once(' ')?;
+                    (labels.starts_with('{') && labels.ends_with('}'))
+                        .then_some((labels.to_string(), value.parse().ok()?))
+                })
+                .collect()
+        };
+        Carried {
+            last_success: samples("archiver_last_success_timestamp_seconds"),
+            portal_last_success: samples("archiver_portal_last_success_timestamp_seconds"),
+        }
+    }
+}
+
 impl RunSummary {
+    /// A run's summary as it starts.
+    pub fn started(command: &str) -> RunSummary {
+        RunSummary {
+            command: command.to_string(),
+            outcome: "running".into(),
+            started_at_ms: crate::clock::now_ms(),
+            ..Default::default()
+        }
+    }
+
     /// Fill `totals` from the portal reports (API counters are set by the caller).
     pub fn sum_portals(&mut self) {
         let t = &mut self.totals;
@@ -156,11 +259,7 @@ impl RunSummary {
     }
 
     /// Prometheus text exposition of this run, with the last successes from the state.
-    pub fn metrics_text(
-        &self,
-        last_success_ms: Option<i64>,
-        portal_last_success_ms: &HashMap<String, i64>,
-    ) -> String {
+    pub fn metrics_text(&self, successes: Option<&LastSuccesses>, carried: &Carried) -> String {
         let secs = |ms: i64| ms as f64 / 1000.0;
         let mut out = String::new();
         let mut gauge = |name: &str, help: &str, samples: Vec<(String, f64)>| {
@@ -202,13 +301,18 @@ impl RunSummary {
             "Calls retried by the last run (throttling, 5xx, timeouts).",
             vec![(run, t.retries as f64)],
         );
-        if let Some(ms) = last_success_ms {
-            gauge(
-                "last_success_timestamp_seconds",
-                "When a run last succeeded.",
-                vec![(String::new(), secs(ms))],
-            );
-        }
+        gauge(
+            "last_success_timestamp_seconds",
+            "When each command last succeeded (from the state's run history).",
+            match successes {
+                Some(s) => s
+                    .per_command
+                    .iter()
+                    .map(|(c, ms)| (format!("{{command=\"{c}\"}}"), secs(*ms)))
+                    .collect(),
+                None => carried.last_success.clone(),
+            },
+        );
         if !self.accounts.is_empty() {
             gauge(
                 "account_failed",
@@ -293,15 +397,19 @@ impl RunSummary {
         );
         gauge(
             "portal_last_success_timestamp_seconds",
-            "When the portal's work last succeeded (start of that run).",
-            self.portals
-                .iter()
-                .filter_map(|r| {
-                    portal_last_success_ms
-                        .get(&r.portal_id)
-                        .map(|ms| (label(&r.portal_id), secs(*ms)))
-                })
-                .collect(),
+            "When a run or backfill last archived the portal without error (start of that run).",
+            match successes {
+                Some(s) if !self.portals.is_empty() => self
+                    .portals
+                    .iter()
+                    .filter_map(|r| {
+                        s.per_portal
+                            .get(&r.portal_id)
+                            .map(|ms| (label(&r.portal_id), secs(*ms)))
+                    })
+                    .collect(),
+                _ => carried.portal_last_success.clone(),
+            },
         );
         out
     }
@@ -344,13 +452,21 @@ mod tests {
             ..Default::default()
         };
         s.sum_portals();
-        let last = HashMap::from([("a".to_string(), 1_600_000_000_000)]);
-        let text = s.metrics_text(Some(1_650_000_000_000), &last);
+        let successes = LastSuccesses {
+            per_command: [
+                ("run".to_string(), 1_650_000_000_000),
+                ("compact".to_string(), 1_660_000_000_000),
+            ]
+            .into(),
+            per_portal: HashMap::from([("a".to_string(), 1_600_000_000_000)]),
+        };
+        let text = s.metrics_text(Some(&successes), &Carried::default());
         for want in [
             "archiver_last_run_success{command=\"run\"} 0",
             "archiver_last_run_timestamp_seconds{command=\"run\"} 1700000000.5",
             "archiver_last_run_rows_written{command=\"run\"} 7",
-            "archiver_last_success_timestamp_seconds 1650000000",
+            "archiver_last_success_timestamp_seconds{command=\"run\"} 1650000000",
+            "archiver_last_success_timestamp_seconds{command=\"compact\"} 1660000000",
             "archiver_portal_failed{portal_id=\"a\"} 0",
             "archiver_portal_failed{portal_id=\"b\"} 1",
             "archiver_portal_pending_sessions{portal_id=\"a\"} 2",

@@ -60,7 +60,11 @@ async fn summary_json_and_metrics_file_report_what_the_run_did() {
         })
         .sum();
     assert_eq!(per_portal, expected as f64);
-    let first_success = metric(&text, "archiver_last_success_timestamp_seconds").unwrap();
+    let first_success = metric(
+        &text,
+        "archiver_last_success_timestamp_seconds{command=\"run\"}",
+    )
+    .unwrap();
 
     // A run where one portal is denied: failure shows, the last success stays.
     let denied = env.portal(2);
@@ -89,7 +93,10 @@ async fn summary_json_and_metrics_file_report_what_the_run_did() {
         Some(0.0)
     );
     assert_eq!(
-        metric(&text, "archiver_last_success_timestamp_seconds"),
+        metric(
+            &text,
+            "archiver_last_success_timestamp_seconds{command=\"run\"}"
+        ),
         Some(first_success)
     );
     let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
@@ -102,6 +109,92 @@ async fn summary_json_and_metrics_file_report_what_the_run_did() {
         .filter(|e| e.file_name().to_string_lossy().contains(".tmp-"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+fn summary_of(path: &std::path::Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+/// Lines of the metrics text whose name starts with `name`.
+fn samples<'a>(text: &'a str, name: &str) -> Vec<&'a str> {
+    text.lines().filter(|l| l.starts_with(name)).collect()
+}
+
+/// Wherever a run fails (discovery, the lock, a refused option), its metrics and summary say
+/// so, with the line it ended on, and keep when each command last succeeded. The nightly
+/// run's freshness is its own: a compaction's success does not refresh it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_failed_run_reads_as_failed_in_its_metrics_and_summary() {
+    let env = Env::new(sim_config(2, 300, 2)).await;
+    let summary = env.dir.path().join("summary.json");
+    let metrics = env.dir.path().join("archiver.prom");
+    let (s, m) = (
+        format!("--summary-json={}", summary.display()),
+        format!("--metrics-file={}", metrics.display()),
+    );
+    let run_success = "archiver_last_success_timestamp_seconds{command=\"run\"}";
+    env.run(&["run", &s, &m]).await.ok();
+    let good = std::fs::read_to_string(&metrics).unwrap();
+    let t_run = metric(&good, run_success).unwrap();
+    let portal_lines = samples(&good, "archiver_portal_last_success_timestamp_seconds{");
+    assert_eq!(portal_lines.len(), 2, "{good}");
+    env.run(&["compact", "--older-than", "0s"]).await.ok();
+
+    let failed_run = |code: i32, why: &'static str| {
+        let (summary, metrics) = (summary.clone(), metrics.clone());
+        let portal_lines: Vec<String> = portal_lines.iter().map(|l| l.to_string()).collect();
+        move |r: util::Run| {
+            r.code(code);
+            let doc = summary_of(&summary);
+            assert_eq!(doc["outcome"], "failed", "{why}: {doc}");
+            let line = r.last_line().strip_prefix("archiver: error: ").unwrap();
+            assert_eq!(doc["error"], line, "{why}: {doc}");
+            let text = std::fs::read_to_string(&metrics).unwrap();
+            assert_eq!(
+                metric(&text, "archiver_last_run_success{command=\"run\"}"),
+                Some(0.0),
+                "{why}: {text}"
+            );
+            assert_eq!(metric(&text, run_success), Some(t_run), "{why}: {text}");
+            // No portal was reached: their last successes are kept as they were.
+            assert_eq!(
+                samples(&text, "archiver_portal_last_success_timestamp_seconds{"),
+                portal_lines,
+                "{why}"
+            );
+            text
+        }
+    };
+
+    // ListPortals denied: discovery fails. The state was read, so compact's success shows
+    // beside run's, and run's is not refreshed by it.
+    env.sim.set_faults(Faults {
+        deny_list_portals: vec!["123456789012".into()],
+        ..Faults::default()
+    });
+    let text = failed_run(1, "discovery")(env.run(&["run", &s, &m]).await);
+    let t_compact = metric(
+        &text,
+        "archiver_last_success_timestamp_seconds{command=\"compact\"}",
+    )
+    .unwrap();
+    assert!(t_compact > t_run, "{text}");
+    env.sim.set_faults(Faults::default());
+
+    // The lock held by another process: the state is never read.
+    let held = archiver::state::lock::acquire(&env.state(), "run").unwrap();
+    let text = failed_run(75, "lock")(env.run(&["run", &s, &m]).await);
+    assert!(text.contains("command=\"compact\""), "carried: {text}");
+    drop(held);
+
+    // An option refused before anything starts (exit 2).
+    failed_run(2, "usage")(env.run(&["run", &s, &m, "--shard", "3/2"]).await);
+
+    // (Saving an S3 state at the end failing: tests/s3.rs.) A good run again:
+    env.run(&["run", &s, &m]).await.ok();
+    let text = std::fs::read_to_string(&metrics).unwrap();
+    assert!(metric(&text, run_success).unwrap() > t_run, "{text}");
+    assert_eq!(summary_of(&summary)["error"], serde_json::Value::Null);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1466,6 +1466,36 @@ async fn a_nightly_run_denied_deleting_replaced_files_leaves_them_to_compact() {
     t.assert_clean().await;
 }
 
+/// Saving the state at the end of a run fails: the run exits 1, and its summary and metrics
+/// say it failed, with the line it ended on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_whose_last_state_upload_fails_reports_failed() {
+    let t = T::new(Backend::S3Both, sim_config(1, 200, 0)).await;
+    let summary = t.env.dir.path().join("summary.json");
+    let metrics = t.env.dir.path().join("archiver.prom");
+    let (s, m) = (
+        format!("--summary-json={}", summary.display()),
+        format!("--metrics-file={}", metrics.display()),
+    );
+    let child = spawn_stopped(&t, &["run", &s, &m], "before_state_finish:1:stop").await;
+    t.proxy.as_ref().unwrap().faults().deny_put_under = Some(t.state_key.clone());
+    let r = resume(child).await;
+    r.code(1);
+    assert!(r.last_line().contains("uploading state"), "{}", r.stderr);
+    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
+    assert_eq!(doc["outcome"], "failed", "{doc}");
+    assert!(
+        doc["error"].as_str().unwrap().contains("uploading state"),
+        "{doc}"
+    );
+    let text = std::fs::read_to_string(&metrics).unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l == "archiver_last_run_success{command=\"run\"} 0"),
+        "{text}"
+    );
+}
+
 /// Under the shipped policy, `s3:ListBucket` is allowed only under the job's prefix, so S3
 /// answers a missing key 403, not 404 (404 is for callers that may list the bucket). The
 /// first run (no state, no lease object yet) and the runs after it work all the same; a

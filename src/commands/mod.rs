@@ -71,12 +71,33 @@ async fn archive(
     mode: Mode,
     dry: bool,
 ) -> Result<()> {
-    let ids = parse_portal_ids(raw_ids)?;
-    let job = Job {
-        config: Config::from_args(g)?,
-        command,
-        portals: (!ids.is_empty()).then_some(ids),
-        mode,
+    let job = parse_portal_ids(raw_ids)
+        .map_err(anyhow::Error::from)
+        .and_then(|ids| {
+            Ok(Job {
+                config: Config::from_args(g)?,
+                command,
+                portals: (!ids.is_empty()).then_some(ids),
+                mode,
+            })
+        });
+    let job = match job {
+        Ok(job) => job,
+        // Refused before it started, the run still reports, as every run does.
+        Err(e) if !dry => {
+            let failed: Result<()> = Err(e);
+            let reports = crate::report::Reports {
+                summary_json: g.summary_json.clone(),
+                metrics_file: g.metrics_file.clone(),
+            };
+            let mut summary = crate::report::RunSummary::started(command);
+            let started = std::time::Instant::now();
+            if let Err(r) = reports.close(&mut summary, started, &failed, None) {
+                warn!(error = %format!("{r:#}"), "writing the run's reports failed");
+            }
+            return failed;
+        }
+        Err(e) => return Err(e),
     };
     let sdk = crate::aws::load_sdk(&job.config.regions);
     if dry {

@@ -26,7 +26,7 @@ use crate::error::Interrupted;
 use crate::model::PortalId;
 use crate::report::{AccountReport, Failure, GlueReport, PortalReport, RunSummary};
 use crate::sink::Sink;
-use crate::state::{PortalOutcome, StateHandle};
+use crate::state::{LastSuccesses, PortalOutcome, StateHandle};
 use pass::{archive_portal, PortalCtx};
 
 /// What a portal's work is asked to do.
@@ -51,6 +51,10 @@ pub struct Job {
 /// state durable and release it, whatever the job's outcome. A lost lease wins over other
 /// outcomes: it means this run's view of the state is stale.
 ///
+/// Whatever the outcome, and wherever the job stopped (the lock or lease, the state, the
+/// output check, discovery, a portal, saving the state), the run ends with its summary line,
+/// `--summary-json` and `--metrics-file` (see [`crate::report`]).
+///
 /// `sdk` is awaited only once the lock, state and output are known good (it may probe
 /// instance metadata), unless the state or output is in S3 and needs it first.
 pub async fn run_job(
@@ -58,6 +62,34 @@ pub async fn run_job(
     sdk: impl std::future::Future<Output = Result<aws_config::SdkConfig>>,
     stop: Arc<AtomicBool>,
 ) -> Result<RunSummary> {
+    let started = Instant::now();
+    let mut summary = RunSummary::started(job.command);
+    let mut successes = None;
+    let result = take_state_and_run(job, sdk, stop, &mut summary, &mut successes).await;
+    let reported =
+        crate::report::Reports::of(&job.config).close(&mut summary, started, &result, successes);
+    // The summary line, once the run reached its portals; before that, its error line alone
+    // says what happened.
+    if result.is_ok() || !summary.portals.is_empty() {
+        summary.log();
+    }
+    match (result, reported) {
+        (Ok(()), Ok(())) => Ok(summary),
+        (Ok(()), Err(e)) | (Err(e), Ok(())) => Err(e),
+        (Err(e), Err(r)) => {
+            error!(error = %format!("{r:#}"), "writing the run's reports failed");
+            Err(e)
+        }
+    }
+}
+
+async fn take_state_and_run(
+    job: &Job,
+    sdk: impl std::future::Future<Output = Result<aws_config::SdkConfig>>,
+    stop: Arc<AtomicBool>,
+    summary: &mut RunSummary,
+    successes: &mut Option<LastSuccesses>,
+) -> Result<()> {
     let cfg = &job.config;
     tokio::pin!(sdk);
     let early = if cfg.uses_s3() {
@@ -69,20 +101,46 @@ pub async fn run_job(
         .as_ref()
         .map(|sdk| crate::aws::s3_client(sdk, cfg.max_attempts));
     let state = StateHandle::open(cfg, job.command, s3.as_ref(), stop.clone()).await?;
-    let sink = Sink::new(&cfg.output, s3.as_ref(), &cfg.s3)?;
-    let result = async {
-        sink.check_writable().await?;
-        let sdk = match early {
-            Some(sdk) => sdk,
-            None => sdk.await?,
-        };
-        run_on_state(job, &state, sink, &sdk, stop).await
-    }
-    .await;
+    let command = job.command;
+    let result = match state.db(move |st| st.start_run(command)).await {
+        Ok(run_id) => {
+            let result = async {
+                let sink = Sink::new(&cfg.output, s3.as_ref(), &cfg.s3)?;
+                sink.check_writable().await?;
+                let sdk = match early {
+                    Some(sdk) => sdk,
+                    None => sdk.await?,
+                };
+                run_on_state(job, &state, sink, &sdk, stop, run_id, summary).await
+            }
+            .await;
+            // The run's outcome goes into the history before the state's last upload.
+            let (outcome, detail) = crate::report::outcome_of(&result);
+            let recorded = state
+                .db(move |st| {
+                    st.finish_run(run_id, outcome, detail.as_deref())?;
+                    st.last_successes()
+                })
+                .await;
+            match recorded {
+                Ok(s) => {
+                    *successes = Some(s);
+                    result
+                }
+                Err(e) if result.is_ok() => Err(e),
+                Err(e) => {
+                    error!(error = %format!("{e:#}"), "recording the run in the state failed");
+                    result
+                }
+            }
+        }
+        Err(e) => Err(e),
+    };
+    crate::failpoint::hit("before_state_finish");
     match (result, state.finish().await) {
-        (Ok(summary), Ok(())) => Ok(summary),
+        (Ok(()), Ok(())) => Ok(()),
         (Err(e), Ok(())) => Err(e),
-        (Ok(_), Err(f)) => Err(f),
+        (Ok(()), Err(f)) => Err(f),
         (Err(e), Err(f)) if e.is::<Interrupted>() => Err(f),
         (Err(e), Err(f)) => {
             error!(error = %format!("{f:#}"), "saving the state at the end of the run failed");
@@ -91,48 +149,37 @@ pub async fn run_job(
     }
 }
 
-/// Discover the portals, archive this shard's, record and report the run.
+/// Discover the portals, archive this shard's, and fill in the run's summary. An error is the
+/// run's failure (its line names what failed), or [`Interrupted`].
 async fn run_on_state(
     job: &Job,
     state: &StateHandle,
     sink: Sink,
     sdk: &aws_config::SdkConfig,
     stop: Arc<AtomicBool>,
-) -> Result<RunSummary> {
-    let started = Instant::now();
-    let started_at_ms = crate::clock::now_ms();
+    run_id: i64,
+    summary: &mut RunSummary,
+) -> Result<()> {
     let cfg = &job.config;
-    let command = job.command;
-    let run_id = state.db(move |st| st.start_run(command)).await?;
-    let discovered = match discover::sources(sdk, cfg, &stop).await {
-        Ok(mut sources) => {
-            match discover::discover(
-                job.portals.as_deref(),
-                &mut sources,
-                Some(state),
-                cfg.concurrency,
-                // Only portals the service lists go into the Glue table.
-                cfg.glue_table.is_some(),
-            )
-            .await
-            {
-                Ok(found) => Ok((sources, found)),
-                Err(e) => Err(e),
-            }
-        }
-        Err(e) => Err(e),
-    };
-    let (sources, found) = match discovered {
-        Ok(x) => x,
+    let mut sources = discover::sources(sdk, cfg, &stop).await?;
+    let found = discover::discover(
+        job.portals.as_deref(),
+        &mut sources,
+        Some(state),
+        cfg.concurrency,
+        // Only portals the service lists go into the Glue table.
+        cfg.glue_table.is_some(),
+    )
+    .await;
+    let found = match found {
+        Ok(found) => found,
         Err(e) => {
-            let detail = format!("{e:#}");
-            state
-                .db(move |st| st.finish_run(run_id, "failed", Some(&detail)))
-                .await?;
+            summary.accounts = account_reports(&sources, summary);
+            count_calls(&sources, summary);
             return Err(e);
         }
     };
-    let glue = update_glue(cfg, sdk, state, &found).await;
+    summary.glue = update_glue(cfg, sdk, state, &found).await;
     let (portals, others): (Vec<_>, Vec<_>) =
         found.into_iter().partition(|f| cfg.shard.owns(&f.portal));
     if cfg.shard != Shard::ALL {
@@ -145,12 +192,6 @@ async fn run_on_state(
     }
     let total = portals.len();
 
-    let mut summary = RunSummary {
-        command: job.command.to_string(),
-        started_at_ms,
-        glue,
-        ..Default::default()
-    };
     let mut interrupted = false;
     let mut tasks = spawn_portals(job, state, sink, portals, &stop);
     while let Some(joined) = tasks.join_next().await {
@@ -196,48 +237,25 @@ async fn run_on_state(
     summary
         .portals
         .sort_by(|a, b| a.portal_id.cmp(&b.portal_id));
-    summary.duration_ms = started.elapsed().as_millis() as u64;
-    summary.ended_at_ms = crate::clock::now_ms();
-    summary.accounts = account_reports(&sources, &summary);
-    for scope in &sources.scopes {
-        let source = &scope.source;
-        summary.totals.api_calls += source.stats.calls.load(Ordering::Relaxed);
-        summary.totals.retries += source.stats.retries.load(Ordering::Relaxed);
-        summary.totals.throttled += source.stats.throttled.load(Ordering::Relaxed);
-    }
-    summary.sum_portals();
-
-    let (outcome, detail) = if interrupted {
-        ("interrupted", Some("stopped by a signal".to_string()))
-    } else {
-        match run_failure_line(sources.failure_line(), &summary, total) {
-            None => ("ok", None),
-            Some(line) => ("failed", Some(line)),
-        }
-    };
-    summary.outcome = outcome.to_string();
-    let d = detail.clone();
-    let successes = state
-        .db(move |st| {
-            st.finish_run(run_id, outcome, d.as_deref())?;
-            st.last_successes()
-        })
-        .await?;
-    summary.log();
-    if let Some(path) = &cfg.summary_json {
-        summary.write_json(path)?;
-    }
-    if let Some(path) = &cfg.metrics_file {
-        let (last, per_portal) = successes;
-        crate::report::write_metrics(path, &summary.metrics_text(last, &per_portal))?;
-    }
+    summary.accounts = account_reports(&sources, summary);
+    count_calls(&sources, summary);
     if interrupted {
         return Err(Interrupted.into());
     }
-    if let Some(d) = detail {
-        bail!(d);
+    match run_failure_line(sources.failure_line(), summary, total) {
+        None => Ok(()),
+        Some(line) => bail!(line),
     }
-    Ok(summary)
+}
+
+/// The WorkSpaces Web calls of every scope (account and region), into the totals.
+fn count_calls(sources: &discover::Sources, summary: &mut RunSummary) {
+    for scope in &sources.scopes {
+        let stats = &scope.source.stats;
+        summary.totals.api_calls += stats.calls.load(Ordering::Relaxed);
+        summary.totals.retries += stats.retries.load(Ordering::Relaxed);
+        summary.totals.throttled += stats.throttled.load(Ordering::Relaxed);
+    }
 }
 
 /// One task per portal, at most `--concurrency` paging at once. Each yields its report and

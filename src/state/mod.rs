@@ -29,7 +29,7 @@ use aws_sdk_s3::Client;
 pub use commit::{FileRecord, FlushCommit};
 pub use db::State;
 pub use portals::{PassCheckpoint, PendingRow, PortalState};
-pub use runs::{PortalOutcome, RunRow};
+pub use runs::{LastSuccesses, PortalOutcome, RunRow};
 
 use crate::config::{Config, StateLoc};
 use remote::Remote;

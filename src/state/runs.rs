@@ -1,6 +1,6 @@
 //! The history of runs: when each started and ended, and each portal's outcome.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use anyhow::Result;
 use rusqlite::{params, OptionalExtension};
@@ -95,14 +95,15 @@ impl State {
             .optional()?)
     }
 
-    /// When a run last ended `ok` (epoch ms), and per portal when its work last ended `ok`
-    /// (the start of that run).
-    pub fn last_successes(&self) -> Result<(Option<i64>, HashMap<String, i64>)> {
-        let run: Option<i64> = self.conn.query_row(
-            "SELECT max(ended_at) FROM runs WHERE outcome = 'ok'",
-            [],
-            |r| r.get(0),
+    /// When each command last ended `ok` (epoch ms), and per portal when a run or backfill
+    /// last archived it without error (the start of that run).
+    pub fn last_successes(&self) -> Result<LastSuccesses> {
+        let mut stmt = self.conn.prepare(
+            "SELECT command, max(ended_at) FROM runs WHERE outcome = 'ok' GROUP BY command",
         )?;
+        let per_command = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?;
         let mut stmt = self.conn.prepare(
             "SELECT rp.portal_id, max(r.started_at) FROM run_portals rp JOIN runs r USING (run_id)
              WHERE rp.outcome = 'ok' GROUP BY rp.portal_id",
@@ -110,8 +111,19 @@ impl State {
         let per_portal = stmt
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
             .collect::<rusqlite::Result<_>>()?;
-        Ok((run, per_portal))
+        Ok(LastSuccesses {
+            per_command,
+            per_portal,
+        })
     }
+}
+
+/// When each command, and each portal's work, last succeeded (epoch ms).
+#[derive(Clone, Debug, Default)]
+pub struct LastSuccesses {
+    /// By command as the history names it: `run`, `backfill`, `compact`, `verify --repair`.
+    pub per_command: BTreeMap<String, i64>,
+    pub per_portal: HashMap<String, i64>,
 }
 
 /// A row of the run history.

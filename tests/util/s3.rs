@@ -262,6 +262,8 @@ pub struct ProxyFaults {
     pub list_only_under: Option<String>,
     /// Like S3 for a role that may not delete under this key prefix: a DELETE there gets 403.
     pub deny_delete_under: Option<String>,
+    /// A PUT (not a copy) of a key under this prefix gets 403.
+    pub deny_put_under: Option<String>,
     pub denied_deletes: u64,
     /// Requests answered 403 that way: missing objects, listings.
     pub denied_missing: u64,
@@ -381,15 +383,21 @@ async fn proxy(
         let n = f.requests;
         let wrong_owner =
             matches!((&f.bucket_owner, &owner_header), (Some(want), Some(got)) if want != got);
-        let denied_delete = method == "DELETE"
-            && f.deny_delete_under.as_ref().is_some_and(|p| {
-                let key = path.trim_start_matches('/').split_once('/').map(|(_, k)| k);
-                key.is_some_and(|k| k.starts_with(p.as_str()))
-            });
+        let key = path
+            .trim_start_matches('/')
+            .split_once('/')
+            .map_or("", |(_, k)| k);
+        let under = |p: &Option<String>| p.as_ref().is_some_and(|p| key.starts_with(p.as_str()));
+        let denied_delete = method == "DELETE" && under(&f.deny_delete_under);
+        let denied_put = is_put && under(&f.deny_put_under);
         if denied_delete {
             f.denied_deletes += 1;
         }
-        if wrong_owner || denied_delete || (f.deny_part_2 && path.contains("partNumber=2")) {
+        if wrong_owner
+            || denied_delete
+            || denied_put
+            || (f.deny_part_2 && path.contains("partNumber=2"))
+        {
             Action::Answer(403, "AccessDenied")
         } else if f.slow_down_every > 0 && n.is_multiple_of(f.slow_down_every) {
             f.slowed += 1;
