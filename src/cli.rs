@@ -250,6 +250,10 @@ pub struct VerifyArgs {
     /// again.
     #[arg(long)]
     pub repair: bool,
+    /// No state exists at --state yet: create it (to verify an archive whose state was lost).
+    /// Without it, a missing state is an error.
+    #[arg(long)]
+    pub new_state: bool,
 }
 
 #[derive(Args, Debug)]

@@ -1466,6 +1466,28 @@ async fn a_nightly_run_denied_deleting_replaced_files_leaves_them_to_compact() {
     t.assert_clean().await;
 }
 
+/// `verify` with an S3 `--state` where there is none: refused in one line, and nothing
+/// written there (no state, no lease, no probe).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_refuses_a_missing_s3_state() {
+    let t = T::new(Backend::S3Both, sim_config(1, 100, 0)).await;
+    t.run(&["run"]).await.ok();
+    let before = s3u::keys(t.client(), BUCKET).await;
+    let r = Run::from(
+        t.cmd_at(
+            &format!("s3://{BUCKET}/team/stat/typo.db"),
+            &t.output_arg(),
+            &["verify"],
+        )
+        .output()
+        .await
+        .unwrap(),
+    );
+    r.code(1);
+    assert!(r.last_line().contains("no state at s3://"), "{}", r.stderr);
+    assert_eq!(s3u::keys(t.client(), BUCKET).await, before);
+}
+
 /// Saving the state at the end of a run fails: the run exits 1, and its summary and metrics
 /// say it failed, with the line it ended on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

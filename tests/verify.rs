@@ -486,6 +486,44 @@ async fn repair_killed_at_each_step_then_rerun_is_exact() {
     }
 }
 
+/// A mistyped `--state` is refused in one line (exit 1), and nothing is created there: no
+/// state file, no lock file, no folder. `--new-state` verifies with a new state on purpose.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_refuses_a_missing_state_unless_told_it_is_new() {
+    let env = Env::new(sim_config(1, 200, 0)).await;
+    env.run(&["run"]).await.ok();
+    let typo = env.dir.path().join("typo").join("stat.db");
+    let state = typo.to_str().unwrap();
+    let at_typo = |args: &[&str]| {
+        let mut c = tokio::process::Command::new(util::BIN);
+        c.arg("--state")
+            .arg(state)
+            .arg("--output")
+            .arg(env.archive());
+        c.args(args);
+        for (k, v) in util::aws_env(&env.sim.endpoint_url()) {
+            c.env(k, v);
+        }
+        c.env_remove("ARCHIVER_FAILPOINT").kill_on_drop(true);
+        async move { Run::from(c.output().await.unwrap()) }
+    };
+    for args in [vec!["verify"], vec!["verify", "--repair"]] {
+        let r = at_typo(&args).await;
+        r.code(1);
+        assert_eq!(r.stderr.trim_end().lines().count(), 1, "{}", r.stderr);
+        assert!(
+            r.last_line().contains(&format!("no state at {state}")),
+            "{}",
+            r.stderr
+        );
+        assert!(!env.dir.path().join("typo").exists(), "{args:?} created it");
+    }
+    // On purpose: a new state verifies the archive (its files are another state's, which
+    // verify reads all the same).
+    at_typo(&["verify", "--new-state"]).await.ok();
+    assert!(typo.exists());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verify_and_repair_an_s3_output() {
     use util::s3 as s3u;

@@ -41,7 +41,7 @@ pub async fn execute(cli: Cli) -> Result<()> {
             let config = Config::from_args(&cli.global)?;
             let ids = parse_portal_ids(&a.portal_ids)?;
             let named = (!ids.is_empty()).then_some(ids);
-            verify::verify(&config, named, a.repair, a.json).await
+            verify::verify(&config, named, a.repair, a.json, a.new_state).await
         }
         Command::Compact(a) => {
             let config = Config::from_args(&cli.global)?;

@@ -126,6 +126,17 @@ impl StateHandle {
         }
     }
 
+    /// Whether a state exists where `cfg` says (a local file, or an S3 object).
+    pub async fn exists(cfg: &Config, s3: Option<&Client>) -> Result<bool> {
+        match &cfg.state {
+            StateLoc::Local(p) => Ok(p.exists()),
+            StateLoc::S3(url) => {
+                let client = s3.ok_or_else(|| anyhow!("no S3 client for {url}"))?;
+                remote::exists(client, url, &cfg.s3).await
+            }
+        }
+    }
+
     /// The state read-only, without lock or lease (an S3 state is downloaded to a private
     /// copy). `None` when there is no state yet.
     pub async fn open_readonly(cfg: &Config, s3: Option<&Client>) -> Result<Option<StateHandle>> {

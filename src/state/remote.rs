@@ -239,6 +239,22 @@ impl Remote {
     }
 }
 
+/// Whether the state object exists.
+pub(super) async fn exists(client: &Client, url: &S3Url, opts: &S3Options) -> Result<bool> {
+    let head = client
+        .head_object()
+        .bucket(&url.bucket)
+        .key(&url.key)
+        .set_expected_bucket_owner(opts.expected_bucket_owner.clone())
+        .send()
+        .await;
+    match head.map_err(AwsError::new) {
+        Ok(_) => Ok(true),
+        Err(e) if is_missing(client, opts, &url.bucket, &url.key, &e).await => Ok(false),
+        Err(e) => Err(bucket_error(e, &url.bucket, opts).context(format!("state {url}"))),
+    }
+}
+
 /// Download the state object to `to` (0600). `None` if there is none.
 pub(super) async fn fetch(
     client: &Client,

@@ -26,7 +26,7 @@ use parquet::arrow::ProjectionMask;
 use tracing::{info, warn};
 
 use crate::config::Config;
-use crate::error::Differences;
+use crate::error::{Differences, StateRefused};
 use crate::model::PortalId;
 use crate::run::discover;
 use crate::run::flush::Target;
@@ -48,16 +48,28 @@ const MAX_TOKEN_RESTARTS: u32 = 3;
 
 /// Verify (and with `repair`, repair) the named portals, or every portal of this shard; print
 /// the report. Differences are an error of type [`Differences`] (exit 3), after the report.
+///
+/// `verify` works with the state that wrote the archive: none at `--state` is an error (a
+/// mistyped path would otherwise verify with a new, empty state, and leave it there), unless
+/// `new_state` says a new one is wanted.
 pub async fn verify(
     cfg: &Config,
     named: Option<Vec<PortalId>>,
     repair: bool,
     json: bool,
+    new_state: bool,
 ) -> Result<()> {
     let sdk = crate::aws::load_sdk(&cfg.regions).await?;
     let s3 = cfg
         .uses_s3()
         .then(|| crate::aws::s3_client(&sdk, cfg.max_attempts));
+    if !new_state && !StateHandle::exists(cfg, s3.as_ref()).await? {
+        return Err(StateRefused(format!(
+            "no state at {}: verify uses the state that wrote the archive (check --state), or --new-state to verify with a new one",
+            cfg.state
+        ))
+        .into());
+    }
     let stop = Arc::new(AtomicBool::new(false));
     // The run lock (or an S3 state's lease), also without --repair: a run publishing meanwhile
     // would show as differences.
