@@ -71,6 +71,7 @@ const EXPECTED: &[(&str, usize)] = &[
     ("crontab", 2),
     ("ecs/scheduler.json", 0),
     ("ecs/task-definition.json", 1),
+    ("iam-policy-maintenance.json", 0),
     ("iam-policy.json", 0),
     ("iam-trust-ecs.json", 0),
     ("iam-trust-irsa.json", 0),

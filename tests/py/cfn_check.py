@@ -83,7 +83,8 @@ class Resolver:
         for k, p in template.get("Parameters", {}).items():
             v = params.get(k, p.get("Default"))
             check(v is not None, f"parameter {k} has no value")
-            self.params[k] = str(v) if not p["Type"].startswith("List<") else v.split(",")
+            is_list = p["Type"].startswith("List<") or p["Type"] == "CommaDelimitedList"
+            self.params[k] = v.split(",") if is_list else str(v)
         self.pseudo = pseudo
         self.refs = refs
         self.atts = atts
@@ -127,6 +128,10 @@ class Resolver:
                 return str(a) == str(b)
             if k == "Fn::Not":
                 return not self.value(v[0])
+            if k == "Fn::Join":
+                return v[0].join(str(y) for y in self.value(v[1]))
+            if k == "Fn::Split":
+                return self.value(v[1]).split(v[0])
             if k.startswith("Fn::"):
                 raise Mismatch(f"{k}: not resolved by this check")
         out = {k: self.value(v) for k, v in x.items()}
@@ -239,6 +244,8 @@ def archive_stack(c, tdir, name, params):
     check(container["image"] == params["Image"], f"image {container['image']}")
     check(container["command"] == ["--log-format", "json", "run"], f"command {container['command']}")
     check(container["user"] == "10001:10001" and container["readonlyRootFilesystem"], "user")
+    caps = container.get("linuxParameters", {}).get("capabilities", {})
+    check(caps.get("drop") == ["ALL"] and not caps.get("add"), f"capabilities {caps}")
     check(container["stopTimeout"] == 60, "stopTimeout")
     want = {
         "AWS_REGION": REGION,
@@ -262,60 +269,99 @@ def archive_stack(c, tdir, name, params):
     check(logs["awslogs-region"] == REGION, f"awslogs {logs}")
 
     task_role = role_of_arn(c, outputs["TaskRoleArn"])
-    trust = statements(task_role["AssumeRolePolicyDocument"])
-    check(
-        [s["Principal"] for s in trust] == [{"Service": "ecs-tasks.amazonaws.com"}]
-        and trust[0]["Condition"]["StringEquals"] == {"aws:SourceAccount": account},
-        f"task role trust {trust}",
-    )
-    perms = inline_policies(c, task_role["RoleName"])
+    maint_role = role_of_arn(c, outputs["MaintenanceRoleArn"])
     state_key = env["ARCHIVER_STATE"].removeprefix("s3://")
     out_key = env["ARCHIVER_OUTPUT"].removeprefix("s3://")
-    obj = f"arn:aws:s3:::{out_key}"
-    for action in ["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"]:
-        for key in [
-            state_key,
-            state_key + ".lease",
-            f"{out_key}/_staging/portal_id=p/part-1.tmp",
-            f"{out_key}/sessions/portal_id=p/start_date=2026-01-01/part-1.parquet",
-            f"{out_key}/_manifest/m.json",
-        ]:
-            check(allows(perms, action, f"arn:aws:s3:::{key}"), f"task role lacks {action} on {key}")
-        check(not allows(perms, action, f"arn:aws:s3:::{bucket}/elsewhere/x"), f"{action} beyond {obj}")
-        check(not allows(perms, action, f"arn:aws:s3:::other-bucket/{out_key}/x"), f"{action} on another bucket")
-    for action in ["s3:ListBucket", "s3:ListBucketMultipartUploads"]:
-        check(allows(perms, action, f"arn:aws:s3:::{bucket}"), f"task role lacks {action}")
-    role = env["ARCHIVER_ACCOUNT_ROLE"]
-    for m in MEMBERS:
-        check(allows(perms, "sts:AssumeRole", f"arn:aws:iam::{m}:role/{role}"), f"cannot assume {role} in {m}")
-        check(not allows(perms, "sts:AssumeRole", f"arn:aws:iam::{m}:role/admin"), "assumes any role")
+    for role in [task_role, maint_role]:
+        trust = statements(role["AssumeRolePolicyDocument"])
+        check(
+            [s["Principal"] for s in trust] == [{"Service": "ecs-tasks.amazonaws.com"}]
+            and trust[0]["Condition"]["StringEquals"] == {"aws:SourceAccount": account},
+            f"{role['RoleName']} trust {trust}",
+        )
+    # What each role may do with which key (conditions aside; they are checked below).
+    staged = f"{out_key}/_staging/portal_id=p/part-1.tmp"
+    published = f"{out_key}/sessions/portal_id=p/start_date=2026-01-01/part-1.parquet"
+    manifest = f"{out_key}/_manifest/portal_id=p/m.json"
+    probe = state_key + ".probe-0123"
+    keys = [state_key, state_key + ".lease", probe, staged, published, manifest]
+    want = {
+        "s3:GetObject": set(keys),
+        "s3:PutObject": set(keys),
+        "s3:AbortMultipartUpload": {staged},
+    }
+    nightly_deletes = {staged, probe}
+    roles = [(task_role, nightly_deletes), (maint_role, nightly_deletes | {published})]
+    perms_of = {}
+    for role, deletes in roles:
+        name = role["RoleName"]
+        perms = perms_of[name] = inline_policies(c, name)
+        for action, allowed in dict(want, **{"s3:DeleteObject": deletes}).items():
+            for key in keys:
+                got = allows(perms, action, f"arn:aws:s3:::{key}")
+                check(got == (key in allowed), f"{name}: {action} on {key} is {'' if got else 'not '}allowed")
+            check(not allows(perms, action, f"arn:aws:s3:::{bucket}/elsewhere/x"), f"{name}: {action} elsewhere")
+            check(not allows(perms, action, f"arn:aws:s3:::other-bucket/{out_key}/x"), f"{name}: {action} on another bucket")
+        for action in ["s3:ListBucket", "s3:ListBucketMultipartUploads"]:
+            check(allows(perms, action, f"arn:aws:s3:::{bucket}"), f"{name} lacks {action}")
+        for st in perms:
+            if any(a.startswith("s3:") for a in as_list(st["Action"])):
+                check(
+                    st["Condition"]["StringEquals"].get("s3:ResourceAccount") == account,
+                    f"{name}: S3 statement {st['Sid']} not limited to s3:ResourceAccount {account}",
+                )
+        (listing,) = [st for st in perms if st["Action"] == "s3:ListBucket"]
+        check(
+            sorted(listing["Condition"]["StringLike"]["s3:prefix"])
+            == sorted([f"{params.get('Prefix', 'archiver')}/*", "state/*"]),
+            f"{name}: s3:ListBucket condition {listing['Condition']}",
+        )
+        role_name = env["ARCHIVER_ACCOUNT_ROLE"]
+        for m in MEMBERS:
+            check(allows(perms, "sts:AssumeRole", f"arn:aws:iam::{m}:role/{role_name}"), f"cannot assume {role_name} in {m}")
+            check(not allows(perms, "sts:AssumeRole", f"arn:aws:iam::{m}:role/admin"), "assumes any role")
+        (assume,) = [st for st in perms if st["Action"] == "sts:AssumeRole"]
+        if params.get("AccountIds"):
+            limit = {"StringEquals": {"aws:ResourceAccount": params["AccountIds"].split(",")}}
+        else:
+            limit = {"StringEquals": {"aws:ResourceOrgID": params["OrganizationId"]}}
+        check(assume["Condition"] == limit, f"{name}: AssumeRole condition {assume['Condition']}, wanted {limit}")
+        org = allows(perms, "organizations:ListAccounts", "*")
+        check(org == ("ARCHIVER_ORGANIZATION" in env), f"organizations:ListAccounts granted: {org}")
+        kms = [s for s in perms if any(a.startswith("kms:") for a in as_list(s["Action"]))]
+        if params.get("KmsKeyArn"):
+            check(
+                [s["Resource"] for s in kms] == [params["KmsKeyArn"]]
+                and kms[0]["Condition"]
+                == {
+                    "StringEquals": {"kms:ViaService": f"s3.{REGION}.amazonaws.com"},
+                    "StringLike": {
+                        "kms:EncryptionContext:aws:s3:arn": [
+                            f"arn:aws:s3:::{bucket}",
+                            f"arn:aws:s3:::{out_key}/*",
+                            f"arn:aws:s3:::{bucket}/state/*",
+                        ]
+                    },
+                },
+                f"{name}: KMS statement {kms}",
+            )
+        else:
+            check(kms == [], f"{name}: KMS statement without a key: {kms}")
+    perms = perms_of[task_role["RoleName"]]
     db, table = env["ARCHIVER_GLUE_TABLE"].split(".")
     for arn in ["catalog", f"database/{db}", f"table/{db}/{table}"]:
         for action in ["glue:GetTable", "glue:UpdateTable"]:
             full = f"arn:aws:glue:{REGION}:{account}:{arn}"
             check(allows(perms, action, full), f"task role lacks {action} on {full}")
     check(not allows(perms, "glue:UpdateTable", f"arn:aws:glue:{REGION}:{account}:table/{db}/other"), "glue *")
-    org = allows(perms, "organizations:ListAccounts", "*")
-    check(org == ("ARCHIVER_ORGANIZATION" in env), f"organizations:ListAccounts granted: {org}")
-    kms = [s for s in perms if any(a.startswith("kms:") for a in as_list(s["Action"]))]
-    if params.get("KmsKeyArn"):
-        check(
-            [s["Resource"] for s in kms] == [params["KmsKeyArn"]]
-            and kms[0]["Condition"] == {"StringEquals": {"kms:ViaService": f"s3.{REGION}.amazonaws.com"}},
-            f"KMS statement {kms}",
-        )
-    else:
-        check(kms == [], f"KMS statement without a key: {kms}")
-    granted = {a for s in perms for a in as_list(s["Action"])}
-    check(
-        granted
-        <= {
-            "s3:ListBucket", "s3:ListBucketMultipartUploads", "s3:GetObject", "s3:PutObject",
-            "s3:DeleteObject", "s3:AbortMultipartUpload", "kms:GenerateDataKey", "kms:Decrypt",
-            "sts:AssumeRole", "organizations:ListAccounts", "glue:GetTable", "glue:UpdateTable",
-        },
-        f"task role grants more: {granted}",
-    )
+    shared = {
+        "s3:ListBucket", "s3:ListBucketMultipartUploads", "s3:GetObject", "s3:PutObject",
+        "s3:DeleteObject", "s3:AbortMultipartUpload", "kms:GenerateDataKey", "kms:Decrypt",
+        "sts:AssumeRole", "organizations:ListAccounts",
+    }
+    for role, extra in [(task_role, {"glue:GetTable", "glue:UpdateTable"}), (maint_role, set())]:
+        granted = {a for s in perms_of[role["RoleName"]] for a in as_list(s["Action"])}
+        check(granted <= shared | extra, f"{role['RoleName']} grants more: {granted - shared - extra}")
 
     # -- what moto's CloudFormation skips: resolved from the template, through the real APIs
     skipped = {"BucketPolicy", "GlueDatabase", "GlueTable", "Schedule"}
@@ -325,6 +371,7 @@ def archive_stack(c, tdir, name, params):
     atts = {
         "Bucket.Arn": f"arn:aws:s3:::{bucket}",
         "TaskRole.Arn": task_role["Arn"],
+        "MaintenanceRole.Arn": maint_role["Arn"],
         "TaskExecutionRole.Arn": role_of_arn(c, td["executionRoleArn"])["Arn"]
         if td.get("executionRoleArn")
         else c["iam"].get_role(RoleName=refs["TaskExecutionRole"])["Role"]["Arn"],
@@ -397,14 +444,64 @@ def archive_stack(c, tdir, name, params):
     pol = props["BucketPolicy"]
     check(pol["Bucket"] == bucket, f"policy bucket {pol['Bucket']}")
     c["s3"].put_bucket_policy(Bucket=bucket, Policy=json.dumps(pol["PolicyDocument"]))
-    (deny,) = statements(c["s3"].get_bucket_policy(Bucket=bucket)["Policy"])
+    denies = {st["Sid"]: st for st in statements(c["s3"].get_bucket_policy(Bucket=bucket)["Policy"])}
+    check(all(st["Effect"] == "Deny" and st["Principal"] == "*" for st in denies.values()), f"bucket policy {denies}")
+    want_sids = {
+        "DenyInsecureTransport", "DenyDeletingManifests", "DenyOverwritingManifests",
+        "DenyReadingSessionsButToTheJobAndTheReaders",
+    }
+    if params.get("KmsKeyArn"):
+        want_sids |= {"DenyWritesNotEncryptedWithKms", "DenyWritesWithAnotherKmsKey"}
+    check(set(denies) == want_sids, f"bucket policy statements {sorted(denies)}, wanted {sorted(want_sids)}")
+    tls = denies["DenyInsecureTransport"]
     check(
-        deny["Effect"] == "Deny"
-        and deny["Action"] == "s3:*"
-        and sorted(deny["Resource"]) == [f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"]
-        and deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}},
-        f"bucket policy {deny}",
+        tls["Action"] == "s3:*"
+        and sorted(tls["Resource"]) == [f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"]
+        and tls["Condition"] == {"Bool": {"aws:SecureTransport": "false"}},
+        f"bucket policy {tls}",
     )
+    manifests = f"arn:aws:s3:::{out_key}/_manifest/*"
+    d = denies["DenyDeletingManifests"]
+    check(
+        d["Resource"] == manifests and sorted(d["Action"]) == ["s3:DeleteObject", "s3:DeleteObjectVersion"]
+        and "Condition" not in d,
+        f"manifest deletes {d}",
+    )
+    o = denies["DenyOverwritingManifests"]
+    check(
+        o["Resource"] == manifests and o["Action"] == "s3:PutObject"
+        and o["Condition"] == {"Null": {"s3:if-none-match": "true"}},
+        f"manifest overwrites {o}",
+    )
+    r = denies["DenyReadingSessionsButToTheJobAndTheReaders"]
+    readers = [x for x in params.get("ReaderRoleArns", "").split(",") if x]
+    check(
+        r["Resource"] == f"arn:aws:s3:::{out_key}/sessions/*"
+        and sorted(r["Action"]) == ["s3:GetObject", "s3:GetObjectVersion"]
+        and r["Condition"] == {"ArnNotLike": {"aws:PrincipalArn": [task_role["Arn"], maint_role["Arn"]] + readers}},
+        f"session reads {r}",
+    )
+    if params.get("KmsKeyArn"):
+        sse = denies["DenyWritesNotEncryptedWithKms"]
+        check(
+            sse["Action"] == "s3:PutObject" and sse["Resource"] == f"arn:aws:s3:::{bucket}/*"
+            and sse["Condition"]
+            == {
+                "StringNotEquals": {"s3:x-amz-server-side-encryption": "aws:kms"},
+                "Null": {"s3:x-amz-server-side-encryption": "false"},
+            },
+            f"SSE deny {sse}",
+        )
+        key = denies["DenyWritesWithAnotherKmsKey"]
+        check(
+            key["Action"] == "s3:PutObject" and key["Resource"] == f"arn:aws:s3:::{bucket}/*"
+            and key["Condition"]
+            == {
+                "StringNotEquals": {"s3:x-amz-server-side-encryption-aws-kms-key-id": params["KmsKeyArn"]},
+                "Null": {"s3:x-amz-server-side-encryption-aws-kms-key-id": "false"},
+            },
+            f"KMS key deny {key}",
+        )
 
     # The Glue database and table, created with the Glue API from the template's inputs.
     gdb = props["GlueDatabase"]
@@ -505,17 +602,20 @@ def archive_stack(c, tdir, name, params):
 # ------------------------------------------------------------------ a member account
 
 
-def member_stack(c, tdir, task_role_arn, external_id):
+def member_stack(c, tdir, task_role_arn, maint_role_arn, external_id):
     body = open(f"{tdir}/member-read-role.yaml").read()
     _, outputs = create_stack(
-        c, "archiver-member", body, {"ArchiverTaskRoleArn": task_role_arn, "ExternalId": external_id}
+        c,
+        "archiver-member",
+        body,
+        {"ArchiverTaskRoleArn": task_role_arn, "ArchiverMaintenanceRoleArn": maint_role_arn, "ExternalId": external_id},
     )
     role = role_of_arn(c, outputs["RoleArn"])
     check(role["RoleName"] == "archiver-read", f"role name {role['RoleName']}")
     check(role["MaxSessionDuration"] == 3600, f"MaxSessionDuration {role['MaxSessionDuration']}")
     (trust,) = statements(role["AssumeRolePolicyDocument"])
     check(
-        trust["Principal"] == {"AWS": task_role_arn}
+        trust["Principal"] == {"AWS": [task_role_arn, maint_role_arn]}
         and trust["Action"] == "sts:AssumeRole"
         and trust["Condition"] == {"StringEquals": {"sts:ExternalId": external_id}},
         f"trust {trust}",
@@ -546,9 +646,10 @@ def main():
         "Subnets": ",".join(SUBNETS),
         "SecurityGroup": SECURITY_GROUP,
     }
+    org = dict(common, OrganizationId="o-a1b2c3d4e5")
     # The defaults: the organization's accounts, SSE-S3, staged objects never expire.
-    outputs, env = archive_stack(c, tdir, "archiver", common)
-    role = member_stack(c, tdir, outputs["TaskRoleArn"], env["ARCHIVER_EXTERNAL_ID"])
+    outputs, env = archive_stack(c, tdir, "archiver", org)
+    role = member_stack(c, tdir, outputs["TaskRoleArn"], outputs["MaintenanceRoleArn"], env["ARCHIVER_EXTERNAL_ID"])
     check(role["RoleName"] == env["ARCHIVER_ACCOUNT_ROLE"], "the job assumes another role name")
     # Listed accounts, a KMS key, a named bucket, staged objects expiring.
     key = c["kms"].create_key()["KeyMetadata"]["Arn"]
@@ -563,6 +664,7 @@ def main():
             BucketName="archiver-kms-archive",
             StagingExpirationDays="90",
             GlueDatabaseName="archiver_kms",
+            ReaderRoleArns="arn:aws:iam::123456789012:role/analyst,arn:aws:iam::123456789012:role/audit-*",
         ),
     )
     print("cfn_check: ok (2 archive-account stacks, 1 member-read-role stack)")
