@@ -1466,6 +1466,47 @@ async fn a_nightly_run_denied_deleting_replaced_files_leaves_them_to_compact() {
     t.assert_clean().await;
 }
 
+/// The lease recognises its own writes by its writer nonce. A write whose reply is lost lands
+/// all the same; the SDK's retry then fails its condition (412), against this run's own
+/// object. Lost on the acquire, a renewal and the release: every run ends well, and the next
+/// one is never blocked by the lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lease_knows_its_own_writes_when_their_replies_are_lost() {
+    let t = T::new(Backend::S3Both, sim_config(1, 2000, 0)).await;
+    t.env.sim.set_faults(Faults {
+        latency_ms: 600,
+        ..Faults::default()
+    });
+    let proxy = t.proxy.as_ref().unwrap();
+    // The lease object is written to take it, to renew it every 10 s (a 30 s TTL), and to
+    // release it. The run lasts about 12 s (20 calls of 600 ms): at least one renewal.
+    proxy.faults().lose_first_replies = Some(".lease".into());
+    let r = t
+        .run(&["run", "--lease-ttl", "30s", "--flush-rows", "100"])
+        .await;
+    r.ok();
+    let renewals = proxy
+        .faults()
+        .seen
+        .iter()
+        .filter(|(m, p, h)| {
+            m == "PUT" && p.contains(".lease?") && h.iter().any(|(k, _)| k == "if-match")
+        })
+        .count();
+    let lost = proxy.faults().replies_lost;
+    // Taking, each renewal and the release each lost their first reply.
+    assert!(lost >= 3, "{lost} replies lost");
+    assert!(renewals >= 2, "no renewal: {renewals} conditional writes");
+    assert!(!r.stderr.contains("lost the state lease"), "{}", r.stderr);
+    t.assert_exact().await;
+    let lease: serde_json::Value = serde_json::from_slice(
+        &s3u::get(t.client(), BUCKET, &format!("{}.lease", t.state_key)).await,
+    )
+    .unwrap();
+    assert_eq!(lease["expires_ms"], 0, "not released: {lease}");
+    t.run(&["run"]).await.ok();
+}
+
 /// `verify` with an S3 `--state` where there is none: refused in one line, and nothing
 /// written there (no state, no lease, no probe).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -17,7 +17,7 @@ use crate::config::{S3Options, S3Url};
 use crate::error::LockHeld;
 
 /// What the lease object says.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub(super) struct LeaseBody {
     holder: String,
     command: String,
@@ -126,7 +126,36 @@ impl Lease {
         }
     }
 
+    /// Write the lease with its condition. A failed condition is checked against the object:
+    /// it may be this run's own write, whose reply was lost (the SDK then retried it and the
+    /// retry found the ETag changed), or a renewal cancelled in flight that landed all the
+    /// same. The writer nonce tells: an object this run wrote is still its lease. If it is
+    /// the write just made, that is success; if an earlier one, the write is made again on its
+    /// ETag. Only an object of another writer is a failed condition.
     async fn put(&mut self, client: &Client, if_match: Option<&str>) -> Result<(), PutErr> {
+        let mut if_match = if_match.map(str::to_string);
+        for _ in 0..3 {
+            match self.put_once(client, if_match.as_deref()).await {
+                Err(PutErr::Precondition) => {}
+                done => return done,
+            }
+            let found = self.read(client).await.map_err(PutErr::Other)?;
+            match found {
+                Some((etag, body)) if body == self.body => {
+                    self.etag = etag;
+                    return Ok(());
+                }
+                Some((etag, body)) if body.writer == self.body.writer => {
+                    warn!(lease = %self.key, "an earlier write of this run's lease landed unseen; writing again on it");
+                    if_match = Some(etag);
+                }
+                _ => return Err(PutErr::Precondition),
+            }
+        }
+        Err(PutErr::Precondition)
+    }
+
+    async fn put_once(&mut self, client: &Client, if_match: Option<&str>) -> Result<(), PutErr> {
         let json = serde_json::to_vec(&self.body).expect("lease serialises");
         let put = put_object(client, &self.opts, &self.bucket, &self.key)
             .content_type("application/json")

@@ -218,7 +218,8 @@ impl StateHandle {
             Home::S3 {
                 remote, renewer, ..
             } => {
-                renewer.0.abort();
+                // Never mid-renewal: a cancelled PUT may still land, after the release.
+                remote.while_no_renewal(|| renewer.0.abort()).await;
                 remote.finish().await
             }
             Home::Local { .. } | Home::ReadOnly { .. } => Ok(()),

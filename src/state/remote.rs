@@ -115,6 +115,13 @@ impl Remote {
         Ok(())
     }
 
+    /// Run `f` while no renewal of the lease is in flight (renewals hold the lease's lock for
+    /// the whole PUT).
+    pub(super) async fn while_no_renewal(&self, f: impl FnOnce()) {
+        let _lease = self.lease.lock().await;
+        f();
+    }
+
     /// Release the lease without uploading (a state refused at open stays as it is in S3).
     pub(super) async fn release(&self) {
         self.lease.lock().await.release(&self.client).await;

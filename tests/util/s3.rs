@@ -262,6 +262,11 @@ pub struct ProxyFaults {
     pub list_only_under: Option<String>,
     /// Like S3 for a role that may not delete under this key prefix: a DELETE there gets 403.
     pub deny_delete_under: Option<String>,
+    /// The first attempt of every PUT to a key ending with this: forwarded whole, then the
+    /// client's connection is dropped before the reply (a reply lost on the way back: the
+    /// write landed, and the SDK retries it).
+    pub lose_first_replies: Option<String>,
+    pub replies_lost: u64,
     /// A PUT (not a copy) of a key under this prefix gets 403.
     pub deny_put_under: Option<String>,
     pub denied_deletes: u64,
@@ -347,6 +352,7 @@ fn s3_error(status: u16, code: &str) -> Response<Full<Bytes>> {
 
 enum Action {
     Forward,
+    LoseReply,
     Answer(u16, &'static str),
     Cut,
 }
@@ -393,7 +399,21 @@ async fn proxy(
         if denied_delete {
             f.denied_deletes += 1;
         }
-        if wrong_owner
+        let first_attempt = req
+            .headers()
+            .get("amz-sdk-request")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("attempt=1;") || v == "attempt=1");
+        let bare = key.split('?').next().unwrap_or_default();
+        let lose_reply = is_put
+            && first_attempt
+            && f.lose_first_replies
+                .as_ref()
+                .is_some_and(|suffix| bare.ends_with(suffix.as_str()));
+        if lose_reply {
+            f.replies_lost += 1;
+            Action::LoseReply
+        } else if wrong_owner
             || denied_delete
             || denied_put
             || (f.deny_part_2 && path.contains("partNumber=2"))
@@ -468,7 +488,8 @@ async fn proxy(
             drop(up);
             Err(Cut)
         }
-        Action::Forward => {
+        Action::Forward | Action::LoseReply => {
+            let lose = matches!(action, Action::LoseReply);
             let (mut parts, body) = req.into_parts();
             if faults.lock().unwrap().drop_conditions {
                 parts.headers.remove("if-match");
@@ -484,6 +505,9 @@ async fn proxy(
             tokio::spawn(conn);
             let fwd = Request::from_parts(parts, Full::new(body));
             let resp = sender.send_request(fwd).await.map_err(|_| Cut)?;
+            if lose {
+                return Err(Cut);
+            }
             let (parts, body) = resp.into_parts();
             let body = body.collect().await.map_err(|_| Cut)?.to_bytes();
             Ok(Response::from_parts(parts, Full::new(body)))
