@@ -384,8 +384,10 @@ mod tests {
 
     /// A model of the service over time and of the archiver's committed state, driven through
     /// `Dedup` exactly as the pass loop drives it: any page size, flushes that crash before
-    /// committing, passes in both orders, sessions ending between passes. Afterwards every
-    /// terminated session is archived exactly once and nothing else is.
+    /// committing and passes resumed from their checkpoint, passes in both orders, sessions
+    /// ending between passes, `verify --repair` between a crash and the resume. Afterwards every
+    /// terminated session is archived exactly once and nothing else is. (Compaction rewrites
+    /// files and never the archived ids: nothing to model here.)
     #[derive(Default)]
     struct Committed {
         archived: BTreeMap<String, i64>,
@@ -433,22 +435,41 @@ mod tests {
         }
     }
 
+    /// Where a crashed pass resumes: its listing order and page size, the first page after
+    /// its last committed flush, and its dedup bounds as the state's checkpoint keeps them.
+    #[derive(Clone, Debug)]
+    struct Checkpoint {
+        ascending: bool,
+        page: usize,
+        next_page: usize,
+        prior_max: Option<i64>,
+        band_low: Option<i64>,
+    }
+
+    /// A pass, new or resumed from `resume`; returns its checkpoint if it crashed.
     fn run_pass(
         c: &mut Committed,
         world: &[Session],
-        ascending: bool,
-        page: usize,
+        resume: Option<Checkpoint>,
+        fresh: (bool, usize),
         flush_every: usize,
         crash_at: Option<usize>,
-    ) {
+    ) -> Option<Checkpoint> {
+        let mut cp = resume.unwrap_or_else(|| Checkpoint {
+            ascending: fresh.0,
+            page: fresh.1.max(1),
+            next_page: 0,
+            prior_max: c.archived.values().copied().max(),
+            band_low: None,
+        });
         let mut listing: Vec<Session> = world.to_vec();
         listing.sort_by_key(|s| (s.start_ms, s.session_id.clone()));
-        if !ascending {
+        if !cp.ascending {
             listing.reverse();
         }
-        let mut d = c.dedup();
+        let mut d = Dedup::new(c.pending.clone(), cp.prior_max, cp.band_low, c.floor);
         let mut pages_since = 0;
-        for (n, chunk) in listing.chunks(page.max(1)).enumerate() {
+        for (n, chunk) in listing.chunks(cp.page).enumerate().skip(cp.next_page) {
             for s in chunk {
                 let archived = d.needs_lookup(s) && c.archived.contains_key(&s.session_id);
                 d.offer(s.clone(), archived);
@@ -456,24 +477,53 @@ mod tests {
             pages_since += 1;
             if pages_since >= flush_every {
                 if crash_at == Some(n) {
-                    return; // the batch dies with the process
+                    return Some(cp); // the batch dies with the process
                 }
-                let covered = if ascending {
+                let covered = if cp.ascending {
                     chunk.iter().map(|s| s.start_ms).max()
                 } else {
                     None
                 };
                 let b = d.take_batch();
                 c.commit(&mut d, b, covered);
+                cp.next_page = n + 1;
+                cp.band_low = d.band_low();
                 pages_since = 0;
             }
         }
         if crash_at.is_some() {
-            return;
+            return Some(cp);
         }
         let covered = listing.iter().map(|s| s.start_ms).max();
         let b = d.take_batch();
         c.commit(&mut d, b, covered);
+        None
+    }
+
+    /// `verify --repair`: every terminated session the archive lacks is written, in one
+    /// commit outside any pass; a pass in progress then looks up every id at or below the
+    /// newest start written (what `commit_flush` does to the checkpoint's `prior_max`).
+    fn repair(c: &mut Committed, world: &[Session], cp: Option<&mut Checkpoint>) {
+        let written: std::collections::HashSet<&String> = c.written.iter().collect();
+        let missing: Vec<Session> = world
+            .iter()
+            .filter(|s| s.status == SessionStatus::Terminated && !written.contains(&s.session_id))
+            .cloned()
+            .collect();
+        let Some(max) = missing.iter().map(|s| s.start_ms).max() else {
+            return;
+        };
+        for s in &missing {
+            assert!(c
+                .archived
+                .insert(s.session_id.clone(), s.start_ms)
+                .is_none());
+            c.written.push(s.session_id.clone());
+            c.pending.remove(&s.session_id);
+        }
+        if let Some(cp) = cp {
+            cp.prior_max = cp.prior_max.max(Some(max));
+        }
     }
 
     proptest! {
@@ -483,14 +533,19 @@ mod tests {
             n in 1usize..120,
             starts in proptest::collection::vec(0i64..(10 * 86_400_000), 120),
             active_mask in proptest::collection::vec(any::<bool>(), 120),
-            rounds in proptest::collection::vec((any::<bool>(), 1usize..30, 1usize..5, proptest::option::of(0usize..10)), 1..6),
+            rounds in proptest::collection::vec((any::<bool>(), 1usize..30, 1usize..5, proptest::option::of(0usize..10), any::<bool>()), 1..6),
         ) {
             let mut world: Vec<Session> = (0..n)
                 .map(|i| sess(i as u32, starts[i], active_mask[i]))
                 .collect();
             let mut c = Committed::default();
-            for (ascending, page, flush_every, crash) in rounds {
-                run_pass(&mut c, &world, ascending, page, flush_every, crash);
+            let mut crashed: Option<Checkpoint> = None;
+            for (ascending, page, flush_every, crash, repair_first) in rounds {
+                // A crashed pass resumes from its checkpoint; `verify --repair` may run first.
+                if repair_first {
+                    repair(&mut c, &world, crashed.as_mut());
+                }
+                crashed = run_pass(&mut c, &world, crashed, (ascending, page), flush_every, crash);
                 // Between passes, half the active sessions end.
                 for (i, s) in world.iter_mut().enumerate() {
                     if s.status == SessionStatus::Active && i % 2 == 0 {
@@ -503,8 +558,8 @@ mod tests {
             for s in world.iter_mut() {
                 s.status = SessionStatus::Terminated;
             }
-            run_pass(&mut c, &world, false, 7, 2, None);
-            run_pass(&mut c, &world, true, 100, 1, None);
+            run_pass(&mut c, &world, crashed, (false, 7), 2, None);
+            run_pass(&mut c, &world, None, (true, 100), 1, None);
             let mut written = c.written.clone();
             written.sort();
             let mut expected: Vec<String> = world.iter().map(|s| s.session_id.clone()).collect();

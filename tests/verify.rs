@@ -486,6 +486,34 @@ async fn repair_killed_at_each_step_then_rerun_is_exact() {
     }
 }
 
+/// `verify --repair` while a backfill is unfinished writes the sessions the backfill has not
+/// reached yet; the resumed backfill must not write them again. Killed at each step of the
+/// repair too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repair_during_an_unfinished_backfill_is_never_written_again() {
+    for repair_kill in [None, Some("repair_after_commit:1"), Some("after_publish:1")] {
+        let env = Env::new(sim_config(1, 3000, 0)).await;
+        let crashed = env
+            .run_crashing(&["run", "--flush-rows", "300"], "after_commit:4")
+            .await;
+        assert_eq!(crashed.code, 134, "{}", crashed.stderr);
+        let archived = env.archived().len();
+        assert!(archived > 0 && archived < 3000, "{archived} archived");
+        if let Some(point) = repair_kill {
+            let r = env.run_crashing(&["verify", "--repair"], point).await;
+            assert_eq!(r.code, 134, "{point}: {}", r.stderr);
+        }
+        let (code, _, r) = verify(&env, &["--repair"]).await;
+        assert_eq!(code, 0, "{repair_kill:?}: {}", r.stdout);
+        env.assert_exact();
+        // The backfill resumes from its checkpoint, below what repair wrote.
+        let r = env.run(&["run", "--flush-rows", "300"]).await;
+        r.ok();
+        env.assert_exact();
+        assert_eq!(verify(&env, &[]).await.0, 0, "{repair_kill:?}");
+    }
+}
+
 /// A mistyped `--state` is refused in one line (exit 1), and nothing is created there: no
 /// state file, no lock file, no folder. `--new-state` verifies with a new state on purpose.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -98,6 +98,16 @@ impl State {
                      WHERE portal_id = ?1",
                     params![portal_id, m],
                 )?;
+                // Written outside the portal's pass (by `verify --repair`): a pass in progress
+                // must look these ids up when it reaches them, wherever they lie. Its lookups
+                // cover every start at or below its `prior_max` (see `Dedup::needs_lookup`).
+                if c.pass.is_none() {
+                    tx.execute(
+                        "UPDATE portals SET pass_prior_max_ms = max(coalesce(pass_prior_max_ms, ?2), ?2)
+                         WHERE portal_id = ?1 AND pass_kind IS NOT NULL",
+                        params![portal_id, m],
+                    )?;
+                }
             }
             // Seen Active again: whatever misses it had are forgotten.
             let mut up = tx.prepare_cached(
