@@ -3,10 +3,16 @@
 //! hold what the job needs, as read back from moto's services (`tests/py/cfn_check.py`: which
 //! resource types moto creates, and how the others are checked, is described there). The
 //! command lines in the templates are checked with the real CLI by `tests/jobs.rs`.
+//!
+//! checkov finds nothing in `jobs/` (its CloudFormation, Kubernetes, Dockerfile and secrets
+//! checks; the IAM policies in JSON through its CloudFormation IAM checks) but what a file
+//! skips inline, with its reason.
 
 mod util;
 
 use std::path::{Path, PathBuf};
+
+use serde_json::{json, Value};
 
 use util::s3::Moto;
 
@@ -92,5 +98,170 @@ async fn the_stacks_in_moto_hold_what_the_job_needs() {
         out.status,
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// checkov (`ARCHIVER_TEST_CHECKOV`, set by `tests/run`: a venv of its own, as its pinned
+/// dependencies conflict with `tests/requirements.txt`).
+fn checkov() -> String {
+    let checkov = std::env::var("ARCHIVER_TEST_CHECKOV").unwrap_or_else(|_| {
+        panic!("ARCHIVER_TEST_CHECKOV is not set: run the tests through tests/run")
+    });
+    assert!(
+        Path::new(&checkov).is_file(),
+        "{checkov} is missing: run the tests through tests/run"
+    );
+    checkov
+}
+
+/// A CloudFormation template holding one IAM resource: checkov has no framework for a bare
+/// policy document, but its CloudFormation IAM checks read the same document there.
+fn iam_template(name: &str, doc: Value) -> Value {
+    let resource = if name.starts_with("iam-trust-") {
+        json!({ "Type": "AWS::IAM::Role", "Properties": { "AssumeRolePolicyDocument": doc } })
+    } else {
+        json!({ "Type": "AWS::IAM::ManagedPolicy", "Properties": { "PolicyDocument": doc } })
+    };
+    json!({ "AWSTemplateFormatVersion": "2010-09-09", "Resources": { "Policy": resource } })
+}
+
+/// Copy `jobs/` into `to`, each IAM policy (`iam-*.json`) wrapped by [`iam_template`].
+/// Returns the files checkov has checks for, as checkov names them (`/jobs/...`). (The ECS
+/// JSON files have no checkov framework, and their checks through CloudFormation come down to
+/// EFS volumes, which they have none of; the template's task definition is checked as it is.)
+fn copy_for_checkov(from: &Path, to: &Path, rel: &str, checked: &mut Vec<String>) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let name = e.file_name().to_string_lossy().into_owned();
+        let (src, dst, rel) = (e.path(), to.join(&name), format!("{rel}/{name}"));
+        if src.is_dir() {
+            copy_for_checkov(&src, &dst, &rel, checked);
+        } else if name.starts_with("iam-") && name.ends_with(".json") {
+            let doc: Value = serde_json::from_str(&std::fs::read_to_string(&src).unwrap()).unwrap();
+            let wrapped = serde_json::to_string_pretty(&iam_template(&name, doc)).unwrap();
+            std::fs::write(&dst, wrapped).unwrap();
+            checked.push(rel);
+        } else {
+            std::fs::copy(&src, &dst).unwrap();
+            if name == "Dockerfile" || name.ends_with(".yaml") {
+                checked.push(rel);
+            }
+        }
+    }
+}
+
+#[test]
+fn checkov_finds_nothing_in_jobs_but_argued_skips() {
+    let checkov = checkov();
+    // Not tempdir()'s `.tmpXXXX`: checkov's Kubernetes runner ignores hidden folders.
+    let dir = tempfile::Builder::new()
+        .prefix("checkov-")
+        .tempdir()
+        .unwrap();
+    let jobs = Path::new(env!("CARGO_MANIFEST_DIR")).join("jobs");
+    let mut checked = Vec::new();
+    copy_for_checkov(&jobs, &dir.path().join("jobs"), "/jobs", &mut checked);
+    checked.sort();
+    // The control: a policy granting everything, which checkov must fail (so the policies
+    // above were really checked, not skipped as unparsed).
+    let admin = json!({ "Version": "2012-10-17", "Statement": [
+        { "Effect": "Allow", "Action": "*", "Resource": "*" } ] });
+    std::fs::create_dir(dir.path().join("control")).unwrap();
+    std::fs::write(
+        dir.path().join("control/iam-admin.json"),
+        iam_template("iam-admin.json", admin).to_string(),
+    )
+    .unwrap();
+
+    let out = std::process::Command::new(&checkov)
+        .arg("--directory")
+        .arg(dir.path())
+        .args([
+            "--framework",
+            "cloudformation",
+            "kubernetes",
+            "dockerfile",
+            "secrets",
+        ])
+        .args(["--output", "json", "--soft-fail"])
+        // Nothing from the network: no rule mappings or policies from Prisma Cloud, no PyPI
+        // version check.
+        .arg("--skip-download")
+        .env("BC_SKIP_MAPPING", "TRUE")
+        .env("CKV_SKIP_PACKAGE_UPDATE_CHECK", "true")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "checkov: {}\n{stdout}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let reports: Value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("checkov's output is not JSON ({e}): {stdout}"));
+    // One report per framework that found files: a list, or the report itself if only one.
+    let reports = match reports {
+        Value::Array(list) => list,
+        one => vec![one],
+    };
+    let mut seen = std::collections::BTreeSet::new();
+    let (mut failed, mut unargued, mut control) = (Vec::new(), Vec::new(), 0);
+    for report in &reports {
+        let results = &report["results"];
+        let list = |key: &str| results[key].as_array().cloned().unwrap_or_default();
+        for c in list("passed_checks")
+            .iter()
+            .chain(&list("failed_checks"))
+            .chain(&list("skipped_checks"))
+        {
+            seen.insert(c["file_path"].as_str().unwrap_or("").to_string());
+        }
+        let line = |c: &Value| {
+            format!(
+                "{} {} ({}): {} {} lines {}",
+                report["check_type"].as_str().unwrap_or("?"),
+                c["check_id"].as_str().unwrap_or("?"),
+                c["check_name"].as_str().unwrap_or("?"),
+                c["file_path"].as_str().unwrap_or("?"),
+                c["resource"].as_str().unwrap_or("?"),
+                c["file_line_range"]
+            )
+        };
+        for c in list("failed_checks") {
+            if c["file_path"].as_str() == Some("/control/iam-admin.json") {
+                control += 1;
+            } else {
+                failed.push(line(&c));
+            }
+        }
+        // Every skip carries its reason, in words.
+        for c in list("skipped_checks") {
+            let why = c["check_result"]["suppress_comment"].as_str().unwrap_or("");
+            if why.trim().len() < 20 {
+                unargued.push(format!("{} ({why:?})", line(&c)));
+            }
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "checkov: {} failed checks (fix them, or skip one inline with its reason):\n{}",
+        failed.len(),
+        failed.join("\n")
+    );
+    assert!(
+        unargued.is_empty(),
+        "skips without a reason:\n{}",
+        unargued.join("\n")
+    );
+    assert!(
+        control >= 3,
+        "checkov passed a policy granting everything: {stdout}"
+    );
+    let missed: Vec<&String> = checked.iter().filter(|f| !seen.contains(*f)).collect();
+    assert!(
+        missed.is_empty(),
+        "checkov checked nothing in {missed:?} (it checked {seen:?})"
     );
 }
