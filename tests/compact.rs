@@ -115,6 +115,8 @@ async fn compaction_killed_at_each_step_is_finished_by_the_next_compaction_or_ru
         ("compact_after_commit:3", "compact"),
         ("compact_mid_replace:3", "compact"),
         ("compact_after_replace:3", "compact"),
+        ("compact_after_forget:2", "compact"),
+        ("compact_after_forget:1", "run"),
         ("compact_mid_replace:1", "run"),
         ("compact_after_commit:2", "run"),
     ] {
@@ -160,4 +162,31 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
         }
     }
     out
+}
+
+/// SIGTERM stops a compaction between two partitions: exit 1 with "interrupted", recorded so in
+/// the run history, every row once, and the next compaction finishes the work (the lock was
+/// released).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compaction_stops_cleanly_on_sigterm() {
+    let env = fragmented().await;
+    let args = ["compact", "--older-than", "0s"];
+    let child = util::spawn_stopped(env.cmd(&args), "compact_after_forget:2:stop").await;
+    let r = util::resume(child, Some("TERM")).await;
+    r.code(1);
+    assert!(r.last_line().contains("interrupted"), "{}", r.stderr);
+    env.assert_exact();
+    let several = layout(&env).values().filter(|&&n| n >= 2).count();
+    assert!(several > 0, "the compaction did not stop early");
+    let status = env.run(&["status", "--json"]).await;
+    let doc: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
+    assert_eq!(doc["last_run"]["outcome"], "interrupted", "{doc}");
+    env.run(&args).await.ok();
+    env.assert_exact();
+    let now = archiver::clock::now_ms();
+    for (k, n) in layout(&env) {
+        if old_enough(date_of(&k.1), Duration::ZERO, now) {
+            assert_eq!(n, 1, "{k:?}");
+        }
+    }
 }

@@ -715,45 +715,14 @@ async fn a_run_whose_state_was_taken_over_stops_without_publishing_more() {
 }
 
 /// Start the binary with a failpoint that stops it (`<point>:<n>:stop`); returns once the
-/// process is stopped (`T` in `/proc/<pid>/stat`).
+/// process is stopped.
 async fn spawn_stopped(t: &T, args: &[&str], failpoint: &str) -> tokio::process::Child {
-    let mut c = t.cmd(args);
-    c.env("ARCHIVER_FAILPOINT", failpoint);
-    let mut child = c.spawn().unwrap();
-    let pid = child.id().unwrap();
-    for _ in 0..1200 {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        // `pid (comm) state ...`: the state follows the last parenthesis.
-        let state = stat.rfind(") ").map(|i| &stat[i + 2..i + 3]);
-        if state == Some("T") {
-            return child;
-        }
-        if let Ok(Some(status)) = child.try_wait() {
-            let out = child.wait_with_output().await.unwrap();
-            panic!(
-                "{failpoint}: exited ({status}) before stopping\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("{failpoint}: the process did not stop within 60 s");
+    util::spawn_stopped(t.cmd(args), failpoint).await
 }
 
 /// Resume a stopped process and wait for it to end.
 async fn resume(child: tokio::process::Child) -> Run {
-    let pid = child.id().unwrap().to_string();
-    let sent = std::process::Command::new("kill")
-        .args(["-CONT", &pid])
-        .status()
-        .unwrap();
-    assert!(sent.success());
-    Run::from(
-        tokio::time::timeout(Duration::from_secs(120), child.wait_with_output())
-            .await
-            .expect("the resumed process did not end within 120 s")
-            .unwrap(),
-    )
+    util::resume(child, None).await
 }
 
 /// Every published file with its ETag: what a stale holder must not add to or overwrite.

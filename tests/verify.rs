@@ -514,6 +514,27 @@ async fn repair_during_an_unfinished_backfill_is_never_written_again() {
     }
 }
 
+/// SIGTERM stops `verify --repair` before its next page: exit 1 with "interrupted", what it
+/// wrote is committed, the run history says so, and the next `verify --repair` finishes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repair_stops_cleanly_on_sigterm() {
+    let env = damaged().await;
+    let child = util::spawn_stopped(
+        env.cmd(&["verify", "--repair", "--flush-rows", "100"]),
+        "repair_after_commit:1:stop",
+    )
+    .await;
+    let r = util::resume(child, Some("TERM")).await;
+    r.code(1);
+    assert!(r.last_line().contains("interrupted"), "{}", r.stderr);
+    let status = env.run(&["status", "--json"]).await;
+    let doc: Value = serde_json::from_str(&status.stdout).unwrap();
+    assert_eq!(doc["last_run"]["outcome"], "interrupted", "{doc}");
+    let (code, _, r) = verify(&env, &["--repair"]).await;
+    assert_eq!(code, 0, "{}", r.stdout);
+    env.assert_exact();
+}
+
 /// A mistyped `--state` is refused in one line (exit 1), and nothing is created there: no
 /// state file, no lock file, no folder. `--new-state` verifies with a new state on purpose.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,7 +9,7 @@
 //! and the last delete, done back to back before any sync: measured and reported.
 //! Nothing is ever missing: old files go only after the new one is in place.
 
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,8 +19,10 @@ use tracing::info;
 use crate::clock::{date_start_ms, now_ms};
 use crate::config::Config;
 use crate::encode::rewrite;
+use crate::error::Interrupted;
 use crate::failpoint;
 use crate::model::PortalId;
+use crate::report::outcome_of;
 use crate::run::flush::{Encoded, Points, Target};
 use crate::run::recover::{recover, Retired};
 use crate::sink::Sink;
@@ -53,12 +55,17 @@ pub fn old_enough(date: &str, older_than: Duration, now_ms: i64) -> bool {
         .is_some_and(|start| start + 86_400_000 + older_than.as_millis() as i64 <= now_ms)
 }
 
-/// Compact every portal of this state (and shard).
-pub async fn compact(cfg: &Config, older_than: Duration) -> Result<CompactSummary> {
+/// Compact every portal of this state (and shard). `stop` (SIGTERM, SIGINT, a lost lease)
+/// ends it between two partitions: what is done stays done, the state is saved and its lock
+/// or lease released, and the next `compact` goes on.
+pub async fn compact(
+    cfg: &Config,
+    older_than: Duration,
+    stop: Arc<AtomicBool>,
+) -> Result<CompactSummary> {
     let s3 = super::s3_client(cfg, cfg.uses_s3()).await?;
-    let stop = Arc::new(AtomicBool::new(false));
-    let state = StateHandle::open(cfg, "compact", s3.as_ref(), stop).await?;
-    let result = compact_on(cfg, older_than, s3.as_ref(), &state).await;
+    let state = StateHandle::open(cfg, "compact", s3.as_ref(), stop.clone()).await?;
+    let result = compact_on(cfg, older_than, s3.as_ref(), &state, &stop).await;
     let finished = state.finish().await;
     let summary = result?;
     finished?;
@@ -70,6 +77,7 @@ async fn compact_on(
     older_than: Duration,
     s3: Option<&aws_sdk_s3::Client>,
     state: &StateHandle,
+    stop: &AtomicBool,
 ) -> Result<CompactSummary> {
     let shard = cfg.shard;
     let portals: Vec<PortalId> = state
@@ -100,6 +108,9 @@ async fn compact_on(
                 if keys.len() < 2 || !old_enough(&date, older_than, now) {
                     continue;
                 }
+                if stop.load(Ordering::SeqCst) {
+                    return Err(Interrupted.into());
+                }
                 compact_partition(&target, &date, keys, &mut summary)
                     .await
                     .with_context(|| format!("compacting portal {portal} partition {date}"))?;
@@ -108,8 +119,7 @@ async fn compact_on(
         Ok::<_, anyhow::Error>(())
     }
     .await;
-    let outcome = if result.is_ok() { "ok" } else { "failed" };
-    let detail = result.as_ref().err().map(|e| format!("{e:#}"));
+    let (outcome, detail) = outcome_of(&result);
     state
         .db(move |st| st.finish_run(run_id, outcome, detail.as_deref()))
         .await?;
@@ -165,8 +175,10 @@ async fn compact_partition(
     failpoint::hit("compact_after_replace");
     let overlap = window.as_secs_f64() * 1000.0;
     let (id, retired) = (portal.to_string(), keys.clone());
-    state.db(move |st| st.forget_retired(&id, &retired)).await?;
-    target.mark_published(seq).await?;
+    state
+        .db(move |st| st.finish_replace(&id, seq, &retired))
+        .await?;
+    failpoint::hit("compact_after_forget");
     summary.partitions += 1;
     summary.files_before += keys.len() as u64;
     summary.files_after += 1;

@@ -41,7 +41,15 @@ pub async fn execute(cli: Cli) -> Result<()> {
             let config = Config::from_args(&cli.global)?;
             let ids = parse_portal_ids(&a.portal_ids)?;
             let named = (!ids.is_empty()).then_some(ids);
-            verify::verify(&config, named, a.repair, a.json, a.new_state).await
+            verify::verify(
+                &config,
+                named,
+                a.repair,
+                a.json,
+                a.new_state,
+                watch_signals(),
+            )
+            .await
         }
         Command::Compact(a) => {
             let config = Config::from_args(&cli.global)?;
@@ -51,7 +59,7 @@ pub async fn execute(cli: Cli) -> Result<()> {
                     a.older_than
                 ))
             })?;
-            let s = compact::compact(&config, older_than).await?;
+            let s = compact::compact(&config, older_than, watch_signals()).await?;
             println!(
                 "compacted {} partitions: {} files into {}, {} rows; readers could see old and new files together for at most {:.1} ms",
                 s.partitions, s.files_before, s.files_after, s.rows, s.max_overlap_ms

@@ -260,6 +260,24 @@ impl State {
         Ok(())
     }
 
+    /// A compaction's (or repair's) replace is done: its new files are published and the
+    /// files they replace deleted. Both records change in one transaction: recovery never
+    /// sees the replaced files forgotten while the new ones still wait to be published (it
+    /// would write their manifest a second time).
+    pub fn finish_replace(&mut self, portal_id: &str, seq: i64, retired: &[String]) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut del =
+                tx.prepare_cached("DELETE FROM retired_files WHERE portal_id = ?1 AND path = ?2")?;
+            for path in retired {
+                del.execute(params![portal_id, path])?;
+            }
+        }
+        mark_published(&tx, portal_id, seq)?;
+        tx.commit()?;
+        Ok(())
+    }
+
     /// Committed files not yet published under their final name.
     pub fn unpublished(&self, portal_id: &str) -> Result<Vec<FileRecord>> {
         let mut stmt = self.conn.prepare_cached(
@@ -281,18 +299,7 @@ impl State {
 
     /// A flush's files are published; published files listed longer than a day are forgotten.
     pub fn mark_published(&self, portal_id: &str, seq: i64) -> Result<()> {
-        self.conn.execute(
-            "UPDATE flush_files SET published = 1 WHERE portal_id = ?1 AND seq = ?2",
-            params![portal_id, seq],
-        )?;
-        self.conn.execute(
-            "DELETE FROM flush_files
-             WHERE portal_id = ?1 AND published = 1 AND committed_at < ?2
-               AND NOT EXISTS (SELECT 1 FROM retired_files r
-                               WHERE r.portal_id = flush_files.portal_id AND r.seq = flush_files.seq)",
-            params![portal_id, now_ms() - PUBLISHED_FILES_KEPT_MS],
-        )?;
-        Ok(())
+        mark_published(&self.conn, portal_id, seq)
     }
 
     /// Rows written by flushes and files published (flushes and compactions), ever.
@@ -455,4 +462,21 @@ mod tests {
         let kept = st.archived_among("p", ["old", "new"]).unwrap();
         assert_eq!(kept, HashSet::from(["new".to_string()]));
     }
+}
+
+/// Flush `seq`'s files are published; published files older than a day are dropped from the
+/// table unless a pending replace still needs them.
+fn mark_published(conn: &rusqlite::Connection, portal_id: &str, seq: i64) -> Result<()> {
+    conn.execute(
+        "UPDATE flush_files SET published = 1 WHERE portal_id = ?1 AND seq = ?2",
+        params![portal_id, seq],
+    )?;
+    conn.execute(
+        "DELETE FROM flush_files
+         WHERE portal_id = ?1 AND published = 1 AND committed_at < ?2
+           AND NOT EXISTS (SELECT 1 FROM retired_files r
+                           WHERE r.portal_id = flush_files.portal_id AND r.seq = flush_files.seq)",
+        params![portal_id, now_ms() - PUBLISHED_FILES_KEPT_MS],
+    )?;
+    Ok(())
 }

@@ -350,3 +350,59 @@ pub fn sim_config(portals: usize, sessions: usize, active: usize) -> SimConfig {
         ..SimConfig::default()
     }
 }
+
+/// Start `cmd` with a failpoint that stops it (`<point>:<n>:stop`); returns once the process
+/// is stopped (`T` in `/proc/<pid>/stat`).
+pub async fn spawn_stopped(
+    mut cmd: tokio::process::Command,
+    failpoint: &str,
+) -> tokio::process::Child {
+    cmd.env("ARCHIVER_FAILPOINT", failpoint)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let pid = child.id().unwrap();
+    for _ in 0..1200 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // `pid (comm) state ...`: the state follows the last parenthesis.
+        let state = stat.rfind(") ").map(|i| &stat[i + 2..i + 3]);
+        if state == Some("T") {
+            return child;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            let out = child.wait_with_output().await.unwrap();
+            panic!(
+                "{failpoint}: exited ({status}) before stopping\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("{failpoint}: the process did not stop within 60 s");
+}
+
+/// Resume a stopped process, after sending it `signal` (e.g. `TERM`: delivered on resuming),
+/// and wait for it to end.
+pub async fn resume(child: tokio::process::Child, signal: Option<&str>) -> Run {
+    let pid = child.id().unwrap().to_string();
+    let kill = |sig: &str| {
+        let sent = std::process::Command::new("kill")
+            .args([&format!("-{sig}"), &pid])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+    };
+    if let Some(sig) = signal {
+        kill(sig);
+    }
+    kill("CONT");
+    Run::from(
+        tokio::time::timeout(
+            std::time::Duration::from_secs(120),
+            child.wait_with_output(),
+        )
+        .await
+        .expect("the resumed process did not end within 120 s")
+        .unwrap(),
+    )
+}

@@ -13,7 +13,7 @@ mod repair;
 mod report;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::{anyhow, Context, Result};
@@ -26,7 +26,7 @@ use parquet::arrow::ProjectionMask;
 use tracing::{info, warn};
 
 use crate::config::Config;
-use crate::error::{Differences, StateRefused};
+use crate::error::{Differences, Interrupted, StateRefused};
 use crate::model::PortalId;
 use crate::run::discover;
 use crate::run::flush::Target;
@@ -58,6 +58,7 @@ pub async fn verify(
     repair: bool,
     json: bool,
     new_state: bool,
+    stop: Arc<AtomicBool>,
 ) -> Result<()> {
     let sdk = crate::aws::load_sdk(&cfg.regions).await?;
     let s3 = cfg
@@ -70,7 +71,6 @@ pub async fn verify(
         ))
         .into());
     }
-    let stop = Arc::new(AtomicBool::new(false));
     // The run lock (or an S3 state's lease), also without --repair: a run publishing meanwhile
     // would show as differences.
     let state = StateHandle::open(cfg, "verify", s3.as_ref(), stop.clone()).await?;
@@ -97,12 +97,13 @@ pub async fn verify(
                         source,
                         portal,
                         page_size: cfg.page_size(),
+                        stop: &stop,
                     };
                     out.push(verify_portal(&ctx, None).await?);
                 }
                 Ok(out)
             }
-            true => repair_all(cfg, &sink, &state, &portals).await,
+            true => repair_all(cfg, &sink, &state, &portals, &stop).await,
         }
     }
     .await;
@@ -144,6 +145,7 @@ async fn repair_all(
     sink: &Sink,
     state: &StateHandle,
     portals: &[(PortalId, Source)],
+    stop: &AtomicBool,
 ) -> Result<Vec<PortalVerify>> {
     sink.check_writable().await?;
     let run_id = state.db(|st| st.start_run("verify --repair")).await?;
@@ -155,6 +157,7 @@ async fn repair_all(
                 source,
                 portal,
                 page_size: cfg.page_size(),
+                stop,
             };
             // A portal this state never archived may belong to another state: refuse to write
             // into it (as a first run would).
@@ -214,8 +217,11 @@ async fn repair_all(
         Ok::<_, anyhow::Error>(out)
     }
     .await;
-    let outcome = if result.is_ok() { "ok" } else { "failed" };
-    let detail = result.as_ref().err().map(|e| format!("{e:#}"));
+    let (outcome, detail) = match &result {
+        Ok(_) => ("ok", None),
+        Err(e) if e.is::<Interrupted>() => ("interrupted", Some(e.to_string())),
+        Err(e) => ("failed", Some(format!("{e:#}"))),
+    };
     state
         .db(move |st| st.finish_run(run_id, outcome, detail.as_deref()))
         .await?;
@@ -228,6 +234,9 @@ struct Ctx<'a> {
     source: &'a Source,
     portal: &'a PortalId,
     page_size: usize,
+    /// SIGTERM or SIGINT (or a lost lease): stop before the next page. What repair wrote so
+    /// far is committed; what is left is found again by the next `verify --repair`.
+    stop: &'a AtomicBool,
 }
 
 /// Verify one portal, day by day. With a repairer, missing sessions are handed to it (and
@@ -250,6 +259,9 @@ async fn verify_portal(
     let mut token: Option<String> = None;
     let mut restarts = 0;
     loop {
+        if ctx.stop.load(Ordering::SeqCst) {
+            return Err(Interrupted.into());
+        }
         let page = match ctx
             .source
             .list_sessions(portal, Order::NewestFirst, token.as_deref(), ctx.page_size)

@@ -192,8 +192,9 @@ impl<'a> Repairer<'a> {
         sink.replace(file.staging, file.path, keys.clone()).await?;
         failpoint::hit("repair_after_replace");
         let (id, retired) = (portal.to_string(), keys);
-        state.db(move |st| st.forget_retired(&id, &retired)).await?;
-        self.target.mark_published(seq).await?;
+        state
+            .db(move |st| st.finish_replace(&id, seq, &retired))
+            .await?;
         info!(portal_id = %portal, date, rows, removed, "rewrote partition without duplicated rows");
         Ok(removed)
     }
