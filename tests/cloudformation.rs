@@ -7,6 +7,9 @@
 //! checkov finds nothing in `jobs/` (its CloudFormation, Kubernetes, Dockerfile and secrets
 //! checks; the IAM policies in JSON through its CloudFormation IAM checks) but what a file
 //! skips inline, with its reason.
+//!
+//! The IAM table of `docs/operations.md` names exactly what each shipped policy grants
+//! (`tests/py/iam_table.py`).
 
 mod util;
 
@@ -263,5 +266,47 @@ fn checkov_finds_nothing_in_jobs_but_argued_skips() {
     assert!(
         missed.is_empty(),
         "checkov checked nothing in {missed:?} (it checked {seen:?})"
+    );
+}
+
+/// `tests/py/iam_table.py` on an operations.md and a jobs folder.
+fn iam_table(py: &str, doc: &Path, jobs: &Path) -> std::process::Output {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/iam_table.py");
+    std::process::Command::new(py)
+        .arg(script)
+        .arg(doc)
+        .arg(jobs)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn the_iam_table_names_what_every_shipped_policy_grants() {
+    let py = util::python_with("yaml");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let (doc, jobs) = (root.join("docs/operations.md"), root.join("jobs"));
+    let out = iam_table(&py, &doc, &jobs);
+    assert!(
+        out.status.success(),
+        "iam_table.py: {}\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The check does compare: without the row of an action the policies grant, it fails.
+    let text = std::fs::read_to_string(&doc).unwrap();
+    let row = "| `s3:AbortMultipartUpload` |";
+    assert_eq!(text.matches(row).count(), 1, "no single row {row}");
+    let dir = tempfile::tempdir().unwrap();
+    let cut = dir.path().join("operations.md");
+    let without: Vec<&str> = text.lines().filter(|l| !l.starts_with(row)).collect();
+    std::fs::write(&cut, without.join("\n")).unwrap();
+    let out = iam_table(&py, &cut, &jobs);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && stderr.contains("jobs/iam-policy.json names s3:AbortMultipartUpload"),
+        "iam_table.py accepted a table without {row}: {}\n{stderr}",
+        out.status
     );
 }
