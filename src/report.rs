@@ -36,6 +36,8 @@ pub struct PortalReport {
     pub pending: u64,
     pub token_restarts: u32,
     pub recovered_files: u64,
+    /// Committed files recovery found lost (their staged copy gone before publishing).
+    pub lost_files: Vec<crate::run::recover::LostFile>,
     /// A range this run found uncovered: sessions in it may have aged out unarchived.
     pub gap: Option<Gap>,
     /// Pending sessions the service did not find this run (kept, asked for again).
@@ -375,6 +377,14 @@ impl RunSummary {
                 .iter()
                 .filter(|r| r.completed)
                 .map(|r| (label(&r.portal_id), r.gap.map_or(0.0, |g| g.seconds())))
+                .collect(),
+        );
+        gauge(
+            "portal_lost_files",
+            "Committed files the last run found lost before they were published (their sessions are no longer recorded as archived: run `verify --repair`).",
+            self.portals
+                .iter()
+                .map(|r| (label(&r.portal_id), r.lost_files.len() as f64))
                 .collect(),
         );
         gauge(

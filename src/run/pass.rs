@@ -15,7 +15,7 @@ use tracing::{debug, info, warn};
 
 use super::client_ips::fetch_client_ips;
 use super::flush::{encode_days, Points, Target};
-use super::recover::{check_unclaimed, recover, Retired};
+use super::recover::{check_unclaimed, claim, recover, Retired};
 use super::Mode;
 use crate::clock::now_ms;
 use crate::dedup::{prune_cutoff, Dedup, Verdict, OVERLAP_MS};
@@ -70,11 +70,15 @@ pub async fn archive_portal(
     report.portal_id = portal.to_string();
     let id = portal.to_string();
     let ps = ctx.state.db(move |st| st.portal(&id)).await?;
-    report.recovered_files =
-        recover(&ctx.sink, &ctx.state, portal, Retired::DeleteIfAllowed).await?;
+    // A portal this state never archived: claim it first, before recovery deletes staged
+    // files (another state's may be committed there).
     if ps.flush_seq == 0 && ps.pass.is_none() && !ps.backfill_done {
         check_unclaimed(&ctx.sink, portal, ctx.state.state_id()).await?;
+        claim(&ctx.sink, portal, ctx.state.state_id()).await?;
     }
+    let recovered = recover(&ctx.sink, &ctx.state, portal, Retired::DeleteIfAllowed).await?;
+    report.recovered_files = recovered.published;
+    report.lost_files = recovered.lost;
     PassRun::start(ctx, portal, ps, mode, report)
         .await?
         .go(report)

@@ -1,14 +1,18 @@
 //! Recovery, at the start of every portal's work and of every compaction: finish what an
 //! interrupted run committed, drop what it did not.
 
-use anyhow::{bail, Context, Result};
+use std::collections::HashSet;
+
+use anyhow::{anyhow, bail, Context, Result};
 use tracing::{info, warn};
 
 use super::flush::write_manifest;
 use crate::aws::AwsError;
 use crate::model::PortalId;
+use crate::sink::layout::{claim_key, claim_staging_key, manifest_key};
 use crate::sink::manifest::sha256_hex;
-use crate::sink::{staging_prefix, writer_of, Sink};
+use crate::sink::{staged_writer_of, staging_prefix, writer_of, Sink};
+use crate::state::FileRecord;
 use crate::state::StateHandle;
 
 /// Who runs recovery, which decides what a denied delete of a replaced file means.
@@ -23,17 +27,56 @@ pub enum Retired {
     DeleteIfAllowed,
 }
 
+/// What recovery did for one portal.
+#[derive(Debug, Default)]
+pub struct Recovered {
+    /// Committed files published now.
+    pub published: u64,
+    /// Committed files found lost: neither their staged copy nor a published one exists.
+    pub lost: Vec<LostFile>,
+}
+
+/// A committed file lost before it was published (its staging folder lost, an expired
+/// lifecycle rule, a cleaned disk).
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct LostFile {
+    pub path: String,
+    /// Its partition's day (UTC), `YYYY-MM-DD`.
+    pub date: String,
+    /// Rows it held.
+    pub rows: i64,
+    /// Its sessions that no other file holds: no longer recorded as archived, so a later
+    /// listing (a pass, or `verify --repair`) writes them again while the service lists them.
+    pub unrecorded: u64,
+}
+
 /// Write the manifests and publish the files committed but not published, delete files a
-/// committed compaction replaced, delete staged files never committed. Returns how many files
-/// were published.
+/// committed compaction replaced, delete this state's staged files never committed. A
+/// committed file whose staged copy is gone is a named loss (see [`LostFile`]), never a
+/// reason to stop: the portal goes on.
 pub async fn recover(
     sink: &Sink,
     state: &StateHandle,
     portal: &PortalId,
     mode: Retired,
-) -> Result<u64> {
+) -> Result<Recovered> {
     let id = portal.to_string();
-    let mut unpublished = state.db(move |st| st.unpublished(&id)).await?;
+    let committed = state.db(move |st| st.unpublished(&id)).await?;
+    let mut unpublished = Vec::with_capacity(committed.len());
+    let mut lost = Vec::new();
+    for f in committed {
+        if sink.exists(f.staging.clone()).await? || sink.exists(f.path.clone()).await? {
+            unpublished.push(f);
+        } else {
+            lost.push(f);
+        }
+    }
+    let mut recovered = Recovered::default();
+    for f in &lost {
+        recovered
+            .lost
+            .push(forget_lost(sink, state, portal, f, &unpublished).await?);
+    }
     for f in unpublished.iter_mut().filter(|f| f.sha256.is_empty()) {
         // Committed by an archiver before the manifest: hash the committed bytes.
         let key = if sink.exists(f.staging.clone()).await? {
@@ -47,9 +90,16 @@ pub async fn recover(
         let seq = seq_files[0].seq;
         let id = portal.to_string();
         let replaces = state.db(move |st| st.retired_of(&id, seq)).await?;
-        write_manifest(sink, state.state_id(), portal, seq, seq_files, &replaces)
-            .await
-            .with_context(|| format!("recovering flush {seq} of portal {portal}"))?;
+        // A flush that lost a file may have written its manifest before: that manifest stays
+        // (it names the lost file, which `verify` then reports, and `verify --repair` records
+        // as replaced).
+        let manifest = manifest_key(portal, state.state_id(), seq);
+        let lost_here = lost.iter().any(|f| f.seq == seq);
+        if !(lost_here && sink.exists(manifest).await?) {
+            write_manifest(sink, state.state_id(), portal, seq, seq_files, &replaces)
+                .await
+                .with_context(|| format!("recovering flush {seq} of portal {portal}"))?;
+        }
         for f in seq_files {
             state.guard()?;
             sink.publish(f.staging.clone(), f.path.clone())
@@ -59,6 +109,7 @@ pub async fn recover(
         let id = portal.to_string();
         state.db(move |st| st.mark_published(&id, seq)).await?;
     }
+    recovered.published = unpublished.len() as u64;
     // Files a committed compaction replaced: their replacement is published now.
     let id = portal.to_string();
     let retired = state.db(move |st| st.retired(&id)).await?;
@@ -78,7 +129,14 @@ pub async fn recover(
             Err(e) => return Err(e),
         }
     }
-    let leftovers = sink.list_staged(staging_prefix(portal)).await?;
+    // Staged files never committed: only this state's (another state's staged files may be
+    // committed there, and waiting to be published).
+    let leftovers: Vec<String> = sink
+        .list_staged(staging_prefix(portal))
+        .await?
+        .into_iter()
+        .filter(|k| staged_writer_of(k) == Some(state.state_id()))
+        .collect();
     for key in &leftovers {
         state.guard()?;
         sink.delete(key.clone()).await?;
@@ -93,7 +151,78 @@ pub async fn recover(
             "recovered files of an interrupted run"
         );
     }
-    Ok(unpublished.len() as u64)
+    Ok(recovered)
+}
+
+/// A committed file lost before it was published: forget it, and un-record its sessions that
+/// no other file of its day holds (the day's published files, and the flushes about to be
+/// published), in one transaction. Warns naming the portal, the day and the rows.
+async fn forget_lost(
+    sink: &Sink,
+    state: &StateHandle,
+    portal: &PortalId,
+    f: &FileRecord,
+    unpublished: &[FileRecord],
+) -> Result<LostFile> {
+    let date = f
+        .path
+        .split('/')
+        .find_map(|seg| seg.strip_prefix("start_date="))
+        .ok_or_else(|| anyhow!("portal {portal}: committed file {} has no date", f.path))?
+        .to_string();
+    let day_start = crate::clock::date_start_ms(&date)
+        .ok_or_else(|| anyhow!("portal {portal}: committed file {} has no date", f.path))?;
+    let mut others: Vec<String> = sink
+        .partitions(portal)
+        .await?
+        .into_iter()
+        .filter(|(d, _)| d.strip_prefix("start_date=").unwrap_or(d) == date)
+        .flat_map(|(_, keys)| keys)
+        .collect();
+    for u in unpublished.iter().filter(|u| u.path.contains(&date)) {
+        if sink.exists(u.path.clone()).await? {
+            others.push(u.path.clone());
+        } else {
+            others.push(u.staging.clone());
+        }
+    }
+    let mut kept = HashSet::new();
+    for key in others {
+        let bytes = sink.read(key.clone()).await?;
+        kept.extend(session_ids(bytes, &key)?);
+    }
+    let (id, file) = (portal.to_string(), f.clone());
+    let unrecorded = state
+        .db(move |st| st.forget_lost_file(&id, &file, (day_start, day_start + 86_400_000), &kept))
+        .await?;
+    state.checkpoint().await?;
+    warn!(
+        portal_id = %portal,
+        date = %date,
+        rows = f.rows,
+        unrecorded,
+        file = %f.path,
+        "a committed file was lost before it was published (its staged copy is gone): its sessions are no longer recorded as archived; `verify --repair` writes those the service still lists"
+    );
+    Ok(LostFile {
+        path: f.path.clone(),
+        date,
+        rows: f.rows,
+        unrecorded,
+    })
+}
+
+/// The session ids of a Parquet file of the dataset.
+fn session_ids(bytes: Vec<u8>, name: &str) -> Result<Vec<String>> {
+    use arrow_array::cast::AsArray;
+    let mut out = Vec::new();
+    for batch in crate::encode::read_in_schema(bytes, name)? {
+        let col = batch
+            .column_by_name("session_id")
+            .ok_or_else(|| anyhow!("{name}: no session_id column"))?;
+        out.extend(col.as_string::<i32>().iter().flatten().map(str::to_string));
+    }
+    Ok(out)
 }
 
 /// A delete refused for want of permission: S3's 403, or a local permission error.
@@ -104,6 +233,43 @@ fn is_denied(e: &anyhow::Error) -> bool {
             || c.downcast_ref::<std::io::Error>()
                 .is_some_and(|io| io.kind() == std::io::ErrorKind::PermissionDenied)
     })
+}
+
+/// Before a state archives a portal for the first time (before its recovery, which deletes
+/// staged files): claim the portal, so that no other state can archive it from then on. The
+/// claim is written once (`If-None-Match: *`); one that names another state is refused, like
+/// that state's files (see [`check_unclaimed`]). Two states starting one new portal at the
+/// same moment: one claim wins, the other state stops before writing anything.
+pub async fn claim(sink: &Sink, portal: &PortalId, state_id: &str) -> Result<()> {
+    let key = claim_key(portal);
+    let body = format!("{{\"portal_id\":\"{portal}\",\"state_id\":\"{state_id}\"}}\n");
+    let written = sink
+        .put_new(
+            key.clone(),
+            claim_staging_key(portal, state_id),
+            body.into_bytes(),
+        )
+        .await;
+    let Err(e) = written else {
+        return Ok(());
+    };
+    // A local output staged it first: leave nothing behind in the portal's staging folder.
+    sink.delete(claim_staging_key(portal, state_id)).await.ok();
+    let holder = match sink.read(key.clone()).await {
+        Ok(bytes) => serde_json::from_slice::<serde_json::Value>(&bytes)
+            .ok()
+            .and_then(|v| v["state_id"].as_str().map(str::to_string)),
+        Err(_) => None,
+    };
+    match holder {
+        Some(other) if other != state_id => bail!(
+            "portal {portal}: another state ({other}) has claimed this portal in the output ({key}); \
+             archiving it from this state would write its sessions twice. Use the state that claimed it \
+             (a changed --shard-count or --state moves portals between states), or, if that state is gone \
+             for good, move its files and that claim away first"
+        ),
+        _ => Err(e.context(format!("portal {portal}: claiming it in the output"))),
+    }
 }
 
 /// Before a state archives a portal for the first time: refuse if the output already holds

@@ -24,6 +24,35 @@ pub fn writer_of(key: &str) -> Option<&str> {
     name.strip_prefix("part-")?.split('-').next()
 }
 
+/// Root folder of the portals' claims inside the output (see [`claim_key`]).
+pub const CLAIM: &str = "_claim";
+
+/// Key of a portal's claim: written once, with `If-None-Match: *`, by the state that archives
+/// the portal first, before its first flush. It names that state.
+pub fn claim_key(portal: &PortalId) -> String {
+    format!("{CLAIM}/portal_id={portal}.json")
+}
+
+/// Staging key of a claim on a local output; tagged like [`staging_key`].
+pub fn claim_staging_key(portal: &PortalId, state_id: &str) -> String {
+    format!(
+        "{}/claim-{state_id}-{}.tmp",
+        staging_prefix(portal),
+        crate::ids::process_tag()
+    )
+}
+
+/// The id of the state that staged a file (a [`staging_key`], [`manifest_staging_key`] or
+/// [`claim_staging_key`]).
+pub fn staged_writer_of(key: &str) -> Option<&str> {
+    let name = key.rsplit('/').next()?;
+    let rest = name
+        .strip_prefix("part-")
+        .or_else(|| name.strip_prefix("manifest-"))
+        .or_else(|| name.strip_prefix("claim-"))?;
+    rest.split('-').next()
+}
+
 /// Staging key of the same file. It also carries a tag unique to this process, so two runs
 /// that both believe they own a state (one whose S3 lease expired under it) never write the
 /// same staged object; the state records the staging key it committed.
@@ -76,6 +105,12 @@ mod tests {
         assert!(s.starts_with("_staging/"));
         assert!(!s.ends_with(".parquet"));
         assert_ne!(s, staging_key(&portal(), "2026-11-27", "abc", 7));
+        assert_eq!(staged_writer_of(&s), Some("abc"));
+        assert_eq!(
+            staged_writer_of(&manifest_staging_key(&portal(), "abc", 7)),
+            Some("abc")
+        );
+        assert_eq!(staged_writer_of("_staging/portal_id=x/.probe-1"), None);
         assert_eq!(
             manifest_key(&portal(), "abc", 7),
             "_manifest/portal_id=0a1b2c3d-0000-4000-8000-123456789abc/abc-0000000007.json"

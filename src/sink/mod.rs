@@ -27,8 +27,8 @@ use std::path::Path;
 use anyhow::{Context, Result};
 
 pub use layout::{
-    final_key, manifest_key, manifest_staging_key, staging_key, staging_prefix, writer_of, DATASET,
-    MANIFEST, STAGING,
+    final_key, manifest_key, manifest_staging_key, staged_writer_of, staging_key, staging_prefix,
+    writer_of, DATASET, MANIFEST, STAGING,
 };
 pub use local::LocalSink;
 pub use s3::{dataset_url, S3Sink};
@@ -171,6 +171,26 @@ impl Sink {
             Sink::Local(s) => blocking(s.clone(), move |s| s.partitions(&prefix)).await,
             Sink::S3(s) => s.partitions(&prefix).await,
         }
+    }
+
+    /// The portals the output holds anything of: a `portal_id=ID` folder under `sessions/`
+    /// (files) or `_manifest/` (manifests, which outlive files deleted by mistake), each once,
+    /// sorted. Reads only; on S3 a delimited listing of those two folders, not of the files.
+    pub async fn portals(&self) -> Result<Vec<PortalId>> {
+        let mut out = std::collections::BTreeSet::new();
+        for root in [DATASET, MANIFEST] {
+            let names = match self {
+                Sink::Local(s) => blocking(s.clone(), move |s| s.folders(root)).await?,
+                Sink::S3(s) => s.folders(root).await?,
+            };
+            out.extend(
+                names
+                    .iter()
+                    .filter_map(|n| n.strip_prefix("portal_id="))
+                    .filter_map(|id| PortalId::parse(id).ok()),
+            );
+        }
+        Ok(out.into_iter().collect())
     }
 
     /// The files directly under a folder (local) or every key under a prefix (S3), sorted;

@@ -278,6 +278,57 @@ impl State {
         Ok(())
     }
 
+    /// A committed file was lost before it was published (its staged copy is gone): forget
+    /// it, and un-record the sessions of its day that no file of the portal holds (`kept`:
+    /// the ids of the day's other files), so a later listing writes them again. A lost
+    /// compaction is dropped whole: the files it was to replace are kept. One transaction.
+    /// Returns how many ids were un-recorded.
+    pub fn forget_lost_file(
+        &mut self,
+        portal_id: &str,
+        file: &FileRecord,
+        day: (i64, i64),
+        kept: &std::collections::HashSet<String>,
+    ) -> Result<u64> {
+        let tx = self.conn.transaction()?;
+        let ids: Vec<String> = {
+            let mut stmt = tx.prepare_cached(
+                "SELECT session_id FROM archived
+                 WHERE portal_id = ?1 AND start_ms >= ?2 AND start_ms < ?3",
+            )?;
+            let rows = stmt.query_map(params![portal_id, day.0, day.1], |r| r.get(0))?;
+            rows.collect::<rusqlite::Result<Vec<String>>>()?
+        };
+        let mut n = 0;
+        {
+            let mut del =
+                tx.prepare_cached("DELETE FROM archived WHERE portal_id = ?1 AND session_id = ?2")?;
+            for id in ids.iter().filter(|id| !kept.contains(*id)) {
+                del.execute(params![portal_id, id])?;
+                n += 1;
+            }
+        }
+        tx.execute(
+            "DELETE FROM flush_files WHERE portal_id = ?1 AND seq = ?2 AND path = ?3",
+            params![portal_id, file.seq, file.path],
+        )?;
+        // A compaction's (or repair's rewrite's) file: the files it was to replace stay, and
+        // are no longer to be deleted. It added no rows.
+        let replaced = tx.execute(
+            "DELETE FROM retired_files WHERE portal_id = ?1 AND seq = ?2",
+            params![portal_id, file.seq],
+        )?;
+        let rows = if replaced > 0 { 0 } else { file.rows };
+        tx.execute(
+            "UPDATE portals SET rows_written = max(rows_written - ?2, 0),
+                    files_written = max(files_written - 1, 0)
+             WHERE portal_id = ?1",
+            params![portal_id, rows],
+        )?;
+        tx.commit()?;
+        Ok(n)
+    }
+
     /// Committed files not yet published under their final name.
     pub fn unpublished(&self, portal_id: &str) -> Result<Vec<FileRecord>> {
         let mut stmt = self.conn.prepare_cached(

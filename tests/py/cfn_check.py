@@ -460,16 +460,17 @@ def archive_stack(c, tdir, name, params):
         and tls["Condition"] == {"Bool": {"aws:SecureTransport": "false"}},
         f"bucket policy {tls}",
     )
-    manifests = f"arn:aws:s3:::{out_key}/_manifest/*"
+    # The manifests and the portals' claims: never deleted, never overwritten.
+    manifests = sorted([f"arn:aws:s3:::{out_key}/_manifest/*", f"arn:aws:s3:::{out_key}/_claim/*"])
     d = denies["DenyDeletingManifests"]
     check(
-        d["Resource"] == manifests and sorted(d["Action"]) == ["s3:DeleteObject", "s3:DeleteObjectVersion"]
+        sorted(d["Resource"]) == manifests and sorted(d["Action"]) == ["s3:DeleteObject", "s3:DeleteObjectVersion"]
         and "Condition" not in d,
         f"manifest deletes {d}",
     )
     o = denies["DenyOverwritingManifests"]
     check(
-        o["Resource"] == manifests and o["Action"] == "s3:PutObject"
+        sorted(o["Resource"]) == manifests and o["Action"] == "s3:PutObject"
         and o["Condition"] == {"Null": {"s3:if-none-match": "true"}},
         f"manifest overwrites {o}",
     )

@@ -30,7 +30,7 @@ use crate::error::{Differences, Interrupted, StateRefused};
 use crate::model::PortalId;
 use crate::run::discover;
 use crate::run::flush::Target;
-use crate::run::recover::{check_unclaimed, recover, Retired};
+use crate::run::recover::{check_unclaimed, claim, recover, Retired};
 use crate::sink::layout::MANIFEST;
 use crate::sink::manifest::sha256_hex;
 use crate::sink::Sink;
@@ -165,6 +165,7 @@ async fn repair_all(
             let known = state.db(move |st| st.find(&id)).await?;
             if known.is_none_or(|p| p.flush_seq == 0 && p.pass.is_none() && !p.backfill_done) {
                 check_unclaimed(sink, portal, state.state_id()).await?;
+                claim(sink, portal, state.state_id()).await?;
             }
             recover(sink, state, portal, Retired::Delete).await?;
             let mut rep = Repairer::new(
