@@ -345,7 +345,7 @@ impl DayCtx<'_, '_> {
     ) -> Result<()> {
         let keys = self.parts.remove(&day.date).unwrap_or_default();
         let mut rows = Vec::new();
-        for key in keys {
+        for key in keys.clone() {
             let bytes = self.ctx.sink.read(key.clone()).await?;
             let hash = self.check.wants_hashes();
             let name = key.clone();
@@ -373,10 +373,11 @@ impl DayCtx<'_, '_> {
                 "partition differs from the listing"
             );
         }
+        drop(rows);
         if let Some(rep) = repair {
             if !r.duplicated.is_empty() {
-                rep.dupes
-                    .push((day.date, r.duplicated.into_iter().collect()));
+                let expected = r.duplicated.into_iter().collect();
+                rep.duplicated(&day.date, keys, expected).await?;
             }
             rep.missing(r.missing).await?;
         }

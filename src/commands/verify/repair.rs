@@ -33,8 +33,6 @@ pub(super) struct Repairer<'a> {
     /// Missing sessions not written yet.
     buffer: Vec<Session>,
     flush_rows: usize,
-    /// Partitions with duplicated ids: date → id → listed values.
-    pub(super) dupes: Vec<(String, HashMap<String, Option<Listed>>)>,
     /// Files the manifests list as live that are gone from the output.
     pub(super) lost_files: Vec<String>,
     done: Repaired,
@@ -46,7 +44,6 @@ impl<'a> Repairer<'a> {
             target,
             buffer: Vec::new(),
             flush_rows,
-            dupes: Vec::new(),
             lost_files: Vec::new(),
             done: Repaired::default(),
         }
@@ -102,29 +99,32 @@ impl<'a> Repairer<'a> {
         Ok(())
     }
 
-    /// Write what is left, record the lost files as replaced, then rewrite each partition
-    /// with duplicated ids.
+    /// Write what is left, and record the lost files as replaced.
     pub(super) async fn finish(mut self) -> Result<Repaired> {
         self.flush().await?;
         self.forget_lost_files().await?;
-        if self.dupes.is_empty() {
-            return Ok(self.done);
-        }
-        let (sink, portal) = (self.target.sink, self.target.portal);
-        let parts: HashMap<String, Vec<String>> =
-            sink.partitions(portal).await?.into_iter().collect();
-        for (date, expected) in std::mem::take(&mut self.dupes) {
-            let Some(keys) = parts.get(&date) else {
-                continue;
-            };
-            let removed = self
-                .dedup_partition(&date, keys.clone(), expected)
-                .await
-                .with_context(|| format!("partition {date}"))?;
-            self.done.partitions_rewritten += 1;
-            self.done.rows_removed += removed;
-        }
         Ok(self.done)
+    }
+
+    /// A partition just compared holds duplicated ids (`expected`: id → listed values):
+    /// rewrite it now, with one row each, so a portal's repair holds one partition's ids at a
+    /// time.
+    pub(super) async fn duplicated(
+        &mut self,
+        date: &str,
+        keys: Vec<String>,
+        expected: HashMap<String, Option<Listed>>,
+    ) -> Result<()> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let removed = self
+            .dedup_partition(date, keys, expected)
+            .await
+            .with_context(|| format!("partition {date}"))?;
+        self.done.partitions_rewritten += 1;
+        self.done.rows_removed += removed;
+        Ok(())
     }
 
     /// Files the manifests still list but the output lost: their sessions were written again
