@@ -61,6 +61,10 @@ pub struct RunSummary {
     pub totals: Totals,
     pub portals: Vec<PortalReport>,
     pub failed: Vec<Failure>,
+    /// Portals the state or the archive knows that discovery no longer listed (deleted, or
+    /// outside the regions, accounts or role searched): not archived, kept in the archive.
+    /// Always empty with `--portal-id`.
+    pub unlisted_portals: Vec<String>,
     /// Each account tried, with `--accounts` or `--organization` (empty otherwise).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub accounts: Vec<AccountReport>,
@@ -102,6 +106,8 @@ pub struct Totals {
     pub failed: u64,
     /// Accounts that could not be reached or discovered.
     pub accounts_failed: u64,
+    /// Known portals the service no longer lists (`unlisted_portals`).
+    pub unlisted: u64,
     pub pages: u64,
     pub sessions_seen: u64,
     pub rows_written: u64,
@@ -222,6 +228,7 @@ impl RunSummary {
         t.portals = self.portals.len() as u64;
         t.failed = self.failed.len() as u64;
         t.accounts_failed = self.accounts.iter().filter(|a| a.error.is_some()).count() as u64;
+        t.unlisted = self.unlisted_portals.len() as u64;
         for r in &self.portals {
             t.pages += r.pages;
             t.sessions_seen += r.listed;
@@ -240,6 +247,7 @@ impl RunSummary {
             outcome = %self.outcome,
             portals = t.portals,
             failed = t.failed,
+            unlisted = t.unlisted,
             pages = t.pages,
             sessions_seen = t.sessions_seen,
             rows_written = t.rows_written,
@@ -354,6 +362,15 @@ impl RunSummary {
                 .collect(),
         );
         gauge(
+            "portal_unlisted",
+            "1 if the state or the archive knows the portal and the last run's discovery did not list it (deleted, or outside the regions, accounts or role searched), else 0.",
+            self.portals
+                .iter()
+                .map(|r| (label(&r.portal_id), 0.0))
+                .chain(self.unlisted_portals.iter().map(|id| (label(id), 1.0)))
+                .collect(),
+        );
+        gauge(
             "portal_rows_written",
             "Sessions written for the portal by the last run.",
             self.portals
@@ -459,6 +476,7 @@ mod tests {
                 portal_id: "b".into(),
                 error: "x".into(),
             }],
+            unlisted_portals: vec!["c".into()],
             ..Default::default()
         };
         s.sum_portals();
@@ -479,6 +497,8 @@ mod tests {
             "archiver_last_success_timestamp_seconds{command=\"compact\"} 1660000000",
             "archiver_portal_failed{portal_id=\"a\"} 0",
             "archiver_portal_failed{portal_id=\"b\"} 1",
+            "archiver_portal_unlisted{portal_id=\"a\"} 0",
+            "archiver_portal_unlisted{portal_id=\"c\"} 1",
             "archiver_portal_pending_sessions{portal_id=\"a\"} 2",
             "archiver_portal_last_success_timestamp_seconds{portal_id=\"a\"} 1600000000",
         ] {
@@ -500,5 +520,7 @@ mod tests {
             }
         }
         assert!(!text.contains("portal_pending_sessions{portal_id=\"b\"}"));
+        assert_eq!(s.totals.unlisted, 1);
+        assert!(!text.contains("portal_failed{portal_id=\"c\"}"));
     }
 }

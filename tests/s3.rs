@@ -161,6 +161,7 @@ impl T {
                 && k.ends_with(".parquet"))
                 || (k.starts_with(&format!("{PREFIX}/_manifest/portal_id="))
                     && k.ends_with(".json"))
+                || (k.starts_with(&format!("{PREFIX}/_claim/portal_id=")) && k.ends_with(".json"))
                 || k.starts_with("team/state/");
             assert!(ok, "unexpected object {k}");
         }
@@ -357,6 +358,57 @@ async fn backfill_activity_incremental(server: Server, backend: Backend) {
             before,
             "--dry-run wrote the state"
         );
+    }
+}
+
+/// On S3 (output and state): a compaction, and a repair, killed at each of their steps, then
+/// run again: every row once, nothing left staged, the manifests describe the files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compaction_and_repair_killed_at_each_step_on_s3_are_finished_by_the_next() {
+    let compact = ["compact", "--older-than", "2d"];
+    let repair = ["verify", "--repair"];
+    for (args, point) in [
+        (&compact[..], "compact_after_stage:2"),
+        (&compact[..], "compact_after_commit:2"),
+        (&compact[..], "compact_after_manifest:2"),
+        (&compact[..], "compact_mid_replace:2"),
+        (&compact[..], "compact_after_replace:2"),
+        (&compact[..], "compact_after_forget:2"),
+        (&repair[..], "repair_after_stage:1"),
+        (&repair[..], "repair_after_commit:1"),
+        (&repair[..], "repair_after_manifest:1"),
+        (&repair[..], "repair_after_replace:1"),
+    ] {
+        let t = T::new(Backend::S3Both, sim_config(1, 1200, 0)).await;
+        t.run(&["run", "--flush-rows", "200"]).await.ok();
+        if args[0] == "verify" {
+            // A file lost and another copied: something to write, and duplicates to remove.
+            let files: Vec<String> = s3u::keys(t.client(), BUCKET)
+                .await
+                .into_iter()
+                .filter(|k| k.ends_with(".parquet"))
+                .collect();
+            let (lost, copied) = (&files[files.len() / 4], &files[files.len() / 2]);
+            t.client()
+                .delete_object()
+                .bucket(BUCKET)
+                .key(lost)
+                .send()
+                .await
+                .unwrap();
+            let copy = copied.replace(".parquet", "-copy.parquet");
+            let bytes = s3u::get(t.client(), BUCKET, copied).await;
+            s3u::put(t.client(), BUCKET, &copy, bytes).await;
+        }
+        let crashed = t.run_crashing(args, point).await;
+        assert_eq!(crashed.code, 134, "{point}: {}", crashed.stderr);
+        expire_lease(&t).await;
+        t.run(args).await.ok();
+        t.assert_exact().await;
+        if args[0] == "compact" {
+            t.assert_clean().await;
+        }
+        t.run(&["verify"]).await.ok();
     }
 }
 

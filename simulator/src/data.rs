@@ -358,8 +358,25 @@ impl World {
         self.portal_pos.get(id).map(|&i| &self.portals[i])
     }
 
+    /// The ids of the portals not deleted, in creation order.
     pub(crate) fn portal_ids(&self) -> Vec<String> {
-        self.portals.iter().map(|p| p.id.clone()).collect()
+        self.portals
+            .iter()
+            .filter(|p| self.exists(p))
+            .map(|p| p.id.clone())
+            .collect()
+    }
+
+    /// Whether `p` still exists (was not deleted).
+    pub(crate) fn exists(&self, p: &Portal) -> bool {
+        self.portal_pos.contains_key(&p.id)
+    }
+
+    /// Deletes a portal, as DeletePortal does: from now on ListPortals omits it, and its
+    /// ListSessions and GetSession are ResourceNotFoundException. Its sessions stay in the
+    /// record (they happened), but are no longer listable. False if no such portal exists.
+    pub(crate) fn delete_portal(&mut self, id: &str) -> bool {
+        self.portal_pos.remove(id).is_some()
     }
 
     /// Whether a caller of `account` sees `p`: always without `accounts`.
@@ -548,6 +565,9 @@ impl World {
         };
         let mut out = Vec::new();
         for p in &self.portals {
+            if view == RecordView::Listable && !self.exists(p) {
+                continue;
+            }
             let lo = p.sessions.partition_point(|s| s.start_ms < cutoff);
             out.extend(
                 p.sessions
@@ -1068,6 +1088,28 @@ mod tests {
         }
         assert!(w.in_account(&w.portals[1], &accounts[1]));
         assert!(!w.in_account(&w.portals[1], &accounts[0]));
+    }
+
+    #[test]
+    fn a_deleted_portal_is_gone_but_its_sessions_stay_in_the_record() {
+        let mut w = World::generate(SimConfig {
+            portals: 3,
+            ..cfg(10, 1)
+        });
+        let ids = w.portal_ids();
+        let all = w.record().len();
+        assert!(w.delete_portal(&ids[1]));
+        assert!(!w.delete_portal(&ids[1]), "already deleted");
+        assert_eq!(w.portal_ids(), [ids[0].clone(), ids[2].clone()]);
+        assert!(w.portal(&ids[1]).is_none());
+        assert_eq!(w.record().len(), all);
+        assert!(w
+            .record_of(RecordView::Listable)
+            .iter()
+            .all(|s| s.portal_id != ids[1]));
+        // A portal added later does not take its place.
+        let added = w.add_portal();
+        assert!(!ids.contains(&added));
     }
 
     #[test]

@@ -721,7 +721,7 @@ fn list_portals(
         .portals
         .iter()
         .filter(|p| w.cfg.regions.is_empty() || region.is_none_or(|r| arn_region(&p.arn) == r))
-        .filter(|p| w.in_account(p, account))
+        .filter(|p| w.in_account(p, account) && w.exists(p))
         .collect();
     let mut out = String::from("{\"portals\":[");
     let end = (start + max).min(mine.len());

@@ -278,7 +278,9 @@ impl Inner {
                     .with_context(|| format!("unknown portal {id}"))?;
                 vec![pos]
             }
-            None => (0..w.portals.len()).collect(),
+            None => (0..w.portals.len())
+                .filter(|&i| w.exists(&w.portals[i]))
+                .collect(),
         };
         w.clock.advance(req.advance_ms.unwrap_or(0));
         let mut result = ActivityResult::default();
@@ -310,7 +312,12 @@ impl Inner {
             retention_cutoff_ms: w.retention_cutoff_at(now_ms),
             first_retention_cutoff_ms: w.first_cutoff_ms,
             portal_ids: w.portal_ids(),
-            portal_arns: w.portals.iter().map(|p| p.arn.clone()).collect(),
+            portal_arns: w
+                .portals
+                .iter()
+                .filter(|p| w.exists(p))
+                .map(|p| p.arn.clone())
+                .collect(),
             region: w.cfg.region.clone(),
             account_id: w.cfg.account_id.clone(),
             accounts: w.cfg.accounts.clone(),
@@ -456,7 +463,7 @@ impl Simulator {
         self.inner.addr
     }
 
-    /// Portal ids in creation order (the order ListPortals returns them).
+    /// Portal ids in creation order (the order ListPortals returns them), deleted ones left out.
     pub fn portal_ids(&self) -> Vec<String> {
         self.inner.world().portal_ids()
     }
@@ -468,11 +475,10 @@ impl Simulator {
     /// The ids of the portals in `account`, in creation order: those its callers list. Without
     /// [`SimConfig::accounts`], every portal is in [`SimConfig::account_id`].
     pub fn portal_ids_in(&self, account: &str) -> Vec<String> {
-        self.inner
-            .world()
-            .portals
+        let w = self.inner.world();
+        w.portals
             .iter()
-            .filter(|p| accounts::arn_account(&p.arn) == account)
+            .filter(|p| accounts::arn_account(&p.arn) == account && w.exists(p))
             .map(|p| p.id.clone())
             .collect()
     }
@@ -589,6 +595,14 @@ impl Simulator {
     /// Creates a portal with `sessions_per_portal` sessions; returns its id.
     pub fn add_portal(&self) -> String {
         self.inner.world_mut().add_portal()
+    }
+
+    /// Deletes a portal, as WorkSpaces Web's DeletePortal does: ListPortals no longer returns
+    /// it, and ListSessions and GetSession on it are `404 ResourceNotFoundException`. Its
+    /// sessions stay in [`Simulator::record`] but leave [`Simulator::listable`]. Returns false
+    /// if no such portal exists (or it was deleted already).
+    pub fn delete_portal(&self, portal_id: &str) -> bool {
+        self.inner.world_mut().delete_portal(portal_id)
     }
 
     /// Replaces every fault knob at once. Unlike `POST /_sim/faults` this does not call

@@ -15,6 +15,19 @@ pub struct Status {
     pub state_id: String,
     pub last_run: Option<LastRun>,
     pub portals: Vec<PortalStatus>,
+    /// Portals the newest run that looked found no longer listed by the service, though the
+    /// state or the archive knew them (also portals of the archive alone, which have no row
+    /// in `portals`).
+    pub unlisted_portals: Vec<UnlistedStatus>,
+}
+
+/// A portal the service no longer listed.
+#[derive(Debug, Serialize)]
+pub struct UnlistedStatus {
+    pub portal_id: String,
+    /// The run that found it unlisted, and when that run started.
+    pub run_id: i64,
+    pub since: String,
 }
 
 /// The newest run of the state.
@@ -165,11 +178,21 @@ fn read(st: &State, state: String) -> Result<Status> {
             backfill_done: p.backfill_done,
         });
     }
+    let unlisted_portals = st
+        .unlisted_portals()?
+        .into_iter()
+        .map(|(portal_id, run_id, started)| UnlistedStatus {
+            portal_id,
+            run_id,
+            since: rfc3339(started),
+        })
+        .collect();
     Ok(Status {
         state,
         state_id: st.state_id()?,
         last_run,
         portals,
+        unlisted_portals,
     })
 }
 
@@ -224,5 +247,11 @@ fn print_table(status: &Status) {
                 p.portal_id, p.pending_missing, p.pending_lost
             );
         }
+    }
+    for u in &status.unlisted_portals {
+        println!(
+            "portal {}: not listed by the service in run #{} (started {}): not archived since; its archive is kept, and `verify` checks its files",
+            u.portal_id, u.run_id, u.since
+        );
     }
 }

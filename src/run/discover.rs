@@ -7,6 +7,7 @@
 //! whose role cannot be assumed, or whose ListPortals fails, is recorded as failed and the
 //! others go on.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
@@ -17,6 +18,7 @@ use tracing::{error, info};
 use crate::aws::AwsError;
 use crate::config::{AccountRole, Accounts, Config};
 use crate::model::PortalId;
+use crate::sink::Sink;
 use crate::source::Source;
 use crate::state::StateHandle;
 
@@ -61,6 +63,38 @@ impl Sources {
         }
     }
 
+    /// Where discovery looked: `regions R, ...`, or `accounts A, ... (regions R, ...)` for
+    /// the accounts reached.
+    pub fn searched(&self) -> String {
+        let mut regions: Vec<&str> = Vec::new();
+        for s in &self.scopes {
+            if !regions.contains(&s.region.as_str()) {
+                regions.push(&s.region);
+            }
+        }
+        let regions = format!("regions {}", regions.join(", "));
+        if self.accounts.is_empty() {
+            return regions;
+        }
+        let reached: Vec<&str> = self
+            .accounts
+            .iter()
+            .filter(|a| !self.failed.iter().any(|f| &f.account == *a))
+            .map(String::as_str)
+            .collect();
+        format!("accounts {} ({regions})", reached.join(", "))
+    }
+
+    /// The error for named portals discovery did not find: where it looked, and the accounts
+    /// it could not search.
+    pub fn not_found(&self, missing: &[String]) -> anyhow::Error {
+        let mut where_ = self.searched();
+        if let Some(line) = self.failure_line() {
+            where_.push_str(&format!("; not searched: {line}"));
+        }
+        anyhow::anyhow!("portal {} not found in {where_}", missing.join(", "))
+    }
+
     /// One line naming each failed account and why, or `None`.
     pub fn failure_line(&self) -> Option<String> {
         if self.failed.is_empty() {
@@ -86,6 +120,62 @@ pub struct Found {
     pub portal: PortalId,
     pub account: Option<String>,
     pub source: Source,
+}
+
+/// A portal known without asking the service, with its account when its ARN is known.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Known {
+    pub portal: PortalId,
+    pub account: Option<String>,
+}
+
+/// The portals known without asking the service: the state's portals that discovery listed
+/// once (they have an ARN) or that have files (`flush_seq > 0`), and every portal the output
+/// holds files or manifests of (whichever state wrote them). A state's portal with neither
+/// (a mistyped `--portal-id` of an earlier run) is not known. Reads only.
+pub async fn known_portals(state: &StateHandle, sink: &Sink) -> Result<Vec<Known>> {
+    let rows = state.db(|st| st.portals()).await?;
+    let mut out: BTreeMap<PortalId, Option<String>> = BTreeMap::new();
+    for p in rows
+        .into_iter()
+        .filter(|p| p.portal_arn.is_some() || p.flush_seq > 0)
+    {
+        let Ok(id) = PortalId::parse(&p.portal_id) else {
+            continue;
+        };
+        let account = p.portal_arn.as_deref().and_then(arn_account);
+        out.insert(id, account.map(str::to_string));
+    }
+    for id in sink
+        .portals()
+        .await
+        .context("listing the portals the archive holds")?
+    {
+        out.entry(id).or_insert(None);
+    }
+    Ok(out
+        .into_iter()
+        .map(|(portal, account)| Known { portal, account })
+        .collect())
+}
+
+/// The known portals discovery did not list, in `known`'s order. One of an account discovery
+/// could not reach (`failed`) was not searched for, so it is not unlisted; nor is one of
+/// unknown account while any account could not be reached.
+pub fn unlisted(
+    known: Vec<Known>,
+    listed: &[&PortalId],
+    failed: &[AccountFailure],
+) -> Vec<PortalId> {
+    known
+        .into_iter()
+        .filter(|k| !listed.contains(&&k.portal))
+        .filter(|k| match &k.account {
+            Some(a) => !failed.iter().any(|f| &f.account == a),
+            None => failed.is_empty(),
+        })
+        .map(|k| k.portal)
+        .collect()
 }
 
 /// The regions to archive: `--region` values, or the SDK chain's region alone.
@@ -431,22 +521,7 @@ pub async fn discover(
             .map(|id| id.to_string())
             .collect();
         if !missing.is_empty() {
-            let mut regions: Vec<&str> = sources.scopes.iter().map(|s| s.region.as_str()).collect();
-            regions.dedup();
-            let mut where_ = format!("regions {}", regions.join(", "));
-            if !sources.accounts.is_empty() {
-                let searched: Vec<&str> = sources
-                    .accounts
-                    .iter()
-                    .filter(|a| !sources.failed.iter().any(|f| &f.account == *a))
-                    .map(String::as_str)
-                    .collect();
-                where_ = format!("accounts {} ({where_})", searched.join(", "));
-                if let Some(line) = sources.failure_line() {
-                    where_.push_str(&format!("; not searched: {line}"));
-                }
-            }
-            bail!("portal {} not found in {where_}", missing.join(", "));
+            return Err(sources.not_found(&missing));
         }
         found.sort_by_key(|f| ids.iter().position(|i| i == &f.portal));
     }
@@ -455,7 +530,38 @@ pub async fn discover(
 
 #[cfg(test)]
 mod tests {
-    use super::arn_account;
+    use super::{arn_account, unlisted, AccountFailure, Known};
+    use crate::model::PortalId;
+
+    #[test]
+    fn known_portals_not_listed_are_unlisted_unless_their_account_was_not_searched() {
+        let id = |c: char| PortalId::parse(&c.to_string().repeat(36)).unwrap();
+        let known = |c: char, account: Option<&str>| Known {
+            portal: id(c),
+            account: account.map(str::to_string),
+        };
+        let all = vec![
+            known('a', None),
+            known('b', Some("111111111111")),
+            known('c', Some("222222222222")),
+            known('d', None),
+        ];
+        let (a, d) = (id('a'), id('d'));
+        assert_eq!(
+            unlisted(all.clone(), &[&a, &d], &[]),
+            [id('b'), id('c')],
+            "every known portal not listed"
+        );
+        let failed = [AccountFailure {
+            account: "222222222222".into(),
+            error: "AccessDenied".into(),
+        }];
+        assert_eq!(
+            unlisted(all, &[&a], &failed),
+            [id('b')],
+            "c's account and d's unknown one may be the failed account"
+        );
+    }
 
     #[test]
     fn the_account_of_a_portal_arn() {

@@ -180,6 +180,18 @@ async fn run_on_state(
         }
     };
     summary.glue = update_glue(cfg, sdk, state, &found).await;
+    // With `--portal-id` only the named portals are in scope, and one the service does not
+    // list already fails discovery (or its ListSessions).
+    let mut unlisted_error = None;
+    if job.portals.is_none() {
+        match unlisted_portals(cfg, state, &sink, &found, &sources, run_id).await {
+            Ok(ids) => summary.unlisted_portals = ids,
+            Err(e) => {
+                error!(error = %format!("{e:#}"), "looking for known portals the service no longer lists failed; archiving goes on");
+                unlisted_error = Some(format!("{e:#}"));
+            }
+        }
+    }
     let (portals, others): (Vec<_>, Vec<_>) =
         found.into_iter().partition(|f| cfg.shard.owns(&f.portal));
     if cfg.shard != Shard::ALL {
@@ -242,10 +254,63 @@ async fn run_on_state(
     if interrupted {
         return Err(Interrupted.into());
     }
-    match run_failure_line(sources.failure_line(), summary, total) {
-        None => Ok(()),
-        Some(line) => bail!(line),
+    let lines: Vec<String> = run_failure_line(sources.failure_line(), summary, total)
+        .into_iter()
+        .chain(unlisted_error)
+        .collect();
+    match lines.is_empty() {
+        true => Ok(()),
+        false => bail!(lines.join("; ")),
     }
+}
+
+/// The portals of this shard that the state or the archive knows and that discovery no
+/// longer listed (deleted, or outside the regions, accounts or role searched): each named in
+/// a warning and recorded as `unlisted` in the run's history (which `status` shows). Nothing
+/// is archived for them; they do not fail the run.
+async fn unlisted_portals(
+    cfg: &Config,
+    state: &StateHandle,
+    sink: &Sink,
+    found: &[discover::Found],
+    sources: &discover::Sources,
+    run_id: i64,
+) -> Result<Vec<String>> {
+    let known = discover::known_portals(state, sink).await?;
+    let listed: Vec<&PortalId> = found.iter().map(|f| &f.portal).collect();
+    let ids: Vec<String> = discover::unlisted(known, &listed, &sources.failed)
+        .into_iter()
+        .filter(|p| cfg.shard.owns(p))
+        .map(|p| p.to_string())
+        .collect();
+    let searched = sources.searched();
+    for id in &ids {
+        warn!(
+            portal_id = %id,
+            searched = %searched,
+            "portal no longer listed by the service (ListPortals), though the state or the archive knows it: nothing archived for it; its archive is kept, and `verify` checks its files"
+        );
+    }
+    let recorded = ids.clone();
+    state
+        .db(move |st| {
+            for id in recorded {
+                st.record_portal_outcome(
+                    run_id,
+                    &PortalOutcome {
+                        portal_id: id,
+                        pass: None,
+                        outcome: "unlisted".into(),
+                        rows: 0,
+                        pages: 0,
+                        error: None,
+                    },
+                )?;
+            }
+            Ok(())
+        })
+        .await?;
+    Ok(ids)
 }
 
 /// The WorkSpaces Web calls of every scope (account and region), into the totals.

@@ -45,7 +45,9 @@ pub fn claim_staging_key(portal: &PortalId, state_id: &str) -> String {
 /// The id of the state that staged a file (a [`staging_key`], [`manifest_staging_key`] or
 /// [`claim_staging_key`]).
 pub fn staged_writer_of(key: &str) -> Option<&str> {
+    // A local output's half-written temporary copy of one: `.<name>.tmp-<random>`.
     let name = key.rsplit('/').next()?;
+    let name = name.strip_prefix('.').unwrap_or(name);
     let rest = name
         .strip_prefix("part-")
         .or_else(|| name.strip_prefix("manifest-"))
@@ -111,6 +113,10 @@ mod tests {
             Some("abc")
         );
         assert_eq!(staged_writer_of("_staging/portal_id=x/.probe-1"), None);
+        assert_eq!(
+            staged_writer_of("_staging/portal_id=x/.part-abc-0000000001-2026-11-24-f.tmp.tmp-n3o"),
+            Some("abc")
+        );
         assert_eq!(
             manifest_key(&portal(), "abc", 7),
             "_manifest/portal_id=0a1b2c3d-0000-4000-8000-123456789abc/abc-0000000007.json"

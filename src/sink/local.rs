@@ -185,6 +185,25 @@ impl LocalSink {
         dirs.iter().try_for_each(|d| sync_dir(d))
     }
 
+    /// The names of the folders directly under `prefix` (none if it does not exist), sorted.
+    pub(super) fn folders(&self, prefix: &str) -> Result<Vec<String>> {
+        let dir = self.path(prefix);
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
+            Err(e) => return Err(e).with_context(|| format!("listing {}", dir.display())),
+        };
+        let mut out = Vec::new();
+        for e in entries {
+            let e = e.with_context(|| format!("listing {}", dir.display()))?;
+            if e.file_type()?.is_dir() {
+                out.push(e.file_name().to_string_lossy().into_owned());
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
     pub(super) fn partitions(&self, prefix: &str) -> Result<Vec<(String, Vec<String>)>> {
         let dir = self.path(prefix);
         let entries = match std::fs::read_dir(&dir) {
@@ -229,6 +248,27 @@ mod tests {
 
     fn portal() -> PortalId {
         PortalId::parse("0a1b2c3d-0000-4000-8000-123456789abc").unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_portals_of_an_output_are_those_with_files_or_manifests() {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = Sink::local(dir.path());
+        assert!(sink.portals().await.unwrap().is_empty(), "no output yet");
+        let other = PortalId::parse("ffffffff-0000-4000-8000-123456789abc").unwrap();
+        for d in [
+            format!("sessions/portal_id={}/start_date=2026-01-01", portal()),
+            format!("_manifest/portal_id={other}"),
+            format!("_manifest/portal_id={}", portal()),
+            "sessions/portal_id=not-a-portal-id".to_string(),
+            format!(
+                "_staging/portal_id={}",
+                "eeeeeeee-0000-4000-8000-123456789abc"
+            ),
+        ] {
+            std::fs::create_dir_all(dir.path().join(d)).unwrap();
+        }
+        assert_eq!(sink.portals().await.unwrap(), [portal(), other]);
     }
 
     #[tokio::test]

@@ -453,6 +453,38 @@ impl S3Sink {
         Ok(out)
     }
 
+    /// The names of the "folders" directly under a relative prefix (a delimited listing: one
+    /// call per 1000 folders, whatever the number of keys below them), sorted.
+    pub async fn folders(&self, rel_prefix: &str) -> Result<Vec<String>> {
+        let prefix = format!("{}/", self.key(rel_prefix));
+        let mut out = Vec::new();
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(self.bucket())
+            .prefix(&prefix)
+            .delimiter("/")
+            .set_expected_bucket_owner(self.opts.expected_bucket_owner.clone())
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page
+                .map_err(AwsError::new)
+                .with_context(|| format!("listing s3://{}/{prefix}", self.bucket()))?;
+            for p in page.common_prefixes() {
+                let name = p
+                    .prefix()
+                    .and_then(|k| k.strip_prefix(&prefix))
+                    .map(|k| k.trim_end_matches('/'));
+                if let Some(name) = name.filter(|n| !n.is_empty()) {
+                    out.push(name.to_string());
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
     /// Every key under a prefix, sorted.
     pub async fn list_keys(&self, rel_prefix: String) -> Result<Vec<String>> {
         self.list(&rel_prefix).await

@@ -95,6 +95,23 @@ impl State {
             .optional()?)
     }
 
+    /// The portals whose newest recorded outcome is `unlisted` (a run's discovery did not list
+    /// them, though this state or the archive knew them), each with that run's id and start
+    /// (epoch ms), by portal id. A later run that archives the portal again ends it.
+    pub fn unlisted_portals(&self) -> Result<Vec<(String, i64, i64)>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT rp.portal_id, rp.run_id, r.started_at
+             FROM run_portals rp JOIN runs r USING (run_id)
+             WHERE rp.outcome = 'unlisted'
+               AND rp.run_id = (SELECT max(run_id) FROM run_portals x WHERE x.portal_id = rp.portal_id)
+             ORDER BY rp.portal_id",
+        )?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(rows)
+    }
+
     /// When each command last ended `ok` (epoch ms), and per portal when a run or backfill
     /// last archived it without error (the start of that run).
     pub fn last_successes(&self) -> Result<LastSuccesses> {
@@ -146,4 +163,45 @@ pub struct PortalOutcome {
     pub rows: i64,
     pub pages: i64,
     pub error: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{PortalOutcome, State};
+
+    fn outcome(portal: &str, outcome: &str) -> PortalOutcome {
+        PortalOutcome {
+            portal_id: portal.into(),
+            pass: None,
+            outcome: outcome.into(),
+            rows: 0,
+            pages: 0,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn a_portal_is_unlisted_until_a_later_run_works_on_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let st = State::open(&dir.path().join("s.db")).unwrap();
+        let first = st.start_run("run").unwrap();
+        st.record_portal_outcome(first, &outcome("a", "unlisted"))
+            .unwrap();
+        st.record_portal_outcome(first, &outcome("b", "unlisted"))
+            .unwrap();
+        st.record_portal_outcome(first, &outcome("c", "ok"))
+            .unwrap();
+        let second = st.start_run("run").unwrap();
+        st.record_portal_outcome(second, &outcome("b", "ok"))
+            .unwrap();
+        // A run that did not look (a failed discovery, `--portal-id`) changes nothing.
+        st.start_run("run").unwrap();
+        let unlisted: Vec<(String, i64)> = st
+            .unlisted_portals()
+            .unwrap()
+            .into_iter()
+            .map(|(p, run, _)| (p, run))
+            .collect();
+        assert_eq!(unlisted, [("a".to_string(), first)]);
+    }
 }

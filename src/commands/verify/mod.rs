@@ -25,7 +25,7 @@ use parquet::arrow::ProjectionMask;
 
 use tracing::{info, warn};
 
-use crate::config::Config;
+use crate::config::{Config, Shard};
 use crate::error::{Differences, Interrupted, StateRefused};
 use crate::model::PortalId;
 use crate::run::discover;
@@ -79,32 +79,54 @@ pub async fn verify(
     let result = async {
         let sink = Sink::new(&cfg.output, s3.as_ref(), &cfg.s3)?;
         let mut sources = discover::sources(&sdk, cfg, &stop).await?;
-        let found =
-            discover::discover(named.as_deref(), &mut sources, None, cfg.concurrency, false)
-                .await?;
+        // Every portal the service lists, and those the state or the archive knows that it no
+        // longer lists (`gone`): the archive is their only record, verified without the
+        // service. Named portals are looked for among both.
+        let found = discover::discover(None, &mut sources, None, cfg.concurrency, false).await?;
         unreachable = sources.failure_line();
+        let listed: Vec<&PortalId> = found.iter().map(|f| &f.portal).collect();
+        let known = discover::known_portals(&state, &sink).await?;
+        let gone = discover::unlisted(known, &listed, &sources.failed);
+        let (found, gone) = named_only(named.as_deref(), found, gone, &sources)?;
         let portals: Vec<(PortalId, Source)> = found
             .into_iter()
             .filter(|f| cfg.shard.owns(&f.portal))
             .map(|f| (f.portal, f.source))
             .collect();
-        match repair {
+        let gone: Vec<PortalId> = gone.into_iter().filter(|p| cfg.shard.owns(p)).collect();
+        if portals.is_empty() && gone.is_empty() {
+            anyhow::bail!(nothing_to_verify(cfg, &sources));
+        }
+        let mut out = match repair {
             false => {
                 let mut out = Vec::new();
                 for (portal, source) in &portals {
                     let ctx = Ctx {
                         sink: &sink,
-                        source,
+                        source: Some(source),
                         portal,
                         page_size: cfg.page_size(),
                         stop: &stop,
                     };
                     out.push(verify_portal(&ctx, None).await?);
                 }
-                Ok(out)
+                out
             }
-            true => repair_all(cfg, &sink, &state, &portals, &stop).await,
+            true => repair_all(cfg, &sink, &state, &portals, &stop).await?,
+        };
+        // Without a listing there is nothing to repair from: checked, never repaired.
+        for portal in &gone {
+            info!(portal_id = %portal, "no longer listed by the service: verifying its files against the manifests");
+            let ctx = Ctx {
+                sink: &sink,
+                source: None,
+                portal,
+                page_size: cfg.page_size(),
+                stop: &stop,
+            };
+            out.push(verify_portal(&ctx, None).await?);
         }
+        Ok::<_, anyhow::Error>(out)
     }
     .await;
     let finished = state.finish().await;
@@ -138,6 +160,52 @@ pub async fn verify(
     Ok(())
 }
 
+/// With `--portal-id`, the named portals among those the service lists (`found`, in the named
+/// order) and those it no longer lists (`gone`); a named portal in neither is an error, as
+/// in discovery. Without, both as they are.
+fn named_only(
+    named: Option<&[PortalId]>,
+    found: Vec<discover::Found>,
+    gone: Vec<PortalId>,
+    sources: &discover::Sources,
+) -> Result<(Vec<discover::Found>, Vec<PortalId>)> {
+    let Some(ids) = named else {
+        return Ok((found, gone));
+    };
+    let missing: Vec<String> = ids
+        .iter()
+        .filter(|id| !found.iter().any(|f| &f.portal == *id) && !gone.contains(id))
+        .map(|id| id.to_string())
+        .collect();
+    if !missing.is_empty() {
+        return Err(sources.not_found(&missing));
+    }
+    let mut found: Vec<discover::Found> = found
+        .into_iter()
+        .filter(|f| ids.contains(&f.portal))
+        .collect();
+    found.sort_by_key(|f| ids.iter().position(|i| i == &f.portal));
+    let gone = ids.iter().filter(|id| gone.contains(id)).cloned().collect();
+    Ok((found, gone))
+}
+
+/// The line of a verification that found no portal at all: proving nothing is not a success.
+fn nothing_to_verify(cfg: &Config, sources: &discover::Sources) -> String {
+    let shard = match cfg.shard == Shard::ALL {
+        true => String::new(),
+        false => format!(" of shard {}", cfg.shard),
+    };
+    let mut line = format!(
+        "no portal{shard} to verify: the service lists none in {}, and neither the state nor the archive at {} knows one",
+        sources.searched(),
+        cfg.output
+    );
+    if let Some(u) = sources.failure_line() {
+        line.push_str(&format!("; not searched: {u}"));
+    }
+    line
+}
+
 /// `--repair`, under the run lock: per portal, recover, verify collecting what to repair,
 /// repair, verify again. The run is recorded in the state's history.
 async fn repair_all(
@@ -154,7 +222,7 @@ async fn repair_all(
         for (portal, source) in portals {
             let ctx = Ctx {
                 sink,
-                source,
+                source: Some(source),
                 portal,
                 page_size: cfg.page_size(),
                 stop,
@@ -232,7 +300,8 @@ async fn repair_all(
 /// What verifying one portal reads from.
 struct Ctx<'a> {
     sink: &'a Sink,
-    source: &'a Source,
+    /// `None`: the service no longer lists the portal; the archive is verified alone.
+    source: Option<&'a Source>,
     portal: &'a PortalId,
     page_size: usize,
     /// SIGTERM or SIGINT (or a lost lease): stop before the next page. What repair wrote so
@@ -259,12 +328,13 @@ async fn verify_portal(
     let mut walker = Walker::default();
     let mut token: Option<String> = None;
     let mut restarts = 0;
-    loop {
+    // A portal the service no longer lists has no listing: every row is expired, and its
+    // files are checked against the manifests (duplicated rows still count).
+    while let Some(source) = ctx.source {
         if ctx.stop.load(Ordering::SeqCst) {
             return Err(Interrupted.into());
         }
-        let page = match ctx
-            .source
+        let page = match source
             .list_sessions(portal, Order::NewestFirst, token.as_deref(), ctx.page_size)
             .await
         {
@@ -303,6 +373,9 @@ async fn verify_portal(
     }
     let rest: Vec<String> = day.parts.keys().cloned().collect();
     for date in rest {
+        if ctx.stop.load(Ordering::SeqCst) {
+            return Err(Interrupted.into());
+        }
         let empty = ListedDay {
             date,
             sessions: HashMap::new(),
@@ -323,6 +396,7 @@ async fn verify_portal(
         oldest_listed: walker.oldest().map(crate::clock::rfc3339),
         oldest_listed_ms: walker.oldest(),
         repaired: None,
+        unlisted: ctx.source.is_none(),
     })
 }
 

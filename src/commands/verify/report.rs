@@ -17,6 +17,10 @@ pub struct VerifyReport {
 pub struct PortalVerify {
     pub portal_id: String,
     pub ok: bool,
+    /// The service no longer lists the portal (deleted, or outside the regions, accounts or
+    /// role searched): its files were checked against its manifests, and for duplicated rows,
+    /// without a listing (`listed` and `active` are 0, every row is `expired`).
+    pub unlisted: bool,
     #[serde(flatten)]
     pub counts: Counts,
     /// `.parquet` files of the portal.
@@ -61,11 +65,15 @@ pub(super) fn print_table(r: &VerifyReport) {
     );
     for p in &r.portals {
         let c = &p.counts;
+        let (listed, active) = match p.unlisted {
+            true => ("-".to_string(), "-".to_string()),
+            false => (c.listed.to_string(), c.active.to_string()),
+        };
         println!(
             "{:<36}  {:>8}  {:>6}  {:>8}  {:>7}  {:>10}  {:>9}  {:>7}  {:>5}  {}",
             p.portal_id,
-            c.listed,
-            c.active,
+            listed,
+            active,
             c.archived,
             c.missing,
             c.duplicated,
@@ -76,6 +84,17 @@ pub(super) fn print_table(r: &VerifyReport) {
         );
     }
     for p in &r.portals {
+        if p.unlisted {
+            println!(
+                "{}: no longer listed by the service: the archive is its only record ({} rows); {}",
+                p.portal_id,
+                p.counts.archived,
+                match p.manifest.checked {
+                    true => "its files were checked against its manifests",
+                    false => "without manifests, nothing could be checked",
+                }
+            );
+        }
         let m = &p.manifest;
         for (what, paths) in [
             ("altered", &m.altered),
@@ -102,13 +121,18 @@ pub(super) fn print_table(r: &VerifyReport) {
     }
     let n = r.portals.len();
     let expired: u64 = r.portals.iter().map(|p| p.counts.expired).sum();
+    let unlisted = r.portals.iter().filter(|p| p.unlisted).count();
+    let unlisted = match unlisted {
+        0 => String::new(),
+        u => format!("; {u} no longer listed by the service, checked against their manifests"),
+    };
     if r.ok {
         println!(
-            "verified {n} portals: the archive matches the service ({expired} rows expired from the service, kept)"
+            "verified {n} portals: the archive matches the service ({expired} rows expired from the service, kept){unlisted}"
         );
     } else {
         let bad = r.portals.iter().filter(|p| !p.ok).count();
-        println!("verified {n} portals: differences in {bad}");
+        println!("verified {n} portals: differences in {bad}{unlisted}");
     }
 }
 
