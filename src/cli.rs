@@ -1,9 +1,10 @@
 //! Command-line flags, as the contract names them. Parsed once, then turned into a
 //! validated [`crate::config::Config`].
 
+use std::ffi::{OsStr, OsString};
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -18,7 +19,51 @@ pub struct Cli {
     pub command: Command,
 }
 
+impl Cli {
+    /// Parse the process's arguments, exiting as clap does on a usage error (exit 2) or on
+    /// `--help` and `--version` (exit 0).
+    pub fn parse_from_env() -> Cli {
+        Cli::parse_from(fence_simulator_args(std::env::args_os().collect()))
+    }
+
+    /// Parse `argv` (program name first) as [`Cli::parse_from_env`] does, without exiting.
+    pub fn try_parse_argv(
+        argv: impl IntoIterator<Item = impl Into<OsString>>,
+    ) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(fence_simulator_args(
+            argv.into_iter().map(Into::into).collect(),
+        ))
+    }
+}
+
+/// `archiver [GLOBAL OPTIONS] simulator ARGS...`: every one of ARGS is the simulator's, also one
+/// named like a global option of archiver (`--accounts`, `--external-id`), which clap would
+/// otherwise take as archiver's when it comes first. A `--` right after the subcommand makes
+/// them all trailing values. The subcommand is the first `simulator` word that the arguments
+/// before it parse as (not a value such as `--state simulator`).
+fn fence_simulator_args(mut argv: Vec<OsString>) -> Vec<OsString> {
+    let at = (1..argv.len()).find(|&i| {
+        argv[i] == "simulator"
+            && matches!(
+                Cli::try_parse_from(&argv[..=i]),
+                Ok(Cli {
+                    command: Command::Simulator(_),
+                    ..
+                })
+            )
+    });
+    if let Some(i) = at {
+        if argv.get(i + 1).is_none_or(|next| next != "--") {
+            argv.insert(i + 1, "--".into());
+        }
+    }
+    argv
+}
+
+/// The options every command takes, shown in each command's help under their own heading,
+/// after the command's own.
 #[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "Global options")]
 pub struct GlobalArgs {
     /// SQLite state: checkpoints, watermarks, pending sessions, run history. A local path, or
     /// `s3://bucket/key` for a state kept in S3 under a lease. `{shard}` in it is replaced by
@@ -212,7 +257,7 @@ pub enum Command {
     /// The whole job end to end against the built-in simulator, in a local folder.
     Demo(DemoArgs),
     /// Serve the built-in WorkSpaces Web simulator on 127.0.0.1 (for tests and benchmarks).
-    Simulator(archiver_simulator::SimArgs),
+    Simulator(SimulatorArgs),
 }
 
 #[derive(Args, Debug)]
@@ -281,4 +326,164 @@ pub struct DemoArgs {
     /// Sessions per portal in the simulated history.
     #[arg(long, default_value_t = 2_000)]
     pub sessions: usize,
+}
+
+/// `archiver simulator`'s arguments, parsed by the simulator's own parser (`archiver
+/// simulator`): its help lists its options alone, and its `--accounts` and `--external-id` are
+/// its own. archiver's global options go before `simulator`.
+#[derive(Debug)]
+pub struct SimulatorArgs(pub archiver_simulator::SimArgs);
+
+const SIMULATOR_ARGS: &str = "simulator_args";
+
+impl Args for SimulatorArgs {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        cmd.disable_help_flag(true)
+            // `archiver help simulator` shows what `archiver simulator --help` shows.
+            .override_help(archiver_simulator::SimArgs::command().render_help())
+            .arg(
+                clap::Arg::new(SIMULATOR_ARGS)
+                    .value_name("SIMULATOR OPTIONS")
+                    .num_args(0..)
+                    .trailing_var_arg(true)
+                    .allow_hyphen_values(true)
+                    .value_parser(clap::value_parser!(OsString)),
+            )
+    }
+
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        Self::augment_args(cmd)
+    }
+}
+
+impl FromArgMatches for SimulatorArgs {
+    fn from_arg_matches(m: &clap::ArgMatches) -> Result<Self, clap::Error> {
+        let args = m.get_many::<OsString>(SIMULATOR_ARGS).into_iter().flatten();
+        let argv =
+            std::iter::once(OsStr::new("archiver simulator")).chain(args.map(OsString::as_os_str));
+        archiver_simulator::SimArgs::try_parse_from(argv).map(SimulatorArgs)
+    }
+
+    fn update_from_arg_matches(&mut self, m: &clap::ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(m)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+        archiver_simulator::SimArgs::command().debug_assert();
+    }
+
+    /// What `archiver ARGS --help` prints.
+    fn help(args: &[&str]) -> String {
+        let argv = ["archiver"].iter().chain(args).chain(&["--help"]);
+        let e = Cli::try_parse_argv(argv).expect_err("--help ends parsing");
+        assert_eq!(e.kind(), clap::error::ErrorKind::DisplayHelp, "{e}");
+        e.to_string()
+    }
+
+    #[test]
+    fn a_commands_help_shows_its_own_options_before_the_global_ones() {
+        for (command, own) in [
+            ("run", "--dry-run"),
+            ("backfill", "--restart"),
+            ("status", "--json"),
+            ("verify", "--repair"),
+            ("compact", "--older-than"),
+            ("demo", "--dir"),
+        ] {
+            let text = help(&[command]);
+            // Option lines, not mentions in a description.
+            let own_at = text
+                .find(&format!("\n      {own}"))
+                .unwrap_or_else(|| panic!("{command}: no {own}:\n{text}"));
+            let global_at = text
+                .find("\nGlobal options:\n")
+                .unwrap_or_else(|| panic!("{command}: no global heading:\n{text}"));
+            let state_at = text.find("\n      --state <").unwrap();
+            assert!(
+                own_at < global_at && global_at < state_at,
+                "{command}:\n{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_simulator_has_a_command_line_of_its_own() {
+        let text = help(&["simulator"]);
+        assert!(text.contains("Usage: archiver simulator"), "{text}");
+        assert!(text.contains("--sessions-per-portal"), "{text}");
+        for global in ["--state", "--output", "--concurrency", "Global options"] {
+            assert!(!text.contains(global), "{global} in:\n{text}");
+        }
+        // Its `--accounts` and `--external-id` are its own, first or not; archiver's global
+        // options still go before the subcommand, even one whose value is `simulator`.
+        for argv in [
+            &[
+                "archiver",
+                "simulator",
+                "--accounts",
+                "111111111111,222222222222",
+            ][..],
+            &[
+                "archiver",
+                "--state",
+                "simulator",
+                "simulator",
+                "--accounts",
+                "111111111111,222222222222",
+            ],
+            &[
+                "archiver",
+                "simulator",
+                "--portals",
+                "3",
+                "--accounts",
+                "111111111111",
+                "--accounts",
+                "222222222222",
+            ],
+            &[
+                "archiver",
+                "simulator",
+                "--",
+                "--accounts",
+                "111111111111,222222222222",
+            ],
+        ] {
+            let cli = Cli::try_parse_argv(argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+            let Command::Simulator(SimulatorArgs(sim)) = cli.command else {
+                panic!("{argv:?}: not the simulator");
+            };
+            assert_eq!(
+                sim.org.accounts,
+                ["111111111111", "222222222222"],
+                "{argv:?}"
+            );
+            assert!(cli.global.accounts.is_empty(), "{argv:?}");
+        }
+        let cli = Cli::try_parse_argv([
+            "archiver",
+            "--state",
+            "simulator",
+            "simulator",
+            "--external-id",
+            "x",
+        ])
+        .unwrap();
+        assert_eq!(cli.global.state, "simulator");
+        let Command::Simulator(SimulatorArgs(sim)) = cli.command else {
+            panic!("not the simulator");
+        };
+        assert_eq!(sim.org.external_id.as_deref(), Some("x"));
+        // archiver's options after `simulator` are not the simulator's: refused.
+        let e = Cli::try_parse_argv(["archiver", "simulator", "--state", "s.db"]).unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::UnknownArgument, "{e}");
+    }
 }

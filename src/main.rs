@@ -2,15 +2,13 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 use archiver::cli::{Cli, Command, LogFormat};
 use archiver::error::exit_code;
 
 fn main() -> ExitCode {
     // Before any thread starts: one malloc arena keeps peak memory flat (see `mem`).
     archiver::mem::limit_arenas();
-    let cli = Cli::parse();
+    let cli = Cli::parse_from_env();
     let long_work = matches!(cli.command, Command::Run(_) | Command::Backfill(_));
     archiver::progress::init(
         long_work

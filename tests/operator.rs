@@ -386,3 +386,65 @@ async fn with_no_aws_configuration_a_command_prints_one_line() {
         assert!(!lines[0].contains("gave up after"), "{}", lines[0]);
     }
 }
+
+/// Run the binary with `args` and no archiver variables from the test's environment.
+async fn archiver(args: &[&str]) -> util::Run {
+    let mut c = tokio::process::Command::new(util::BIN);
+    c.args(args).kill_on_drop(true);
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("ARCHIVER_") {
+            c.env_remove(k);
+        }
+    }
+    util::Run::from(c.output().await.unwrap())
+}
+
+/// `archiver simulator` has a command line of its own: its help shows none of archiver's
+/// global options, and its `--accounts` reaches the simulator (which checks it), also first.
+#[tokio::test]
+async fn the_simulators_options_are_its_own() {
+    let help = archiver(&["simulator", "--help"]).await;
+    help.ok();
+    assert!(
+        help.stdout.contains("Usage: archiver simulator"),
+        "{}",
+        help.stdout
+    );
+    assert!(help.stdout.contains("--accounts"), "{}", help.stdout);
+    for global in ["--state", "--output", "--concurrency", "Global options"] {
+        assert!(
+            !help.stdout.contains(global),
+            "{global} in:\n{}",
+            help.stdout
+        );
+    }
+    // A value archiver's `--accounts` would take and the simulator refuses: the simulator's
+    // own check answers.
+    let run = archiver(&["simulator", "--accounts", "1234"]).await;
+    run.code(1);
+    assert_eq!(
+        run.last_line(),
+        "archiver: error: simulator account ids are 12 digits, got \"1234\"",
+        "{}",
+        run.stderr
+    );
+    // archiver's options after `simulator` are not the simulator's.
+    let run = archiver(&["simulator", "--state", "s.db"]).await;
+    run.code(2);
+    assert!(
+        run.stderr.contains("unexpected argument '--state'"),
+        "{}",
+        run.stderr
+    );
+}
+
+/// A command's help lists its own options before the global ones.
+#[tokio::test]
+async fn a_commands_help_lists_its_own_options_first() {
+    let help = archiver(&["run", "--help"]).await;
+    help.ok();
+    let own = help.stdout.find("--dry-run").unwrap();
+    let global = help.stdout.find("Global options:").unwrap();
+    let state = help.stdout.find("--state <").unwrap();
+    assert!(own < global && global < state, "{}", help.stdout);
+}

@@ -17,8 +17,14 @@ pub enum ClockArg {
     Wall,
 }
 
-/// Options of `archiver simulator`.
-#[derive(clap::Args, Debug, Clone)]
+/// Options of `archiver simulator`: a command line of its own, parsed apart from archiver's
+/// (whose global options it neither takes nor shows).
+#[derive(clap::Parser, Debug, Clone)]
+#[command(
+    name = "archiver simulator",
+    about = "Serve the built-in WorkSpaces Web simulator on 127.0.0.1 until SIGINT or SIGTERM \
+             (for tests and benchmarks); prints its endpoint as one JSON line first"
+)]
 pub struct SimArgs {
     /// Port on 127.0.0.1 (0 = any free port; the chosen one is printed).
     #[arg(long, default_value_t = 0)]

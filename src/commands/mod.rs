@@ -67,7 +67,7 @@ pub async fn execute(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Demo(a) => demo::demo(a, &cli.global, watch_signals()).await,
-        Command::Simulator(a) => archiver_simulator::run_cli(a).await,
+        Command::Simulator(a) => archiver_simulator::run_cli(a.0).await,
     }
 }
 
