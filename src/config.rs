@@ -559,19 +559,27 @@ fn is_endpoint_url(v: &str) -> bool {
 /// The service rejects `maxResults` above 100.
 pub const MAX_PAGE_SIZE: usize = 100;
 
+/// `--flush-rows`, `--concurrency` and `--max-attempts`, the options of how a job pages and
+/// flushes: checked here for every command that archives, `demo` included (a zero
+/// `--concurrency` would be a semaphore no portal ever gets a permit of).
+pub fn check_job_limits(g: &GlobalArgs) -> Result<(), UsageError> {
+    if g.flush_rows == 0 {
+        return Err(UsageError("--flush-rows must be at least 1".into()));
+    }
+    if g.concurrency == 0 || g.concurrency > 64 {
+        return Err(UsageError("--concurrency must be between 1 and 64".into()));
+    }
+    if g.max_attempts == 0 || g.max_attempts > 100 {
+        return Err(UsageError(
+            "--max-attempts must be between 1 and 100".into(),
+        ));
+    }
+    Ok(())
+}
+
 impl Config {
     pub fn from_args(g: &GlobalArgs) -> Result<Config, UsageError> {
-        if g.flush_rows == 0 {
-            return Err(UsageError("--flush-rows must be at least 1".into()));
-        }
-        if g.concurrency == 0 || g.concurrency > 64 {
-            return Err(UsageError("--concurrency must be between 1 and 64".into()));
-        }
-        if g.max_attempts == 0 || g.max_attempts > 100 {
-            return Err(UsageError(
-                "--max-attempts must be between 1 and 100".into(),
-            ));
-        }
+        check_job_limits(g)?;
         check_endpoint_env(std::env::vars_os())?;
         let shard = Shard::resolve(g.shard.as_deref(), g.shard_count, |k| std::env::var(k).ok())?;
         let state = StateLoc::parse(&g.state.replace("{shard}", &shard.index.to_string()))?;

@@ -448,3 +448,50 @@ async fn a_commands_help_lists_its_own_options_first() {
     let state = help.stdout.find("--state <").unwrap();
     assert!(own < global && global < state, "{}", help.stdout);
 }
+
+/// `demo` checks the global options it takes as `run` does: a usage error in one line, exit 2,
+/// before anything is started or written (a zero `--concurrency` used to hang it).
+#[tokio::test]
+async fn demo_and_run_refuse_a_zero_concurrency_in_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo_dir = dir.path().join("demo");
+    let state = dir.path().join("state.db");
+    let demo_dir_arg = demo_dir.to_str().unwrap();
+    for (args, want) in [
+        (
+            vec!["demo", "--concurrency", "0", "--dir", demo_dir_arg],
+            "--concurrency must be between 1 and 64",
+        ),
+        (
+            vec!["--flush-rows", "0", "demo", "--dir", demo_dir_arg],
+            "--flush-rows must be at least 1",
+        ),
+        (
+            vec!["demo", "--max-attempts", "101", "--dir", demo_dir_arg],
+            "--max-attempts must be between 1 and 100",
+        ),
+        (
+            vec![
+                "--state",
+                state.to_str().unwrap(),
+                "run",
+                "--concurrency",
+                "0",
+            ],
+            "--concurrency must be between 1 and 64",
+        ),
+    ] {
+        let run = tokio::time::timeout(std::time::Duration::from_secs(60), archiver(&args))
+            .await
+            .unwrap_or_else(|_| panic!("{args:?} still running after 60 s"));
+        run.code(2);
+        assert_eq!(
+            run.stderr.trim_end(),
+            format!("archiver: error: {want}"),
+            "{args:?}"
+        );
+        assert!(run.stdout.is_empty(), "{args:?}: {}", run.stdout);
+    }
+    assert!(!demo_dir.exists(), "the refused demo created its folder");
+    assert!(!state.exists(), "the refused run created its state");
+}

@@ -9,7 +9,7 @@ use anyhow::{bail, Context, Result};
 use aws_config::BehaviorVersion;
 
 use crate::cli::{DemoArgs, GlobalArgs};
-use crate::config::{Config, Output, Shard, StateLoc};
+use crate::config::{check_job_limits, Config, Output, Shard, StateLoc};
 use crate::error::UsageError;
 use crate::run::{run_job, Job, Mode};
 
@@ -17,6 +17,9 @@ use crate::run::{run_job, Job, Mode};
 /// check of the archive against the simulator's own record.
 pub async fn demo(a: DemoArgs, g: &GlobalArgs, stop: Arc<AtomicBool>) -> Result<()> {
     use archiver_simulator::{SimConfig, Simulator};
+    // The global options the demo takes, checked as `run` checks them, before anything is
+    // touched.
+    check_job_limits(g)?;
     let dir = &a.dir;
     let marker = dir.join(".archiver-demo");
     if dir.exists() {
