@@ -1,5 +1,6 @@
-//! The domain values every step shares: a WorkSpaces Web session as listed by the service,
-//! the portal id it belongs to, and the kinds of pass that list them.
+//! The domain values every step shares: a WorkSpaces Web session as listed by the service
+//! (or one it sent unusably, quarantined), the portal id it belongs to, and the kinds of pass
+//! that list them.
 
 use std::fmt;
 use std::sync::Arc;
@@ -132,6 +133,32 @@ impl fmt::Debug for Session {
             )
             .finish()
     }
+}
+
+/// A session the service sent that cannot be archived faithfully as it is (an unknown status,
+/// no start time, another portal's ARN, a GetSession answer for another session): it is
+/// quarantined in the state, and archived once the service sends it usably.
+///
+/// It holds no username and no client IP: the state keeps it as it is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OddSession {
+    pub session_id: String,
+    /// Why it cannot be archived, in a few words (`unknown status "Pending"`, `no startTime`).
+    pub reason: String,
+    /// Its start, when the reply had a usable one.
+    pub start_ms: Option<i64>,
+    /// The fields as received.
+    pub raw: RawFields,
+}
+
+/// A session's fields as the service sent them, for the operator to look at: the status as a
+/// string, the times as epoch seconds (`1764150000.123`). Never the username or client IPs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RawFields {
+    pub portal_arn: Option<String>,
+    pub status: Option<String>,
+    pub start_time: Option<String>,
+    pub end_time: Option<String>,
 }
 
 #[cfg(test)]

@@ -44,6 +44,16 @@ pub struct PortalReport {
     pub pending_missing: u64,
     /// Pending sessions given up this run.
     pub pending_lost: u64,
+    /// Sessions in quarantine after this run: sent in a form that cannot be archived
+    /// faithfully, kept and tried again by every later pass.
+    pub quarantined: u64,
+    /// Quarantined sessions this run released: written, now pending, or found archived.
+    pub quarantine_released: u64,
+    /// Quarantined sessions given up this run (the service stopped returning them).
+    pub quarantine_lost: u64,
+    /// Quarantined sessions already named in a warning this run (one warning each).
+    #[serde(skip)]
+    pub quarantine_warned: std::collections::HashSet<String>,
 }
 
 /// What a run did.
@@ -114,6 +124,8 @@ pub struct Totals {
     pub files: u64,
     pub bytes: u64,
     pub pending: u64,
+    /// Sessions in quarantine after the run, over the portals.
+    pub quarantined: u64,
     pub api_calls: u64,
     pub retries: u64,
     pub throttled: u64,
@@ -236,6 +248,7 @@ impl RunSummary {
             t.files += r.files;
             t.bytes += r.bytes;
             t.pending += r.pending;
+            t.quarantined += r.quarantined;
         }
     }
 
@@ -254,6 +267,7 @@ impl RunSummary {
             files = t.files,
             bytes = t.bytes,
             pending = t.pending,
+            quarantined = t.quarantined,
             api_calls = t.api_calls,
             retries = t.retries,
             duration_ms = self.duration_ms,
@@ -423,6 +437,24 @@ impl RunSummary {
                 .collect(),
         );
         gauge(
+            "portal_quarantined_sessions",
+            "Sessions in quarantine after the last run: sent in a form that cannot be archived faithfully (an unknown status, no start time, another portal's ARN), kept and tried again by every run.",
+            self.portals
+                .iter()
+                .filter(|r| r.completed)
+                .map(|r| (label(&r.portal_id), r.quarantined as f64))
+                .collect(),
+        );
+        gauge(
+            "portal_quarantine_lost_sessions",
+            "Quarantined sessions given up in the last run after the service stopped returning them.",
+            self.portals
+                .iter()
+                .filter(|r| r.completed)
+                .map(|r| (label(&r.portal_id), r.quarantine_lost as f64))
+                .collect(),
+        );
+        gauge(
             "portal_last_success_timestamp_seconds",
             "When a run or backfill last archived the portal without error (start of that run).",
             match successes {
@@ -464,6 +496,7 @@ mod tests {
                     portal_id: "a".into(),
                     rows: 7,
                     pending: 2,
+                    quarantined: 1,
                     completed: true,
                     ..Default::default()
                 },
@@ -500,6 +533,7 @@ mod tests {
             "archiver_portal_unlisted{portal_id=\"a\"} 0",
             "archiver_portal_unlisted{portal_id=\"c\"} 1",
             "archiver_portal_pending_sessions{portal_id=\"a\"} 2",
+            "archiver_portal_quarantined_sessions{portal_id=\"a\"} 1",
             "archiver_portal_last_success_timestamp_seconds{portal_id=\"a\"} 1600000000",
         ] {
             assert!(

@@ -174,6 +174,8 @@ pub async fn run_cli(args: SimArgs) -> anyhow::Result<()> {
         throttle_rpc_calls: 0,
         hide_from_listing: args.hide_from_listing,
         corrupt_listing: args.corrupt_listing,
+        // Single sessions are named at run time, through the control API.
+        odd_sessions: Default::default(),
         drop_rate: args.drop_rate,
     });
     let line = serde_json::json!({

@@ -1,8 +1,9 @@
 //! Fault injection: throttling, server errors, latency, a rate limit, denied portals,
-//! dropped connections, sessions hidden from listings and hostile listing bodies, all
-//! settable at run time. Random decisions come from a seeded PRNG, so a run with the same
+//! dropped connections, sessions hidden from listings, hostile listing bodies and single
+//! sessions served oddly, all settable at run time. Random decisions come from a seeded PRNG, so a run with the same
 //! seed and the same call sequence fails the same calls.
 
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -18,6 +19,14 @@ pub const CORRUPT_LISTING_MODES: [&str; 5] = [
     "unknown_status",
     "missing_portal_arn",
     "bad_json",
+];
+
+/// The values `Faults::odd_sessions` accepts.
+pub const ODD_SESSION_MODES: [&str; 4] = [
+    "unknown_status",
+    "missing_start_time",
+    "foreign_portal_arn",
+    "get_session_other_id",
 ];
 
 /// Fault knobs. Every field has a default, so a JSON body may set only some of them.
@@ -51,6 +60,14 @@ pub struct Faults {
     /// status `"Hibernating"`, `bad_json` cuts the body off inside that session (still 200).
     /// Empty pages are sent intact.
     pub corrupt_listing: Option<String>,
+    /// Single sessions served oddly, by session id, each in one of [`ODD_SESSION_MODES`], in
+    /// ListSessions and GetSession alike, wherever they fall in a listing: `unknown_status`
+    /// sends status `"Pending"` (a value the service model does not know), `missing_start_time`
+    /// omits `startTime`, `foreign_portal_arn` sends another portal's ARN (the next portal's,
+    /// or a made-up one with a single portal); `get_session_other_id` leaves the listing
+    /// intact and makes GetSession for that id answer with a neighbouring session of the
+    /// portal. Ids that are not UUIDs match no session. Removing an id serves it normally again.
+    pub odd_sessions: BTreeMap<String, String>,
     /// Fraction (0..=1) of API calls where the server reads the request and then closes the
     /// connection without answering.
     pub drop_rate: f64,
@@ -69,6 +86,7 @@ impl Default for Faults {
             throttle_rpc_calls: 0,
             hide_from_listing: Vec::new(),
             corrupt_listing: None,
+            odd_sessions: BTreeMap::new(),
             drop_rate: 0.0,
         }
     }
@@ -76,8 +94,17 @@ impl Default for Faults {
 
 impl Faults {
     /// Checks the knobs that have a closed set of values: `corrupt_listing` must be one of
-    /// [`CORRUPT_LISTING_MODES`] and `drop_rate` within 0..=1.
+    /// [`CORRUPT_LISTING_MODES`], each mode of `odd_sessions` one of [`ODD_SESSION_MODES`],
+    /// and `drop_rate` within 0..=1.
     pub fn validate(&self) -> Result<(), String> {
+        for (id, mode) in &self.odd_sessions {
+            if Oddity::parse(mode).is_none() {
+                return Err(format!(
+                    "odd_sessions[{id:?}] must be one of {}, got {mode:?}",
+                    ODD_SESSION_MODES.join(", ")
+                ));
+            }
+        }
         if let Some(mode) = &self.corrupt_listing {
             if Corruption::parse(mode).is_none() {
                 return Err(format!(
@@ -114,6 +141,27 @@ impl Corruption {
             "unknown_status" => Corruption::UnknownStatus,
             "missing_portal_arn" => Corruption::MissingPortalArn,
             "bad_json" => Corruption::BadJson,
+            _ => return None,
+        })
+    }
+}
+
+/// How one session is served oddly; see [`Faults::odd_sessions`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Oddity {
+    UnknownStatus,
+    MissingStartTime,
+    ForeignPortalArn,
+    GetSessionOtherId,
+}
+
+impl Oddity {
+    pub(crate) fn parse(mode: &str) -> Option<Oddity> {
+        Some(match mode {
+            "unknown_status" => Oddity::UnknownStatus,
+            "missing_start_time" => Oddity::MissingStartTime,
+            "foreign_portal_arn" => Oddity::ForeignPortalArn,
+            "get_session_other_id" => Oddity::GetSessionOtherId,
             _ => return None,
         })
     }
@@ -171,6 +219,8 @@ pub(crate) struct FaultState {
     /// `faults.corrupt_listing`, parsed; an unknown mode (possible only in process, the
     /// control API refuses it) corrupts nothing.
     corruption: Option<Corruption>,
+    /// `faults.odd_sessions`, parsed; unknown modes and ids that are not UUIDs are left out.
+    odd: Arc<HashMap<u128, Oddity>>,
 }
 
 impl FaultState {
@@ -181,6 +231,7 @@ impl FaultState {
             bucket: None,
             hidden: Arc::default(),
             corruption: None,
+            odd: Arc::default(),
         }
     }
 
@@ -204,6 +255,13 @@ impl FaultState {
             }
             c
         });
+        self.odd = Arc::new(
+            faults
+                .odd_sessions
+                .iter()
+                .filter_map(|(id, mode)| Some((parse_uuid(id)?, Oddity::parse(mode)?)))
+                .collect(),
+        );
         self.faults = faults;
     }
 
@@ -249,6 +307,10 @@ impl FaultState {
 
     pub(crate) fn corruption(&self) -> Option<Corruption> {
         self.corruption
+    }
+
+    pub(crate) fn odd(&self) -> Arc<HashMap<u128, Oddity>> {
+        self.odd.clone()
     }
 }
 
@@ -363,6 +425,24 @@ mod tests {
         assert!(bad.validate().unwrap_err().contains("sideways"));
         f.set(bad, Instant::now());
         assert_eq!(f.corruption(), None);
+        let mut odd = Faults::default();
+        odd.odd_sessions
+            .insert(id.to_owned(), "unknown_status".to_owned());
+        odd.odd_sessions
+            .insert("not-a-uuid".to_owned(), "missing_start_time".to_owned());
+        assert_eq!(odd.validate(), Ok(()));
+        f.set(odd.clone(), Instant::now());
+        assert_eq!(f.odd().len(), 1);
+        assert_eq!(
+            f.odd().get(&parse_uuid(id).unwrap()),
+            Some(&Oddity::UnknownStatus)
+        );
+        for mode in ODD_SESSION_MODES {
+            assert!(Oddity::parse(mode).is_some(), "{mode}");
+        }
+        odd.odd_sessions
+            .insert(id.to_owned(), "sideways".to_owned());
+        assert!(odd.validate().unwrap_err().contains("sideways"));
         for rate in [-0.1, 1.5, f64::NAN] {
             let bad = Faults {
                 drop_rate: rate,

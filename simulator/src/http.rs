@@ -36,7 +36,7 @@ use tokio::sync::watch;
 
 use crate::accounts::signed_access_key;
 use crate::data::{Portal, RecordView, Sess, SessionQuery, StatusFilter, World};
-use crate::faults::{Corruption, Injected};
+use crate::faults::{Corruption, Injected, Oddity};
 use crate::rng::{mix64, parse_uuid, uuid_string};
 use crate::token::{scope_hash, PageToken, TokenKind};
 use crate::wire::{percent_decode, Body, EXPIRED_MESSAGE};
@@ -337,7 +337,8 @@ fn push_timestamp(out: &mut String, ms: i64) {
 }
 
 /// One session object. `corrupt` breaks it on purpose (except `BadJson`, which the caller
-/// applies to the whole body).
+/// applies to the whole body); `odd` serves this one session oddly (see
+/// [`Faults::odd_sessions`](crate::Faults::odd_sessions)).
 fn push_session(
     out: &mut String,
     world: &World,
@@ -345,13 +346,18 @@ fn push_session(
     s: &Sess,
     with_ips: bool,
     corrupt: Option<Corruption>,
+    odd: Option<Oddity>,
 ) {
     // Members are comma-prefixed; the leading one is dropped at the end.
     let start = out.len();
     out.push('{');
     if corrupt != Some(Corruption::MissingPortalArn) {
         out.push_str(",\"portalArn\":");
-        push_json_str(out, &p.arn);
+        if odd == Some(Oddity::ForeignPortalArn) {
+            push_json_str(out, &foreign_arn(world, p));
+        } else {
+            push_json_str(out, &p.arn);
+        }
     }
     if corrupt != Some(Corruption::MissingSessionId) {
         out.push_str(",\"sessionId\":\"");
@@ -375,11 +381,13 @@ fn push_session(
     out.push_str(",\"status\":\"");
     out.push_str(if corrupt == Some(Corruption::UnknownStatus) {
         "Hibernating"
+    } else if odd == Some(Oddity::UnknownStatus) {
+        "Pending"
     } else {
         s.status()
     });
     out.push('"');
-    if corrupt != Some(Corruption::MissingStartTime) {
+    if corrupt != Some(Corruption::MissingStartTime) && odd != Some(Oddity::MissingStartTime) {
         out.push_str(",\"startTime\":");
         push_timestamp(out, s.start_ms);
     }
@@ -390,6 +398,17 @@ fn push_session(
     out.push('}');
     // `status` is always there, so a member follows the brace.
     out.remove(start + 1);
+}
+
+/// The ARN of a portal other than `p`: the next portal's (the first's after the last), or, in
+/// a world of one portal, `p`'s with another id.
+fn foreign_arn(world: &World, p: &Portal) -> String {
+    let n = world.portals.len();
+    let pos = world.portals.iter().position(|q| q.id == p.id).unwrap_or(0);
+    match (1..n).map(|k| &world.portals[(pos + k) % n]).next() {
+        Some(q) => q.arn.clone(),
+        None => p.arn.replace(&p.id, "0dd0dd00-0000-4000-8000-000000000000"),
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -755,12 +774,12 @@ fn list_portals(
 
 fn list_sessions(inner: &Inner, portal_id: &str, q: &Query) -> Result<String, ApiError> {
     check_id("portalId", portal_id)?;
-    let (hidden, corruption) = {
+    let (hidden, corruption, odd) = {
         let faults = inner.fault_state();
         if faults.denied(portal_id) {
             return Err(ApiError::access_denied(portal_id));
         }
-        (faults.hidden(), faults.corruption())
+        (faults.hidden(), faults.corruption(), faults.odd())
     };
     let max = max_results(q)?;
     let descending = enum_value(q, "sortBy", &["StartTimeAscending", "StartTimeDescending"])?
@@ -831,7 +850,11 @@ fn list_sessions(inner: &Inner, portal_id: &str, q: &Query) -> Result<String, Ap
         }
         let corrupt = corruption.filter(|_| i == 0);
         let at = out.len();
-        push_session(&mut out, &w, portal, s, false, corrupt);
+        let oddity = odd
+            .get(&s.id)
+            .copied()
+            .filter(|o| *o != Oddity::GetSessionOtherId);
+        push_session(&mut out, &w, portal, s, false, corrupt, oddity);
         if corrupt == Some(Corruption::BadJson) {
             // Cut the body off halfway through the first session: invalid JSON, still 200.
             let mut cut = at + (out.len() - at) / 2;
@@ -860,18 +883,35 @@ fn list_sessions(inner: &Inner, portal_id: &str, q: &Query) -> Result<String, Ap
 fn get_session(inner: &Inner, portal_id: &str, session_id: &str) -> Result<String, ApiError> {
     check_id("portalId", portal_id)?;
     check_id("sessionId", session_id)?;
-    if inner.fault_state().denied(portal_id) {
-        return Err(ApiError::access_denied(portal_id));
-    }
+    let odd = {
+        let faults = inner.fault_state();
+        if faults.denied(portal_id) {
+            return Err(ApiError::access_denied(portal_id));
+        }
+        faults.odd()
+    };
     let w = inner.world();
     let portal = w
         .portal(portal_id)
         .ok_or_else(|| ApiError::not_found("portal", portal_id))?;
-    let s = parse_uuid(session_id)
+    let mut s = parse_uuid(session_id)
         .and_then(|id| w.visible_session(portal, id))
         .ok_or_else(|| ApiError::not_found("session", session_id))?;
+    let mut oddity = odd.get(&s.id).copied();
+    if oddity == Some(Oddity::GetSessionOtherId) {
+        // A neighbour of the session asked for, served as it is.
+        let pos = portal.position(s.id).unwrap_or_default();
+        let other = portal
+            .sessions
+            .get(pos + 1)
+            .or_else(|| pos.checked_sub(1).and_then(|i| portal.sessions.get(i)));
+        if let Some(other) = other {
+            s = other;
+        }
+        oddity = None;
+    }
     let mut out = String::from("{\"session\":");
-    push_session(&mut out, &w, portal, s, true, None);
+    push_session(&mut out, &w, portal, s, true, None, oddity);
     out.push('}');
     Ok(out)
 }

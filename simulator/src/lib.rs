@@ -9,7 +9,8 @@
 //! - [`rpc`]: the STS and Organizations wire formats.
 //! - [`token`]: opaque pagination tokens (keyset or offset) with a keyed checksum.
 //! - [`faults`]: throttling, server errors, latency, rate limit, denied portals, dropped
-//!   connections, sessions hidden from listings, corrupted listing bodies.
+//!   connections, sessions hidden from listings, corrupted listing bodies, single sessions
+//!   served oddly.
 //! - [`http`]: the hyper server: API routes, error shapes, and the `/_sim/*` control API.
 //! - [`wire`]: what both wire formats share (body type, percent-decoding).
 //! - [`cli`]: `archiver simulator`, for out-of-process users.
@@ -39,7 +40,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 pub use cli::{run_cli, AccountArgs, ClockArg, SimArgs};
-pub use faults::{Faults, CORRUPT_LISTING_MODES};
+pub use faults::{Faults, CORRUPT_LISTING_MODES, ODD_SESSION_MODES};
 
 use accounts::Identities;
 use data::{RecordView, World};

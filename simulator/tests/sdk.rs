@@ -1407,6 +1407,118 @@ async fn corrupted_listings_reach_the_sdk_like_this() {
     assert_eq!(sim.faults().corrupt_listing.as_deref(), Some("bad_json"));
 }
 
+/// `odd_sessions`: one named session served oddly, wherever it falls in the listing, in
+/// ListSessions and GetSession alike; every other session intact; removed, it is served as the
+/// record says again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn odd_sessions_reach_the_sdk_like_this() {
+    let sim = Simulator::start(cfg(24)).await.unwrap();
+    let c = client(&sim).await;
+    let portals = sim.portal_ids();
+    let portal = portals[0].clone();
+    let want = expected(&sim, &portal, Order::Desc, &Filter::default());
+    // Three sessions in the middle of the listing, each odd in its own way, and a fourth
+    // whose GetSession answers for another session.
+    let (a, b, d, e) = (&want[50], &want[80], &want[110], &want[140]);
+    let body = serde_json::json!({ "odd_sessions": {
+        a.session_id.clone(): "unknown_status",
+        b.session_id.clone(): "missing_start_time",
+        d.session_id.clone(): "foreign_portal_arn",
+        e.session_id.clone(): "get_session_other_id",
+    }})
+    .to_string();
+    let (status, _, echoed) = raw(&sim, "POST", "/_sim/faults", &body).await;
+    assert_eq!(status, 200, "{echoed}");
+    assert_eq!(sim.faults().odd_sessions.len(), 4);
+
+    let got = list_all(&c, &portal, Some(Order::Desc), &Filter::default(), 100).await;
+    assert_eq!(got.len(), want.len());
+    let other_arn = sim.portal_arn(&portals[1]).unwrap();
+    for (g, w) in got.iter().zip(&want) {
+        assert_eq!(g.session_id(), Some(w.session_id.as_str()));
+        let id = &w.session_id;
+        if id == &a.session_id {
+            assert_eq!(g.status().map(|s| s.as_str()), Some("Pending"));
+            assert!(format!("{:?}", g.status().unwrap()).starts_with("Unknown("));
+        } else if id == &b.session_id {
+            assert_eq!(g.start_time(), None);
+        } else if id == &d.session_id {
+            assert_eq!(g.portal_arn(), Some(other_arn.as_str()));
+        } else {
+            assert_same(std::slice::from_ref(g), std::slice::from_ref(w), id);
+        }
+    }
+    let get = |id: String| {
+        let c = c.clone();
+        let portal = portal.clone();
+        async move {
+            c.get_session()
+                .portal_id(portal)
+                .session_id(id)
+                .send()
+                .await
+                .unwrap()
+                .session()
+                .cloned()
+                .unwrap()
+        }
+    };
+    let g = get(a.session_id.clone()).await;
+    assert_eq!(g.status().map(|s| s.as_str()), Some("Pending"));
+    assert_eq!(get(b.session_id.clone()).await.start_time(), None);
+    assert_eq!(
+        get(d.session_id.clone()).await.portal_arn(),
+        Some(other_arn.as_str())
+    );
+    let g = get(e.session_id.clone()).await;
+    assert_ne!(g.session_id(), Some(e.session_id.as_str()));
+    assert!(want
+        .iter()
+        .any(|w| Some(w.session_id.as_str()) == g.session_id()));
+
+    // A portal of its own: the foreign ARN names another, made-up portal.
+    let alone = Simulator::start(SimConfig {
+        portals: 1,
+        ..cfg(25)
+    })
+    .await
+    .unwrap();
+    let only = alone.portal_ids()[0].clone();
+    let s = alone.listable()[10].clone();
+    let mut f = Faults::default();
+    f.odd_sessions
+        .insert(s.session_id.clone(), "foreign_portal_arn".into());
+    alone.set_faults(f);
+    let out = client(&alone)
+        .await
+        .get_session()
+        .portal_id(&only)
+        .session_id(&s.session_id)
+        .send()
+        .await
+        .unwrap();
+    let arn = out.session().unwrap().portal_arn().unwrap().to_string();
+    assert!(
+        !arn.contains(&only) && arn.ends_with("-000000000000"),
+        "{arn}"
+    );
+
+    // Unknown modes are refused; removed, every session is served as the record says.
+    let (status, _, msg) = raw(
+        &sim,
+        "POST",
+        "/_sim/faults",
+        &format!(r#"{{"odd_sessions": {{"{}": "sideways"}}}}"#, a.session_id),
+    )
+    .await;
+    assert_eq!(status, 400, "{msg}");
+    sim.set_faults(Faults::default());
+    let got = list_all(&c, &portal, Some(Order::Desc), &Filter::default(), 100).await;
+    assert_same(&got, &want, "cleared");
+    let g = get(e.session_id.clone()).await;
+    assert_eq!(g.session_id(), Some(e.session_id.as_str()));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropped_connections_reach_the_sdk_like_this() {
     use aws_sdk_workspacesweb::error::SdkError;

@@ -66,6 +66,29 @@ pub struct PortalStatus {
     pub pending_missing: i64,
     /// Pending sessions given up, ever.
     pub pending_lost: i64,
+    /// Sessions in quarantine: sent in a form that cannot be archived faithfully, tried again
+    /// by every run.
+    pub quarantined: i64,
+    /// Each of them, with its fields as last received (never a username).
+    pub quarantine: Vec<QuarantinedStatus>,
+    /// Quarantined sessions given up, ever.
+    pub quarantine_lost: i64,
+}
+
+/// A quarantined session.
+#[derive(Debug, Serialize)]
+pub struct QuarantinedStatus {
+    pub session_id: String,
+    pub reason: String,
+    /// As received: the portal ARN, the status, the times in epoch seconds.
+    pub portal_arn: Option<String>,
+    pub status: Option<String>,
+    pub start_time: Option<String>,
+    pub end_time: Option<String>,
+    pub first_seen: String,
+    pub last_seen: String,
+    /// Passes in a row that asked for it and the service did not find it.
+    pub misses: i64,
 }
 
 /// A range a pass could not reach back to.
@@ -135,6 +158,22 @@ fn read(st: &State, state: String) -> Result<Status> {
             .filter(|r| r.misses > 0)
             .count() as i64;
         let (rows_written, files_written) = st.file_totals(&p.portal_id)?;
+        let quarantine: Vec<QuarantinedStatus> = st
+            .quarantine(&p.portal_id)?
+            .into_iter()
+            .map(|q| QuarantinedStatus {
+                session_id: q.session_id,
+                reason: q.reason,
+                portal_arn: q.portal_arn,
+                status: q.status,
+                start_time: q.start_time,
+                end_time: q.end_time,
+                first_seen: rfc3339(q.first_seen_at),
+                last_seen: rfc3339(q.last_seen_at),
+                misses: q.misses,
+            })
+            .collect();
+        let quarantine_lost = st.quarantine_lost(&p.portal_id)?;
         let last_run = st
             .last_portal_outcome(&p.portal_id)?
             .map(|(started, o)| PortalRun {
@@ -168,6 +207,9 @@ fn read(st: &State, state: String) -> Result<Status> {
             }),
             pending_missing,
             pending_lost: p.lost_pending,
+            quarantined: quarantine.len() as i64,
+            quarantine,
+            quarantine_lost,
             account_id: p
                 .portal_arn
                 .as_deref()
@@ -245,6 +287,24 @@ fn print_table(status: &Status) {
             println!(
                 "portal {}: {} pending sessions not found by the service on the last pass (kept), {} given up",
                 p.portal_id, p.pending_missing, p.pending_lost
+            );
+        }
+        if p.quarantined > 0 || p.quarantine_lost > 0 {
+            let named: Vec<String> = p
+                .quarantine
+                .iter()
+                .take(5)
+                .map(|q| format!("{} ({})", q.session_id, q.reason))
+                .collect();
+            let more = p.quarantine.len().saturating_sub(named.len());
+            println!(
+                "portal {}: {} sessions quarantined (sent in a form that cannot be archived; tried again every run), {} given up{}{}{}",
+                p.portal_id,
+                p.quarantined,
+                p.quarantine_lost,
+                if named.is_empty() { "" } else { ": " },
+                named.join(", "),
+                if more > 0 { format!(" and {more} more (see --json)") } else { String::new() }
             );
         }
     }

@@ -6,16 +6,18 @@ use anyhow::{anyhow, Context, Result};
 use tracing::debug;
 
 use crate::error::Interrupted;
-use crate::model::{PortalId, Session};
-use crate::source::{FetchError, Source};
+use crate::model::{OddSession, PortalId, Session};
+use crate::source::{FetchError, Got, Source};
 
 /// GetSession for every row without client IPs, a few calls in flight at a time (each
-/// with the retry loop's backoff on throttling).
+/// with the retry loop's backoff on throttling). Returns the rows whose answer cannot be taken
+/// for them (an answer for another session, or in a form that cannot be archived): the caller
+/// quarantines those instead of writing them.
 pub async fn fetch_client_ips(
     source: &Source,
     portal: &PortalId,
     rows: &mut [Session],
-) -> Result<()> {
+) -> Result<Vec<OddSession>> {
     const IN_FLIGHT: usize = 4;
     let mut todo = rows
         .iter()
@@ -24,6 +26,7 @@ pub async fn fetch_client_ips(
         .collect::<Vec<_>>()
         .into_iter();
     let mut found: HashMap<String, Vec<String>> = HashMap::new();
+    let mut odd = Vec::new();
     let mut calls = tokio::task::JoinSet::new();
     loop {
         while calls.len() < IN_FLIGHT {
@@ -39,10 +42,11 @@ pub async fn fetch_client_ips(
         };
         let (id, result) = joined.context("GetSession task panicked")?;
         match result {
-            Ok(Some(s)) => {
+            Ok(Got::Session(s)) => {
                 found.insert(id, s.client_ips.unwrap_or_default());
             }
-            Ok(None) => {
+            Ok(Got::Odd(o)) => odd.push(o),
+            Ok(Got::NotFound) => {
                 debug!(portal_id = %portal, session_id = %id, "no longer known to GetSession; archived without client IPs");
             }
             Err(FetchError::Stopped) => return Err(Interrupted.into()),
@@ -59,5 +63,5 @@ pub async fn fetch_client_ips(
             s.client_ips = Some(ips);
         }
     }
-    Ok(())
+    Ok(odd)
 }

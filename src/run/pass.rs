@@ -1,6 +1,8 @@
 //! One portal's work: recovery, then one pass — a backfill (oldest first, to the end) or an
 //! incremental pass (newest first, until past what is archived) — taking each page through
-//! dedup and flushing as it goes (see [`super::flush`]).
+//! dedup and flushing as it goes (see [`super::flush`]). A session the service sends in a form
+//! that cannot be archived faithfully is quarantined, and the pass goes on past it; every pass
+//! asks for the quarantined sessions it did not list, and writes them once they come usably.
 //!
 //! Killed at any line, the next run's recovery finishes the publish or drops the uncommitted
 //! staging, then continues from the last committed checkpoint: at most one flush of pages is
@@ -21,10 +23,10 @@ use crate::clock::now_ms;
 use crate::dedup::{prune_cutoff, Dedup, Verdict, OVERLAP_MS};
 use crate::error::Interrupted;
 use crate::failpoint;
-use crate::model::{Gap, PassKind, PortalId, Session};
+use crate::model::{Gap, OddSession, PassKind, PortalId};
 use crate::report::PortalReport;
 use crate::sink::Sink;
-use crate::source::{FetchError, Order, Source};
+use crate::source::{FetchError, Got, Order, Page, Source};
 use crate::state::{FlushCommit, PassCheckpoint, PortalState, StateHandle};
 
 /// Sessions may start this far in the future (clock skew) before the watermark ignores them.
@@ -144,11 +146,18 @@ struct PassRun<'a> {
     seen_pending: HashSet<String>,
     /// Pending sessions the service did not find before: misses so far, and since when.
     missed_before: HashMap<String, (i64, i64)>,
+    /// Quarantined sessions the service sent in this pass, unusably again: not asked for.
+    seen_odd: HashSet<String>,
+    /// Quarantined sessions the service did not find before: misses so far, and since when.
+    odd_missed_before: HashMap<String, (i64, i64)>,
     /// Lowest start this pass listed.
     low_seen: Option<i64>,
     /// For the final flush: pending sessions not found this time, those given up, a gap.
     missed_now: Vec<String>,
     lost_now: i64,
+    /// For the next flush: quarantined sessions not found this time, and those given up.
+    odd_missed_now: Vec<String>,
+    odd_lost_now: i64,
     gap: Option<Gap>,
     /// A session in the future was seen (warned once).
     warned_future: bool,
@@ -164,7 +173,10 @@ impl<'a> PassRun<'a> {
         report: &mut PortalReport,
     ) -> Result<PassRun<'a>> {
         let id = portal.to_string();
-        let pending = ctx.state.db(move |st| st.pending(&id)).await?;
+        let (pending, quarantine) = ctx
+            .state
+            .db(move |st| Ok((st.pending(&id)?, st.quarantine(&id)?)))
+            .await?;
         let oldest_pending = pending.values().map(|p| p.start_ms).min();
         let (pass, resumed) = match plan(&ps, oldest_pending, mode) {
             Plan::Resume(p) => (p, true),
@@ -203,6 +215,10 @@ impl<'a> PassRun<'a> {
             .iter()
             .filter_map(|(id, p)| Some((id.clone(), (p.misses, p.first_missed_at?))))
             .collect();
+        let odd_missed_before = quarantine
+            .iter()
+            .filter_map(|q| Some((q.session_id.clone(), (q.misses, q.first_missed_at?))))
+            .collect();
         let dedup = Dedup::new(
             pending
                 .into_iter()
@@ -211,6 +227,12 @@ impl<'a> PassRun<'a> {
             pass.prior_max_ms,
             pass.low_ms,
             ps.dedup_floor_ms,
+        )
+        .with_quarantine(
+            quarantine
+                .iter()
+                .map(|q| (q.session_id.clone(), q.held()))
+                .collect(),
         );
         Ok(PassRun {
             ctx,
@@ -221,9 +243,13 @@ impl<'a> PassRun<'a> {
             dedup,
             seen_pending,
             missed_before,
+            seen_odd: HashSet::new(),
+            odd_missed_before,
             low_seen: None,
             missed_now: Vec::new(),
             lost_now: 0,
+            odd_missed_now: Vec::new(),
+            odd_lost_now: 0,
             gap: None,
             warned_future: false,
         })
@@ -279,7 +305,7 @@ impl<'a> PassRun<'a> {
             failpoint::hit("after_page");
             self.pass.pages += 1;
             report.pages += 1;
-            report.listed += page.sessions.len() as u64;
+            report.listed += (page.sessions.len() + page.odd.len()) as u64;
             if let Some(bar) = &bar {
                 bar.set_message(format!(
                     "{} pass: {} pages, {} sessions listed, {} written, {} pending",
@@ -290,11 +316,12 @@ impl<'a> PassRun<'a> {
                     self.dedup.pending_len()
                 ));
             }
-            let reached_stop = self.take_page(page.sessions).await?;
+            let next_token = page.next_token.clone();
+            let reached_stop = self.take_page(page, report).await?;
             if let Some(low) = reached_stop {
                 covered_from = Some(low);
             }
-            self.pass.token = page.next_token;
+            self.pass.token = next_token;
             let done = reached_stop.is_some() || self.pass.token.is_none();
             if done {
                 break;
@@ -314,10 +341,12 @@ impl<'a> PassRun<'a> {
             self.gap = self.find_gap();
             report.gap = self.gap;
         }
-        self.resolve_missing_pending(covered_from, report).await?;
+        let asked = self.resolve_missing_pending(covered_from, report).await?;
+        self.retry_quarantined(&asked, report).await?;
         self.flush(true, report).await?;
         report.completed = true;
         report.pending = self.dedup.pending_len() as u64;
+        report.quarantined = self.dedup.quarantined_len() as u64;
         Ok(())
     }
 
@@ -345,12 +374,19 @@ impl<'a> PassRun<'a> {
     }
 
     /// Offer one page to dedup. Returns the page's oldest start if the incremental pass went
-    /// past its stop point on it.
-    async fn take_page(&mut self, sessions: Vec<Session>) -> Result<Option<i64>> {
+    /// past its stop point on it. Its odd sessions are quarantined (unless archived already),
+    /// and the page goes on past them.
+    async fn take_page(&mut self, page: Page, report: &mut PortalReport) -> Result<Option<i64>> {
+        let Page { sessions, odd, .. } = page;
         let lookups: Vec<String> = sessions
             .iter()
             .filter(|s| self.dedup.needs_lookup(s))
             .map(|s| s.session_id.clone())
+            .chain(
+                odd.iter()
+                    .filter(|o| self.dedup.odd_needs_lookup(o))
+                    .map(|o| o.session_id.clone()),
+            )
             .collect();
         let archived = if lookups.is_empty() {
             HashSet::new()
@@ -363,22 +399,37 @@ impl<'a> PassRun<'a> {
         };
         let mut low: Option<i64> = None;
         let future = now_ms() + FUTURE_SKEW_MS;
-        for s in sessions {
-            if s.start_ms <= future {
-                self.pass.high_ms = self.pass.high_ms.max(Some(s.start_ms));
+        let starts = sessions.iter().map(|s| (s.start_ms, &s.session_id)).chain(
+            odd.iter()
+                .filter_map(|o| Some((o.start_ms?, &o.session_id))),
+        );
+        for (start, id) in starts {
+            if start <= future {
+                self.pass.high_ms = self.pass.high_ms.max(Some(start));
             } else if !self.warned_future {
                 // Archived as listed, but a start in the future must not move the watermark
                 // above sessions a later pass still has to read.
-                warn!(portal_id = %self.portal, session_id = %s.session_id, start = %crate::clock::rfc3339(s.start_ms), "a session starts in the future; the watermark ignores it");
+                warn!(portal_id = %self.portal, session_id = %id, start = %crate::clock::rfc3339(start), "a session starts in the future; the watermark ignores it");
                 self.warned_future = true;
             }
-            low = Some(low.map_or(s.start_ms, |l: i64| l.min(s.start_ms)));
+            low = Some(low.map_or(start, |l: i64| l.min(start)));
+        }
+        for s in sessions {
             let is_archived = archived.contains(&s.session_id);
             let id = s.session_id.clone();
+            let was_held = self.dedup.is_quarantined(&id);
             let verdict = self.dedup.offer(s, is_archived);
+            if was_held {
+                report.quarantine_released += 1;
+                info!(portal_id = %self.portal, session_id = %id, "a quarantined session was listed usably; released");
+            }
             if matches!(verdict, Verdict::NewPending | Verdict::StillPending) {
                 self.seen_pending.insert(id);
             }
+        }
+        for o in odd {
+            let is_archived = archived.contains(&o.session_id);
+            self.take_odd(o, is_archived, report);
         }
         if let Some(l) = low {
             self.low_seen = Some(self.low_seen.map_or(l, |x| x.min(l)));
@@ -390,15 +441,29 @@ impl<'a> PassRun<'a> {
         Ok(past_stop)
     }
 
+    /// Offer a session the service sent unusably to dedup: quarantined (the one warning of
+    /// this run naming it: portal and session id, never the username), or skipped if archived.
+    fn take_odd(&mut self, o: OddSession, archived: bool, report: &mut PortalReport) {
+        let (id, reason) = (o.session_id.clone(), o.reason.clone());
+        if self.dedup.offer_odd(o, archived) != Verdict::Quarantine {
+            debug!(portal_id = %self.portal, session_id = %id, reason = %reason, "an archived session was sent unusably; it stays as archived");
+            return;
+        }
+        failpoint::hit("quarantined");
+        warn_quarantined(self.portal, &id, &reason, report);
+        self.seen_odd.insert(id);
+    }
+
     /// Pending sessions this pass should have listed but did not: ask for each one. One the
     /// service does not find is kept pending and asked for again by later passes; it is given
     /// up (and counted as lost) only once [`GIVE_UP_AFTER_MISSES`] passes in a row, over at least
     /// [`GIVE_UP_AFTER_MS`], did not find it.
+    /// Returns the ids asked for.
     async fn resolve_missing_pending(
         &mut self,
         covered_from: Option<i64>,
         report: &mut PortalReport,
-    ) -> Result<()> {
+    ) -> Result<HashSet<String>> {
         let missing: Vec<(String, i64)> = self
             .dedup
             .pending_ids()
@@ -407,17 +472,27 @@ impl<'a> PassRun<'a> {
             })
             .map(|(id, start)| (id.clone(), *start))
             .collect();
+        let mut asked = HashSet::new();
         for (id, _) in missing {
+            asked.insert(id.clone());
             match self.ctx.source.get_session(self.portal, &id).await {
-                Ok(Some(mut s)) => {
+                Ok(Got::Session(mut s)) => {
                     debug!(portal_id = %self.portal, session_id = %id, "pending session resolved by GetSession");
                     if !self.ctx.with_client_ips {
                         s.client_ips = None; // opt-in only, wherever they came from
                     }
+                    if self.dedup.is_quarantined(&id) {
+                        report.quarantine_released += 1;
+                    }
                     self.seen_pending.insert(id);
                     self.dedup.offer(s, false);
                 }
-                Ok(None) => {
+                Ok(Got::Odd(o)) => {
+                    // Found, but unusable: it stays pending, and is quarantined too.
+                    self.seen_pending.insert(id);
+                    self.take_odd(o, false, report);
+                }
+                Ok(Got::NotFound) => {
                     let now = now_ms();
                     let (before, since) = self.missed_before.get(&id).copied().unwrap_or((0, now));
                     let misses = before + 1;
@@ -441,6 +516,60 @@ impl<'a> PassRun<'a> {
                 }
             }
         }
+        Ok(asked)
+    }
+
+    /// Quarantined sessions this pass did not get (usably or not), and not asked for as
+    /// pending: ask for each one. One sent usably is written (or kept pending) through the
+    /// next flush; one still unusable stays quarantined; one the service does not find is kept
+    /// and asked for again, and given up (counted as lost) under the rule for pending sessions.
+    async fn retry_quarantined(
+        &mut self,
+        asked: &HashSet<String>,
+        report: &mut PortalReport,
+    ) -> Result<()> {
+        let mut todo: Vec<String> = self
+            .dedup
+            .quarantined_ids()
+            .filter(|id| !self.seen_odd.contains(*id) && !asked.contains(*id))
+            .cloned()
+            .collect();
+        todo.sort();
+        for id in todo {
+            match self.ctx.source.get_session(self.portal, &id).await {
+                Ok(Got::Session(mut s)) => {
+                    info!(portal_id = %self.portal, session_id = %id, "a quarantined session was sent usably by GetSession; released");
+                    if !self.ctx.with_client_ips {
+                        s.client_ips = None; // opt-in only, wherever they came from
+                    }
+                    report.quarantine_released += 1;
+                    self.dedup.offer(s, false);
+                }
+                Ok(Got::Odd(o)) => self.take_odd(o, false, report),
+                Ok(Got::NotFound) => {
+                    let now = now_ms();
+                    let (before, since) =
+                        self.odd_missed_before.get(&id).copied().unwrap_or((0, now));
+                    let misses = before + 1;
+                    if misses >= GIVE_UP_AFTER_MISSES && now - since >= GIVE_UP_AFTER_MS {
+                        warn!(portal_id = %self.portal, session_id = %id, misses, since = %crate::clock::rfc3339(since), "quarantined session not found by the service on several passes over a day; given up and counted as lost");
+                        self.dedup.drop_quarantined(&id);
+                        self.odd_lost_now += 1;
+                        report.quarantine_lost += 1;
+                    } else {
+                        warn!(portal_id = %self.portal, session_id = %id, misses, "quarantined session not found by the service; kept and asked for again next time");
+                        self.odd_missed_now.push(id);
+                    }
+                }
+                Err(FetchError::Stopped) => return Err(Interrupted.into()),
+                Err(e) => {
+                    return Err(anyhow!(e).context(format!(
+                        "portal {}: GetSession for quarantined session {id}",
+                        self.portal
+                    )))
+                }
+            }
+        }
         Ok(())
     }
 
@@ -459,7 +588,12 @@ impl<'a> PassRun<'a> {
         let mut batch = self.dedup.take_batch();
         let portal = self.portal;
         if self.ctx.with_client_ips {
-            fetch_client_ips(&self.ctx.source, portal, &mut batch.rows).await?;
+            let odd = fetch_client_ips(&self.ctx.source, portal, &mut batch.rows).await?;
+            for o in odd {
+                failpoint::hit("quarantined");
+                warn_quarantined(portal, &o.session_id, &o.reason, report);
+                self.dedup.quarantine_taken(&mut batch, o);
+            }
         }
         let seq = if batch.rows.is_empty() {
             self.seq
@@ -499,6 +633,10 @@ impl<'a> PassRun<'a> {
             pending_missed: std::mem::take(&mut self.missed_now),
             pending_lost: std::mem::take(&mut self.lost_now),
             gap: self.gap.take(),
+            quarantine_upsert: batch.quarantine_upsert.into_values().collect(),
+            quarantine_remove: batch.quarantine_remove.into_iter().collect(),
+            quarantine_missed: std::mem::take(&mut self.odd_missed_now),
+            quarantine_lost: std::mem::take(&mut self.odd_lost_now),
         };
         let id = portal.to_string();
         target
@@ -530,5 +668,13 @@ impl<'a> PassRun<'a> {
             "flushed"
         );
         Ok(())
+    }
+}
+
+/// The one warning of a run naming a quarantined session: portal and session id and why,
+/// never the username (a quarantined session holds none).
+fn warn_quarantined(portal: &PortalId, session_id: &str, reason: &str, report: &mut PortalReport) {
+    if report.quarantine_warned.insert(session_id.to_string()) {
+        warn!(portal_id = %portal, session_id = %session_id, reason = %reason, "session quarantined: it cannot be archived faithfully as the service sent it; the pass goes on, and later passes try it again");
     }
 }

@@ -20,8 +20,8 @@ pub use retry::backoff;
 pub use wire::client_config;
 
 use crate::aws::AwsError;
-use crate::model::{PortalId, Session};
-use wire::session_from_wire;
+use crate::model::{OddSession, PortalId, Session};
+use wire::{raw_fields, session_from_wire};
 
 /// Sort order of a listing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,7 +34,20 @@ pub enum Order {
 #[derive(Debug)]
 pub struct Page {
     pub sessions: Vec<Session>,
+    /// Sessions of the page that cannot be archived as sent (to quarantine).
+    pub odd: Vec<OddSession>,
     pub next_token: Option<String>,
+}
+
+/// What GetSession answered about one session.
+#[derive(Debug)]
+pub enum Got {
+    Session(Session),
+    /// An answer that cannot be archived as sent: its fields (see [`OddSession`]), or a
+    /// session other than the one asked for.
+    Odd(OddSession),
+    /// The service no longer knows it (or its portal).
+    NotFound,
 }
 
 /// Why a call failed, as far as the caller cares.
@@ -55,7 +68,8 @@ pub enum FetchError {
         #[source]
         last: AwsError,
     },
-    /// A reply the archiver cannot trust (missing fields, unknown values).
+    /// A reply the archiver cannot trust as a whole (a session without an id; a body that is
+    /// not the operation's shape). A single session it cannot archive is an [`OddSession`].
     #[error("unusable reply from the service: {what}")]
     InvalidReply {
         what: String,
@@ -167,37 +181,41 @@ impl Source {
                 other => other,
             })?;
         let mut arn: Option<Arc<str>> = None;
-        let sessions = resp
-            .sessions()
-            .iter()
-            .map(|s| {
-                session_from_wire(
-                    &mut arn,
-                    s.portal_arn(),
-                    s.session_id(),
-                    s.username(),
-                    s.status(),
-                    s.start_time(),
-                    s.end_time(),
-                )
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut sessions = Vec::with_capacity(resp.sessions().len());
+        let mut odd = Vec::new();
+        for s in resp.sessions() {
+            match session_from_wire(
+                &mut arn,
+                portal,
+                s.portal_arn(),
+                s.session_id(),
+                s.username(),
+                s.status(),
+                s.start_time(),
+                s.end_time(),
+            )? {
+                Ok(session) => sessions.push(session),
+                Err(o) => odd.push(o),
+            }
+        }
         let next_token = resp
             .next_token()
             .filter(|t| !t.is_empty())
             .map(str::to_string);
         Ok(Page {
             sessions,
+            odd,
             next_token,
         })
     }
 
-    /// One session by id; `None` if the service no longer knows it.
+    /// One session by id, with its client IPs. An answer for another session than the one
+    /// asked for is [`Got::Odd`], filed under the id asked for: never taken for it.
     pub async fn get_session(
         &self,
         portal: &PortalId,
         session_id: &str,
-    ) -> Result<Option<Session>, FetchError> {
+    ) -> Result<Got, FetchError> {
         let resp = self
             .call("GetSession", false, || {
                 self.client
@@ -209,22 +227,44 @@ impl Source {
             .await;
         let resp = match resp {
             Ok(r) => r,
-            Err(FetchError::PortalNotFound(_)) => return Ok(None),
+            Err(FetchError::PortalNotFound(_)) => return Ok(Got::NotFound),
             Err(e) => return Err(e),
         };
         let Some(s) = resp.session() else {
-            return Ok(None);
+            return Ok(Got::NotFound);
         };
-        let mut session = session_from_wire(
+        let answered = s.session_id().unwrap_or_default();
+        let got = session_from_wire(
             &mut None,
+            portal,
             s.portal_arn(),
-            s.session_id(),
+            Some(session_id),
             s.username(),
             s.status(),
             s.start_time(),
             s.end_time(),
         )?;
-        session.client_ips = Some(s.client_ip_addresses().to_vec());
-        Ok(Some(session))
+        Ok(match got {
+            Ok(_) if answered != session_id => Got::Odd(OddSession {
+                session_id: session_id.to_string(),
+                reason: format!("GetSession answered for another session ({answered:?})"),
+                start_ms: None,
+                raw: raw_fields(s.portal_arn(), s.status(), s.start_time(), s.end_time()),
+            }),
+            Ok(mut session) => {
+                session.client_ips = Some(s.client_ip_addresses().to_vec());
+                Got::Session(session)
+            }
+            Err(mut odd) => {
+                if answered != session_id {
+                    odd.reason = format!(
+                        "GetSession answered for another session ({answered:?}); {}",
+                        odd.reason
+                    );
+                    odd.start_ms = None;
+                }
+                Got::Odd(odd)
+            }
+        })
     }
 }

@@ -1,17 +1,17 @@
 //! The wire: the WorkSpaces Web client's settings, and the SDK's session shape turned into
-//! the model's [`Session`], refusing what cannot be archived faithfully.
+//! the model's [`Session`], or, when it cannot be archived faithfully, an [`OddSession`].
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_workspacesweb::config::retry::RetryConfig;
 use aws_sdk_workspacesweb::config::timeout::TimeoutConfig;
-use aws_sdk_workspacesweb::primitives::DateTime;
+use aws_sdk_workspacesweb::primitives::{DateTime, DateTimeFormat};
 use aws_sdk_workspacesweb::types::SessionStatus as WireStatus;
 use tracing::warn;
 
 use super::FetchError;
-use crate::model::{Session, SessionStatus};
+use crate::model::{OddSession, PortalId, RawFields, Session, SessionStatus};
 
 /// The WorkSpaces Web client settings: the SDK's own retries off (this module retries), and
 /// connect, read and attempt timeouts. Public so that the benchmark's floor pages with exactly
@@ -37,38 +37,98 @@ pub(crate) fn to_millis(t: &DateTime) -> Option<i64> {
     t.secs().checked_mul(1000)?.checked_add(rounded)
 }
 
-/// A wire session → the model, refusing what cannot be archived faithfully.
+/// A session's fields as sent, for the quarantine (never the username or client IPs).
+pub(crate) fn raw_fields(
+    portal_arn: Option<&str>,
+    status: Option<&WireStatus>,
+    start: Option<&DateTime>,
+    end: Option<&DateTime>,
+) -> RawFields {
+    let shown = |t: &DateTime| {
+        t.fmt(DateTimeFormat::EpochSeconds)
+            .unwrap_or_else(|_| format!("{}s", t.secs()))
+    };
+    RawFields {
+        portal_arn: portal_arn.map(str::to_string),
+        status: status.map(|s| s.as_str().to_string()),
+        start_time: start.map(shown),
+        end_time: end.map(shown),
+    }
+}
+
+/// A wire session → the model: a [`Session`], or an [`OddSession`] to quarantine when it
+/// cannot be archived faithfully as sent (no portal ARN or another portal's, no or an unknown
+/// status, no or an unreadable start time). Only a session without an id is an error: nothing
+/// could remember it.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn session_from_wire(
     interned_arn: &mut Option<Arc<str>>,
+    portal: &PortalId,
     portal_arn: Option<&str>,
     session_id: Option<&str>,
     username: Option<&str>,
     status: Option<&WireStatus>,
     start: Option<&DateTime>,
     end: Option<&DateTime>,
-) -> Result<Session, FetchError> {
+) -> Result<Result<Session, OddSession>, FetchError> {
     let id = session_id
         .filter(|s| !s.is_empty())
         .ok_or_else(|| FetchError::InvalidReply {
             what: "a session without sessionId".into(),
             source: None,
         })?;
-    let bad = |what: &str| FetchError::InvalidReply {
-        what: format!("session {id}: {what}"),
-        source: None,
+    let mut why: Vec<String> = Vec::new();
+    let portal_arn = portal_arn.filter(|s| !s.is_empty());
+    match portal_arn {
+        None => why.push("no portalArn".into()),
+        Some(arn) if PortalId::from_arn(arn).ok().as_ref() != Some(portal) => {
+            why.push(format!("portalArn {arn:?} is not portal {portal}'s"))
+        }
+        Some(_) => {}
+    }
+    let status_ok = match status {
+        Some(WireStatus::Active) => Some(SessionStatus::Active),
+        Some(WireStatus::Terminated) => Some(SessionStatus::Terminated),
+        Some(other) => {
+            why.push(format!("unknown status {:?}", other.as_str()));
+            None
+        }
+        None => {
+            why.push("no status".into());
+            None
+        }
     };
-    let portal_arn = portal_arn
-        .filter(|s| !s.is_empty())
-        .ok_or_else(|| bad("no portalArn"))?;
-    let status = match status {
-        Some(WireStatus::Active) => SessionStatus::Active,
-        Some(WireStatus::Terminated) => SessionStatus::Terminated,
-        Some(other) => return Err(bad(&format!("unknown status {:?}", other.as_str()))),
-        None => return Err(bad("no status")),
+    let start_ms = match start {
+        None => {
+            why.push("no startTime".into());
+            None
+        }
+        Some(t) => {
+            let ms = to_millis(t);
+            if ms.is_none() {
+                why.push("startTime out of range".into());
+            }
+            ms
+        }
     };
-    let millis = |t: &DateTime| to_millis(t).ok_or_else(|| bad("timestamp out of range"));
-    let start_ms = millis(start.ok_or_else(|| bad("no startTime"))?)?;
-    let end_ms = end.map(millis).transpose()?;
+    let end_ms = match end.map(to_millis) {
+        Some(None) => {
+            why.push("endTime out of range".into());
+            None
+        }
+        Some(ms) => ms,
+        None => None,
+    };
+    let (Some(portal_arn), Some(status), Some(start_ms), true) =
+        (portal_arn, status_ok, start_ms, why.is_empty())
+    else {
+        return Ok(Err(OddSession {
+            session_id: id.to_string(),
+            reason: why.join("; "),
+            start_ms,
+            raw: raw_fields(portal_arn, status, start, end),
+        }));
+    };
     if status == SessionStatus::Terminated && end_ms.is_none() {
         warn!(
             session_id = id,
@@ -79,7 +139,7 @@ pub(crate) fn session_from_wire(
         Some(a) if **a == *portal_arn => a.clone(),
         _ => interned_arn.insert(Arc::from(portal_arn)).clone(),
     };
-    Ok(Session {
+    Ok(Ok(Session {
         portal_arn,
         session_id: id.to_string(),
         username: username.map(str::to_string),
@@ -87,7 +147,7 @@ pub(crate) fn session_from_wire(
         start_ms,
         end_ms,
         client_ips: None,
-    })
+    }))
 }
 
 #[cfg(test)]
@@ -113,35 +173,89 @@ mod tests {
         }
     }
 
+    const PORTAL: &str = "0a1b2c3d-0000-4000-8000-123456789abc";
+
+    fn arn(id: &str) -> String {
+        format!("arn:aws:workspaces-web:us-east-1:123456789012:portal/{id}")
+    }
+
     #[test]
-    fn wire_sessions_missing_fields_or_with_unknown_status_are_refused() {
+    fn wire_sessions_missing_fields_with_an_unknown_status_or_another_portal_are_odd() {
+        let portal = PortalId::parse(PORTAL).unwrap();
         let t = DateTime::from_millis(1_700_000_000_123);
+        let mine = arn(PORTAL);
+        let other = arn("0a1b2c3d-0000-4000-8000-999999999999");
         let ok = session_from_wire(
             &mut None,
-            Some("arn"),
+            &portal,
+            Some(&mine),
             Some("id"),
-            None,
+            Some("jane"),
             Some(&WireStatus::Terminated),
             Some(&t),
             Some(&t),
         )
+        .unwrap()
         .unwrap();
         assert_eq!(ok.start_ms, 1_700_000_000_123);
-        let unknown = WireStatus::from("Hibernating");
-        for (arn, id, st, start) in [
-            (None, Some("id"), Some(&WireStatus::Active), Some(&t)),
-            (Some("arn"), None, Some(&WireStatus::Active), Some(&t)),
-            (Some("arn"), Some("id"), None, Some(&t)),
-            (Some("arn"), Some("id"), Some(&unknown), Some(&t)),
-            (Some("arn"), Some("id"), Some(&WireStatus::Active), None),
+        let pending = WireStatus::from("Pending");
+        for (arn, st, start, reason) in [
+            (None, Some(&WireStatus::Active), Some(&t), "no portalArn"),
+            (
+                Some(other.as_str()),
+                Some(&WireStatus::Active),
+                Some(&t),
+                "is not portal",
+            ),
+            (Some(mine.as_str()), None, Some(&t), "no status"),
+            (
+                Some(mine.as_str()),
+                Some(&pending),
+                Some(&t),
+                "unknown status \"Pending\"",
+            ),
+            (
+                Some(mine.as_str()),
+                Some(&WireStatus::Active),
+                None,
+                "no startTime",
+            ),
         ] {
-            assert!(
-                matches!(
-                    session_from_wire(&mut None, arn, id, None, st, start, None),
-                    Err(FetchError::InvalidReply { .. })
-                ),
-                "{arn:?} {id:?} {st:?} {start:?}"
+            let odd = session_from_wire(
+                &mut None,
+                &portal,
+                arn,
+                Some("id"),
+                Some("jane"),
+                st,
+                start,
+                None,
+            )
+            .unwrap()
+            .unwrap_err();
+            assert!(odd.reason.contains(reason), "{odd:?}");
+            assert_eq!(odd.session_id, "id");
+            assert_eq!(odd.raw.portal_arn.as_deref(), arn);
+            assert_eq!(odd.start_ms, start.map(|_| 1_700_000_000_123));
+            assert_eq!(
+                odd.raw.start_time.as_deref(),
+                start.map(|_| "1700000000.123")
             );
+            assert!(!format!("{odd:?}").contains("jane"));
         }
+        // Without an id nothing can remember it: the reply is refused.
+        assert!(matches!(
+            session_from_wire(
+                &mut None,
+                &portal,
+                Some(&mine),
+                None,
+                None,
+                Some(&WireStatus::Active),
+                Some(&t),
+                None
+            ),
+            Err(FetchError::InvalidReply { .. })
+        ));
     }
 }

@@ -7,7 +7,7 @@ use rusqlite::params;
 use super::portals::save_pass;
 use super::{PassCheckpoint, State};
 use crate::clock::now_ms;
-use crate::model::{Gap, PassKind};
+use crate::model::{Gap, OddSession, PassKind};
 
 /// Published files stay listed in `flush_files` this long (for inspection); recovery needs
 /// only the unpublished ones, so the table does not grow with the history.
@@ -48,6 +48,15 @@ pub struct FlushCommit {
     pub pending_lost: i64,
     /// A range the pass could not reach back to.
     pub gap: Option<Gap>,
+    /// Sessions quarantined (new or again), each with its [`Held::floor_ms`](crate::dedup::Held).
+    pub quarantine_upsert: Vec<(OddSession, Option<i64>)>,
+    /// Quarantined sessions released or given up (those archived or now pending leave the
+    /// quarantine without being listed here).
+    pub quarantine_remove: Vec<String>,
+    /// Quarantined sessions GetSession did not find this time (kept; their misses counted).
+    pub quarantine_missed: Vec<String>,
+    /// Quarantined sessions given up (also in `quarantine_remove`): added to the portal's count.
+    pub quarantine_lost: i64,
 }
 
 impl State {
@@ -158,6 +167,7 @@ impl State {
                 params![portal_id, c.pending_lost],
             )?;
         }
+        super::quarantine::commit_quarantine(&tx, portal_id, c, now)?;
         if let Some(g) = c.gap {
             tx.execute(
                 "UPDATE portals SET gap_from_ms = ?2, gap_to_ms = ?3, gap_found_at = ?4
@@ -363,6 +373,23 @@ impl State {
     }
 }
 
+/// Flush `seq`'s files are published; published files older than a day are dropped from the
+/// table unless a pending replace still needs them.
+fn mark_published(conn: &rusqlite::Connection, portal_id: &str, seq: i64) -> Result<()> {
+    conn.execute(
+        "UPDATE flush_files SET published = 1 WHERE portal_id = ?1 AND seq = ?2",
+        params![portal_id, seq],
+    )?;
+    conn.execute(
+        "DELETE FROM flush_files
+         WHERE portal_id = ?1 AND published = 1 AND committed_at < ?2
+           AND NOT EXISTS (SELECT 1 FROM retired_files r
+                           WHERE r.portal_id = flush_files.portal_id AND r.seq = flush_files.seq)",
+        params![portal_id, now_ms() - PUBLISHED_FILES_KEPT_MS],
+    )?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::HashSet;
@@ -513,21 +540,4 @@ mod tests {
         let kept = st.archived_among("p", ["old", "new"]).unwrap();
         assert_eq!(kept, HashSet::from(["new".to_string()]));
     }
-}
-
-/// Flush `seq`'s files are published; published files older than a day are dropped from the
-/// table unless a pending replace still needs them.
-fn mark_published(conn: &rusqlite::Connection, portal_id: &str, seq: i64) -> Result<()> {
-    conn.execute(
-        "UPDATE flush_files SET published = 1 WHERE portal_id = ?1 AND seq = ?2",
-        params![portal_id, seq],
-    )?;
-    conn.execute(
-        "DELETE FROM flush_files
-         WHERE portal_id = ?1 AND published = 1 AND committed_at < ?2
-           AND NOT EXISTS (SELECT 1 FROM retired_files r
-                           WHERE r.portal_id = flush_files.portal_id AND r.seq = flush_files.seq)",
-        params![portal_id, now_ms() - PUBLISHED_FILES_KEPT_MS],
-    )?;
-    Ok(())
 }

@@ -38,6 +38,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0005_manifest",
         include_str!("../../migrations/0005_manifest.sql"),
     ),
+    (
+        "0006_quarantine",
+        include_str!("../../migrations/0006_quarantine.sql"),
+    ),
 ];
 
 /// The state database.

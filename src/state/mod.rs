@@ -2,6 +2,7 @@
 //!
 //! - [`db`]: open, check and migrate the database;
 //! - [`portals`]: per-portal checkpoints, watermarks, pending sessions, dedup ids;
+//! - [`quarantine`]: sessions sent in a form that cannot be archived faithfully;
 //! - [`commit`]: a flush's or a compaction's commit, and what recovery needs of it;
 //! - [`runs`]: the history of runs;
 //! - where it lives: a local file under the run lock ([`lock`]), or an object in S3 under a
@@ -17,6 +18,7 @@ mod db;
 mod lease;
 pub mod lock;
 mod portals;
+mod quarantine;
 mod remote;
 mod runs;
 
@@ -29,6 +31,7 @@ use aws_sdk_s3::Client;
 pub use commit::{FileRecord, FlushCommit};
 pub use db::State;
 pub use portals::{PassCheckpoint, PendingRow, PortalState};
+pub use quarantine::QuarantineRow;
 pub use runs::{LastSuccesses, PortalOutcome, RunRow};
 
 use crate::config::{Config, StateLoc};

@@ -351,6 +351,15 @@ async fn verify_portal(
             }
             Err(e) => return Err(anyhow!(e).context(format!("portal {portal}: ListSessions"))),
         };
+        // A session the service sends unusably (quarantined by runs) cannot be compared: the
+        // portal cannot be proved complete until the service sends it usably.
+        if let Some(o) = page.odd.first() {
+            anyhow::bail!(
+                "portal {portal}: cannot verify: the service sent session {} in a form that cannot be compared ({})",
+                o.session_id,
+                o.reason
+            );
+        }
         for mut s in page.sessions {
             s.client_ips = None;
             if repair.is_none() {
