@@ -303,7 +303,8 @@ pub struct VerifyArgs {
 
 #[derive(Args, Debug)]
 pub struct CompactArgs {
-    /// Leave partitions whose day ended less than this long ago (s, m, h, d, w), e.g. 36h.
+    /// Leave partitions whose day ended less than this long ago: a number and a unit (s, m, h,
+    /// d, w, ...), or several added up, e.g. 36h, 1.5d or 1d 12h.
     #[arg(long, default_value = "2d", value_name = "DURATION")]
     pub older_than: String,
 }

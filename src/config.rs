@@ -636,8 +636,9 @@ impl Config {
     }
 }
 
-/// Parse a duration such as `90m`, `36h`, `2d`, `1w` or `1h 30m` (humantime's grammar: a
-/// whole number and a unit, repeated).
+/// Parse a duration such as `90m`, `36h`, `2d`, `1w`, `1.5h` or `1h 30m` (humantime's grammar:
+/// a number, possibly with a decimal fraction, and a unit, repeated and added up; the units
+/// are case-sensitive, `M` is months).
 pub fn parse_duration(s: &str) -> Option<std::time::Duration> {
     humantime::parse_duration(s.trim()).ok()
 }
@@ -743,7 +744,14 @@ mod tests {
         assert_eq!(parse_duration("0s"), Some(Duration::ZERO));
         assert_eq!(parse_duration("1h 30m"), Some(Duration::from_secs(5400)));
         assert_eq!(parse_duration("1.5h"), Some(Duration::from_secs(5400)));
-        for bad in ["", "d", "2", "2 fortnights", "-1d", "1.5"] {
+        // As docs/cli.md says: terms added up with or without spaces, long unit names, a space
+        // before the unit, months as `M`; units are case-sensitive.
+        assert_eq!(parse_duration("1h30m"), parse_duration("1h 30m"));
+        assert_eq!(parse_duration("1d 12h"), Some(Duration::from_secs(129_600)));
+        assert_eq!(parse_duration("2weeks"), parse_duration("14d"));
+        assert_eq!(parse_duration("45 s"), Some(Duration::from_secs(45)));
+        assert_eq!(parse_duration("1M"), Some(Duration::from_secs(2_630_016)));
+        for bad in ["", "d", "2", "2 fortnights", "-1d", "1.5", "36H"] {
             assert_eq!(parse_duration(bad), None, "{bad:?}");
         }
     }

@@ -106,6 +106,12 @@ async fn older_than_leaves_recent_partitions_alone() {
     env.assert_exact();
     let r = env.run(&["compact", "--older-than", "soon"]).await;
     r.code(2);
+    assert!(
+        r.last_line()
+            .ends_with("a number and a unit (s, m, h, d, w, ...), or several added up, e.g. 36h, 1.5d or 1d 12h"),
+        "{}",
+        r.stderr
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

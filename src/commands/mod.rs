@@ -55,7 +55,7 @@ pub async fn execute(cli: Cli) -> Result<()> {
             let config = Config::from_args(&cli.global)?;
             let older_than = parse_duration(&a.older_than).ok_or_else(|| {
                 UsageError(format!(
-                    "invalid --older-than {:?}: a whole number and s, m, h, d or w, e.g. 36h",
+                    "invalid --older-than {:?}: a number and a unit (s, m, h, d, w, ...), or several added up, e.g. 36h, 1.5d or 1d 12h",
                     a.older_than
                 ))
             })?;
