@@ -495,3 +495,38 @@ async fn demo_and_run_refuse_a_zero_concurrency_in_one_line() {
     assert!(!demo_dir.exists(), "the refused demo created its folder");
     assert!(!state.exists(), "the refused run created its state");
 }
+
+/// The variables of the on/off options take exactly `true` or `false`, as docs/cli.md says.
+#[tokio::test]
+async fn boolean_variables_take_true_or_false_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.db");
+    for (value, code) in [
+        ("true", 1),
+        ("false", 1),
+        ("1", 2),
+        ("yes", 2),
+        ("TRUE", 2),
+        ("", 2),
+    ] {
+        let run = util::Run::from(
+            tokio::process::Command::new(util::BIN)
+                .arg("--state")
+                .arg(&state)
+                .arg("status")
+                .env("ARCHIVER_WITH_CLIENT_IPS", value)
+                .output()
+                .await
+                .unwrap(),
+        );
+        // 1: past the options, `status` finds no state; 2: the value is refused.
+        run.code(code);
+        if code == 2 {
+            assert!(
+                run.stderr.contains("--with-client-ips"),
+                "{value:?}: {}",
+                run.stderr
+            );
+        }
+    }
+}

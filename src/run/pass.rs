@@ -1,5 +1,5 @@
-//! One portal's work: recovery, then one pass — a backfill (oldest first, to the end) or an
-//! incremental pass (newest first, until past what is archived) — taking each page through
+//! One portal's work: recovery, then one pass listing newest first — a backfill (to the end)
+//! or an incremental pass (until past what is archived) — taking each page through
 //! dedup and flushing as it goes (see [`super::flush`]). A session the service sends in a form
 //! that cannot be archived faithfully is quarantined, and the pass goes on past it; every pass
 //! asks for the quarantined sessions it did not list, and writes them once they come usably.
