@@ -95,7 +95,7 @@ pub async fn dry_run(
             Plan::New {
                 kind: PassKind::Backfill,
                 ..
-            } => "backfill again from the oldest session (--restart)".to_string(),
+            } => "backfill again: everything the service lists (--restart)".to_string(),
             Plan::New {
                 stop_before_ms: Some(stop),
                 ..

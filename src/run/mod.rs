@@ -34,7 +34,8 @@ use pass::{archive_portal, PortalCtx};
 pub enum Mode {
     /// `run`: backfill a new portal, resume a pass in progress, or an incremental pass.
     Run,
-    /// `backfill`: the same, or with `restart` a new listing from the oldest session.
+    /// `backfill`: the same, or with `restart` a new listing of everything the service holds
+    /// (newest first, to the end).
     Backfill { restart: bool },
 }
 
