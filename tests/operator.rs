@@ -251,7 +251,8 @@ async fn dry_run_says_what_each_portal_would_get_and_writes_nothing() {
         .run(&["backfill", "--portal-id", &p0, "--restart", "--dry-run"])
         .await;
     assert!(
-        r.stdout.contains("backfill again: everything the service lists (--restart)"),
+        r.stdout
+            .contains("backfill again: everything the service lists (--restart)"),
         "{}",
         r.stdout
     );
