@@ -83,15 +83,16 @@ async fn main() -> Result<()> {
             .await
             .context("ListSessions")?;
         pages += 1;
-        for s in resp.sessions() {
+        // The reply's strings move into the rows, as the archiver's do.
+        for s in resp.sessions {
             let (Some(id), Some(portal_arn), Some(start)) = (
-                s.session_id(),
-                s.portal_arn(),
-                s.start_time().and_then(millis),
+                s.session_id,
+                s.portal_arn.as_deref(),
+                s.start_time.as_ref().and_then(millis),
             ) else {
                 bail!("a session without sessionId, portalArn or startTime");
             };
-            let status = match s.status() {
+            let status = match s.status {
                 Some(WireStatus::Active) => SessionStatus::Active,
                 Some(WireStatus::Terminated) => SessionStatus::Terminated,
                 other => bail!("session {id}: unexpected status {other:?}"),
@@ -102,11 +103,11 @@ async fn main() -> Result<()> {
             };
             rows.push(Session {
                 portal_arn,
-                session_id: id.to_string(),
-                username: s.username().map(str::to_string),
+                session_id: id,
+                username: s.username,
                 status,
                 start_ms: start,
-                end_ms: s.end_time().and_then(millis),
+                end_ms: s.end_time.as_ref().and_then(millis),
                 // Only with the archiver's --with-client-ips (a GetSession per session).
                 client_ips: None,
             });
@@ -117,8 +118,8 @@ async fn main() -> Result<()> {
             total += rows.len();
             rows.clear();
         }
-        match resp.next_token() {
-            Some(t) if !t.is_empty() => token = Some(t.to_string()),
+        match resp.next_token {
+            Some(t) if !t.is_empty() => token = Some(t),
             _ => break,
         }
     }

@@ -267,7 +267,13 @@ impl Dedup {
         self.batch.listed += 1;
         let archived = archived || self.written.contains(&s.session_id, &self.batch.rows);
         let mut pending = self.pending.contains_key(&s.session_id);
-        if let Some(held) = self.quarantined.remove(&s.session_id) {
+        // (Hashing the id only when something is quarantined: almost never.)
+        let held = if self.quarantined.is_empty() {
+            None
+        } else {
+            self.quarantined.remove(&s.session_id)
+        };
+        if let Some(held) = held {
             // Sent usably at last: out of the quarantine, and decided like a pending session
             // (it is not archived), unless it started below the floor it was quarantined under.
             self.batch.quarantine_upsert.remove(&s.session_id);

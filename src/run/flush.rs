@@ -68,7 +68,12 @@ pub async fn encode_days(
     archived_at_ms: i64,
 ) -> Result<(Vec<Encoded>, Vec<(String, i64)>)> {
     tokio::task::spawn_blocking(move || -> Result<_> {
-        rows.sort_unstable_by_key(|s| s.start_ms);
+        // A pass lists newest first, so a batch is usually in descending order already.
+        if rows.windows(2).all(|w| w[0].start_ms >= w[1].start_ms) {
+            rows.reverse();
+        } else {
+            rows.sort_unstable_by_key(|s| s.start_ms);
+        }
         let mut files = Vec::new();
         let mut rest = &rows[..];
         while let Some(first) = rest.first() {

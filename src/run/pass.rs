@@ -23,7 +23,7 @@ use crate::clock::now_ms;
 use crate::dedup::{prune_cutoff, Dedup, Verdict, OVERLAP_MS};
 use crate::error::Interrupted;
 use crate::failpoint;
-use crate::model::{Gap, OddSession, PassKind, PortalId};
+use crate::model::{Gap, OddSession, PassKind, PortalId, SessionStatus};
 use crate::report::PortalReport;
 use crate::sink::Sink;
 use crate::source::{FetchError, Got, Order, Page, Source};
@@ -415,10 +415,16 @@ impl<'a> PassRun<'a> {
             low = Some(low.map_or(start, |l: i64| l.min(start)));
         }
         for s in sessions {
-            let is_archived = archived.contains(&s.session_id);
-            let id = s.session_id.clone();
-            let was_held = self.dedup.is_quarantined(&id);
+            let is_archived = !archived.is_empty() && archived.contains(&s.session_id);
+            // The id is copied only for the few sessions that need it after the offer.
+            let keep_id = (s.status == SessionStatus::Active
+                || self.dedup.is_quarantined(&s.session_id))
+            .then(|| s.session_id.clone());
+            let was_held = keep_id
+                .as_ref()
+                .is_some_and(|id| self.dedup.is_quarantined(id));
             let verdict = self.dedup.offer(s, is_archived);
+            let Some(id) = keep_id else { continue };
             if was_held {
                 report.quarantine_released += 1;
                 info!(portal_id = %self.portal, session_id = %id, "a quarantined session was listed usably; released");

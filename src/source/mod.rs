@@ -181,27 +181,25 @@ impl Source {
                 other => other,
             })?;
         let mut arn: Option<Arc<str>> = None;
-        let mut sessions = Vec::with_capacity(resp.sessions().len());
+        let mut sessions = Vec::with_capacity(resp.sessions.len());
         let mut odd = Vec::new();
-        for s in resp.sessions() {
+        // The reply's strings move into the rows: no copy per session.
+        for s in resp.sessions {
             match session_from_wire(
                 &mut arn,
                 portal,
-                s.portal_arn(),
-                s.session_id(),
-                s.username(),
-                s.status(),
-                s.start_time(),
-                s.end_time(),
+                s.portal_arn.as_deref(),
+                s.session_id,
+                s.username,
+                s.status.as_ref(),
+                s.start_time.as_ref(),
+                s.end_time.as_ref(),
             )? {
                 Ok(session) => sessions.push(session),
                 Err(o) => odd.push(o),
             }
         }
-        let next_token = resp
-            .next_token()
-            .filter(|t| !t.is_empty())
-            .map(str::to_string);
+        let next_token = resp.next_token.filter(|t| !t.is_empty());
         Ok(Page {
             sessions,
             odd,
@@ -238,8 +236,8 @@ impl Source {
             &mut None,
             portal,
             s.portal_arn(),
-            Some(session_id),
-            s.username(),
+            Some(session_id.to_string()),
+            s.username().map(str::to_string),
             s.status(),
             s.start_time(),
             s.end_time(),

@@ -65,8 +65,8 @@ pub(crate) fn session_from_wire(
     interned_arn: &mut Option<Arc<str>>,
     portal: &PortalId,
     portal_arn: Option<&str>,
-    session_id: Option<&str>,
-    username: Option<&str>,
+    session_id: Option<String>,
+    username: Option<String>,
     status: Option<&WireStatus>,
     start: Option<&DateTime>,
     end: Option<&DateTime>,
@@ -81,7 +81,11 @@ pub(crate) fn session_from_wire(
     let portal_arn = portal_arn.filter(|s| !s.is_empty());
     match portal_arn {
         None => why.push("no portalArn".into()),
-        Some(arn) if PortalId::from_arn(arn).ok().as_ref() != Some(portal) => {
+        // The page's ARN is checked once; the portal id is valid, so an ARN ending in it is.
+        Some(arn)
+            if interned_arn.as_deref() != Some(arn)
+                && arn.rsplit('/').next() != Some(portal.as_str()) =>
+        {
             why.push(format!("portalArn {arn:?} is not portal {portal}'s"))
         }
         Some(_) => {}
@@ -123,7 +127,7 @@ pub(crate) fn session_from_wire(
         (portal_arn, status_ok, start_ms, why.is_empty())
     else {
         return Ok(Err(OddSession {
-            session_id: id.to_string(),
+            session_id: id,
             reason: why.join("; "),
             start_ms,
             raw: raw_fields(portal_arn, status, start, end),
@@ -131,7 +135,7 @@ pub(crate) fn session_from_wire(
     };
     if status == SessionStatus::Terminated && end_ms.is_none() {
         warn!(
-            session_id = id,
+            session_id = %id,
             "terminated session without endTime; archived with a null end_time"
         );
     }
@@ -141,8 +145,8 @@ pub(crate) fn session_from_wire(
     };
     Ok(Ok(Session {
         portal_arn,
-        session_id: id.to_string(),
-        username: username.map(str::to_string),
+        session_id: id,
+        username,
         status,
         start_ms,
         end_ms,
@@ -189,8 +193,8 @@ mod tests {
             &mut None,
             &portal,
             Some(&mine),
-            Some("id"),
-            Some("jane"),
+            Some("id".into()),
+            Some("jane".into()),
             Some(&WireStatus::Terminated),
             Some(&t),
             Some(&t),
@@ -198,6 +202,23 @@ mod tests {
         .unwrap()
         .unwrap();
         assert_eq!(ok.start_ms, 1_700_000_000_123);
+        // A page's ARN, once seen usable, is not parsed again; another portal's still is odd.
+        let mut interned = None;
+        for (arn, id) in [(&mine, "a"), (&other, "b")] {
+            let got = session_from_wire(
+                &mut interned,
+                &portal,
+                Some(arn),
+                Some(id.into()),
+                None,
+                Some(&WireStatus::Terminated),
+                Some(&t),
+                Some(&t),
+            )
+            .unwrap();
+            assert_eq!(got.is_ok(), arn == &mine, "{got:?}");
+        }
+        assert_eq!(interned.as_deref(), Some(mine.as_str()));
         let pending = WireStatus::from("Pending");
         for (arn, st, start, reason) in [
             (None, Some(&WireStatus::Active), Some(&t), "no portalArn"),
@@ -225,8 +246,8 @@ mod tests {
                 &mut None,
                 &portal,
                 arn,
-                Some("id"),
-                Some("jane"),
+                Some("id".into()),
+                Some("jane".into()),
                 st,
                 start,
                 None,

@@ -4,7 +4,7 @@
 //! ([`super::FlushCommit`]); archiving a session, or making it pending, ends its quarantine in
 //! that same transaction, so a quarantined id is never an archived one.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use anyhow::Result;
 use rusqlite::{params, Transaction};
@@ -96,16 +96,27 @@ pub(super) fn commit_quarantine(
     c: &FlushCommit,
     now: i64,
 ) -> Result<()> {
-    let mut del =
-        tx.prepare_cached("DELETE FROM quarantine WHERE portal_id = ?1 AND session_id = ?2")?;
-    let released = c
-        .archived
-        .iter()
-        .chain(&c.pending_upsert)
-        .map(|(id, _)| id)
-        .chain(&c.quarantine_remove);
-    for id in released {
-        del.execute(params![portal_id, id])?;
+    // The portal's quarantined ids as this transaction sees them (almost always none): a
+    // session archived or made pending leaves the quarantine, looked up here rather than with
+    // one DELETE per archived id.
+    let held: HashSet<String> = {
+        let mut q = tx.prepare_cached("SELECT session_id FROM quarantine WHERE portal_id = ?1")?;
+        let ids = q.query_map([portal_id], |r| r.get(0))?;
+        ids.collect::<rusqlite::Result<_>>()?
+    };
+    if !held.is_empty() {
+        let mut del =
+            tx.prepare_cached("DELETE FROM quarantine WHERE portal_id = ?1 AND session_id = ?2")?;
+        let released = c
+            .archived
+            .iter()
+            .chain(&c.pending_upsert)
+            .map(|(id, _)| id)
+            .chain(&c.quarantine_remove)
+            .filter(|id| held.contains(id.as_str()));
+        for id in released {
+            del.execute(params![portal_id, id])?;
+        }
     }
     let mut up = tx.prepare_cached(
         "INSERT INTO quarantine (portal_id, session_id, reason, raw_portal_arn, raw_status,
