@@ -223,8 +223,9 @@ pub struct GlobalArgs {
     /// External id to present when assuming `--account-role`.
     #[arg(long, global = true, env = "ARCHIVER_EXTERNAL_ID", value_name = "ID")]
     pub external_id: Option<String>,
-    /// Keep this Glue table's partition projection listing every archived portal, so Athena
-    /// queries across all portals need no upkeep.
+    /// Keep this Glue table current, so Athena queries across all portals need no upkeep:
+    /// with partition projection on, its portal list; without, its partitions (each
+    /// published partition registered in Glue).
     #[arg(
         long,
         global = true,
@@ -232,6 +233,10 @@ pub struct GlobalArgs {
         value_name = "DB.TABLE"
     )]
     pub glue_table: Option<String>,
+    /// With `--glue-table`: register the partitions in Glue even if the table projects them,
+    /// then turn its partition projection off (for thousands of portals).
+    #[arg(long, global = true, env = "ARCHIVER_GLUE_PARTITIONS")]
+    pub glue_partitions: bool,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

@@ -317,8 +317,11 @@ pub struct Config {
     pub lease_ttl: std::time::Duration,
     /// Whose portals: the SDK credentials' account, or other accounts through a role.
     pub accounts: Accounts,
-    /// `--glue-table`: the table whose portal projection the run keeps current.
+    /// `--glue-table`: the table the run keeps current (its portal list, or its partitions).
     pub glue_table: Option<GlueTable>,
+    /// `--glue-partitions`: register partitions even in a projected table, then turn its
+    /// projection off.
+    pub glue_partitions: bool,
 }
 
 /// Whose portals a run archives.
@@ -599,6 +602,12 @@ impl Config {
                 regions.push(r.to_string());
             }
         }
+        if g.glue_partitions && g.glue_table.is_none() {
+            return Err(UsageError(
+                "--glue-partitions needs --glue-table (the table whose partitions to register)"
+                    .into(),
+            ));
+        }
         let lease_ttl = parse_duration(&g.lease_ttl)
             .filter(|d| d.as_secs() >= 30)
             .ok_or_else(|| {
@@ -619,6 +628,7 @@ impl Config {
             lease_ttl,
             accounts: Accounts::from_args(g)?,
             glue_table: g.glue_table.as_deref().map(GlueTable::parse).transpose()?,
+            glue_partitions: g.glue_partitions,
             flush_rows: g.flush_rows,
             concurrency: g.concurrency,
             max_attempts: g.max_attempts,

@@ -17,7 +17,7 @@
 //!   - [`verify`]: `verify`'s comparison of listing and archive, day by day (pure).
 //! - Foundations: [`cli`] and [`config`] (flags, validated once into a `Config`), [`aws`]
 //!   (SDK configuration, S3 client, AWS errors), [`glue`] (`--glue-table`: the Athena
-//!   table's portal list), [`model`] (session, portal id, pass kind),
+//!   table's portal list or partitions), [`model`] (session, portal id, pass kind),
 //!   [`clock`], [`error`] (errors that choose the exit code), [`ids`], [`fsio`] (durable local
 //!   writes), [`progress`] (progress lines on a terminal), [`mem`] (malloc arenas),
 //!   [`failpoint`] (crash points for the crash-safety tests).

@@ -83,14 +83,26 @@ pub struct RunSummary {
     pub glue: Option<GlueReport>,
 }
 
-/// `--glue-table`: the table's portal projection brought up to date, or why not.
+/// `--glue-table`: the table brought up to date, or why not.
 #[derive(Debug, Default, Serialize)]
 pub struct GlueReport {
     /// `DATABASE.TABLE`.
     pub table: String,
+    /// `portal_list` (the table projects its partitions: its portal list is kept) or
+    /// `partitions` (its partitions are registered in Glue); null if the table could not be
+    /// read.
+    pub mode: Option<String>,
     /// Portals added to `projection.portal_id.values` (0: the list was already current).
     pub portals_added: u64,
-    /// Why the list could not be brought up to date (the run then fails, after archiving).
+    /// Partitions this run registered in Glue (those Glue already held not counted).
+    pub partitions_added: u64,
+    /// Partitions published and not registered yet: the next run with `--glue-table`
+    /// registers them.
+    pub partitions_pending: u64,
+    /// This run turned the table's partition projection off (`--glue-partitions`), after
+    /// registering every partition of the archive.
+    pub projection_disabled: bool,
+    /// Why the table could not be brought up to date (the run then fails, after archiving).
     pub error: Option<String>,
 }
 

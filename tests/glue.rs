@@ -8,6 +8,7 @@ mod util;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
+use archiver_simulator::SimSession;
 use aws_sdk_glue::types::{Column, SerDeInfo, StorageDescriptor, Table, TableInput};
 use util::s3::{self as s3u, Moto};
 use util::{sim_config, Env, Run};
@@ -124,6 +125,14 @@ async fn moto_with_table(location_root: &str, portal_params: &[(&str, &str)]) ->
         .send()
         .await
         .unwrap();
+    create_table(&moto.endpoint, location_root, portal_params).await;
+    moto
+}
+
+/// The table of `create_table.sql` over `location_root`, its `projection.portal_id`
+/// parameters replaced by `portal_params`.
+async fn create_table(endpoint: &str, location_root: &str, portal_params: &[(&str, &str)]) {
+    let glue = glue_client(endpoint);
     let mut input = athena_table(location_root);
     let params = input.parameters.as_mut().unwrap();
     assert_eq!(params["projection.portal_id.type"], "injected");
@@ -137,7 +146,6 @@ async fn moto_with_table(location_root: &str, portal_params: &[(&str, &str)]) ->
         .send()
         .await
         .unwrap();
-    moto
 }
 
 async fn get_table(endpoint: &str) -> Table {
@@ -277,6 +285,73 @@ fn summary_glue(path: &std::path::Path) -> serde_json::Value {
     v["glue"].clone()
 }
 
+/// The rows of these S3 objects (Parquet files of the archive), read with DuckDB as Hive
+/// partitions, by session id; a session read twice fails.
+async fn read_rows(
+    py: &str,
+    dir: &std::path::Path,
+    s3: &aws_sdk_s3::Client,
+    keys: &[&String],
+) -> BTreeMap<String, Got> {
+    let local = dir.join(format!("read-{}", keys.len()));
+    let mut paths = Vec::new();
+    for k in keys {
+        let p = local.join(k);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, s3u::get(s3, BUCKET, k).await).unwrap();
+        paths.push(p.to_string_lossy().into_owned());
+    }
+    let script = r#"
+import duckdb, json, sys
+files = json.load(open(sys.argv[1]))
+rows = duckdb.sql(
+    "SELECT portal_id::VARCHAR, session_id, username, epoch_ms(start_time), epoch_ms(end_time) "
+    "FROM read_parquet($files, hive_partitioning = true)", params={"files": files}).fetchall()
+json.dump(rows, sys.stdout)
+"#;
+    let list = dir.join("files.json");
+    std::fs::write(&list, serde_json::to_vec(&paths).unwrap()).unwrap();
+    let out = tokio::process::Command::new(py)
+        .args(["-c", script])
+        .arg(&list)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<Got> = serde_json::from_slice(&out.stdout).unwrap();
+    let mut got: BTreeMap<String, Got> = BTreeMap::new();
+    for r in rows {
+        assert!(
+            got.insert(r.1.clone(), r.clone()).is_none(),
+            "{} twice",
+            r.1
+        );
+    }
+    got
+}
+
+/// The simulator's sessions as [`read_rows`] reads them.
+fn want_rows<'a>(sessions: impl Iterator<Item = &'a SimSession>) -> BTreeMap<String, Got> {
+    sessions
+        .map(|s| {
+            (
+                s.session_id.clone(),
+                (
+                    s.portal_id.clone(),
+                    s.session_id.clone(),
+                    s.username.clone(),
+                    s.start_time_ms,
+                    s.end_time_ms,
+                ),
+            )
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_lists_every_portal_and_an_unfiltered_query_reads_every_row() {
     let py = util::python_with("duckdb");
@@ -328,6 +403,8 @@ async fn run_lists_every_portal_and_an_unfiltered_query_reads_every_row() {
     let g = summary_glue(&summary);
     assert_eq!(g["table"], format!("{DB}.{TABLE}"));
     assert_eq!(g["portals_added"], 3);
+    assert_eq!(g["mode"], "portal_list");
+    assert_eq!(g["partitions_added"], 0);
     assert!(g["error"].is_null(), "{g}");
 
     // The query with no portal filter: Athena reads the projected locations. Every published
@@ -348,61 +425,11 @@ async fn run_lists_every_portal_and_an_unfiltered_query_reads_every_row() {
         })
         .collect();
     assert_eq!(read, files, "files outside every projected location");
-    let local = env.dir.path().join("read");
-    let mut paths = Vec::new();
-    for k in &read {
-        let p = local.join(k);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(&p, s3u::get(&s3, BUCKET, k).await).unwrap();
-        paths.push(p.to_string_lossy().into_owned());
-    }
-    let script = r#"
-import duckdb, json, sys
-files = json.load(open(sys.argv[1]))
-rows = duckdb.sql(
-    "SELECT portal_id::VARCHAR, session_id, username, epoch_ms(start_time), epoch_ms(end_time) "
-    "FROM read_parquet($files, hive_partitioning = true)", params={"files": files}).fetchall()
-json.dump(rows, sys.stdout)
-"#;
-    let list = env.dir.path().join("files.json");
-    std::fs::write(&list, serde_json::to_vec(&paths).unwrap()).unwrap();
-    let out = tokio::process::Command::new(&py)
-        .args(["-c", script])
-        .arg(&list)
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let rows: Vec<Got> = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = read_rows(&py, env.dir.path(), &s3, &read).await;
     let expected = env.expected();
     assert!(expected.len() > 1000, "{}", expected.len());
-    let mut got: BTreeMap<String, Got> = BTreeMap::new();
-    for r in rows {
-        assert!(
-            got.insert(r.1.clone(), r.clone()).is_none(),
-            "{} twice",
-            r.1
-        );
-    }
-    let want: BTreeMap<String, Got> = expected
-        .values()
-        .map(|s| {
-            (
-                s.session_id.clone(),
-                (
-                    s.portal_id.clone(),
-                    s.session_id.clone(),
-                    s.username.clone(),
-                    s.start_time_ms,
-                    s.end_time_ms,
-                ),
-            )
-        })
-        .collect();
+    let got = rows;
+    let want = want_rows(expected.values());
     assert_eq!(got, want, "rows read through the projection");
     let portals_read: BTreeSet<&str> = got.values().map(|r| r.0.as_str()).collect();
     assert_eq!(portals_read.len(), 3);
@@ -553,11 +580,12 @@ async fn a_missing_table_fails_the_run_after_archiving_everything() {
 /// What the Glue proxy saw: each call's `X-Amz-Target` and JSON body.
 type Calls = std::sync::Arc<std::sync::Mutex<Vec<(String, serde_json::Value)>>>;
 
-/// A proxy on 127.0.0.1 in front of moto's Glue. At the first UpdateTable it acts as a
-/// concurrent writer (adds `extra` to the table's portal list, straight in moto) and refuses
-/// the call with ConcurrentModificationException, as Glue does for an update naming a version
-/// that is no longer current (moto itself does not check `VersionId`).
-async fn glue_proxy(upstream: &str, extra: &'static str) -> (String, Calls) {
+/// A proxy on 127.0.0.1 in front of moto's Glue, recording every call. With `extra`, at the
+/// first UpdateTable it acts as a concurrent writer (adds `extra` to the table's portal list,
+/// straight in moto) and refuses the call with ConcurrentModificationException, as Glue does
+/// for an update naming a version that is no longer current (moto itself does not check
+/// `VersionId`).
+async fn glue_proxy(upstream: &str, extra: Option<&'static str>) -> (String, Calls) {
     use http_body_util::{BodyExt, Full};
     use hyper_util::rt::TokioIo;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -586,7 +614,7 @@ async fn glue_proxy(upstream: &str, extra: &'static str) -> (String, Calls) {
                                 target == "AWSGlue.UpdateTable"
                                     && s.iter().filter(|(t, _)| *t == target).count() == 1
                             };
-                            if first_update {
+                            if let (true, Some(extra)) = (first_update, extra) {
                                 concurrent_add(&upstream, extra).await;
                                 let body = r#"{"__type":"ConcurrentModificationException","Message":"the table changed (test proxy)"}"#;
                                 return Ok::<_, hyper::Error>(
@@ -655,7 +683,7 @@ async fn update_params(moto: &str, change: impl FnOnce(&mut HashMap<String, Stri
 async fn an_update_refused_for_a_concurrent_change_is_recomputed_keeping_it() {
     let concurrent = "concurr0-0000-0000-0000-000000000000";
     let moto = moto_with_table("s3://b/p", &[("projection.portal_id.type", "injected")]).await;
-    let (proxy, calls) = glue_proxy(&moto.endpoint, concurrent).await;
+    let (proxy, calls) = glue_proxy(&moto.endpoint, Some(concurrent)).await;
     let env = Env::new(sim_config(2, 50, 0)).await;
     let mut c = env.cmd(&["--glue-table", &format!("{DB}.{TABLE}"), "run"]);
     c.env("AWS_ENDPOINT_URL_GLUE", &proxy);
@@ -683,4 +711,573 @@ async fn an_update_refused_for_a_concurrent_change_is_recomputed_keeping_it() {
     assert_eq!(calls[1].1["VersionId"], "1");
     assert_eq!(calls[3].1["VersionId"], "2");
     env.assert_exact();
+}
+
+// ---------------------------------------------------------------- registered partitions
+
+/// The partitions Glue (moto) holds, `(portal_id, start_date)` → location. With `expression`,
+/// those GetPartitions selects with it: what Athena asks Glue for when a query filters on a
+/// partition key.
+async fn glue_partitions(
+    endpoint: &str,
+    expression: Option<&str>,
+) -> BTreeMap<(String, String), String> {
+    let mut out = BTreeMap::new();
+    let mut token = None;
+    loop {
+        let r = glue_client(endpoint)
+            .get_partitions()
+            .database_name(DB)
+            .table_name(TABLE)
+            .set_expression(expression.map(str::to_string))
+            .set_next_token(token)
+            .send()
+            .await
+            .unwrap();
+        for p in r.partitions() {
+            let v = p.values();
+            assert_eq!(v.len(), 2, "{v:?}");
+            let loc = p
+                .storage_descriptor()
+                .and_then(|sd| sd.location())
+                .unwrap()
+                .to_string();
+            let key = (v[0].clone(), v[1].clone());
+            assert!(out.insert(key, loc).is_none(), "partition {v:?} twice");
+        }
+        token = r.next_token().map(str::to_string);
+        if token.is_none() {
+            break;
+        }
+    }
+    out
+}
+
+type Published = BTreeMap<(String, String), Vec<String>>;
+
+/// The partitions of a local archive: `(portal_id, start_date)` → its `.parquet` files.
+fn local_partitions(archive: &std::path::Path) -> Published {
+    let mut out = Published::new();
+    let root = archive.join("sessions");
+    let Ok(portals) = std::fs::read_dir(&root) else {
+        return out;
+    };
+    for p in portals {
+        let p = p.unwrap();
+        let portal = p.file_name().to_string_lossy().into_owned();
+        let portal = portal.strip_prefix("portal_id=").unwrap().to_string();
+        for d in std::fs::read_dir(p.path()).unwrap() {
+            let d = d.unwrap();
+            let date = d.file_name().to_string_lossy().into_owned();
+            let date = date.strip_prefix("start_date=").unwrap().to_string();
+            let files: Vec<String> = std::fs::read_dir(d.path())
+                .unwrap()
+                .map(|f| f.unwrap().file_name().to_string_lossy().into_owned())
+                .filter(|f| f.ends_with(".parquet"))
+                .collect();
+            if !files.is_empty() {
+                out.insert((portal.clone(), date), files);
+            }
+        }
+    }
+    out
+}
+
+/// The partitions of the S3 archive under [`PREFIX`], from its keys.
+fn s3_partitions(keys: &[String]) -> Published {
+    let mut out = Published::new();
+    for k in keys {
+        let Some(rest) = k.strip_prefix(&format!("{PREFIX}/sessions/portal_id=")) else {
+            continue;
+        };
+        if !k.ends_with(".parquet") {
+            continue;
+        }
+        let (portal, rest) = rest.split_once('/').unwrap();
+        let date = rest
+            .strip_prefix("start_date=")
+            .unwrap()
+            .split('/')
+            .next()
+            .unwrap();
+        out.entry((portal.to_string(), date.to_string()))
+            .or_default()
+            .push(k.clone());
+    }
+    out
+}
+
+/// Each BatchCreatePartition call the proxy saw from `from` on: the partitions it sent.
+fn batches(calls: &Calls, from: usize) -> Vec<Vec<(String, String)>> {
+    calls.lock().unwrap()[from..]
+        .iter()
+        .filter(|(t, _)| t == "AWSGlue.BatchCreatePartition")
+        .map(|(_, body)| {
+            assert_eq!(body["DatabaseName"], DB);
+            assert_eq!(body["TableName"], TABLE);
+            body["PartitionInputList"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| {
+                    let v = p["Values"].as_array().unwrap();
+                    (
+                        v[0].as_str().unwrap().to_string(),
+                        v[1].as_str().unwrap().to_string(),
+                    )
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// The Glue calls the proxy saw from `from` on.
+fn targets(calls: &Calls, from: usize) -> Vec<String> {
+    calls.lock().unwrap()[from..]
+        .iter()
+        .map(|(t, _)| t.trim_start_matches("AWSGlue.").to_string())
+        .collect()
+}
+
+fn keys_of<K: Clone + Ord, A, B>(a: &BTreeMap<K, A>, b: &BTreeMap<K, B>) -> (Vec<K>, Vec<K>) {
+    (a.keys().cloned().collect(), b.keys().cloned().collect())
+}
+
+/// The UTC date of an instant (epoch ms), as the layout writes it.
+fn utc_date(ms: i64) -> String {
+    civil(ms.div_euclid(86_400_000))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registered_partitions_are_exactly_the_published_ones_and_a_day_selects_only_its_own() {
+    let py = util::python_with("duckdb");
+    let root = format!("s3://{BUCKET}/{PREFIX}");
+    // A table of registered partitions: create_table.sql with partition projection off.
+    let moto = moto_with_table(&root, &[("projection.enabled", "false")]).await;
+    let (proxy, calls) = glue_proxy(&moto.endpoint, None).await;
+    let s3 = s3u::client(&moto.endpoint);
+    s3u::create_bucket(&s3, BUCKET).await;
+    let before = get_table(&moto.endpoint).await;
+    let env = Env::new(sim_config(3, 400, 5)).await;
+    let summary = env.dir.path().join("summary.json");
+    let run = || {
+        let mut c = tokio::process::Command::new(util::BIN);
+        c.arg("--state")
+            .arg(env.state())
+            .arg("--output")
+            .arg(&root)
+            .arg("--glue-table")
+            .arg(format!("{DB}.{TABLE}"))
+            .arg("--summary-json")
+            .arg(&summary)
+            .arg("run");
+        for (k, v) in util::aws_env(&env.sim.endpoint_url()) {
+            c.env(k, v);
+        }
+        c.env("AWS_ENDPOINT_URL_S3", &moto.endpoint);
+        c.env("AWS_ENDPOINT_URL_GLUE", &proxy);
+        c.env_remove("ARCHIVER_FAILPOINT").kill_on_drop(true);
+        c
+    };
+    Run::from(run().output().await.unwrap()).ok();
+
+    // Glue holds exactly the partitions published, each at its folder, each sent once.
+    let keys = s3u::keys(&s3, BUCKET).await;
+    let published = s3_partitions(&keys);
+    assert!(published.len() > 30, "{}", published.len());
+    let held = glue_partitions(&moto.endpoint, None).await;
+    let (h, p) = keys_of(&held, &published);
+    assert_eq!(h, p, "Glue's partitions are the published ones");
+    for ((portal, date), loc) in &held {
+        assert_eq!(
+            loc,
+            &format!("{root}/sessions/portal_id={portal}/start_date={date}/")
+        );
+    }
+    let sent = batches(&calls, 0);
+    assert_eq!(sent.len(), published.len().div_ceil(100), "full batches");
+    let mut all: Vec<(String, String)> = sent.concat();
+    assert_eq!(all.len(), published.len(), "each partition sent once");
+    all.sort();
+    assert_eq!(all, p);
+    let g = summary_glue(&summary);
+    assert_eq!(g["mode"], "partitions");
+    assert_eq!(g["partitions_added"], published.len() as u64);
+    assert_eq!(g["partitions_pending"], 0);
+    assert_eq!(g["projection_disabled"], false);
+    assert!(g["error"].is_null(), "{g}");
+    // The table itself is as it was: no UpdateTable.
+    let after = get_table(&moto.endpoint).await;
+    unchanged(&before, &after);
+    assert_eq!(after.parameters(), before.parameters());
+    assert_eq!(versions(&moto.endpoint).await, 1, "no UpdateTable");
+
+    // A query for one day across all portals: Athena asks Glue for the partitions of that
+    // start_date, and reads the files under their locations. They are exactly that day's
+    // files, and hold exactly the sessions that started that day (UTC).
+    let mut per_day: BTreeMap<&str, usize> = BTreeMap::new();
+    for (_, d) in published.keys() {
+        *per_day.entry(d.as_str()).or_default() += 1;
+    }
+    let (day, n) = per_day.iter().max_by_key(|(_, n)| **n).unwrap();
+    assert_eq!(*n, 3, "a day with sessions in every portal");
+    let day = day.to_string();
+    let selected = glue_partitions(&moto.endpoint, Some(&format!("start_date = '{day}'"))).await;
+    let want: Vec<(String, String)> = published
+        .keys()
+        .filter(|(_, d)| *d == day)
+        .cloned()
+        .collect();
+    assert_eq!(selected.keys().cloned().collect::<Vec<_>>(), want);
+    let mut read: Vec<&String> = keys
+        .iter()
+        .filter(|k| k.ends_with(".parquet"))
+        .filter(|k| {
+            selected
+                .values()
+                .any(|loc| k.starts_with(loc.strip_prefix(&format!("s3://{BUCKET}/")).unwrap()))
+        })
+        .collect();
+    read.sort();
+    let mut want_files: Vec<&String> = want.iter().flat_map(|k| &published[k]).collect();
+    want_files.sort();
+    assert_eq!(read, want_files, "only that day's files, all of them");
+    let rows = read_rows(&py, env.dir.path(), &s3, &read).await;
+    let expected = env.expected();
+    let want_rows = want_rows(
+        expected
+            .values()
+            .filter(|s| utc_date(s.start_time_ms) == day),
+    );
+    assert!(want_rows.len() > 10, "{}", want_rows.len());
+    assert_eq!(rows, want_rows, "the day's sessions, exactly");
+
+    // Nothing new: the next run reads the table and registers nothing.
+    let seen = calls.lock().unwrap().len();
+    Run::from(run().output().await.unwrap()).ok();
+    assert_eq!(targets(&calls, seen), ["GetTable"]);
+    assert_eq!(summary_glue(&summary)["partitions_added"], 0);
+
+    // Sessions on a new day: the run that publishes them registers their partition.
+    let p0 = env.portal(0);
+    env.sim.advance_clock(2 * 86_400_000);
+    env.sim.add_sessions(&p0, 4, 0);
+    let seen = calls.lock().unwrap().len();
+    Run::from(run().output().await.unwrap()).ok();
+    let published = s3_partitions(&s3u::keys(&s3, BUCKET).await);
+    let held = glue_partitions(&moto.endpoint, None).await;
+    let (h, p) = keys_of(&held, &published);
+    assert_eq!(h, p);
+    let new = batches(&calls, seen).concat();
+    assert!(
+        !new.is_empty() && new.iter().all(|(p, _)| *p == p0),
+        "{new:?}"
+    );
+    assert_eq!(
+        summary_glue(&summary)["partitions_added"],
+        (p.len() - all.len()) as u64
+    );
+    let dir = env.dir.path().join("downloaded");
+    s3u::download(&s3, BUCKET, PREFIX, &dir).await;
+    util::assert_exact(&util::read_dataset(&dir), &env.expected());
+
+    // The table dropped and created again (its partitions went with it): the next run lists
+    // the archive's partition folders again and registers them all.
+    glue_client(&moto.endpoint)
+        .delete_table()
+        .database_name(DB)
+        .name(TABLE)
+        .send()
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    create_table(&moto.endpoint, &root, &[("projection.enabled", "false")]).await;
+    assert!(glue_partitions(&moto.endpoint, None).await.is_empty());
+    Run::from(run().output().await.unwrap()).ok();
+    let held = glue_partitions(&moto.endpoint, None).await;
+    let (h, p) = keys_of(&held, &published);
+    assert_eq!(h, p, "registered again");
+    assert_eq!(summary_glue(&summary)["partitions_added"], p.len() as u64);
+}
+
+/// `run_with`, with a failpoint armed (the process aborts there).
+async fn run_crashing(env: &Env, moto: &Moto, args: &[&str], point: &str) -> Run {
+    let mut c = env.cmd(args);
+    glue_env(&mut c, moto);
+    c.env("ARCHIVER_FAILPOINT", point);
+    Run::from(c.output().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_killed_between_publishing_and_registering_leaves_its_partitions_to_the_next() {
+    let moto = moto_with_table("s3://b/p", &[("projection.enabled", "false")]).await;
+    let env = Env::new(sim_config(3, 300, 3)).await;
+    let table = format!("{DB}.{TABLE}");
+    let summary = env.dir.path().join("summary.json");
+    let s = format!("--summary-json={}", summary.display());
+    let args = ["--glue-table", table.as_str(), s.as_str(), "run"];
+
+    // Killed after publishing its tenth file: what it published is in the archive, and not in
+    // Glue (a run registers at its end).
+    run_crashing(&env, &moto, &args, "after_publish:10")
+        .await
+        .code(134);
+    let published = local_partitions(&env.archive());
+    assert!(!published.is_empty());
+    assert!(glue_partitions(&moto.endpoint, None).await.is_empty());
+
+    // The next run registers them, with what it publishes itself.
+    run_with(&env, &moto, &args).await.ok();
+    let published = local_partitions(&env.archive());
+    let held = glue_partitions(&moto.endpoint, None).await;
+    let (h, p) = keys_of(&held, &published);
+    assert_eq!(h, p, "every published partition, none other");
+    assert_eq!(summary_glue(&summary)["partitions_added"], p.len() as u64);
+    assert_eq!(summary_glue(&summary)["partitions_pending"], 0);
+    env.assert_exact();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_registered_just_before_a_kill_are_registered_again_without_error() {
+    let moto = moto_with_table("s3://b/p", &[("projection.enabled", "false")]).await;
+    let (proxy, calls) = glue_proxy(&moto.endpoint, None).await;
+    let env = Env::new(sim_config(2, 300, 0)).await;
+    let table = format!("{DB}.{TABLE}");
+    let summary = env.dir.path().join("summary.json");
+    let s = format!("--summary-json={}", summary.display());
+    let args = ["--glue-table", table.as_str(), s.as_str(), "run"];
+    let through_proxy = |point: Option<&str>| {
+        let mut c = env.cmd(&args);
+        c.env("AWS_ENDPOINT_URL_GLUE", &proxy);
+        if let Some(p) = point {
+            c.env("ARCHIVER_FAILPOINT", p);
+        }
+        c
+    };
+
+    // Killed after Glue registered the run's partitions, before the state forgot them.
+    let r = Run::from(
+        through_proxy(Some("glue_after_register:1"))
+            .output()
+            .await
+            .unwrap(),
+    );
+    r.code(134);
+    let published = local_partitions(&env.archive());
+    let held = glue_partitions(&moto.endpoint, None).await;
+    let (h, p) = keys_of(&held, &published);
+    assert_eq!(h, p);
+    let first = batches(&calls, 0).concat();
+    assert_eq!(first.len(), p.len());
+
+    // The next run sends them again; Glue answers that it holds each (AlreadyExists), which
+    // is no error: none is pending any more, none added, none lost.
+    let seen = calls.lock().unwrap().len();
+    Run::from(through_proxy(None).output().await.unwrap()).ok();
+    let mut again = batches(&calls, seen).concat();
+    again.sort();
+    assert_eq!(again, p, "the same partitions, once each");
+    let g = summary_glue(&summary);
+    assert_eq!(g["partitions_added"], 0);
+    assert_eq!(g["partitions_pending"], 0);
+    assert!(g["error"].is_null(), "{g}");
+    let held = glue_partitions(&moto.endpoint, None).await;
+    assert_eq!(held.keys().cloned().collect::<Vec<_>>(), p);
+
+    // And the run after sends nothing.
+    let seen = calls.lock().unwrap().len();
+    Run::from(through_proxy(None).output().await.unwrap()).ok();
+    assert_eq!(targets(&calls, seen), ["GetTable"]);
+    env.assert_exact();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn glue_partitions_registers_every_partition_before_turning_projection_off() {
+    let moto = moto_with_table("s3://b/p", &[("projection.portal_id.type", "injected")]).await;
+    let env = Env::new(sim_config(3, 200, 3)).await;
+    let table = format!("{DB}.{TABLE}");
+    let summary = env.dir.path().join("summary.json");
+    let s = format!("--summary-json={}", summary.display());
+
+    // An archive and its portal-list table, as every run with --glue-table kept it so far.
+    run_with(&env, &moto, &["--glue-table", &table, &s, "run"])
+        .await
+        .ok();
+    assert_eq!(
+        enum_values(&get_table(&moto.endpoint).await),
+        sorted(env.sim.portal_ids())
+    );
+    assert!(glue_partitions(&moto.endpoint, None).await.is_empty());
+    let before = get_table(&moto.endpoint).await;
+    let published = local_partitions(&env.archive());
+
+    // The migration: every partition of the archive registered, then (only then) projection
+    // off, by an update naming the version read.
+    let (proxy, calls) = glue_proxy(&moto.endpoint, None).await;
+    let args = ["--glue-table", &table, "--glue-partitions", &s, "run"];
+    let mut c = env.cmd(&args);
+    c.env("AWS_ENDPOINT_URL_GLUE", &proxy);
+    Run::from(c.output().await.unwrap()).ok();
+    let t = targets(&calls, 0);
+    let update = t
+        .iter()
+        .position(|x| x == "UpdateTable")
+        .expect("an UpdateTable");
+    assert_eq!(t.iter().filter(|x| *x == "UpdateTable").count(), 1, "{t:?}");
+    let last_batch = t.iter().rposition(|x| x == "BatchCreatePartition").unwrap();
+    assert!(
+        last_batch < update,
+        "registered before projection off: {t:?}"
+    );
+    let sent = batches(&calls, 0).concat();
+    let mut sent_sorted = sent.clone();
+    sent_sorted.sort();
+    assert_eq!(
+        sent_sorted,
+        published.keys().cloned().collect::<Vec<_>>(),
+        "the archive's partitions, each once"
+    );
+    let body = &calls.lock().unwrap()[update].1.clone();
+    assert_eq!(body["VersionId"], before.version_id().unwrap());
+    assert_eq!(
+        body["TableInput"]["Parameters"]["projection.enabled"],
+        "false"
+    );
+
+    let after = get_table(&moto.endpoint).await;
+    let mut params = before.parameters().unwrap().clone();
+    params.insert("projection.enabled".into(), "false".into());
+    assert_eq!(
+        after.parameters().unwrap(),
+        &params,
+        "only projection.enabled changed"
+    );
+    assert_eq!(after.storage_descriptor(), before.storage_descriptor());
+    assert_eq!(after.partition_keys(), before.partition_keys());
+    let held = glue_partitions(&moto.endpoint, None).await;
+    let published = local_partitions(&env.archive());
+    let (h, p) = keys_of(&held, &published);
+    assert_eq!(h, p);
+    let g = summary_glue(&summary);
+    assert_eq!(g["mode"], "partitions");
+    assert_eq!(g["projection_disabled"], true);
+    assert_eq!(g["partitions_added"], p.len() as u64);
+
+    // Done: the next run only reads the table.
+    let seen = calls.lock().unwrap().len();
+    let mut c = env.cmd(&args);
+    c.env("AWS_ENDPOINT_URL_GLUE", &proxy);
+    Run::from(c.output().await.unwrap()).ok();
+    assert_eq!(targets(&calls, seen), ["GetTable"]);
+
+    // The table put back to projection on (a CloudFormation stack update does that), and new
+    // sessions meanwhile: the next run registers them and turns projection off again, without
+    // listing the archive again.
+    update_params(&moto.endpoint, |p| {
+        p.insert("projection.enabled".into(), "true".into());
+    })
+    .await;
+    let p0 = env.portal(0);
+    env.sim.advance_clock(2 * 86_400_000);
+    env.sim.add_sessions(&p0, 3, 0);
+    let seen = calls.lock().unwrap().len();
+    let mut c = env.cmd(&args);
+    c.env("AWS_ENDPOINT_URL_GLUE", &proxy);
+    Run::from(c.output().await.unwrap()).ok();
+    let t = targets(&calls, seen);
+    assert_eq!(t.iter().filter(|x| *x == "UpdateTable").count(), 1, "{t:?}");
+    let new = batches(&calls, seen).concat();
+    assert!(
+        !new.is_empty() && new.iter().all(|(p, _)| *p == p0),
+        "{new:?}"
+    );
+    let after = get_table(&moto.endpoint).await;
+    assert_eq!(after.parameters().unwrap()["projection.enabled"], "false");
+    let held = glue_partitions(&moto.endpoint, None).await;
+    let published = local_partitions(&env.archive());
+    let (h, p) = keys_of(&held, &published);
+    assert_eq!(h, p);
+    env.assert_exact();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_thousand_portals_are_registered_in_full_batches_and_a_day_selects_only_its_own() {
+    const PORTALS: usize = 5_000;
+    let moto = moto_with_table("s3://b/p", &[("projection.enabled", "false")]).await;
+    let (proxy, calls) = glue_proxy(&moto.endpoint, None).await;
+    let env = Env::new(sim_config(1, 60, 0)).await;
+    let before = get_table(&moto.endpoint).await;
+    // An archive of 5,000 more portals (other states' or shards'), three days each, the days
+    // differing from portal to portal: files as the layout names them.
+    let days: Vec<String> = (0..20).map(|i| civil(20_400 + i)).collect();
+    for i in 0..PORTALS {
+        let portal = format!("{i:08x}-0000-4000-8000-000000000000");
+        for k in 0..3 {
+            let day = &days[(i * 7 + k * 5) % days.len()];
+            let dir = env
+                .archive()
+                .join(format!("sessions/portal_id={portal}/start_date={day}"));
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("part-otherstate-0000000001.parquet"), b"x").unwrap();
+        }
+    }
+    let fabricated = local_partitions(&env.archive());
+    assert_eq!(fabricated.len(), PORTALS * 3);
+
+    let table = format!("{DB}.{TABLE}");
+    let summary = env.dir.path().join("summary.json");
+    let s = format!("--summary-json={}", summary.display());
+    let p0 = env.portal(0);
+    let args = ["--glue-table", &table, &s, "run", "--portal-id", &p0];
+    let mut c = env.cmd(&args);
+    c.env("AWS_ENDPOINT_URL_GLUE", &proxy);
+    let started = std::time::Instant::now();
+    Run::from(c.output().await.unwrap()).ok();
+    let took = started.elapsed();
+
+    // Exactly the archive's partitions: the 15,000 listed before archiving, in 150 full
+    // batches, then the run's own.
+    let published = local_partitions(&env.archive());
+    let held = glue_partitions(&moto.endpoint, None).await;
+    let (h, p) = keys_of(&held, &published);
+    assert_eq!(h.len(), p.len());
+    assert_eq!(h, p);
+    let sent = batches(&calls, 0);
+    let own = published.keys().filter(|(p, _)| *p == p0).count();
+    assert!(own > 0);
+    assert_eq!(sent.len(), 150 + own.div_ceil(100), "calls");
+    assert!(sent[..150].iter().all(|b| b.len() == 100), "full batches");
+    assert_eq!(sent.concat().len(), published.len(), "each partition once");
+    for ((portal, date), loc) in &held {
+        assert_eq!(
+            loc,
+            &format!("s3://b/p/sessions/portal_id={portal}/start_date={date}/")
+        );
+    }
+    let g = summary_glue(&summary);
+    assert_eq!(g["partitions_added"], published.len() as u64);
+
+    // The table's metadata does not grow with the portals: it is as it was.
+    let after = get_table(&moto.endpoint).await;
+    assert_eq!(after.parameters(), before.parameters());
+    assert_eq!(versions(&moto.endpoint).await, 1);
+
+    // One day across all portals: Glue selects that day's partitions only.
+    let day = &days[3];
+    let selected = glue_partitions(&moto.endpoint, Some(&format!("start_date = '{day}'"))).await;
+    let want: Vec<(String, String)> = published
+        .keys()
+        .filter(|(_, d)| d == day)
+        .cloned()
+        .collect();
+    assert!(want.len() > 500, "{}", want.len());
+    assert_eq!(selected.keys().cloned().collect::<Vec<_>>(), want);
+
+    // The next run lists nothing again and sends nothing.
+    let seen = calls.lock().unwrap().len();
+    let mut c = env.cmd(&args);
+    c.env("AWS_ENDPOINT_URL_GLUE", &proxy);
+    Run::from(c.output().await.unwrap()).ok();
+    assert_eq!(targets(&calls, seen), ["GetTable"]);
+    eprintln!("5,000 portals: first run {took:?}");
 }

@@ -59,6 +59,7 @@ pub async fn demo(a: DemoArgs, g: &GlobalArgs, stop: Arc<AtomicBool>) -> Result<
         lease_ttl: std::time::Duration::from_secs(600),
         accounts: crate::config::Accounts::Own,
         glue_table: None,
+        glue_partitions: false,
     };
 
     // The simulated history ends three hours ago: the activity below starts new sessions after

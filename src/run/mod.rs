@@ -5,11 +5,14 @@
 //! - [`discover`]: the portals to archive, each with its region's client;
 //! - [`pass`]: one portal's pass, page by page through dedup;
 //! - [`flush`]: encode → stage → commit → publish, shared with compaction;
-//! - [`recover`]: finish or drop what an interrupted run left.
+//! - [`recover`]: finish or drop what an interrupted run left;
+//! - `glue`: `--glue-table`, before archiving (portal list, or the archive's partitions) and
+//!   after (the partitions the run published).
 
 mod client_ips;
 pub mod discover;
 pub mod flush;
+mod glue;
 pub mod pass;
 pub mod recover;
 
@@ -24,7 +27,7 @@ use tracing::{error, info, warn, Instrument};
 use crate::config::{Config, Shard};
 use crate::error::Interrupted;
 use crate::model::PortalId;
-use crate::report::{AccountReport, Failure, GlueReport, PortalReport, RunSummary};
+use crate::report::{AccountReport, Failure, PortalReport, RunSummary};
 use crate::sink::Sink;
 use crate::state::{LastSuccesses, PortalOutcome, StateHandle};
 use pass::{archive_portal, PortalCtx};
@@ -180,7 +183,8 @@ async fn run_on_state(
             return Err(e);
         }
     };
-    summary.glue = update_glue(cfg, sdk, state, &found).await;
+    let (registering, glue_report) = glue::before(cfg, sdk, state, &sink, &found).await;
+    summary.glue = glue_report;
     // With `--portal-id` only the named portals are in scope, and one the service does not
     // list already fails discovery (or its ListSessions).
     let mut unlisted_error = None;
@@ -254,6 +258,9 @@ async fn run_on_state(
     count_calls(&sources, summary);
     if interrupted {
         return Err(Interrupted.into());
+    }
+    if let (Some(reg), Some(report)) = (&registering, summary.glue.as_mut()) {
+        glue::after(reg, state, report).await;
     }
     let lines: Vec<String> = run_failure_line(sources.failure_line(), summary, total)
         .into_iter()
@@ -425,48 +432,6 @@ fn account_reports(sources: &discover::Sources, summary: &RunSummary) -> Vec<Acc
             }
         })
         .collect()
-}
-
-/// `--glue-table`: add every portal discovered (all shards') and every portal the state knows
-/// to the table's portal projection. A failure is logged and reported; archiving goes on, and
-/// the run fails at its end.
-async fn update_glue(
-    cfg: &Config,
-    sdk: &aws_config::SdkConfig,
-    state: &StateHandle,
-    found: &[discover::Found],
-) -> Option<GlueReport> {
-    let table = cfg.glue_table.as_ref()?;
-    let mut portals: Vec<String> = found.iter().map(|f| f.portal.to_string()).collect();
-    let result = async {
-        // Portals of earlier runs: those discovery listed (they have an ARN) or with files.
-        // A mistyped `--portal-id` of an earlier run without --glue-table has neither.
-        let known = state.db(|st| st.portals()).await?;
-        portals.extend(
-            known
-                .into_iter()
-                .filter(|p| p.portal_arn.is_some() || p.flush_seq > 0)
-                .map(|p| p.portal_id),
-        );
-        crate::glue::add_portals(&crate::glue::client(sdk, cfg.max_attempts), table, &portals).await
-    }
-    .await;
-    let mut report = GlueReport {
-        table: table.to_string(),
-        ..Default::default()
-    };
-    match result {
-        Ok(0) => {}
-        Ok(added) => {
-            info!(glue_table = %table, portals_added = added, "Glue table's portal list updated");
-            report.portals_added = added as u64;
-        }
-        Err(e) => {
-            error!(glue_table = %table, error = %format!("{e:#}"), "updating the Glue table's portal list failed; archiving goes on");
-            report.error = Some(format!("{e:#}"));
-        }
-    }
-    Some(report)
 }
 
 /// The `--glue-table` failure of this run, as the line to report (it names the table).

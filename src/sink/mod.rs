@@ -173,6 +173,28 @@ impl Sink {
         }
     }
 
+    /// The partition dates of one portal that hold a published file, sorted. On S3 a delimited
+    /// listing (one call per 1000 days, whatever the number of files); on a local output the
+    /// `start_date=` folders holding a `.parquet` file.
+    pub async fn dates(&self, portal: &PortalId) -> Result<Vec<String>> {
+        let prefix = format!("{DATASET}/portal_id={portal}");
+        let dates: Vec<String> = match self {
+            Sink::Local(s) => blocking(s.clone(), move |s| s.partitions(&prefix))
+                .await?
+                .into_iter()
+                .filter(|(_, keys)| !keys.is_empty())
+                .map(|(date, _)| date)
+                .collect(),
+            Sink::S3(s) => s
+                .folders(&prefix)
+                .await?
+                .into_iter()
+                .filter_map(|name| name.strip_prefix("start_date=").map(str::to_string))
+                .collect(),
+        };
+        Ok(dates.into_iter().filter(|d| is_date(d)).collect())
+    }
+
     /// The portals the output holds anything of: a `portal_id=ID` folder under `sessions/`
     /// (files) or `_manifest/` (manifests, which outlive files deleted by mistake), each once,
     /// sorted. Reads only; on S3 a delimited listing of those two folders, not of the files.
@@ -229,4 +251,14 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(move || f(s))
         .await
         .context("sink task panicked")?
+}
+
+/// A partition date as the layout writes it: `YYYY-MM-DD`.
+fn is_date(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 10
+        && b.iter().enumerate().all(|(i, c)| match i {
+            4 | 7 => *c == b'-',
+            _ => c.is_ascii_digit(),
+        })
 }

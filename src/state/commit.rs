@@ -168,6 +168,7 @@ impl State {
             )?;
         }
         super::quarantine::commit_quarantine(&tx, portal_id, c, now)?;
+        super::glue::record_partitions(&tx, portal_id, &c.files)?;
         if let Some(g) = c.gap {
             tx.execute(
                 "UPDATE portals SET gap_from_ms = ?2, gap_to_ms = ?3, gap_found_at = ?4

@@ -42,6 +42,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0006_quarantine",
         include_str!("../../migrations/0006_quarantine.sql"),
     ),
+    (
+        "0007_glue_partitions",
+        include_str!("../../migrations/0007_glue_partitions.sql"),
+    ),
 ];
 
 /// The state database.

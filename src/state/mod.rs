@@ -5,6 +5,7 @@
 //! - [`quarantine`]: sessions sent in a form that cannot be archived faithfully;
 //! - [`commit`]: a flush's or a compaction's commit, and what recovery needs of it;
 //! - [`runs`]: the history of runs;
+//! - [`glue`]: the partitions awaiting registration in a `--glue-table`;
 //! - where it lives: a local file under the run lock ([`lock`]), or an object in S3 under a
 //!   lease ([`lease`]), worked on as a local copy and uploaded after every commit
 //!   ([`remote`]).
@@ -15,6 +16,7 @@
 
 mod commit;
 mod db;
+mod glue;
 mod lease;
 pub mod lock;
 mod portals;
