@@ -26,6 +26,14 @@
 --   'projection.portal_id.type'   = 'enum',
 --   'projection.portal_id.values' = 'PORTAL-ID-1,PORTAL-ID-2',
 --
+-- For thousands of portals, run archiver with `--glue-table DB.TABLE --glue-partitions`: its
+-- first run registers every partition (portal, day) of the archive in Glue, then turns
+-- partition projection off; every run then registers the partitions it publishes, at its end.
+-- A query for one day then reads that day's partitions only, one per portal with sessions that
+-- day, however many portals there are (docs/dataset.md, "Keeping the table current"). To
+-- create the table that way from the start, set 'projection.enabled' = 'false' below (archiver
+-- then registers partitions without --glue-partitions).
+--
 -- start_date uses the `date` projection from 2020-01-01 to today (NOW, UTC), one per day.
 -- Filter on start_date as well as on start_time where you can: it prunes the partitions read.
 CREATE EXTERNAL TABLE IF NOT EXISTS archiver_sessions (
