@@ -256,6 +256,7 @@ def archive_stack(c, tdir, name, params):
         "ARCHIVER_ACCOUNT_ROLE": params.get("MemberRoleName", "archiver-read"),
         "ARCHIVER_EXTERNAL_ID": params["ExternalId"],
         "ARCHIVER_GLUE_TABLE": outputs["GlueTableName"],
+        "ARCHIVER_GLUE_PARTITIONS": "true",
         "ARCHIVER_CONCURRENCY": "4",
     }
     if params.get("AccountIds"):
@@ -350,16 +351,18 @@ def archive_stack(c, tdir, name, params):
     perms = perms_of[task_role["RoleName"]]
     db, table = env["ARCHIVER_GLUE_TABLE"].split(".")
     for arn in ["catalog", f"database/{db}", f"table/{db}/{table}"]:
-        for action in ["glue:GetTable", "glue:UpdateTable"]:
+        for action in ["glue:GetTable", "glue:UpdateTable", "glue:BatchCreatePartition"]:
             full = f"arn:aws:glue:{REGION}:{account}:{arn}"
             check(allows(perms, action, full), f"task role lacks {action} on {full}")
-    check(not allows(perms, "glue:UpdateTable", f"arn:aws:glue:{REGION}:{account}:table/{db}/other"), "glue *")
+    for action in ["glue:UpdateTable", "glue:BatchCreatePartition"]:
+        check(not allows(perms, action, f"arn:aws:glue:{REGION}:{account}:table/{db}/other"), "glue *")
     shared = {
         "s3:ListBucket", "s3:ListBucketMultipartUploads", "s3:GetObject", "s3:PutObject",
         "s3:DeleteObject", "s3:AbortMultipartUpload", "kms:GenerateDataKey", "kms:Decrypt",
         "sts:AssumeRole", "organizations:ListAccounts",
     }
-    for role, extra in [(task_role, {"glue:GetTable", "glue:UpdateTable"}), (maint_role, set())]:
+    glue_actions = {"glue:GetTable", "glue:UpdateTable", "glue:BatchCreatePartition"}
+    for role, extra in [(task_role, glue_actions), (maint_role, set())]:
         granted = {a for s in perms_of[role["RoleName"]] for a in as_list(s["Action"])}
         check(granted <= shared | extra, f"{role['RoleName']} grants more: {granted - shared - extra}")
 
@@ -555,6 +558,18 @@ def archive_stack(c, tdir, name, params):
     c["glue"].update_table(DatabaseName=db, TableInput=ti)
     p2 = c["glue"].get_table(DatabaseName=db, Name=table)["Table"]["Parameters"]
     check(p2["projection.portal_id.values"] == "a,b", f"after update {p2}")
+    # What the task's --glue-partitions does to it: a partition with the table's storage
+    # descriptor at its folder, then projection off.
+    part_sd = dict(sd, Location=f"{env['ARCHIVER_OUTPUT']}/sessions/portal_id=a/start_date=2026-11-20/")
+    errors = c["glue"].batch_create_partition(
+        DatabaseName=db, TableName=table,
+        PartitionInputList=[{"Values": ["a", "2026-11-20"], "StorageDescriptor": part_sd}],
+    ).get("Errors")
+    check(not errors, f"BatchCreatePartition {errors}")
+    ti["Parameters"] = dict(ti["Parameters"], **{"projection.enabled": "false"})
+    c["glue"].update_table(DatabaseName=db, TableInput=ti)
+    parts = c["glue"].get_partitions(DatabaseName=db, TableName=table, Expression="start_date = '2026-11-20'")
+    check([x["Values"] for x in parts["Partitions"]] == [["a", "2026-11-20"]], f"partitions {parts}")
 
     # The schedule, created with the Scheduler API from the template's properties.
     s = props["Schedule"]
