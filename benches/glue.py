@@ -19,8 +19,9 @@ table of sql/athena/create_table.sql, and a fresh local state and archive:
   `--glue-partitions` (it registers every partition of the archive, then turns projection off).
 
 Two `archiver run`s each: the first archives everything (a backfill), then the simulator adds
-one session per portal on a new day (`POST /_sim/activity`), and the second archives those
-(a nightly run). Each run must exit 0 with the rows expected (its --summary-json).
+one session on a new day to every 1/--share-th portal (`POST /_sim/activity`; most portals see
+no session on a given day), and the second archives those (a nightly run). Each run must exit
+0 with the rows expected (its --summary-json).
 
 Measured per run: wall time and CPU of the whole run (os.wait4), and the Glue calls by type,
 counted by a proxy between archiver and moto, with the time spent in them (the sum of their
@@ -198,6 +199,29 @@ def table_input(projected: bool) -> dict:
 # ------------------------------------------------------------------ one design
 
 
+def sim_post(endpoint: str, path: str, body: dict) -> dict:
+    req = urllib.request.Request(f"{endpoint}{path}", data=json.dumps(body).encode(), method="POST")
+    with urllib.request.urlopen(req, timeout=60) as r:
+        return json.load(r)
+
+
+def new_day(endpoint: str, portals: list[str]) -> None:
+    """One session in each of `portals`, all starting on the day after the history (from 01:00
+    UTC), then ended. Added Active, each moves the simulator's clock by at most 30 s (an
+    ended one would move it past its end, up to 20 minutes)."""
+    with urllib.request.urlopen(f"{endpoint}/_sim/info", timeout=60) as r:
+        now = json.load(r)["now_ms"]
+    start = (now // DAY_MS + 1) * DAY_MS + 3_600_000
+    sim_post(endpoint, "/_sim/advance", {"seconds": (start - now) / 1000})
+    for p in portals:
+        sim_post(endpoint, "/_sim/activity", {"portalId": p, "newSessions": 1, "newActive": 1})
+    sim_post(endpoint, "/_sim/activity", {"endActive": 1})
+    with urllib.request.urlopen(f"{endpoint}/_sim/info", timeout=60) as r:
+        end = json.load(r)["now_ms"]
+    if end // DAY_MS != start // DAY_MS:
+        raise RuntimeError(f"the new sessions span more than a day ({start} to {end}): lower --share")
+
+
 def archive_partitions(archive: str) -> set[tuple[str, str]]:
     """(portal, day) of every partition folder holding a .parquet file."""
     out = set()
@@ -223,6 +247,8 @@ def one_design(args, n: int, design: str) -> dict:
         sim_args = [
             "--seed", str(SEED), "--portals", str(n), "--sessions-per-portal", str(args.sessions),
             "--active-per-portal", "0", "--history-days", str(args.days),
+            # Ten days ago, so the new day's sessions are in the past for archiver too.
+            "--now-ms", str((int(time.time() * 1000) // DAY_MS - 10) * DAY_MS + DAY_MS // 2),
         ]
         sim = Simulator(args.binary, sim_args, os.path.join(tmp, "simulator.log"), args.timeout)
         if len(sim.portal_ids) != n:
@@ -232,11 +258,10 @@ def one_design(args, n: int, design: str) -> dict:
         archive = os.path.join(tmp, "archive")
         summary_path = os.path.join(tmp, "summary.json")
         runs = []
-        for i, (label, rows) in enumerate([("first", n * args.sessions), ("nightly", n)]):
+        busy = sim.portal_ids[:: max(1, round(1 / args.share))]
+        for i, (label, rows) in enumerate([("first", n * args.sessions), ("nightly", len(busy))]):
             if i == 1:
-                body = json.dumps({"newSessions": 1, "advanceMs": DAY_MS}).encode()
-                req = urllib.request.Request(f"{sim.endpoint}/_sim/activity", data=body, method="POST")
-                urllib.request.urlopen(req, timeout=60).read()
+                new_day(sim.endpoint, busy)
             extra = ["--glue-partitions"] if design == "migration" and i == 1 else []
             argv = [
                 args.binary, "--state", os.path.join(tmp, "state.db"), "--output", archive,
@@ -331,6 +356,7 @@ def main() -> int:
     ap.add_argument("--portals", default="100,1000", help="comma-separated numbers of portals (default %(default)s)")
     ap.add_argument("--days", type=int, default=3, help="days of history in the simulator (default %(default)s)")
     ap.add_argument("--sessions", type=int, default=3, help="sessions per portal at the start (default %(default)s)")
+    ap.add_argument("--share", type=float, default=0.1, help="share of the portals with a session on the new day (default %(default)s)")
     ap.add_argument("--designs", default=",".join(DESIGNS), help="comma-separated subset of %(default)s")
     ap.add_argument("--no-build", action="store_true", help="use the existing release binary")
     ap.add_argument("--binary", default=os.path.join(target, "release", "archiver"), help="default: %(default)s")
@@ -355,7 +381,10 @@ def main() -> int:
 
     print(f"$ benches/glue.py {' '.join(sys.argv[1:])}")
     print(f"commit {git_head()}; {os.cpu_count()} CPUs; moto_server (Glue) behind a counting proxy; local archive")
-    print(f"simulator: seed {SEED}, N portals x {args.sessions} sessions over {args.days} days; then 1 session per portal on a new day")
+    print(
+        f"simulator: seed {SEED}, N portals x {args.sessions} sessions over {args.days} days; "
+        f"then 1 session on a new day in {args.share:.0%} of the portals"
+    )
     print(f"archiver options: {' '.join(args.extra)}")
     print()
     rows = []

@@ -212,7 +212,7 @@ pub fn portal_values(
         }
     }
     if !params
-        .get("projection.enabled")
+        .get(ENABLED_KEY)
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
     {
         return Err(anyhow!(

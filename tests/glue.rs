@@ -586,6 +586,19 @@ type Calls = std::sync::Arc<std::sync::Mutex<Vec<(String, serde_json::Value)>>>;
 /// for an update naming a version that is no longer current (moto itself does not check
 /// `VersionId`).
 async fn glue_proxy(upstream: &str, extra: Option<&'static str>) -> (String, Calls) {
+    glue_proxy_denying(upstream, extra, Deny::default()).await
+}
+
+/// Calls (`X-Amz-Target`) the proxy answers `AccessDeniedException` without passing them on,
+/// while listed.
+type Deny = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+
+/// [`glue_proxy`], also refusing the calls `deny` lists.
+async fn glue_proxy_denying(
+    upstream: &str,
+    extra: Option<&'static str>,
+    deny: Deny,
+) -> (String, Calls) {
     use http_body_util::{BodyExt, Full};
     use hyper_util::rt::TokioIo;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -594,11 +607,11 @@ async fn glue_proxy(upstream: &str, extra: Option<&'static str>) -> (String, Cal
     let (seen, upstream) = (calls.clone(), upstream.to_string());
     tokio::spawn(async move {
         while let Ok((sock, _)) = listener.accept().await {
-            let (seen, upstream) = (seen.clone(), upstream.clone());
+            let (seen, upstream, deny) = (seen.clone(), upstream.clone(), deny.clone());
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(
                     move |req: hyper::Request<hyper::body::Incoming>| {
-                        let (seen, upstream) = (seen.clone(), upstream.clone());
+                        let (seen, upstream, deny) = (seen.clone(), upstream.clone(), deny.clone());
                         async move {
                             let (parts, body) = req.into_parts();
                             let body = body.collect().await?.to_bytes();
@@ -614,6 +627,16 @@ async fn glue_proxy(upstream: &str, extra: Option<&'static str>) -> (String, Cal
                                 target == "AWSGlue.UpdateTable"
                                     && s.iter().filter(|(t, _)| *t == target).count() == 1
                             };
+                            if deny.lock().unwrap().contains(&target) {
+                                let body = r#"{"__type":"AccessDeniedException","Message":"not allowed (test proxy)"}"#;
+                                return Ok::<_, hyper::Error>(
+                                    hyper::Response::builder()
+                                        .status(400)
+                                        .header("content-type", "application/x-amz-json-1.1")
+                                        .body(Full::new(bytes::Bytes::from(body)))
+                                        .unwrap(),
+                                );
+                            }
                             if let (true, Some(extra)) = (first_update, extra) {
                                 concurrent_add(&upstream, extra).await;
                                 let body = r#"{"__type":"ConcurrentModificationException","Message":"the table changed (test proxy)"}"#;
@@ -1026,7 +1049,19 @@ async fn a_run_killed_between_publishing_and_registering_leaves_its_partitions_t
     assert!(!published.is_empty());
     assert!(glue_partitions(&moto.endpoint, None).await.is_empty());
 
-    // The next run registers them, with what it publishes itself.
+    // A run without --glue-table (by hand, say) finishes the archive: it records what it
+    // publishes too, registers nothing, and says that partitions wait.
+    let r = env.run(&["run"]).await;
+    r.ok();
+    assert!(
+        r.stderr.contains("are not registered yet") && r.stderr.contains(&table),
+        "{}",
+        r.stderr
+    );
+    assert!(glue_partitions(&moto.endpoint, None).await.is_empty());
+    env.assert_exact();
+
+    // The next run with --glue-table registers every one.
     run_with(&env, &moto, &args).await.ok();
     let published = local_partitions(&env.archive());
     let held = glue_partitions(&moto.endpoint, None).await;
@@ -1035,6 +1070,9 @@ async fn a_run_killed_between_publishing_and_registering_leaves_its_partitions_t
     assert_eq!(summary_glue(&summary)["partitions_added"], p.len() as u64);
     assert_eq!(summary_glue(&summary)["partitions_pending"], 0);
     env.assert_exact();
+    let r = env.run(&["run"]).await;
+    r.ok();
+    assert!(!r.stderr.contains("are not registered yet"), "{}", r.stderr);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1089,6 +1127,61 @@ async fn partitions_registered_just_before_a_kill_are_registered_again_without_e
     Run::from(through_proxy(None).output().await.unwrap()).ok();
     assert_eq!(targets(&calls, seen), ["GetTable"]);
     env.assert_exact();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_registration_fails_the_run_and_the_next_run_registers_it() {
+    let moto = moto_with_table("s3://b/p", &[("projection.enabled", "false")]).await;
+    let deny = Deny::default();
+    let (proxy, _calls) = glue_proxy_denying(&moto.endpoint, None, deny.clone()).await;
+    let env = Env::new(sim_config(2, 200, 0)).await;
+    let table = format!("{DB}.{TABLE}");
+    let summary = env.dir.path().join("summary.json");
+    let s = format!("--summary-json={}", summary.display());
+    let args = ["--glue-table", table.as_str(), s.as_str(), "run"];
+    let run = || {
+        let mut c = env.cmd(&args);
+        c.env("AWS_ENDPOINT_URL_GLUE", &proxy);
+        c
+    };
+
+    // BatchCreatePartition refused: everything archived, the run fails naming the table, and
+    // the partitions wait in the state.
+    deny.lock()
+        .unwrap()
+        .push("AWSGlue.BatchCreatePartition".into());
+    let r = Run::from(run().output().await.unwrap());
+    r.code(1);
+    let last = r.last_line();
+    assert!(
+        last.contains(&format!("Glue table {table}")) && last.contains("not registered"),
+        "{last}"
+    );
+    assert_eq!(
+        r.stderr
+            .lines()
+            .filter(|l| l.contains("ERROR") && l.contains(&table))
+            .count(),
+        1,
+        "one error line naming the table:\n{}",
+        r.stderr
+    );
+    env.assert_exact();
+    let published = local_partitions(&env.archive());
+    assert!(glue_partitions(&moto.endpoint, None).await.is_empty());
+    let g = summary_glue(&summary);
+    assert_eq!(g["partitions_pending"], published.len() as u64);
+    assert_eq!(g["partitions_added"], 0);
+
+    // Allowed again: the next run registers them.
+    deny.lock().unwrap().clear();
+    Run::from(run().output().await.unwrap()).ok();
+    let held = glue_partitions(&moto.endpoint, None).await;
+    let (h, p) = keys_of(&held, &published);
+    assert_eq!(h, p);
+    let g = summary_glue(&summary);
+    assert_eq!(g["partitions_added"], p.len() as u64);
+    assert_eq!(g["partitions_pending"], 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

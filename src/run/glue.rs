@@ -48,7 +48,6 @@ pub async fn before(
     found: &[discover::Found],
 ) -> (Option<Registering>, Option<GlueReport>) {
     let Some(table) = cfg.glue_table.as_ref() else {
-        warn_unregistered(state).await;
         return (None, None);
     };
     let mut report = GlueReport {
@@ -101,8 +100,15 @@ pub async fn before(
     (Some(reg), Some(report))
 }
 
-/// After archiving: register the partitions this run published (and any left before).
+/// After archiving: register the partitions this run published (and any left before), unless
+/// the table already failed this run (then they wait for the next run, and are counted).
 pub async fn after(reg: &Registering, state: &StateHandle, report: &mut GlueReport) {
+    if report.error.is_some() {
+        if let Ok(pending) = state.db(|st| st.glue_pending()).await {
+            report.partitions_pending = pending.len() as u64;
+        }
+        return;
+    }
     if let Err(e) = drain(reg, state, report).await {
         fail(report, e);
     }
@@ -240,8 +246,9 @@ fn check(r: &Registered) -> Result<()> {
     ))
 }
 
-/// Without `--glue-table`, a state that records partitions for a table says how many wait.
-async fn warn_unregistered(state: &StateHandle) {
+/// At the end of a run without `--glue-table`: a state that records partitions for a table
+/// says how many wait for registration.
+pub async fn warn_unregistered(state: &StateHandle) {
     let waiting = state
         .db(|st| Ok((st.glue_table()?, st.glue_pending()?.len())))
         .await;

@@ -259,8 +259,10 @@ async fn run_on_state(
     if interrupted {
         return Err(Interrupted.into());
     }
-    if let (Some(reg), Some(report)) = (&registering, summary.glue.as_mut()) {
-        glue::after(reg, state, report).await;
+    match (&registering, summary.glue.as_mut()) {
+        (Some(reg), Some(report)) => glue::after(reg, state, report).await,
+        _ if cfg.glue_table.is_none() => glue::warn_unregistered(state).await,
+        _ => {}
     }
     let lines: Vec<String> = run_failure_line(sources.failure_line(), summary, total)
         .into_iter()
