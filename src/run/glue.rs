@@ -38,6 +38,16 @@ pub struct Registering {
     parts: Partitions,
 }
 
+/// What this run does with the table.
+// One value per run, matched at once: its size does not matter.
+#[allow(clippy::large_enum_variant)]
+enum Kind {
+    /// Keep its portal list (the table as just read).
+    PortalList(aws_sdk_glue::types::Table),
+    /// Register its partitions; `true`: it still projects them (`--glue-partitions`).
+    Partitions(Partitions, bool),
+}
+
 /// Before archiving: bring the table up to date with the portals found and the archive. Returns
 /// the table if its partitions are registered (for [`after`]), and what was done.
 pub async fn before(
@@ -59,14 +69,14 @@ pub async fn before(
         let t = glue::read(&client, table).await?;
         let projected = glue::projected(&t);
         if projected && !cfg.glue_partitions {
-            return Ok(Err(t));
+            return Ok(Kind::PortalList(t));
         }
-        Ok::<_, anyhow::Error>(Ok((Partitions::of(&t, table)?, projected)))
+        Ok::<_, anyhow::Error>(Kind::Partitions(Partitions::of(&t, table)?, projected))
     }
     .await;
     let (parts, projected) = match kind {
-        Ok(Ok(k)) => k,
-        Ok(Err(read)) => {
+        Ok(Kind::Partitions(parts, projected)) => (parts, projected),
+        Ok(Kind::PortalList(read)) => {
             report.mode = Some("portal_list".into());
             if let Err(e) = portal_list(&client, table, read, state, found, &mut report).await {
                 fail(&mut report, e);
