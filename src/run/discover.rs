@@ -11,7 +11,7 @@
 //! or whose ListPortals fails, is recorded as failed and the others go on.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -24,6 +24,7 @@ use tracing::{debug, error, info};
 
 use crate::aws::AwsError;
 use crate::config::{AccountRole, Accounts, Config};
+use crate::error::Interrupted;
 use crate::model::PortalId;
 use crate::sink::Sink;
 use crate::source::{CallStats, FetchError, Source};
@@ -264,6 +265,10 @@ impl Maker {
             credentials: Ok(None),
             listings: Vec::new(),
         };
+        // Stopped (SIGTERM/SIGINT): the accounts not yet begun are not (see `discover`).
+        if self.stop.load(Ordering::Relaxed) {
+            return out;
+        }
         let mut clients = match (&out.account, arn, &self.assume) {
             (Some(a), Some(arn), Some(assume)) => {
                 let assume = assume.clone().role_arn(&arn);
@@ -290,6 +295,11 @@ impl Maker {
         for r in regions.iter() {
             let listed = clients.source(&self, r).list_portals().await;
             out.listings.push((r.clone(), listed));
+        }
+        // An account without portals keeps nothing, not even its credentials.
+        let none = |l: &(String, Listing)| l.1.as_ref().is_ok_and(Vec::is_empty);
+        if out.listings.iter().all(none) {
+            out.credentials = Ok(None);
         }
         out
     }
@@ -637,7 +647,8 @@ pub fn arn_account(arn: &str) -> Option<&str> {
 ///
 /// Without accounts, a failed ListPortals fails discovery. With accounts, a role that cannot
 /// be assumed or a failed ListPortals fails only its account (recorded in `sources`), and the
-/// other accounts' portals are returned.
+/// other accounts' portals are returned. On SIGTERM/SIGINT the accounts not yet begun are
+/// skipped and discovery ends with [`Interrupted`].
 pub async fn discover(
     named: Option<&[PortalId]>,
     sources: &mut Sources,
@@ -687,6 +698,9 @@ pub async fn discover(
         maker.clone().discover(account, arn, regions)
     })
     .await;
+    if maker.stop.load(Ordering::Relaxed) {
+        return Err(Interrupted.into());
+    }
     let mut found: Vec<Found> = Vec::new();
     let mut seen: HashSet<PortalId> = HashSet::new();
     let mut keep: HashMap<String, Credentials> = HashMap::new();
