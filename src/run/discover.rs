@@ -674,7 +674,6 @@ pub async fn discover(
             })
             .collect());
     }
-    // What is discovered together: an account in all regions, or without accounts a region.
     // What is discovered together: an account in all regions (its account and role ARN), or
     // without accounts a region.
     struct Unit(Option<String>, Option<String>, Arc<Vec<String>>);

@@ -2,7 +2,7 @@
 //! the portals, archive each in its own task (bounded concurrency; one failing portal does not
 //! stop the others), record the run and report it.
 //!
-//! - [`discover`]: the portals to archive, each with its region's client;
+//! - [`discover`]: the portals to archive, each with its account and region, and their clients;
 //! - [`pass`]: one portal's pass, page by page through dedup;
 //! - [`flush`]: encode → stage → commit → publish, shared with compaction;
 //! - [`recover`]: finish or drop what an interrupted run left;
