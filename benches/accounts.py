@@ -1,17 +1,20 @@
 #!/usr/bin/env python3
-"""What archiving many accounts costs: the same portals in one account, or one portal in each
-of N accounts reached through STS AssumeRole.
+"""What archiving many accounts costs: the same portals in one account, or spread over N
+accounts reached through STS AssumeRole.
 
     benches/accounts.py [--n 1,10,50] [--sessions 50] [--latency-ms 50] [--repeat 3] [--no-build]
+                        [--regions 1] [--portals M] [--with-portals K]
 
 For each N and each repetition, three configurations, each against a fresh `archiver
-simulator` (seed 7, N portals of --sessions sessions, none Active, --latency-ms) and a fresh
-temporary state and archive:
+simulator` (seed 7, M portals of --sessions sessions, none Active, --latency-ms, --regions R
+regions) and a fresh temporary state and archive. M is --portals, by default N x R: one
+portal in each account and region.
 
 - own: every portal in the simulator's home account; `archiver run`, no account options;
-- accounts: the simulator with `--accounts` of N accounts, one portal each (the home account
-  123456789012 first, then generated 12-digit ids); `archiver run --accounts <all N>
-  --account-role archiver-read`;
+- accounts: the simulator with `--accounts` of N accounts (the home account 123456789012
+  first, then generated 12-digit ids), the portals in the first K of them
+  (`--accounts-with-portals K`, --with-portals, default all N): portal k in region k mod R and
+  account (k div R) mod K; `archiver run --accounts <all N> --account-role archiver-read`;
 - organization: the same simulator; `archiver run --organization --account-role archiver-read`
   (Organizations ListAccounts lists the home, management, account first: it is one of the N,
   so every listed account can be assumed).
@@ -54,6 +57,7 @@ sys.modules.setdefault("pyarrow", None)  # type: ignore[arg-type]
 from backfill_memory import MIB, Simulator, aws_env, same_or_range, table  # noqa: E402
 
 SEED = 7
+REGIONS = ["us-east-1", "eu-west-1", "ap-southeast-2", "us-west-2", "eu-central-1", "ap-northeast-1"]
 HOME = "123456789012"  # the simulator's home (management) account; the job's own keys
 ROLE = "archiver-read"
 MODES = ["own", "accounts", "organization"]
@@ -74,6 +78,11 @@ def account_ids(n: int) -> list[str]:
     return [HOME] + [f"{210000000000 + 1000 * i:012d}" for i in range(1, n)]
 
 
+def portals_of(args, n: int) -> int:
+    """The portals of a run over N accounts: --portals, or one per account and region."""
+    return args.portals or n * args.regions
+
+
 def stats(endpoint: str) -> dict:
     with urllib.request.urlopen(f"{endpoint}/_sim/stats", timeout=10) as r:
         return json.load(r)
@@ -85,16 +94,21 @@ def one_run(args, mode: str, n: int) -> dict:
     ok = False
     try:
         ids = account_ids(n)
+        portals = portals_of(args, n)
         sim_args = [
-            "--seed", str(SEED), "--portals", str(n), "--sessions-per-portal", str(args.sessions),
+            "--seed", str(SEED), "--portals", str(portals), "--sessions-per-portal", str(args.sessions),
             "--active-per-portal", "0", "--latency-ms", str(args.latency_ms),
         ]
+        if args.regions > 1:
+            sim_args += ["--regions", ",".join(REGIONS[: args.regions])]
         if mode != "own":
             sim_args += ["--accounts", ",".join(ids)]
+            if args.with_portals:
+                sim_args += ["--accounts-with-portals", str(args.with_portals)]
         sim = Simulator(args.binary, sim_args, os.path.join(tmp, "simulator.log"), args.timeout)
         try:
-            if len(sim.portal_ids) != n:
-                raise RuntimeError(f"simulator reports {len(sim.portal_ids)} portals, expected {n}")
+            if len(sim.portal_ids) != portals:
+                raise RuntimeError(f"simulator reports {len(sim.portal_ids)} portals, expected {portals}")
             env = aws_env(sim.endpoint)
             env.update(AWS_ENDPOINT_URL_STS=sim.endpoint, AWS_ENDPOINT_URL_ORGANIZATIONS=sim.endpoint)
             summary_path = os.path.join(tmp, "summary.json")
@@ -102,6 +116,8 @@ def one_run(args, mode: str, n: int) -> dict:
                 args.binary, "--state", os.path.join(tmp, "state.db"), "--output", os.path.join(tmp, "archive"),
                 "--summary-json", summary_path, *args.extra,
             ]
+            if args.regions > 1:
+                argv += ["--region", ",".join(REGIONS[: args.regions])]
             if mode == "accounts":
                 argv += ["--accounts", ",".join(ids), "--account-role", ROLE]
             elif mode == "organization":
@@ -128,7 +144,7 @@ def one_run(args, mode: str, n: int) -> dict:
             sim.stop()
         with open(summary_path) as f:
             totals = json.load(f)["totals"]
-        want = n * args.sessions
+        want = portals * args.sessions
         rows, accounts_failed, failed = (totals.get(k, 0) for k in ("rows_written", "accounts_failed", "failed"))
         if rows != want or accounts_failed or failed:
             raise RuntimeError(
@@ -174,6 +190,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", default="1,10,50", help="comma-separated numbers of portals / accounts (default %(default)s)")
     ap.add_argument("--sessions", type=int, default=50, help="sessions per portal (default %(default)s)")
+    ap.add_argument("--regions", type=int, default=1, help=f"regions, the first R of {','.join(REGIONS)} (default %(default)s)")
+    ap.add_argument("--portals", type=int, default=0, help="portals in all (default: N x --regions, one per account and region)")
+    ap.add_argument("--with-portals", type=int, default=0, help="accounts holding the portals, the first K (default: all N)")
     ap.add_argument("--latency-ms", type=int, default=50, help="simulator delay per WorkSpaces Web call (default %(default)s)")
     ap.add_argument("--repeat", type=int, default=3, help="runs per configuration; tables show medians (default %(default)s)")
     ap.add_argument("--modes", default=",".join(MODES), help="comma-separated subset of own,accounts,organization (default all)")
@@ -188,6 +207,8 @@ def main() -> int:
     modes = [m for m in args.modes.split(",") if m]
     if not ns or min(ns) < 1 or args.sessions < 1 or args.repeat < 1 or args.latency_ms < 0 or not set(modes) <= set(MODES):
         ap.error("need --n values >= 1, --sessions and --repeat >= 1, --latency-ms >= 0, modes among own,accounts,organization")
+    if not 1 <= args.regions <= len(REGIONS) or args.portals < 0 or args.with_portals < 0:
+        ap.error(f"need 1 <= --regions <= {len(REGIONS)}, --portals and --with-portals >= 0")
 
     if not args.no_build:
         log("cargo build --release --bin archiver")
@@ -217,9 +238,16 @@ def main() -> int:
     cmd = " ".join(shlex.quote(a) for a in [os.path.relpath(sys.argv[0], REPO), *sys.argv[1:]])
     parent_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / MIB
     print(f"`{cmd}` (commit {git_head()}, {args.binary})")
+    spread = "one portal in each account" + (f" and region ({args.regions} regions)" if args.regions > 1 else "")
+    if args.portals or args.with_portals:
+        spread = (
+            f"{args.portals or 'N x ' + str(args.regions)} portals in "
+            f"{'the first ' + str(args.with_portals) if args.with_portals else 'all'} of the N accounts"
+            + (f", {args.regions} regions" if args.regions > 1 else "")
+        )
     print(
-        f"N portals x {args.sessions} sessions (none Active); own: N portals in one account; accounts / "
-        f"organization: one portal in each of N accounts, `--account-role {ROLE}`"
+        f"Portals of {args.sessions} sessions (none Active); own: the same portals in one account; accounts / "
+        f"organization: N accounts, {spread}, `--account-role {ROLE}`"
         + (f"; archiver options `{' '.join(args.extra)}`" if args.extra else "")
         + "."
     )

@@ -14,10 +14,14 @@ use crate::error::UsageError;
 /// The HTTP response type of every SDK client of this family.
 pub type HttpResponse = aws_sdk_s3::config::http::HttpResponse;
 
-/// The AWS configuration from the standard chain. Without a region there, the first of
-/// `regions` is the default (it is also the S3 client's region).
+/// The AWS configuration from the standard chain, with one [`http_client`] for every client
+/// made from it. Without a region there, the first of `regions` is the default (it is also
+/// the S3 client's region).
 pub async fn load_sdk(regions: &[String]) -> anyhow::Result<aws_config::SdkConfig> {
-    let sdk = aws_config::defaults(BehaviorVersion::latest()).load().await;
+    let sdk = aws_config::defaults(BehaviorVersion::latest())
+        .http_client(http_client())
+        .load()
+        .await;
     if sdk.region().is_some() {
         return Ok(sdk);
     }
@@ -32,6 +36,28 @@ pub async fn load_sdk(regions: &[String]) -> anyhow::Result<aws_config::SdkConfi
         .to_builder()
         .region(aws_config::Region::new(first.clone()))
         .build())
+}
+
+/// The SDK's default HTTP client (hyper 1 with rustls, proxies from the environment), as the
+/// SDK makes it for a client given none, made once to be shared by every SDK client of the run:
+/// S3, STS, Organizations, Glue and the WorkSpaces Web client of each account and region. A
+/// client given none makes its own on its first call: its own connection pool, and a TLS
+/// configuration holding its own parsed copy of the system's root certificates. Shared, the
+/// clients of one timeout setting share one connector and its pooled connections, whatever
+/// the account (requests are signed one by one, so connections carry no identity).
+pub fn http_client() -> aws_sdk_s3::config::SharedHttpClient {
+    use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
+    use aws_smithy_http_client::{proxy::ProxyConfig, Builder, ConnectorBuilder};
+    Builder::new().build_with_connector_fn(|settings, components| {
+        let mut b =
+            ConnectorBuilder::default().tls_provider(tls::Provider::Rustls(CryptoMode::AwsLc));
+        b.set_connector_settings(settings.cloned());
+        if let Some(c) = components {
+            b.set_sleep_impl(c.sleep_impl());
+        }
+        b.set_proxy_config(Some(ProxyConfig::from_env()));
+        b.build()
+    })
 }
 
 /// The run's S3 client: the SDK chain's configuration, standard retries (throttling, 500/503

@@ -622,3 +622,83 @@ async fn account_options_are_checked_before_any_call() {
     assert_eq!(env.sim.stats().assume_role_calls, 0);
     assert_eq!(env.sim.stats().list_portals_calls, 0);
 }
+
+/// An estate as large organizations have it: thousands of accounts, most without a portal and
+/// a few with several, in three regions. A run killed mid-way and the run after it archive
+/// every session exactly once; each account's role is assumed once a run (accounts with
+/// portals use the role check's credentials for their clients).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousands_of_accounts_most_without_portals_archived_exactly_across_a_kill() {
+    const ACCOUNTS: usize = 2000;
+    const WITH_PORTALS: usize = 8;
+    let accounts: Vec<String> = (0..ACCOUNTS)
+        .map(|i| format!("{}", 300_000_000_000u64 + i as u64))
+        .collect();
+    let regions = ["us-east-1", "eu-west-1", "ap-southeast-2"];
+    let env = Env::new(SimConfig {
+        accounts: accounts.clone(),
+        accounts_with_portals: WITH_PORTALS,
+        regions: regions.map(String::from).to_vec(),
+        // 40 portals: 3 to 6 in each of the first 8 accounts, spread over the three regions.
+        ..sim_config(40, 40, 2)
+    })
+    .await;
+    // Portals by account, from the simulator.
+    let mut holders: BTreeMap<String, u64> = BTreeMap::new();
+    for p in env.sim.portal_ids() {
+        *holders
+            .entry(account_of(&env.sim.portal_arn(&p).unwrap()))
+            .or_default() += 1;
+    }
+    assert_eq!(holders.len(), WITH_PORTALS);
+    assert!(holders.values().all(|&n| n >= 3), "{holders:?}");
+    let summary = env.dir.path().join("summary.json");
+    let list = accounts.join(",");
+    let regions = regions.join(",");
+    let args = [
+        "run",
+        "--accounts",
+        &list,
+        "--account-role",
+        "archiver-read",
+        "--region",
+        &regions,
+        "--summary-json",
+        summary.to_str().unwrap(),
+    ];
+
+    // Killed after 15 of its 40 portals' commits: some accounts done, some mid-way, some not
+    // started.
+    let mut c = env.cmd(&args);
+    c.env("AWS_ENDPOINT_URL_STS", env.sim.endpoint_url())
+        .env("ARCHIVER_FAILPOINT", "after_commit:15");
+    let killed = Run::from(c.output().await.unwrap());
+    assert_ne!(killed.code, 0, "{}", killed.stderr);
+    assert!(killed.stderr.contains("failpoint after_commit:15 reached"));
+    let partial = env.archived().len();
+    assert!(partial > 0 && partial < env.expected().len(), "{partial}");
+
+    let started = Instant::now();
+    run(&env, &args).await.ok();
+    let took = started.elapsed();
+    env.assert_exact();
+
+    let doc = read_json(&summary);
+    assert_eq!(doc["outcome"], "ok");
+    let reports = doc["accounts"].as_array().unwrap();
+    assert_eq!(reports.len(), ACCOUNTS);
+    for r in reports {
+        let a = r["account_id"].as_str().unwrap();
+        assert_eq!(r["outcome"], "ok", "{r}");
+        assert_eq!(r["portals"], holders.get(a).copied().unwrap_or(0), "{r}");
+    }
+    assert_eq!(doc["portals"].as_array().unwrap().len(), 40);
+    // Two runs, one AssumeRole each per account: none more for the accounts with portals,
+    // whose clients are made again after discovery with the role check's credentials.
+    let stats = env.sim.stats();
+    for a in &accounts {
+        assert_eq!(stats.assume_role_by_account.get(a), Some(&2), "{a}");
+    }
+    assert_eq!(stats.expired_credentials, 0);
+    eprintln!("the second run of {ACCOUNTS} accounts x 3 regions took {took:?}");
+}

@@ -100,6 +100,14 @@ pub struct AccountArgs {
     /// through STS AssumeRole; default: every portal in the one account 123456789012.
     #[arg(long, value_delimiter = ',')]
     pub accounts: Vec<String>,
+    /// Only the first N of `--accounts` hold portals (0: all); the others hold none.
+    #[arg(long, default_value_t = 0)]
+    pub accounts_with_portals: usize,
+    /// Several regions (comma-separated or repeated): portal k is in the (k mod R)-th, and a
+    /// call sees only the portals of the region it was signed for; default: every portal in
+    /// us-east-1, seen from any region.
+    #[arg(long, value_delimiter = ',')]
+    pub regions: Vec<String>,
     /// Further organization members that ListAccounts returns as SUSPENDED.
     #[arg(long, value_delimiter = ',')]
     pub suspended_accounts: Vec<String>,
@@ -157,6 +165,8 @@ pub async fn run_cli(args: SimArgs) -> anyhow::Result<()> {
         },
         token_mode: args.token_mode,
         accounts: args.org.accounts,
+        accounts_with_portals: args.org.accounts_with_portals,
+        regions: args.org.regions,
         suspended_accounts: args.org.suspended_accounts,
         credential_ttl: args.org.credential_ttl,
         external_id: args.org.external_id,

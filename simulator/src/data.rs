@@ -297,7 +297,8 @@ fn random_ip(rng: &mut SplitMix64) -> u32 {
 
 /// The region and account of portal `k`: region `regions[k % R]` (or `region`), account
 /// `accounts[(k / R) % A]` (or `account_id`), so the first `R * A` portals cover every
-/// region and account pair.
+/// region and account pair; with `accounts_with_portals` `K`, `A` is `K` (the first `K`
+/// accounts hold every portal).
 pub(crate) fn portal_home(cfg: &SimConfig, k: usize) -> (&str, &str) {
     let r = cfg.regions.len();
     let region = match r {
@@ -306,7 +307,13 @@ pub(crate) fn portal_home(cfg: &SimConfig, k: usize) -> (&str, &str) {
     };
     let account = match cfg.accounts.len() {
         0 => &cfg.account_id,
-        n => &cfg.accounts[(k / r.max(1)) % n],
+        n => {
+            let holders = match cfg.accounts_with_portals {
+                0 => n,
+                k => k.min(n),
+            };
+            &cfg.accounts[(k / r.max(1)) % holders]
+        }
     };
     (region, account)
 }
@@ -1088,6 +1095,39 @@ mod tests {
         }
         assert!(w.in_account(&w.portals[1], &accounts[1]));
         assert!(!w.in_account(&w.portals[1], &accounts[0]));
+    }
+
+    #[test]
+    fn with_accounts_with_portals_only_the_first_accounts_hold_portals() {
+        let accounts: Vec<String> = (1..=5).map(|i| format!("{i}{i}{i}{i}00000000")).collect();
+        let regions = vec!["us-east-1".to_owned(), "eu-west-1".to_owned()];
+        let w = World::generate(SimConfig {
+            portals: 9,
+            accounts: accounts.clone(),
+            accounts_with_portals: 2,
+            regions: regions.clone(),
+            ..cfg(3, 1)
+        });
+        let pairs: Vec<(&str, &str)> = w
+            .portals
+            .iter()
+            .map(|p| (p.arn.split(':').nth(3).unwrap(), arn_account(&p.arn)))
+            .collect();
+        let a = |i: usize| accounts[i].as_str();
+        assert_eq!(
+            pairs,
+            [
+                ("us-east-1", a(0)),
+                ("eu-west-1", a(0)),
+                ("us-east-1", a(1)),
+                ("eu-west-1", a(1)),
+                ("us-east-1", a(0)),
+                ("eu-west-1", a(0)),
+                ("us-east-1", a(1)),
+                ("eu-west-1", a(1)),
+                ("us-east-1", a(0)),
+            ]
+        );
     }
 
     #[test]

@@ -106,6 +106,10 @@ pub struct SimConfig {
     /// Each WorkSpaces Web call then sees only the portals of its caller's account. Empty:
     /// every portal is in `account_id` and every caller sees them all.
     pub accounts: Vec<String>,
+    /// Only the first `K` of `accounts` hold portals (0: all of them): portal `k` is then in
+    /// `accounts[(k / R) % K]`, and the other accounts hold none, as in an estate where most
+    /// accounts have no portal and a few have many.
+    pub accounts_with_portals: usize,
     /// Further organization members, listed by ListAccounts as SUSPENDED; they hold nothing
     /// and AssumeRole into them is denied.
     pub suspended_accounts: Vec<String>,
@@ -140,6 +144,7 @@ impl Default for SimConfig {
             regions: Vec::new(),
             account_id: "123456789012".to_owned(),
             accounts: Vec::new(),
+            accounts_with_portals: 0,
             suspended_accounts: Vec::new(),
             credential_ttl: Duration::from_secs(3600),
             external_id: None,

@@ -1,34 +1,41 @@
-//! Discover: the portals to archive, each with the WorkSpaces Web client of its account and
-//! region.
+//! Discover: the portals to archive, and where each is reached (its account and region).
 //!
 //! Without `--accounts` or `--organization`, one client per region with the SDK chain's own
-//! credentials. With them, each account × region pair gets a client whose credentials come
-//! from STS AssumeRole into that account (refreshed by the SDK before they expire). An account
-//! whose role cannot be assumed, or whose ListPortals fails, is recorded as failed and the
-//! others go on.
+//! credentials, for the whole run. With them, discovery takes the accounts `--concurrency` at
+//! a time: each account's role is assumed (STS AssumeRole, through the run's one STS client),
+//! its regions' portals are listed, and its clients are dropped. What discovery keeps is a
+//! compact list of portals, each with its account and region, and the role check's
+//! credentials of the accounts that have portals. An account's clients are made again when its
+//! portals are archived ([`Clients`]) and dropped once they are done, so memory follows the
+//! accounts in flight, not the accounts of the run. An account whose role cannot be assumed,
+//! or whose ListPortals fails, is recorded as failed and the others go on.
 
-use std::collections::BTreeMap;
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 use anyhow::{bail, Context, Result};
+use aws_credential_types::provider::error::CredentialsError;
+use aws_credential_types::Credentials;
+use aws_sdk_sts::operation::assume_role::builders::AssumeRoleFluentBuilder;
 use aws_sdk_workspacesweb::config::{ProvideCredentials, SharedCredentialsProvider};
-use tracing::{error, info};
+use tracing::{debug, error, info};
 
 use crate::aws::AwsError;
 use crate::config::{AccountRole, Accounts, Config};
+use crate::error::Interrupted;
 use crate::model::PortalId;
 use crate::sink::Sink;
-use crate::source::Source;
+use crate::source::{CallStats, FetchError, Source};
 use crate::state::StateHandle;
 
-/// Where portals are looked for: one account (`None`: the SDK credentials' own) in one region,
-/// with its client.
-#[derive(Clone)]
-pub struct Scope {
+/// Where a portal is reached: through the role of `account` (`None`: the job's own
+/// credentials), in `region`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reach {
     pub account: Option<String>,
     pub region: String,
-    pub source: Source,
 }
 
 /// An account the run could not archive (fully), and why.
@@ -38,14 +45,36 @@ pub struct AccountFailure {
     pub error: String,
 }
 
-/// The clients of a run, and the accounts that could not be reached.
+/// The accounts and regions of a run, what makes their clients, and the accounts that could
+/// not be reached.
 pub struct Sources {
-    pub scopes: Vec<Scope>,
+    regions: Vec<String>,
     /// Every account tried, in order (empty without `--accounts`/`--organization`).
     pub accounts: Vec<String>,
-    /// `(account, role ARN)` of each account tried.
+    /// `(account, role ARN)` of each account tried, in the order of `accounts`.
     pub roles: Vec<(String, String)>,
     pub failed: Vec<AccountFailure>,
+    maker: Maker,
+    /// The role check's credentials of each account with portals, until its clients take them
+    /// (so one AssumeRole per account serves discovery and its first hour of archiving).
+    checked: Mutex<HashMap<String, Credentials>>,
+}
+
+/// What makes the clients; cheap to clone into discovery's tasks.
+#[derive(Clone)]
+struct Maker {
+    /// The job's configuration (with `--max-attempts` for STS and Organizations).
+    sdk: aws_config::SdkConfig,
+    max_attempts: u32,
+    stop: Arc<AtomicBool>,
+    /// Every source's calls, for the run's totals.
+    stats: Arc<CallStats>,
+    /// With accounts: AssumeRole through the run's one STS client, with the session name and
+    /// external id; each account sets its role ARN.
+    assume: Option<AssumeRoleFluentBuilder>,
+    role: Option<AccountRole>,
+    /// Without accounts: one source per region, for the whole run.
+    own: Arc<Vec<(String, Source)>>,
 }
 
 impl Sources {
@@ -64,25 +93,25 @@ impl Sources {
     }
 
     /// Where discovery looked: `regions R, ...`, or `accounts A, ... (regions R, ...)` for
-    /// the accounts reached.
+    /// the accounts reached (the first ten of more, and how many).
     pub fn searched(&self) -> String {
-        let mut regions: Vec<&str> = Vec::new();
-        for s in &self.scopes {
-            if !regions.contains(&s.region.as_str()) {
-                regions.push(&s.region);
-            }
-        }
-        let regions = format!("regions {}", regions.join(", "));
+        let regions = format!("regions {}", self.regions.join(", "));
         if self.accounts.is_empty() {
             return regions;
         }
+        let failed: HashSet<&str> = self.failed.iter().map(|f| f.account.as_str()).collect();
         let reached: Vec<&str> = self
             .accounts
             .iter()
-            .filter(|a| !self.failed.iter().any(|f| &f.account == *a))
             .map(String::as_str)
+            .filter(|a| !failed.contains(a))
             .collect();
-        format!("accounts {} ({regions})", reached.join(", "))
+        const SHOWN: usize = 10;
+        let list = match reached.len() {
+            n if n <= SHOWN => reached.join(", "),
+            n => format!("{}, … ({n} accounts)", reached[..SHOWN].join(", ")),
+        };
+        format!("accounts {list} ({regions})")
     }
 
     /// The error for named portals discovery did not find: where it looked, and the accounts
@@ -112,14 +141,201 @@ impl Sources {
             list.join("; ")
         ))
     }
+
+    /// The WorkSpaces Web calls of every client of the run, discovery's included.
+    pub fn stats(&self) -> &CallStats {
+        &self.maker.stats
+    }
+
+    /// Clients for portals taken one after another (see [`Clients`]).
+    pub fn clients(&self) -> Clients<'_> {
+        Clients {
+            sources: self,
+            current: None,
+        }
+    }
+
+    /// An account's clients (`None`: the job's own), with the role check's credentials when
+    /// discovery kept them.
+    fn account(&self, account: Option<&str>) -> Account {
+        let (Some(a), Some(assume), Some(role)) = (account, &self.maker.assume, &self.maker.role)
+        else {
+            return Account {
+                account: None,
+                conf: None,
+                sources: self.maker.own.as_ref().clone(),
+            };
+        };
+        let first = self
+            .checked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(a);
+        let arn = role.arn(a, self.regions.first().map_or("", String::as_str));
+        self.maker.account(a, assume.clone().role_arn(arn), first)
+    }
 }
 
-/// A portal found by discovery, with its account (from its ARN) and client.
-#[derive(Clone)]
+/// The clients of portals taken one after another, an account's portals together (see
+/// [`by_account`]): an account's clients are made when its first portal comes and the
+/// previous account's are let go. Every [`Source`] handed out keeps its client (and the
+/// account's credentials) alive while its portal's work holds it, so the portals of one
+/// account and region paged side by side share one client, and its pacing.
+pub struct Clients<'a> {
+    sources: &'a Sources,
+    current: Option<Account>,
+}
+
+impl Clients<'_> {
+    /// The source of `reach`'s account and region.
+    pub fn source(&mut self, reach: &Reach) -> Source {
+        let current = match &mut self.current {
+            Some(c) if c.account == reach.account => c,
+            slot => slot.insert(self.sources.account(reach.account.as_deref())),
+        };
+        current.source(&self.sources.maker, &reach.region)
+    }
+}
+
+/// One account's clients: a source per region, made on first use, all with the account's
+/// credentials (one cache, refreshed before they expire).
+struct Account {
+    account: Option<String>,
+    /// The account's configuration (credentials and their cache); `None`: the job's own
+    /// sources, made at start.
+    conf: Option<aws_config::SdkConfig>,
+    sources: Vec<(String, Source)>,
+}
+
+impl Account {
+    fn source(&mut self, maker: &Maker, region: &str) -> Source {
+        if let Some((_, s)) = self.sources.iter().find(|(r, _)| r == region) {
+            return s.clone();
+        }
+        let conf = self.conf.as_ref().unwrap_or(&maker.sdk);
+        let s = maker.source(&regional(conf, region));
+        self.sources.push((region.to_string(), s.clone()));
+        s
+    }
+}
+
+impl Maker {
+    fn source(&self, conf: &aws_config::SdkConfig) -> Source {
+        Source::new(conf, self.max_attempts, self.stop.clone()).counting_into(self.stats.clone())
+    }
+
+    /// An account's clients, with credentials from its role: `first` (the role check's)
+    /// while comfortably valid, then a fresh AssumeRole whenever the cache asks.
+    fn account(
+        &self,
+        account: &str,
+        assume: AssumeRoleFluentBuilder,
+        first: Option<Credentials>,
+    ) -> Account {
+        let provider = RoleCredentials {
+            assume,
+            first: Mutex::new(first),
+        };
+        // The account's own credentials cache, shared by its regions' clients: the SDK's
+        // shared one holds 64 providers, and evicting an account's credentials would cost
+        // another AssumeRole.
+        let conf = self
+            .sdk
+            .to_builder()
+            .credentials_provider(SharedCredentialsProvider::new(provider))
+            .identity_cache(aws_config::identity::IdentityCache::lazy().build())
+            .build();
+        Account {
+            account: Some(account.to_string()),
+            conf: Some(conf),
+            sources: Vec::new(),
+        }
+    }
+
+    /// Discovery of one account (`None`: the job's own, in `regions`): its role checked, its
+    /// portals listed in each region, its clients dropped.
+    async fn discover(
+        self,
+        account: Option<String>,
+        arn: Option<String>,
+        regions: Arc<Vec<String>>,
+    ) -> Discovered {
+        let mut out = Discovered {
+            account,
+            credentials: Ok(None),
+            listings: Vec::new(),
+        };
+        // Stopped (SIGTERM/SIGINT): the accounts not yet begun are not (see `discover`).
+        if self.stop.load(Ordering::Relaxed) {
+            return out;
+        }
+        let mut clients = match (&out.account, arn, &self.assume) {
+            (Some(a), Some(arn), Some(assume)) => {
+                let assume = assume.clone().role_arn(&arn);
+                match assume_role(&assume).await {
+                    Ok(c) => {
+                        out.credentials = Ok(Some(c.clone()));
+                        self.account(a, assume, Some(c))
+                    }
+                    Err(e) => {
+                        out.credentials = Err(format!(
+                            "cannot assume role {arn}: {}",
+                            credentials_error(&e)
+                        ));
+                        return out;
+                    }
+                }
+            }
+            _ => Account {
+                account: None,
+                conf: None,
+                sources: self.own.as_ref().clone(),
+            },
+        };
+        for r in regions.iter() {
+            let listed = clients.source(&self, r).list_portals().await;
+            out.listings.push((r.clone(), listed));
+        }
+        // An account without portals keeps nothing, not even its credentials.
+        let none = |l: &(String, Listing)| l.1.as_ref().is_ok_and(Vec::is_empty);
+        if out.listings.iter().all(none) {
+            out.credentials = Ok(None);
+        }
+        out
+    }
+}
+
+/// What discovery found in one account.
+struct Discovered {
+    account: Option<String>,
+    /// The role check's credentials (`None` without accounts), or why the role could not be
+    /// assumed.
+    credentials: Result<Option<Credentials>, String>,
+    /// Each region's ListPortals: (id, ARN) of each portal.
+    listings: Vec<(String, Listing)>,
+}
+
+/// One ListPortals: (id, ARN) of each portal.
+type Listing = Result<Vec<(PortalId, String)>, FetchError>;
+
+/// A portal found by discovery, with its account (from its ARN) and where it is reached.
+#[derive(Clone, Debug)]
 pub struct Found {
     pub portal: PortalId,
     pub account: Option<String>,
-    pub source: Source,
+    pub reach: Reach,
+}
+
+/// `found` with each account's portals together (accounts in the order they first come, and
+/// the order within each kept): the order [`Clients`] makes each account's clients once in.
+pub fn by_account(mut found: Vec<Found>) -> Vec<Found> {
+    let mut first: HashMap<Option<String>, usize> = HashMap::new();
+    for f in &found {
+        let n = first.len();
+        first.entry(f.reach.account.clone()).or_insert(n);
+    }
+    found.sort_by_key(|f| first[&f.reach.account]);
+    found
 }
 
 /// A portal known without asking the service, with its account when its ARN is known.
@@ -193,145 +409,146 @@ fn regional(sdk: &aws_config::SdkConfig, region: &str) -> aws_config::SdkConfig 
         .build()
 }
 
-/// The clients of a run. With accounts, the organization's account list is read first
-/// (`--organization`; its failure fails the run), then each account's role is assumed once to
-/// check it; an account whose role cannot be assumed is recorded in [`Sources::failed`].
+/// The run's accounts and regions. With accounts, the organization's account list is read
+/// first (`--organization`; its failure fails the run); their roles are assumed by
+/// [`discover`].
 pub async fn sources(
     sdk: &aws_config::SdkConfig,
     cfg: &Config,
     stop: &Arc<AtomicBool>,
 ) -> Result<Sources> {
     let regions = regions(sdk, cfg);
-    let mut out = Sources {
-        scopes: Vec::new(),
-        accounts: Vec::new(),
-        roles: Vec::new(),
-        failed: Vec::new(),
-    };
+    let stats: Arc<CallStats> = Arc::default();
     let Some(role) = cfg.accounts.role() else {
-        out.scopes = regions
+        let own = regions
             .iter()
-            .map(|r| Scope {
-                account: None,
-                region: r.clone(),
-                source: Source::new(&regional(sdk, r), cfg.max_attempts, stop.clone()),
+            .map(|r| {
+                let s = Source::new(&regional(sdk, r), cfg.max_attempts, stop.clone())
+                    .counting_into(stats.clone());
+                (r.clone(), s)
             })
             .collect();
-        return Ok(out);
+        return Ok(Sources {
+            regions,
+            accounts: Vec::new(),
+            roles: Vec::new(),
+            failed: Vec::new(),
+            maker: Maker {
+                sdk: sdk.clone(),
+                max_attempts: cfg.max_attempts,
+                stop: stop.clone(),
+                stats,
+                assume: None,
+                role: None,
+                own: Arc::new(own),
+            },
+            checked: Mutex::default(),
+        });
     };
     // STS and Organizations calls get `--max-attempts` too (the SDK's default is 3): both
     // services throttle bursts, and a throttled ListAccounts would fail the whole run.
-    let sdk = &sdk
+    let sdk = sdk
         .to_builder()
         .retry_config(
             aws_config::retry::RetryConfig::standard().with_max_attempts(cfg.max_attempts),
         )
         .build();
-    out.accounts = match &cfg.accounts {
+    let accounts = match &cfg.accounts {
         Accounts::Listed { ids, .. } => ids.clone(),
-        Accounts::Organization { .. } => organization_accounts(sdk).await?,
+        Accounts::Organization { .. } => organization_accounts(&sdk).await?,
         Accounts::Own => unreachable!("no role without accounts"),
     };
-    info!(accounts = out.accounts.len(), "accounts to archive");
-    // The roles are assumed side by side (at most `--concurrency` at once): an organization of
-    // hundreds of accounts is set up in a few round trips, not one per account.
+    info!(accounts = accounts.len(), "accounts to archive");
     // A role name's ARN takes the partition of the first region (China, GovCloud, ...).
     let first_region = regions.first().map_or("", String::as_str);
-    let arns: Vec<String> = out
-        .accounts
+    let roles = accounts
         .iter()
-        .map(|a| role.arn(a, first_region))
+        .map(|a| (a.clone(), role.arn(a, first_region)))
         .collect();
-    let checked = side_by_side(cfg.concurrency, arns.clone(), |arn: String| {
-        let (sdk, role) = (sdk.clone(), role.clone());
-        async move { assume(&sdk, &role, &arn).await }
+    // One STS client for every account's AssumeRole, with the job's own credentials.
+    let assume = aws_sdk_sts::Client::new(&sdk)
+        .assume_role()
+        .role_session_name("archiver")
+        .set_external_id(role.external_id.clone());
+    Ok(Sources {
+        regions,
+        accounts,
+        roles,
+        failed: Vec::new(),
+        maker: Maker {
+            sdk,
+            max_attempts: cfg.max_attempts,
+            stop: stop.clone(),
+            stats,
+            assume: Some(assume),
+            role: Some(role.clone()),
+            own: Arc::default(),
+        },
+        checked: Mutex::default(),
     })
-    .await;
-    for ((account, arn), result) in out.accounts.clone().into_iter().zip(arns).zip(checked) {
-        out.roles.push((account.clone(), arn.clone()));
-        match result {
-            Ok(creds) => {
-                // The account's own credentials cache, shared by its regions' clients: the
-                // SDK's shared one holds 64 providers, and evicting an account's credentials
-                // would cost another AssumeRole.
-                let cache = aws_config::identity::IdentityCache::lazy().build();
-                for r in &regions {
-                    let conf = regional(sdk, r)
-                        .to_builder()
-                        .credentials_provider(creds.clone())
-                        .identity_cache(cache.clone())
-                        .build();
-                    out.scopes.push(Scope {
-                        account: Some(account.clone()),
-                        region: r.clone(),
-                        source: Source::new(&conf, cfg.max_attempts, stop.clone()),
-                    });
-                }
-            }
-            Err(e) => out.fail(&account, format!("cannot assume role {arn}: {e:#}")),
-        }
-    }
-    Ok(out)
 }
 
-/// `f` of every item, at most `limit` at once, the results in the items' order.
+/// `f` of every item, at most `limit` at once (a task is made only when a place is free), the
+/// results in the items' order.
 async fn side_by_side<T, R, F, Fut>(limit: usize, items: Vec<T>, f: F) -> Vec<R>
 where
     R: Send + 'static,
     F: Fn(T) -> Fut,
     Fut: std::future::Future<Output = R> + Send + 'static,
 {
-    let sem = Arc::new(tokio::sync::Semaphore::new(limit.max(1)));
     let mut tasks = tokio::task::JoinSet::new();
     let n = items.len();
-    for (i, item) in items.into_iter().enumerate() {
-        let (sem, fut) = (sem.clone(), f(item));
-        tasks.spawn(async move {
-            let _permit = sem.acquire_owned().await.expect("semaphore open");
-            (i, fut.await)
-        });
-    }
     let mut out: Vec<Option<R>> = (0..n).map(|_| None).collect();
-    while let Some(joined) = tasks.join_next().await {
+    let mut done = |joined: Result<(usize, R), tokio::task::JoinError>| {
         let (i, r) = joined.expect("discovery task panicked");
         out[i] = Some(r);
+    };
+    for (i, item) in items.into_iter().enumerate() {
+        if tasks.len() >= limit.max(1) {
+            done(tasks.join_next().await.expect("a task is running"));
+        }
+        let fut = f(item);
+        tasks.spawn(async move { (i, fut.await) });
+    }
+    while let Some(joined) = tasks.join_next().await {
+        done(joined);
     }
     out.into_iter()
         .map(|r| r.expect("every task answered"))
         .collect()
 }
 
-/// A refreshing credentials provider for the role, checked by assuming it once.
-async fn assume(
-    sdk: &aws_config::SdkConfig,
-    role: &AccountRole,
-    arn: &str,
-) -> Result<SharedCredentialsProvider> {
-    let mut b = aws_config::sts::AssumeRoleProvider::builder(arn).session_name("archiver");
-    if let Some(x) = &role.external_id {
-        b = b.external_id(x);
-    }
-    let provider = b.configure(sdk).build().await;
-    let first = provider
-        .provide_credentials()
+/// One AssumeRole: the role's temporary credentials.
+async fn assume_role(assume: &AssumeRoleFluentBuilder) -> Result<Credentials, CredentialsError> {
+    let out = assume
+        .clone()
+        .send()
         .await
-        .map_err(|e| anyhow::anyhow!(credentials_error(&e)))?;
-    Ok(SharedCredentialsProvider::new(Checked {
-        first: std::sync::Mutex::new(Some(first)),
-        role: provider,
-    }))
+        .map_err(CredentialsError::provider_error)?;
+    let c = out
+        .credentials()
+        .ok_or_else(|| CredentialsError::unhandled("AssumeRole answered without credentials"))?;
+    let expiry = SystemTime::try_from(*c.expiration())
+        .map_err(|e| CredentialsError::unhandled(format!("AssumeRole's expiration: {e}")))?;
+    Ok(Credentials::new(
+        c.access_key_id(),
+        c.secret_access_key(),
+        Some(c.session_token().to_string()),
+        Some(expiry),
+        "AssumeRole",
+    ))
 }
 
-/// An account's credentials: those the role check obtained, once, then the role's. The
-/// client's cache asks for new ones before they expire, so one AssumeRole per account serves
-/// the first hour of a run.
+/// An account's credentials: those the role check obtained, once, while comfortably valid;
+/// then a fresh AssumeRole whenever the account's cache asks (before they expire). So one
+/// AssumeRole per account serves the first hour of a run.
 #[derive(Debug)]
-struct Checked {
-    first: std::sync::Mutex<Option<aws_credential_types::Credentials>>,
-    role: aws_config::sts::AssumeRoleProvider,
+struct RoleCredentials {
+    assume: AssumeRoleFluentBuilder,
+    first: Mutex<Option<Credentials>>,
 }
 
-impl ProvideCredentials for Checked {
+impl ProvideCredentials for RoleCredentials {
     fn provide_credentials<'a>(
         &'a self,
     ) -> aws_credential_types::provider::future::ProvideCredentials<'a>
@@ -340,16 +557,17 @@ impl ProvideCredentials for Checked {
     {
         let first = self.first.lock().unwrap_or_else(|p| p.into_inner()).take();
         // Served only while comfortably valid; else (a slow start) a fresh AssumeRole.
-        let fresh = |c: &aws_credential_types::Credentials| {
-            c.expiry().is_none_or(|t| {
-                t > std::time::SystemTime::now() + std::time::Duration::from_secs(60)
-            })
+        let fresh = |c: &Credentials| {
+            c.expiry()
+                .is_none_or(|t| t > SystemTime::now() + Duration::from_secs(60))
         };
         match first {
             Some(c) if fresh(&c) => {
                 aws_credential_types::provider::future::ProvideCredentials::ready(Ok(c))
             }
-            _ => self.role.provide_credentials(),
+            _ => aws_credential_types::provider::future::ProvideCredentials::new(assume_role(
+                &self.assume,
+            )),
         }
     }
 }
@@ -420,14 +638,17 @@ pub fn arn_account(arn: &str) -> Option<&str> {
         .filter(|a| a.len() == 12 && a.bytes().all(|b| b.is_ascii_digit()))
 }
 
-/// The portals to archive, each with its account's and region's client: the `named` portals,
-/// or (`None`) every portal ListPortals returns in each scope. Named portals are looked up in
-/// every scope's list (with one scope and no accounts, they are taken as given, unless
-/// `list_named`). With `record`, every discovered portal and its ARN are recorded in the state.
-/// The scopes are listed side by side, at most `concurrency` at once.
+/// The portals to archive, each with its account and where it is reached: the `named`
+/// portals, or (`None`) every portal ListPortals returns in each account and region. Named
+/// portals are looked up in every listing (with one region and no accounts, they are taken as
+/// given, unless `list_named`). With `record`, every discovered portal and its ARN are recorded
+/// in the state. Accounts (or, without accounts, regions) are taken side by side, at most
+/// `concurrency` at once; with accounts, each account's role is assumed first.
 ///
-/// Without accounts, a failed ListPortals fails discovery. With accounts, it fails only its
-/// account (recorded in `sources`), and the other accounts' portals are returned.
+/// Without accounts, a failed ListPortals fails discovery. With accounts, a role that cannot
+/// be assumed or a failed ListPortals fails only its account (recorded in `sources`), and the
+/// other accounts' portals are returned. On SIGTERM/SIGINT the accounts not yet begun are
+/// skipped and discovery ends with [`Interrupted`].
 pub async fn discover(
     named: Option<&[PortalId]>,
     sources: &mut Sources,
@@ -437,7 +658,7 @@ pub async fn discover(
 ) -> Result<Vec<Found>> {
     if let (Some(ids), [only], true, false) = (
         named,
-        sources.scopes.as_slice(),
+        sources.regions.as_slice(),
         sources.accounts.is_empty(),
         list_named,
     ) {
@@ -446,62 +667,96 @@ pub async fn discover(
             .map(|p| Found {
                 portal: p.clone(),
                 account: None,
-                source: only.source.clone(),
+                reach: Reach {
+                    account: None,
+                    region: only.clone(),
+                },
             })
             .collect());
     }
-    let mut found: Vec<Found> = Vec::new();
-    let scopes = sources.scopes.clone();
-    let listings = side_by_side(concurrency, scopes.clone(), |scope: Scope| async move {
-        scope.source.list_portals().await
+    // What is discovered together: an account in all regions (its account and role ARN), or
+    // without accounts a region.
+    struct Unit(Option<String>, Option<String>, Arc<Vec<String>>);
+    let units: Vec<Unit> = match sources.accounts.is_empty() {
+        true => sources
+            .regions
+            .iter()
+            .map(|r| Unit(None, None, Arc::new(vec![r.clone()])))
+            .collect(),
+        false => {
+            let regions = Arc::new(sources.regions.clone());
+            sources
+                .roles
+                .iter()
+                .map(|(a, arn)| Unit(Some(a.clone()), Some(arn.clone()), regions.clone()))
+                .collect()
+        }
+    };
+    let maker = sources.maker.clone();
+    let discovered = side_by_side(concurrency, units, |Unit(account, arn, regions)| {
+        maker.clone().discover(account, arn, regions)
     })
     .await;
-    for (scope, listed) in scopes.into_iter().zip(listings) {
-        let Scope {
-            account,
-            region,
-            source,
-        } = scope;
-        let listed = match listed {
-            Ok(listed) => listed,
+    if maker.stop.load(Ordering::Relaxed) {
+        return Err(Interrupted.into());
+    }
+    let mut found: Vec<Found> = Vec::new();
+    let mut seen: HashSet<PortalId> = HashSet::new();
+    let mut keep: HashMap<String, Credentials> = HashMap::new();
+    for d in discovered {
+        let account = d.account;
+        let credentials = match d.credentials {
+            Ok(c) => c,
             Err(e) => {
-                let e = anyhow::Error::new(e)
-                    .context(format!("discovering portals in {region} (ListPortals)"));
-                match &account {
-                    Some(a) => {
-                        sources.fail(a, format!("{e:#}"));
-                        continue;
-                    }
-                    None => return Err(e),
-                }
-            }
-        };
-        match &account {
-            Some(a) => {
-                info!(account_id = %a, region = %region, portals = listed.len(), "discovered portals")
-            }
-            None => info!(region = %region, portals = listed.len(), "discovered portals"),
-        }
-        if let (None, Some(state)) = (named, record) {
-            let arns: Vec<(String, String)> = listed
-                .iter()
-                .map(|(id, arn)| (id.to_string(), arn.clone()))
-                .collect();
-            state
-                .db(move |st| {
-                    for (id, arn) in &arns {
-                        st.portal(id)?;
-                        st.set_portal_arn(id, arn)?;
-                    }
-                    Ok(())
-                })
-                .await?;
-        }
-        for (id, arn) in listed {
-            if named.is_some_and(|ids| !ids.contains(&id)) {
+                sources.fail(account.as_deref().expect("roles with accounts"), e);
                 continue;
             }
-            if !found.iter().any(|f| f.portal == id) {
+        };
+        let before = found.len();
+        for (region, listed) in d.listings {
+            let listed = match listed {
+                Ok(listed) => listed,
+                Err(e) => {
+                    let e = anyhow::Error::new(e)
+                        .context(format!("discovering portals in {region} (ListPortals)"));
+                    match &account {
+                        Some(a) => {
+                            sources.fail(a, format!("{e:#}"));
+                            continue;
+                        }
+                        None => return Err(e),
+                    }
+                }
+            };
+            match &account {
+                Some(a) if listed.is_empty() => {
+                    debug!(account_id = %a, region = %region, portals = 0, "discovered portals")
+                }
+                Some(a) => {
+                    info!(account_id = %a, region = %region, portals = listed.len(), "discovered portals")
+                }
+                None => info!(region = %region, portals = listed.len(), "discovered portals"),
+            }
+            if let (None, Some(state), false) = (named, record, listed.is_empty()) {
+                let arns: Vec<(String, String)> = listed
+                    .iter()
+                    .map(|(id, arn)| (id.to_string(), arn.clone()))
+                    .collect();
+                state
+                    .db(move |st| {
+                        for (id, arn) in &arns {
+                            st.portal(id)?;
+                            st.set_portal_arn(id, arn)?;
+                        }
+                        Ok(())
+                    })
+                    .await?;
+            }
+            for (id, arn) in listed {
+                if named.is_some_and(|ids| !ids.contains(&id)) || seen.contains(&id) {
+                    continue;
+                }
+                seen.insert(id.clone());
                 found.push(Found {
                     portal: id,
                     // With accounts, the ARN's account (the assumed one, unless the role
@@ -509,15 +764,23 @@ pub async fn discover(
                     account: account
                         .as_ref()
                         .map(|a| arn_account(&arn).unwrap_or(a).to_string()),
-                    source: source.clone(),
+                    reach: Reach {
+                        account: account.clone(),
+                        region: region.clone(),
+                    },
                 });
             }
+        }
+        // An account without portals keeps nothing; one with portals keeps its role check's
+        // credentials for its clients.
+        if let (Some(a), Some(c), true) = (&account, credentials, found.len() > before) {
+            keep.insert(a.clone(), c);
         }
     }
     if let Some(ids) = named {
         let missing: Vec<String> = ids
             .iter()
-            .filter(|id| !found.iter().any(|f| &f.portal == *id))
+            .filter(|id| !seen.contains(*id))
             .map(|id| id.to_string())
             .collect();
         if !missing.is_empty() {
@@ -525,6 +788,16 @@ pub async fn discover(
         }
         found.sort_by_key(|f| ids.iter().position(|i| i == &f.portal));
     }
+    let reached = sources.accounts.len() - sources.failed.len();
+    if !sources.accounts.is_empty() {
+        info!(
+            accounts = reached,
+            accounts_with_portals = keep.len(),
+            portals = found.len(),
+            "discovery done"
+        );
+    }
+    *sources.checked.lock().unwrap_or_else(|p| p.into_inner()) = keep;
     Ok(found)
 }
 

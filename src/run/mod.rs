@@ -2,7 +2,7 @@
 //! the portals, archive each in its own task (bounded concurrency; one failing portal does not
 //! stop the others), record the run and report it.
 //!
-//! - [`discover`]: the portals to archive, each with its region's client;
+//! - [`discover`]: the portals to archive, each with its account and region, and their clients;
 //! - [`pass`]: one portal's pass, page by page through dedup;
 //! - [`flush`]: encode → stage → commit → publish, shared with compaction;
 //! - [`recover`]: finish or drop what an interrupted run left;
@@ -16,12 +16,12 @@ mod glue;
 pub mod pass;
 pub mod recover;
 
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use tokio::sync::Semaphore;
 use tracing::{error, info, warn, Instrument};
 
 use crate::config::{Config, Shard};
@@ -210,46 +210,44 @@ async fn run_on_state(
     let total = portals.len();
 
     let mut interrupted = false;
-    let mut tasks = spawn_portals(job, state, sink, portals, &stop);
+    let mut outcomes = Outcomes {
+        state,
+        run_id,
+        summary: &mut *summary,
+    };
+    // Each account's portals together, so that its clients are made once and dropped once
+    // they are done: at most `--concurrency` portals, so about as many accounts, in flight.
+    let portals = discover::by_account(portals);
+    let mut clients = sources.clients();
+    let flush_rows = portal_flush_rows(
+        cfg.flush_rows,
+        cfg.concurrency,
+        portals.len(),
+        cfg.page_size(),
+    );
+    let mut tasks = tokio::task::JoinSet::new();
+    for f in portals {
+        while tasks.len() >= cfg.concurrency.max(1) {
+            let joined = tasks.join_next().await.expect("a portal is in flight");
+            interrupted |= outcomes.record(joined).await?;
+        }
+        if stop.load(Ordering::Relaxed) {
+            let report = PortalReport {
+                portal_id: f.portal.to_string(),
+                account_id: f.account,
+                ..Default::default()
+            };
+            interrupted |= outcomes
+                .record(Ok((report, Err(Interrupted.into()))))
+                .await?;
+            continue;
+        }
+        let source = clients.source(&f.reach);
+        tasks.spawn(archive_one(job, state, &sink, f, source, flush_rows, &stop));
+    }
+    drop(clients);
     while let Some(joined) = tasks.join_next().await {
-        let (report, result) = joined.context("portal task panicked")?;
-        let outcome = match &result {
-            Ok(()) => {
-                info!(
-                    portal_id = %report.portal_id,
-                    pass = report.pass.map(|p| p.as_str()),
-                    rows = report.rows,
-                    pages = report.pages,
-                    pending = report.pending,
-                    "portal done"
-                );
-                "ok"
-            }
-            Err(e) if e.is::<Interrupted>() => {
-                interrupted = true;
-                "interrupted"
-            }
-            Err(e) => {
-                error!(portal_id = %report.portal_id, error = %format!("{e:#}"), "portal failed");
-                summary.failed.push(Failure {
-                    portal_id: report.portal_id.clone(),
-                    error: format!("{e:#}"),
-                });
-                "failed"
-            }
-        };
-        let o = PortalOutcome {
-            portal_id: report.portal_id.clone(),
-            pass: report.pass.map(|p| p.as_str().to_string()),
-            outcome: outcome.into(),
-            rows: report.rows as i64,
-            pages: report.pages as i64,
-            error: result.as_ref().err().map(|e| format!("{e:#}")),
-        };
-        state
-            .db(move |st| st.record_portal_outcome(run_id, &o))
-            .await?;
-        summary.portals.push(report);
+        interrupted |= outcomes.record(joined).await?;
     }
     summary
         .portals
@@ -323,74 +321,107 @@ async fn unlisted_portals(
     Ok(ids)
 }
 
-/// The WorkSpaces Web calls of every scope (account and region), into the totals.
+/// The WorkSpaces Web calls of every account and region, into the totals.
 fn count_calls(sources: &discover::Sources, summary: &mut RunSummary) {
-    for scope in &sources.scopes {
-        let stats = &scope.source.stats;
-        summary.totals.api_calls += stats.calls.load(Ordering::Relaxed);
-        summary.totals.retries += stats.retries.load(Ordering::Relaxed);
-        summary.totals.throttled += stats.throttled.load(Ordering::Relaxed);
+    let stats = sources.stats();
+    summary.totals.api_calls += stats.calls.load(Ordering::Relaxed);
+    summary.totals.retries += stats.retries.load(Ordering::Relaxed);
+    summary.totals.throttled += stats.throttled.load(Ordering::Relaxed);
+}
+
+/// Each finished portal's outcome: logged, recorded in the state's history and in the
+/// summary.
+struct Outcomes<'a> {
+    state: &'a StateHandle,
+    run_id: i64,
+    summary: &'a mut RunSummary,
+}
+
+impl Outcomes<'_> {
+    /// Record one portal's outcome; `true` if it was interrupted.
+    async fn record(
+        &mut self,
+        joined: Result<(PortalReport, Result<()>), tokio::task::JoinError>,
+    ) -> Result<bool> {
+        let (report, result) = joined.context("portal task panicked")?;
+        let outcome = match &result {
+            Ok(()) => {
+                info!(
+                    portal_id = %report.portal_id,
+                    pass = report.pass.map(|p| p.as_str()),
+                    rows = report.rows,
+                    pages = report.pages,
+                    pending = report.pending,
+                    "portal done"
+                );
+                "ok"
+            }
+            Err(e) if e.is::<Interrupted>() => "interrupted",
+            Err(e) => {
+                error!(portal_id = %report.portal_id, error = %format!("{e:#}"), "portal failed");
+                self.summary.failed.push(Failure {
+                    portal_id: report.portal_id.clone(),
+                    error: format!("{e:#}"),
+                });
+                "failed"
+            }
+        };
+        let o = PortalOutcome {
+            portal_id: report.portal_id.clone(),
+            pass: report.pass.map(|p| p.as_str().to_string()),
+            outcome: outcome.into(),
+            rows: report.rows as i64,
+            pages: report.pages as i64,
+            error: result.as_ref().err().map(|e| format!("{e:#}")),
+        };
+        let run_id = self.run_id;
+        self.state
+            .db(move |st| st.record_portal_outcome(run_id, &o))
+            .await?;
+        self.summary.portals.push(report);
+        Ok(outcome == "interrupted")
     }
 }
 
-/// One task per portal, at most `--concurrency` paging at once. Each yields its report and
-/// outcome.
-fn spawn_portals(
+/// One portal's work, as a task: its report and outcome.
+fn archive_one(
     job: &Job,
     state: &StateHandle,
-    sink: Sink,
-    portals: Vec<discover::Found>,
+    sink: &Sink,
+    found: discover::Found,
+    source: crate::source::Source,
+    flush_rows: usize,
     stop: &Arc<AtomicBool>,
-) -> tokio::task::JoinSet<(PortalReport, Result<()>)> {
+) -> impl std::future::Future<Output = (PortalReport, Result<()>)> + Send + 'static {
     let cfg = &job.config;
-    let sem = Arc::new(Semaphore::new(cfg.concurrency));
-    // `--flush-rows` bounds the rows buffered by the whole process: the portals paged side by
-    // side share it (a portal alone gets all of it), so memory does not grow with
-    // `--concurrency`.
-    let flush_rows = portal_flush_rows(
-        cfg.flush_rows,
-        cfg.concurrency,
-        portals.len(),
-        cfg.page_size(),
-    );
-    let mut tasks = tokio::task::JoinSet::new();
-    for discover::Found {
-        portal,
-        account,
+    let ctx = PortalCtx {
         source,
-    } in portals
-    {
-        let ctx = PortalCtx {
-            source,
-            sink: sink.clone(),
-            state: state.clone(),
-            flush_rows,
-            page_size: cfg.page_size(),
-            with_client_ips: cfg.with_client_ips,
-            stop: stop.clone(),
+        sink: sink.clone(),
+        state: state.clone(),
+        flush_rows,
+        page_size: cfg.page_size(),
+        with_client_ips: cfg.with_client_ips,
+        stop: stop.clone(),
+    };
+    let mode = job.mode;
+    let discover::Found {
+        portal, account, ..
+    } = found;
+    async move {
+        let mut report = PortalReport {
+            portal_id: portal.to_string(),
+            account_id: account,
+            ..Default::default()
         };
-        let (mode, sem) = (job.mode, sem.clone());
-        tasks.spawn(async move {
-            let _permit = sem.acquire_owned().await.expect("semaphore open");
-            let mut report = PortalReport {
-                portal_id: portal.to_string(),
-                account_id: account,
-                ..Default::default()
-            };
-            if ctx.stop.load(Ordering::Relaxed) {
-                return (report, Err(Interrupted.into()));
-            }
-            let span = match &report.account_id {
-                Some(a) => tracing::info_span!("portal", portal_id = %portal, account_id = %a),
-                None => tracing::info_span!("portal", portal_id = %portal),
-            };
-            let result = archive_portal(&ctx, &portal, mode, &mut report)
-                .instrument(span)
-                .await;
-            (report, result)
-        });
+        let span = match &report.account_id {
+            Some(a) => tracing::info_span!("portal", portal_id = %portal, account_id = %a),
+            None => tracing::info_span!("portal", portal_id = %portal),
+        };
+        let result = archive_portal(&ctx, &portal, mode, &mut report)
+            .instrument(span)
+            .await;
+        (report, result)
     }
-    tasks
 }
 
 /// Each portal's share of `--flush-rows` when `side_by_side` portals are paged at once: never
@@ -402,34 +433,47 @@ fn portal_flush_rows(flush_rows: usize, concurrency: usize, portals: usize, page
 
 /// Per account tried (with `--accounts`/`--organization`): its portals and outcome.
 fn account_reports(sources: &discover::Sources, summary: &RunSummary) -> Vec<AccountReport> {
+    let failed_portals: HashSet<&str> = summary
+        .failed
+        .iter()
+        .map(|f| f.portal_id.as_str())
+        .collect();
+    // (portals, failed portals) by account.
+    let mut by_account: HashMap<&str, (u64, u64)> = HashMap::new();
+    for p in &summary.portals {
+        if let Some(a) = &p.account_id {
+            let n = by_account.entry(a.as_str()).or_default();
+            n.0 += 1;
+            n.1 += u64::from(failed_portals.contains(p.portal_id.as_str()));
+        }
+    }
+    let failures: HashMap<&str, &str> = sources
+        .failed
+        .iter()
+        .map(|f| (f.account.as_str(), f.error.as_str()))
+        .collect();
+    let roles: HashMap<&str, &str> = sources
+        .roles
+        .iter()
+        .map(|(a, r)| (a.as_str(), r.as_str()))
+        .collect();
     sources
         .accounts
         .iter()
         .map(|a| {
-            let failure = sources.failed.iter().find(|f| &f.account == a);
-            let mine = summary
-                .portals
-                .iter()
-                .filter(|p| p.account_id.as_deref() == Some(a.as_str()));
-            let failed_portals = mine
-                .clone()
-                .filter(|p| summary.failed.iter().any(|f| f.portal_id == p.portal_id))
-                .count() as u64;
+            let failure = failures.get(a.as_str());
+            let (portals, failed_portals) = by_account.get(a.as_str()).copied().unwrap_or_default();
             AccountReport {
                 account_id: a.clone(),
-                role_arn: sources
-                    .roles
-                    .iter()
-                    .find(|(x, _)| x == a)
-                    .map(|(_, r)| r.clone()),
+                role_arn: roles.get(a.as_str()).map(|r| r.to_string()),
                 outcome: if failure.is_some() || failed_portals > 0 {
                     "failed"
                 } else {
                     "ok"
                 }
                 .into(),
-                error: failure.map(|f| f.error.clone()),
-                portals: mine.count() as u64,
+                error: failure.map(|e| e.to_string()),
+                portals,
                 failed_portals,
             }
         })

@@ -117,6 +117,13 @@ impl Source {
         }
     }
 
+    /// This source counting its calls into `stats` (shared by several sources: the run's
+    /// totals) instead of its own.
+    pub fn counting_into(mut self, stats: Arc<CallStats>) -> Source {
+        self.stats = stats;
+        self
+    }
+
     /// The pacing shared by every clone of this source.
     pub fn pacer(&self) -> &Pacer {
         &self.pacer

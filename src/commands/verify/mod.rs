@@ -88,10 +88,10 @@ pub async fn verify(
         let known = discover::known_portals(&state, &sink).await?;
         let gone = discover::unlisted(known, &listed, &sources.failed);
         let (found, gone) = named_only(named.as_deref(), found, gone, &sources)?;
-        let portals: Vec<(PortalId, Source)> = found
+        let portals: Vec<(PortalId, discover::Reach)> = found
             .into_iter()
             .filter(|f| cfg.shard.owns(&f.portal))
-            .map(|f| (f.portal, f.source))
+            .map(|f| (f.portal, f.reach))
             .collect();
         let gone: Vec<PortalId> = gone.into_iter().filter(|p| cfg.shard.owns(p)).collect();
         if portals.is_empty() && gone.is_empty() {
@@ -100,10 +100,12 @@ pub async fn verify(
         let mut out = match repair {
             false => {
                 let mut out = Vec::new();
-                for (portal, source) in &portals {
+                let mut clients = sources.clients();
+                for (portal, reach) in &portals {
+                    let source = clients.source(reach);
                     let ctx = Ctx {
                         sink: &sink,
-                        source: Some(source),
+                        source: Some(&source),
                         portal,
                         page_size: cfg.page_size(),
                         stop: &stop,
@@ -112,7 +114,7 @@ pub async fn verify(
                 }
                 out
             }
-            true => repair_all(cfg, &sink, &state, &portals, &stop).await?,
+            true => repair_all(cfg, &sink, &state, &portals, &sources, &stop).await?,
         };
         // Without a listing there is nothing to repair from: checked, never repaired.
         for portal in &gone {
@@ -212,17 +214,20 @@ async fn repair_all(
     cfg: &Config,
     sink: &Sink,
     state: &StateHandle,
-    portals: &[(PortalId, Source)],
+    portals: &[(PortalId, discover::Reach)],
+    sources: &discover::Sources,
     stop: &AtomicBool,
 ) -> Result<Vec<PortalVerify>> {
     sink.check_writable().await?;
     let run_id = state.db(|st| st.start_run("verify --repair")).await?;
     let result = async {
         let mut out = Vec::new();
-        for (portal, source) in portals {
+        let mut clients = sources.clients();
+        for (portal, reach) in portals {
+            let source = clients.source(reach);
             let ctx = Ctx {
                 sink,
-                source: Some(source),
+                source: Some(&source),
                 portal,
                 page_size: cfg.page_size(),
                 stop,
