@@ -38,14 +38,15 @@ impl Source {
         let mut attempt = 0u32;
         loop {
             attempt += 1;
-            let (wait, ticket) = self.pacer.reserve(Instant::now());
-            if !wait.is_zero() {
+            let (mut wait, mut ticket) = self.pacer.reserve(Instant::now());
+            while !wait.is_zero() {
                 self.sleep_unless_stopped(wait).await?;
+                (wait, ticket) = self.pacer.resume(ticket, Instant::now());
             }
             self.stats.calls.fetch_add(1, Ordering::Relaxed);
             let err = match f().await {
                 Ok(v) => {
-                    self.pacer.succeeded(ticket);
+                    self.pacer.succeeded(ticket, Instant::now());
                     return Ok(v);
                 }
                 Err(e) => e,
