@@ -26,7 +26,8 @@ Sizes: --sessions per portal if given; else enough for about --seconds of calls 
 --lift-after S adds, for each limit and each P > 0, a run that starts with the limit and P and
 after S seconds keeps only P (POST /_sim/faults): "recovery" is the seconds from then until
 a second answers more than 5 L calls, and "after lift" the calls/s answered from then to the
-end. Sized for about S seconds at the limit and 30 s after.
+end. Sized for about S seconds at the limit and 30 s after; stopped (SIGTERM) 30 s after the
+lift if not done.
 
 Needs only the standard library; builds the release binary first unless --no-build. Pass
 --binary (repeatable, LABEL=PATH) to compare builds in one table (e.g. one with another
@@ -120,12 +121,23 @@ def one(args, binary: str, limit: float | None, random: float, portals: int, lif
             watcher = threading.Thread(target=watch, daemon=True)
             watcher.start()
             with open(os.path.join(tmp, "archiver.log"), "wb") as err:
-                r = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err, env=aws_env(sim.endpoint), timeout=args.timeout)
+                proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err, env=aws_env(sim.endpoint))
+                try:
+                    # A lifted run is stopped (SIGTERM: it saves its progress and exits 1)
+                    # 30 s after the lift if it has not finished.
+                    code = proc.wait(timeout=args.timeout if lift is None else lift + 30)
+                except subprocess.TimeoutExpired:
+                    if lift is None:
+                        proc.kill()
+                        raise
+                    proc.terminate()
+                    code = proc.wait(timeout=30)
+                    code = 0 if code == 1 else code
             wall = time.monotonic() - t
             done.set()
             watcher.join()
-            if r.returncode != 0:
-                raise RuntimeError(f"archiver exited with {r.returncode} (log in {tmp})")
+            if code != 0:
+                raise RuntimeError(f"archiver exited with {code} (log in {tmp})")
             s = stats(sim.endpoint)
         finally:
             sim.stop()

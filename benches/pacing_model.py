@@ -125,7 +125,7 @@ class Sdk(Unpaced):
 class Archiver(Unpaced):
     """src/source/pacer.rs (its one-second windows kept as exact lists here)."""
 
-    SCALE, DROP, EXCESS, NOISE_MIN, MEMORY, PRIOR, AHEAD, MIN = 0.04, 0.1, 2.0, 0.05, 200.0, 10.0, 2.0, 0.5
+    SCALE, DROP, EXCESS, NOISE_MIN, MEMORY, PRIOR, AHEAD, MIN, SLOW_BELOW = 0.04, 0.1, 2.0, 0.05, 200.0, 10.0, 2.0, 0.5, 10.0
 
     def __init__(self, noise=True):
         self.use_noise = noise
@@ -143,8 +143,11 @@ class Archiver(Unpaced):
     def noise(self):
         return self.n_thr / (self.n_calls + self.PRIOR) if self.use_noise else 0.0
 
+    def clock(self, now):
+        return (now - self.cut_at) * min(1.0, self.limit / self.SLOW_BELOW)
+
     def rate(self, now):
-        cubic = self.limit * (1 + self.SCALE * (now - self.cut_at - self.k) ** 3)
+        cubic = self.limit * (1 + self.SCALE * (self.clock(now) - self.k) ** 3)
         return max(min(cubic, max(self.AHEAD * self.count(self.sent, now), self.limit)), self.MIN)
 
     def slot(self, now):
@@ -164,7 +167,7 @@ class Archiver(Unpaced):
     def answer(self, t, x):
         if t[1] != self.gen:
             return False
-        if self.limit is not None and t[0] < self.cut_at + self.k:
+        if self.limit is not None and self.clock(t[0]) < self.k:
             keep = 1 - 1 / self.MEMORY
             self.n_calls, self.n_thr = self.n_calls * keep + 1, self.n_thr * keep + x
         self.excess = max(0.0, self.excess + x - max(2 * self.noise(), self.NOISE_MIN))

@@ -26,9 +26,8 @@ use std::time::{Duration, Instant};
 ///   runs `w / SLOW_BELOW` as fast: the same number of calls). It never runs more than twice
 ///   ahead of the calls actually sent in the last second, nor below `MIN_RATE`.
 /// - **The noise share.** Calls reserved during the `K` seconds after a cut (on the cubic's
-///   clock) are sent at or
-///   below the goodput the rate was cut to; a rate limit throttles few of them, random
-///   throttling as many as ever. Their throttled share (decaying over `NOISE_MEMORY` such
+///   clock) are sent at or below the goodput the rate was cut to; a rate limit throttles few
+///   of them, random throttling as many as ever. Their throttled share (decaying over `NOISE_MEMORY` such
 ///   calls, starting from `NOISE_PRIOR` successes) is the noise share, and only throttles
 ///   beyond twice it add up to a cut.
 /// - **Slots.** Calls are spaced `1/rate` apart, whoever asks first goes first. A call
@@ -112,7 +111,8 @@ impl Pacer {
         }
     }
 
-    /// Seconds from a cut until the rate is back at the limit estimate.
+    /// Seconds from a cut until the rate is back at the limit estimate (on the cubic's clock:
+    /// longer below `SLOW_BELOW`).
     pub fn recovery() -> Duration {
         Duration::from_secs_f64((Self::DROP / Self::SCALE).cbrt())
     }
@@ -208,7 +208,13 @@ impl PacerState {
             next: slot + Duration::from_secs_f64(1.0 / rate),
             ..p
         });
-        (slot - now, Ticket { sent: slot, generation })
+        (
+            slot - now,
+            Ticket {
+                sent: slot,
+                generation,
+            },
+        )
     }
 
     /// Counts one answer; false if the call was reserved before the last cut (it says
@@ -689,7 +695,10 @@ mod tests {
         let (unpaced, _) = against(None, None, 0.05, 8, 90.0);
         let (rate, share) = paced_against(None, 0.05, 8, 90.0);
         eprintln!("{rate:.1} calls/s paced, {unpaced:.1} unpaced");
-        assert!(rate >= 0.5 * unpaced, "{rate:.1} calls/s, {unpaced:.1} unpaced");
+        assert!(
+            rate >= 0.5 * unpaced,
+            "{rate:.1} calls/s, {unpaced:.1} unpaced"
+        );
         assert!((0.04..0.06).contains(&share), "{share}");
     }
 }
