@@ -21,7 +21,8 @@ call per session, four in flight per portal), and report from the simulator's ow
 - throttled: throttled calls / all calls.
 
 Sizes: --sessions per portal if given; else enough for about --seconds of calls at the limit
-(at least 5 pages of 100 per portal), and 3,000 a portal without a limit.
+(at least 5 pages of 100 per portal), and 3,000 a portal without a limit. Lifted runs have
+their own size (below).
 
 --lift-after S adds, for each limit and each P > 0, a run that starts with the limit and P and
 after S seconds keeps only P (POST /_sim/faults): "recovery" is the seconds from then until
@@ -78,11 +79,11 @@ def answered(s: dict) -> int:
 
 
 def one(args, binary: str, limit: float | None, random: float, portals: int, lift: float | None) -> dict:
-    if args.sessions:
-        sessions = args.sessions
-    elif lift is not None:
+    if lift is not None:
         # S seconds at the limit, then 30 s at well over it.
         sessions = int((limit * lift + 150 * 30) / portals)
+    elif args.sessions:
+        sessions = args.sessions
     elif limit is None:
         sessions = 3000
     elif args.client_ips:

@@ -125,11 +125,11 @@ class Sdk(Unpaced):
 class Archiver(Unpaced):
     """src/source/pacer.rs (its one-second windows kept as exact lists here)."""
 
-    SCALE, DROP, EXCESS, NOISE_MIN, MEMORY, PRIOR, AHEAD, MIN, SLOW_BELOW = 0.04, 0.1, 2.0, 0.05, 200.0, 10.0, 2.0, 0.5, 10.0
+    SCALE, DROP, EXCESS, NOISE_MIN, MEMORY, PRIOR, AHEAD, MIN, SLOW_BELOW = 0.04, 0.1, 2.0, 0.05, 200.0, 10.0, 2.0, 0.5, 20.0
 
     def __init__(self, noise=True):
         self.use_noise = noise
-        self.limit, self.cut_at, self.next, self.gen, self.excess = None, 0.0, 0.0, 0, 0.0
+        self.limit, self.cut_at, self.next, self.gen, self.excess, self.raised = None, 0.0, 0.0, 0, 0.0, False
         self.n_calls = self.n_thr = 0.0
         self.sent, self.answered = deque(), deque()
         self.k = (self.DROP / self.SCALE) ** (1 / 3)
@@ -167,7 +167,7 @@ class Archiver(Unpaced):
     def answer(self, t, x):
         if t[1] != self.gen:
             return False
-        if self.limit is not None and self.clock(t[0]) < self.k:
+        if self.limit is not None and not self.raised and self.clock(t[0]) < self.k:
             keep = 1 - 1 / self.MEMORY
             self.n_calls, self.n_thr = self.n_calls * keep + 1, self.n_thr * keep + x
         self.excess = max(0.0, self.excess + x - max(2 * self.noise(), self.NOISE_MIN))
@@ -183,7 +183,9 @@ class Archiver(Unpaced):
         limit = float(self.count(self.answered, now))
         if self.limit is not None:
             limit = min(limit, self.rate(now))
-        self.limit, self.cut_at, self.next, self.gen, self.excess = max(limit, self.MIN), now, now, self.gen + 1, 0.0
+        limit = max(limit, self.MIN)
+        self.raised = self.limit is not None and limit > self.limit
+        self.limit, self.cut_at, self.next, self.gen, self.excess = limit, now, now, self.gen + 1, 0.0
 
 
 def run(pacer, limit, p, callers, lat, secs, seed, lift_at=None):
