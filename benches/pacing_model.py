@@ -125,6 +125,7 @@ class Sdk(Unpaced):
 class Archiver(Unpaced):
     """src/source/pacer.rs (its one-second windows kept as exact lists here)."""
 
+    BETA = 0.7
     SCALE, DROP, EXCESS, NOISE_MIN, MEMORY, PRIOR, AHEAD, MIN, SLOW_BELOW = 0.04, 0.1, 2.0, 0.05, 200.0, 10.0, 2.0, 0.5, 20.0
 
     def __init__(self, noise=True):
@@ -182,7 +183,8 @@ class Archiver(Unpaced):
             return
         limit = float(self.count(self.answered, now))
         if self.limit is not None:
-            limit = min(limit, self.rate(now))
+            rate = self.rate(now)
+            limit = min(max(limit, self.BETA * rate), rate)
         limit = max(limit, self.MIN)
         self.raised = self.limit is not None and limit > self.limit
         self.limit, self.cut_at, self.next, self.gen, self.excess = limit, now, now, self.gen + 1, 0.0

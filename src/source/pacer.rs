@@ -16,8 +16,9 @@ use tracing::debug;
 ///   does not start pacing.
 /// - **A cut goes to the goodput.** When `S` reaches `EXCESS`, the limit estimate `w` becomes
 ///   the calls answered without a throttle in the last second (never above the current rate,
-///   never below `MIN_RATE`): against a rate limit that is the limit itself, however far above
-///   it the client was; under random throttling it is the rate less the throttled share.
+///   once paced never below `BETA` of it, never below `MIN_RATE`): against a rate limit that
+///   is the limit itself (a few cuts if far above it); under random throttling it is the rate
+///   less the throttled share.
 ///   `S` starts again from 0 and counts only calls reserved after the cut.
 /// - **CUBIC back up and beyond.** After a cut the rate is
 ///   `w * (1 + SCALE * (t - K)^3)`, `t` seconds after the cut, `K = cbrt(DROP / SCALE)`:
@@ -85,6 +86,10 @@ impl Pacer {
     pub const SCALE: f64 = 0.04;
     /// How far below the goodput a cut starts.
     pub const DROP: f64 = 0.1;
+    /// A paced cut sets the estimate no lower than this share of the rate (the SDKs' beta):
+    /// a caller waiting out a `Retry-After` answers nothing meanwhile, and with few callers
+    /// the calls answered in the last second understate what the service allows.
+    pub const BETA: f64 = 0.7;
     /// The excess count that cuts the rate.
     pub const EXCESS: f64 = 2.0;
     /// The smallest throttled share taken as noise in the excess count.
@@ -169,10 +174,12 @@ impl Pacer {
         if !st.answer(t, true) || st.excess < Self::EXCESS {
             return;
         }
-        // The calls answered in the last second, never above the rate they were sent at.
+        // The calls answered in the last second, never above the rate they were sent at nor
+        // below BETA of it.
         let mut limit = st.answered.count(now);
         if let Some(p) = st.paced {
-            limit = limit.min(st.rate(&p, now));
+            let rate = st.rate(&p, now);
+            limit = limit.clamp(Self::BETA * rate, rate);
         }
         let limit = limit.max(Self::MIN_RATE);
         st.raised = st.paced.is_some_and(|p| limit > p.limit);
@@ -413,6 +420,23 @@ mod tests {
     }
 
     #[test]
+    fn a_paced_cut_goes_no_lower_than_beta_of_the_rate() {
+        let p = Pacer::new();
+        let t0 = Instant::now();
+        answered(&p, t0, t0 + secs(1.0), 40.0);
+        throttle(&p, t0 + secs(1.0), 3);
+        assert_near(p.limit(), 40.0);
+        // Ten seconds later nothing answered in the last second (say, every caller waiting
+        // out a Retry-After): the cut keeps 0.7 of the rate (40: no call sent in the last
+        // second holds it at the estimate).
+        let now = t0 + secs(11.0);
+        let rate = p.rate(now).unwrap();
+        assert_near(Some(rate), 40.0);
+        throttle(&p, now, 3);
+        assert_near(p.limit(), 0.7 * rate);
+    }
+
+    #[test]
     fn the_rate_follows_the_cubic_from_the_cut() {
         let p = Pacer::new();
         let t0 = Instant::now();
@@ -499,19 +523,18 @@ mod tests {
         let (again, t) = p.resume(t2, now + w2);
         assert_eq!(again, Duration::ZERO);
         assert_eq!(t.generation, t2.generation);
-        // Another cut (nothing answered since: to the floor): the tickets reserved before it
-        // take new slots at the new rate, the first at once.
+        // Another cut (nothing answered since: to BETA of the rate): the tickets reserved
+        // before it take new slots at the new rate, the first at once.
         let later = now + secs(2.0);
+        let rate = p.rate(later).unwrap();
         throttle(&p, later, 3);
-        assert_eq!(p.limit(), Some(Pacer::MIN_RATE));
+        assert_near(p.limit(), Pacer::BETA * rate);
         let (again, t) = p.resume(t3, later);
         assert_eq!(again, Duration::ZERO);
         assert_ne!(t.generation, t3.generation);
         let (again, _) = p.resume(t4, later);
-        assert!(
-            (again.as_secs_f64() - 1.0 / Pacer::MIN_RATE).abs() < 1e-6,
-            "{again:?}"
-        );
+        let want = 1.0 / (0.9 * Pacer::BETA * rate);
+        assert!((again.as_secs_f64() - want).abs() < 1e-6, "{again:?}");
         // Throttles of calls reserved before the cut count for nothing: neither in the noise
         // share nor towards a cut.
         let noise = p.noise();
@@ -729,8 +752,8 @@ mod tests {
                 ));
                 // A single caller at 5 calls/s comes closest to the share: each throttle parks
                 // it for its Retry-After while the bucket fills, and the next throttle of the
-                // excess comes a second later (about 10%).
-                let good = rate >= 0.9 * limit && rate <= 1.05 * limit && share <= 0.11;
+                // excess comes a second later (about 11%).
+                let good = rate >= 0.9 * limit && rate <= 1.05 * limit && share <= 0.12;
                 if !good {
                     seen.push("^ out of bounds".into());
                 }
