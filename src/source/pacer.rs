@@ -18,8 +18,8 @@ use tracing::debug;
 ///   the calls answered without a throttle in the last second (never above the current rate,
 ///   once paced never below `BETA` of it, never below `MIN_RATE`): against a rate limit that
 ///   is the limit itself (a few cuts if far above it); under random throttling it is the rate
-///   less the throttled share.
-///   `S` starts again from 0 and counts only calls reserved after the cut.
+///   less the throttled share. `S` starts again from 0 and counts only calls reserved after
+///   the cut.
 /// - **CUBIC back up and beyond.** After a cut the rate is
 ///   `w * (1 + SCALE * (t - K)^3)`, `t` seconds after the cut, `K = cbrt(DROP / SCALE)`:
 ///   it starts `DROP` below `w`, is back at `w` after `K` (1.36 s), stays near it for a few
@@ -30,9 +30,9 @@ use tracing::debug;
 ///   ahead of the calls actually sent in the last second, nor below `MIN_RATE`.
 /// - **The noise share.** Calls reserved during the `K` seconds after a cut (on the cubic's
 ///   clock) are sent at or below the goodput the rate was cut to; a rate limit throttles few
-///   of them, random throttling as many as ever. Their throttled share (decaying over `NOISE_MEMORY` such
-///   calls, starting from `NOISE_PRIOR` successes) is the noise share, and only throttles
-///   beyond twice it add up to a cut. A cut that raised the estimate may rest on a burst the
+///   of them, random throttling as many as ever. Their throttled share (decaying over
+///   `NOISE_MEMORY` such calls, starting from `NOISE_PRIOR` successes) is the noise share,
+///   and only throttles beyond twice it add up to a cut. A cut that raised the estimate may rest on a burst the
 ///   service let through (a token bucket's): the calls after it are left out.
 /// - **Slots.** Calls are spaced `1/rate` apart, whoever asks first goes first. A call
 ///   reserved before a cut and still waiting takes a new slot at the new rate
