@@ -2,7 +2,7 @@
 //! with an explicit `nextToken` (so the token can be checkpointed), and GetSession.
 //!
 //! - [`retry`]: one retry loop for every call, honouring `Retry-After`;
-//! - [`pacer`]: adaptive pacing of a client's calls once the service throttles;
+//! - [`pacer`]: adaptive pacing of a client's calls once throttles exceed the noise;
 //! - [`wire`]: the client's settings, and the SDK's session shape turned into the model.
 
 mod pacer;
