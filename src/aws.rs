@@ -82,6 +82,22 @@ pub fn s3_client(sdk: &aws_config::SdkConfig, max_attempts: u32) -> Client {
     Client::from_conf(conf)
 }
 
+/// The KMS client that signs digests (`--sign-key`) and fetches public keys: standard retries
+/// with `max_attempts`, the same timeouts as S3's.
+pub fn kms_client(sdk: &aws_config::SdkConfig, max_attempts: u32) -> aws_sdk_kms::Client {
+    let timeouts = aws_config::timeout::TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .read_timeout(Duration::from_secs(60))
+        .operation_attempt_timeout(Duration::from_secs(300))
+        .build();
+    let conf = aws_sdk_kms::config::Builder::from(sdk)
+        .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(max_attempts))
+        .retry_partition(exact_attempts("archiver-kms"))
+        .timeout_config(timeouts)
+        .build();
+    aws_sdk_kms::Client::from_conf(conf)
+}
+
 /// A retry partition whose calls each get every one of their `--max-attempts`. The SDK's
 /// default partition also holds a client-side retry quota, shared by the whole process: 500
 /// tokens, of which each retry takes 5 (10 after a 5xx or a timeout), lost when that retry

@@ -29,6 +29,7 @@ pub mod commands;
 pub mod run;
 
 pub mod dedup;
+pub mod digest;
 pub mod encode;
 pub mod report;
 pub mod sink;
@@ -47,4 +48,5 @@ pub mod glue;
 pub mod ids;
 pub mod mem;
 pub mod model;
+pub mod sign;
 pub mod progress;
