@@ -304,6 +304,18 @@ pub struct VerifyArgs {
     /// Without it, a missing state is an error.
     #[arg(long)]
     pub new_state: bool,
+    /// Check only the archive's own proof (digest chains, manifests, files), without calling
+    /// WorkSpaces Web and without a state: what an auditor runs.
+    #[arg(long, conflicts_with_all = ["repair", "new_state", "portal_ids"])]
+    pub offline: bool,
+    /// A newest digest older than this is a finding (a stopped job, or a truncated chain): a
+    /// number and a unit, e.g. 2d or 36h.
+    #[arg(long, value_name = "DURATION")]
+    pub max_age: Option<String>,
+    /// Check every digest's signature with this public key (PEM SubjectPublicKeyInfo), with no
+    /// AWS call; an unsigned digest, or one signed by another key, is a finding.
+    #[arg(long, value_name = "FILE.pem")]
+    pub public_key: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]

@@ -41,12 +41,17 @@ pub async fn execute(cli: Cli) -> Result<()> {
             let config = Config::from_args(&cli.global)?;
             let ids = parse_portal_ids(&a.portal_ids)?;
             let named = (!ids.is_empty()).then_some(ids);
+            let proof = verify::Proof::from_args(&a, None)?;
+            if a.offline {
+                return verify::verify_offline(&config, &proof, a.json).await;
+            }
             verify::verify(
                 &config,
                 named,
                 a.repair,
                 a.json,
                 a.new_state,
+                &proof,
                 watch_signals(),
             )
             .await

@@ -4,3 +4,4 @@
 //! [`format`] and `docs/audit.md`.
 
 pub mod format;
+pub mod walk;

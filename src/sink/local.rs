@@ -186,6 +186,32 @@ impl LocalSink {
     }
 
     /// The names of the folders directly under `prefix` (none if it does not exist), sorted.
+    /// Every file under a folder, at any depth, as keys relative to the root, sorted.
+    pub(super) fn list_tree(&self, prefix: &str) -> Result<Vec<String>> {
+        let mut keys = Vec::new();
+        let mut dirs = vec![prefix.trim_end_matches('/').to_string()];
+        while let Some(rel) = dirs.pop() {
+            let dir = self.path(&rel);
+            let entries = match std::fs::read_dir(&dir) {
+                Ok(e) => e,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e).with_context(|| format!("listing {}", dir.display())),
+            };
+            for e in entries {
+                let e = e.with_context(|| format!("listing {}", dir.display()))?;
+                let key = format!("{rel}/{}", e.file_name().to_string_lossy());
+                let kind = e.file_type()?;
+                if kind.is_dir() {
+                    dirs.push(key);
+                } else if kind.is_file() {
+                    keys.push(key);
+                }
+            }
+        }
+        keys.sort();
+        Ok(keys)
+    }
+
     pub(super) fn folders(&self, prefix: &str) -> Result<Vec<String>> {
         let dir = self.path(prefix);
         let entries = match std::fs::read_dir(&dir) {

@@ -224,6 +224,15 @@ impl Sink {
         }
     }
 
+    /// Every key under a prefix, at any depth, sorted (a local output's folders are walked;
+    /// S3's listing is flat already). Nothing is changed.
+    pub async fn list_tree(&self, prefix: String) -> Result<Vec<String>> {
+        match self {
+            Sink::Local(s) => blocking(s.clone(), move |s| s.list_tree(&prefix)).await,
+            Sink::S3(s) => s.list_keys(prefix).await,
+        }
+    }
+
     /// A whole object's bytes.
     pub async fn read(&self, key: String) -> Result<Vec<u8>> {
         match self {

@@ -9,6 +9,7 @@
 //! through compaction's, then verifies again. Killed at any point, the next `verify --repair`
 //! (or run) recovers first, and what is still missing or duplicated is found again.
 
+pub mod integrity;
 mod repair;
 mod report;
 
@@ -25,12 +26,14 @@ use parquet::arrow::ProjectionMask;
 
 use tracing::{info, warn};
 
-use crate::config::{Config, Shard};
-use crate::error::{Differences, Interrupted, StateRefused};
+use crate::cli::VerifyArgs;
+use crate::config::{parse_duration, Config, Output, Shard};
+use crate::error::{Differences, Interrupted, StateRefused, UsageError};
 use crate::model::PortalId;
 use crate::run::discover;
 use crate::run::flush::Target;
 use crate::run::recover::{check_unclaimed, claim, recover, Retired};
+use crate::sign::VerifyingKey;
 use crate::sink::layout::MANIFEST;
 use crate::sink::manifest::sha256_hex;
 use crate::sink::Sink;
@@ -39,9 +42,134 @@ use crate::state::StateHandle;
 use crate::verify::{
     compare_day, parse_manifest, ArchRow, Counts, FileCheck, ListedDay, Manifest, Walker,
 };
+use integrity::{Integrity, WalkOpts};
 use repair::Repairer;
 use report::print_table;
 pub use report::{PortalVerify, Repaired, VerifyReport};
+
+/// What the integrity walk needs from the command line: where the digests are, the public
+/// key that checks their signatures, and `--max-age`.
+pub struct Proof {
+    /// The digest root; `None`: the output.
+    pub digests: Option<Output>,
+    pub public_key: Option<VerifyingKey>,
+    pub max_age_ms: Option<i64>,
+}
+
+impl Proof {
+    /// From `verify`'s options; `digests` is the configuration's `--digests`.
+    pub fn from_args(a: &VerifyArgs, digests: Option<Output>) -> Result<Proof> {
+        let max_age_ms = match &a.max_age {
+            None => None,
+            Some(text) => Some(
+                parse_duration(text)
+                    .ok_or_else(|| {
+                        UsageError(format!(
+                            "invalid --max-age {text:?}: a number and a unit (s, m, h, d, w, ...), e.g. 2d or 36h"
+                        ))
+                    })?
+                    .as_millis() as i64,
+            ),
+        };
+        let public_key = match &a.public_key {
+            None => None,
+            Some(path) => Some(
+                VerifyingKey::from_pem_file(path)
+                    .with_context(|| format!("reading the public key {}", path.display()))?,
+            ),
+        };
+        Ok(Proof {
+            digests,
+            public_key,
+            max_age_ms,
+        })
+    }
+
+    fn opts(&self) -> WalkOpts<'_> {
+        WalkOpts {
+            key: self
+                .public_key
+                .as_ref()
+                .map(|k| k as &dyn crate::digest::walk::Verifier),
+            max_age_ms: self.max_age_ms,
+            ..WalkOpts::default()
+        }
+    }
+
+    /// The sink of the digest root.
+    fn sink(&self, cfg: &Config, s3: Option<&aws_sdk_s3::Client>) -> Result<Sink> {
+        Sink::new(self.digests.as_ref().unwrap_or(&cfg.output), s3, &cfg.s3)
+    }
+
+    fn uses_s3(&self) -> bool {
+        matches!(self.digests, Some(Output::S3(_)))
+    }
+}
+
+/// `verify --offline`: only the integrity walk: no WorkSpaces Web call, no state. With
+/// `--public-key`, no AWS call but reading the archive (from S3 when it is there). Findings
+/// are an error of type [`Differences`] (exit 3), after the report.
+pub async fn verify_offline(cfg: &Config, proof: &Proof, json: bool) -> Result<()> {
+    let needs_s3 = matches!(cfg.output, Output::S3(_)) || proof.uses_s3();
+    let s3 = match needs_s3 {
+        true => {
+            let sdk = crate::aws::load_sdk(&cfg.regions).await?;
+            Some(crate::aws::s3_client(&sdk, cfg.max_attempts))
+        }
+        false => None,
+    };
+    let archive = Sink::new(&cfg.output, s3.as_ref(), &cfg.s3)?;
+    let digests = proof.sink(cfg, s3.as_ref())?;
+    let integrity = integrity::walk(&archive, &digests, &proof.opts()).await?;
+    let report = VerifyReport {
+        ok: integrity.ok,
+        portals: Vec::new(),
+        integrity: Some(integrity),
+    };
+    print_report(&report, json)?;
+    finding_error(&report, None)
+}
+
+fn print_report(report: &VerifyReport, json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(report)?);
+        return Ok(());
+    }
+    if !report.portals.is_empty() {
+        print_table(report);
+    }
+    if let Some(i) = &report.integrity {
+        integrity::print(i);
+    }
+    Ok(())
+}
+
+/// The error (exit 3) of a report that is not ok.
+fn finding_error(report: &VerifyReport, unreachable: Option<&str>) -> Result<()> {
+    if report.ok {
+        return Ok(());
+    }
+    let bad = report.portals.iter().filter(|p| !p.ok).count();
+    let mut parts = Vec::new();
+    if bad > 0 {
+        parts.push(format!(
+            "the archive differs from the service in {bad} of {} portals",
+            report.portals.len()
+        ));
+    }
+    if let Some(i) = report.integrity.as_ref().filter(|i| !i.ok) {
+        let first = &i.findings[0];
+        parts.push(match i.findings.len() {
+            1 => format!("the archive's proof has 1 finding: {first}"),
+            n => format!("the archive's proof has {n} findings, the first: {first}"),
+        });
+    }
+    let mut line = parts.join("; ");
+    if let Some(u) = unreachable {
+        line.push_str(&format!("; not verified: {u}"));
+    }
+    Err(Differences(line).into())
+}
 
 /// Token rejections tolerated while listing one portal.
 const MAX_TOKEN_RESTARTS: u32 = 3;
@@ -58,12 +186,12 @@ pub async fn verify(
     repair: bool,
     json: bool,
     new_state: bool,
+    proof: &Proof,
     stop: Arc<AtomicBool>,
 ) -> Result<()> {
     let sdk = crate::aws::load_sdk(&cfg.regions).await?;
-    let s3 = cfg
-        .uses_s3()
-        .then(|| crate::aws::s3_client(&sdk, cfg.max_attempts));
+    let s3 =
+        (cfg.uses_s3() || proof.uses_s3()).then(|| crate::aws::s3_client(&sdk, cfg.max_attempts));
     if !new_state && !StateHandle::exists(cfg, s3.as_ref()).await? {
         return Err(StateRefused(format!(
             "no state at {}: verify uses the state that wrote the archive (check --state), or --new-state to verify with a new one",
@@ -128,34 +256,35 @@ pub async fn verify(
             };
             out.push(verify_portal(&ctx, None).await?);
         }
-        Ok::<_, anyhow::Error>(out)
+        // The archive's own proof, under the same lock. Files the comparison above already
+        // hashed against the same manifests are not read again; the walk covers the portals
+        // verified (all of them, unless sharded or named).
+        let mut opts = proof.opts();
+        if named.is_some() || cfg.shard != Shard::ALL {
+            opts.portals = Some(out.iter().map(|p| p.portal_id.clone()).collect());
+        }
+        opts.files_checked = out
+            .iter()
+            .filter(|p| p.manifest.checked)
+            .map(|p| p.portal_id.clone())
+            .collect();
+        let digests = proof.sink(cfg, s3.as_ref())?;
+        let integrity = integrity::walk(&sink, &digests, &opts).await?;
+        Ok::<_, anyhow::Error>((out, integrity))
     }
     .await;
     let finished = state.finish().await;
     if result.is_ok() {
         finished?;
     }
-    let portals = result?;
+    let (portals, integrity): (Vec<PortalVerify>, Integrity) = result?;
     let report = VerifyReport {
-        ok: portals.iter().all(|p| p.ok),
+        ok: portals.iter().all(|p| p.ok) && integrity.ok,
         portals,
+        integrity: Some(integrity),
     };
-    if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print_table(&report);
-    }
-    if !report.ok {
-        let bad = report.portals.iter().filter(|p| !p.ok).count();
-        let mut line = format!(
-            "the archive differs from the service in {bad} of {} portals",
-            report.portals.len()
-        );
-        if let Some(u) = &unreachable {
-            line.push_str(&format!("; not verified: {u}"));
-        }
-        return Err(Differences(line).into());
-    }
+    print_report(&report, json)?;
+    finding_error(&report, unreachable.as_deref())?;
     if let Some(u) = unreachable {
         anyhow::bail!("not verified: {u}");
     }

@@ -10,6 +10,9 @@ pub struct VerifyReport {
     /// Every portal matches.
     pub ok: bool,
     pub portals: Vec<PortalVerify>,
+    /// The archive's own proof: digest chains, manifests and files (see `docs/audit.md`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub integrity: Option<super::integrity::Integrity>,
 }
 
 /// One portal's verification.
