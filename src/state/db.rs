@@ -46,6 +46,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0007_glue_partitions",
         include_str!("../../migrations/0007_glue_partitions.sql"),
     ),
+    (
+        "0008_digests",
+        include_str!("../../migrations/0008_digests.sql"),
+    ),
 ];
 
 /// The state database.
