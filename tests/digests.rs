@@ -360,3 +360,51 @@ async fn on_s3_digests_go_to_another_bucket() {
     assert_eq!(commands, ["run", "run", "run"]);
     assert!(manifests_of(&chain[0].0) >= 4);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sign_key_that_cannot_sign_fails_the_command_before_it_archives() {
+    let env = Env::new(sim_config(1, 200, 0)).await;
+    let missing = env.dir.path().join("no-such-key.pem");
+    let r = env
+        .run(&["run", "--sign-key", missing.to_str().unwrap()])
+        .await;
+    r.code(1);
+    assert!(r.last_line().contains("--sign-key"), "{}", r.stderr);
+    assert!(
+        parquet_free(&env.archive()),
+        "archived before the key was checked"
+    );
+    assert!(!env.archive().join("_digest").exists());
+    assert_eq!(env.sim.stats().list_sessions_calls, 0);
+}
+
+fn parquet_free(archive: &Path) -> bool {
+    util::parquet_files(&archive.join("sessions")).is_empty()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_repair_writes_a_digest_of_what_it_wrote_and_verify_none() {
+    let env = Env::new(sim_config(1, 600, 0)).await;
+    env.run(&["run", "--flush-rows", "150"]).await.ok();
+    // A file lost: repair writes its sessions again, in a new flush with a manifest.
+    let lost = util::parquet_files(&env.archive().join("sessions"))
+        .into_iter()
+        .next()
+        .unwrap();
+    std::fs::remove_file(&lost).unwrap();
+    env.run(&["verify"]).await.code(3);
+    assert_eq!(check_chain(&env.archive(), &env.archive()).len(), 1);
+    // Its exit code is verify's business (the manifest still names the lost file); the
+    // digest is written either way.
+    env.run(&["verify", "--repair"]).await;
+    env.assert_exact();
+    let chain = check_chain(&env.archive(), &env.archive());
+    assert_eq!(chain.len(), 2);
+    let repair = &chain[1].0;
+    assert_eq!(repair["command"], "verify --repair");
+    assert!(manifests_of(repair) >= 1, "{repair}");
+    let p = passes(repair);
+    assert_eq!(p.len(), 1);
+    assert_eq!((p[0].1.as_str(), p[0].2.as_str()), ("repair", "ok"));
+    assert!(p[0].3 > 0, "{repair}");
+}

@@ -173,9 +173,9 @@ impl Digests {
         state.guard()?;
         // A flat name in one folder, which is left empty once the file is linked.
         let staging = format!(
-            "{STAGING}/{}/{}",
+            "{STAGING}/{}/{}-{seq:010}.json",
             format::DIGEST,
-            key.rsplit('/').take(2).collect::<Vec<_>>().join("-")
+            state.state_id()
         );
         self.sink
             .put_new(key.to_string(), staging, bytes)

@@ -97,11 +97,11 @@ pub async fn recover(
         let lost_here = lost.iter().any(|f| f.seq == seq);
         if lost_here && sink.exists(manifest.clone()).await? {
             // Written before (perhaps by a run killed before it recorded it): recorded as
-            // it is, for the next digest.
+            // it is for the next digest, unless it is already.
             let sha256 = sha256_hex(&sink.read(manifest.clone()).await?);
             let id = portal.to_string();
             state
-                .db(move |st| st.record_manifest(&manifest, &id, seq, &sha256))
+                .db(move |st| st.record_found_manifest(&manifest, &id, seq, &sha256))
                 .await?;
         } else {
             write_manifest(sink, state, portal, seq, seq_files, &replaces)

@@ -96,6 +96,23 @@ impl State {
         }
     }
 
+    /// A manifest found written (by a command killed before it recorded it), recorded as it
+    /// is for the next digest, unless it is recorded already.
+    pub fn record_found_manifest(
+        &self,
+        key: &str,
+        portal_id: &str,
+        seq: i64,
+        sha256: &str,
+    ) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO manifests (key, portal_id, seq, sha256, written_at)
+             VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (key) DO NOTHING",
+            params![key, portal_id, seq, sha256, now_ms()],
+        )?;
+        Ok(())
+    }
+
     /// What each portal's work in run `run_id` came to, by portal id.
     pub fn run_passes(&self, run_id: i64) -> Result<Vec<PortalOutcome>> {
         let mut stmt = self.conn.prepare(
