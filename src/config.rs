@@ -800,6 +800,52 @@ mod tests {
     }
 
     #[test]
+    fn digests_go_anywhere_but_into_the_dataset() {
+        let local = Output::parse("/data/archive").unwrap();
+        for ok in [
+            "/data/archive",
+            "/data/proof",
+            "/data/archive/_digests",
+            "/data/sessions",
+        ] {
+            assert_eq!(
+                parse_digests(ok, &local).unwrap(),
+                Output::parse(ok).unwrap(),
+                "{ok}"
+            );
+        }
+        for bad in [
+            "/data/archive/sessions",
+            "/data/archive/sessions/",
+            "/data/archive/./sessions/x",
+            "file:///data/archive/sessions/p",
+        ] {
+            let e = parse_digests(bad, &local).unwrap_err();
+            assert!(e.0.contains("--digests"), "{bad}: {}", e.0);
+        }
+        let s3 = Output::parse("s3://bucket/team/archive").unwrap();
+        for ok in [
+            "s3://bucket/team/archive",
+            "s3://proof/team/archive/sessions",
+            "s3://bucket/team/sessions",
+        ] {
+            assert!(parse_digests(ok, &s3).is_ok(), "{ok}");
+        }
+        for bad in [
+            "s3://bucket/team/archive/sessions",
+            "s3://bucket/team/archive/sessions/x/",
+        ] {
+            assert!(parse_digests(bad, &s3).is_err(), "{bad}");
+        }
+        let e = parse_digests("gs://x/y", &s3).unwrap_err();
+        assert!(
+            e.0.contains("--digests") && !e.0.contains("--output"),
+            "{}",
+            e.0
+        );
+    }
+
+    #[test]
     fn durations_take_a_number_and_a_unit() {
         use std::time::Duration;
         assert_eq!(parse_duration("2d"), Some(Duration::from_secs(172_800)));

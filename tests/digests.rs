@@ -316,6 +316,9 @@ async fn digests_elsewhere_keep_the_output_free_of_them() {
     }
 }
 
+/// On S3, with the state in S3 too (the container set-up): killed once the digest is stored
+/// in the local copy of the state only (never uploaded: the next run builds digest 2 afresh),
+/// and once it is stored in the uploaded state (the next run writes it first).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_s3_digests_go_to_another_bucket() {
     let env = Env::new(sim_config(1, 700, 3)).await;
@@ -323,10 +326,10 @@ async fn on_s3_digests_go_to_another_bucket() {
     let c = s3u::client(&moto.endpoint);
     s3u::create_bucket(&c, "archive-bucket").await;
     s3u::create_bucket(&c, "proof-bucket").await;
-    let run = |args: &[&str]| {
+    let run = |args: &[&str], failpoint: Option<&str>| {
         let mut cmd = tokio::process::Command::new(BIN);
         cmd.arg("--state")
-            .arg(env.state())
+            .arg("s3://archive-bucket/state/archiver.db")
             .arg("--output")
             .arg("s3://archive-bucket/arch")
             .arg("--digests")
@@ -336,16 +339,33 @@ async fn on_s3_digests_go_to_another_bucket() {
             cmd.env(k, v);
         }
         cmd.env("AWS_ENDPOINT_URL_S3", &moto.endpoint);
-        cmd.env_remove("ARCHIVER_FAILPOINT");
+        cmd.env("TMPDIR", env.dir.path());
+        match failpoint {
+            Some(f) => cmd.env("ARCHIVER_FAILPOINT", f),
+            None => cmd.env_remove("ARCHIVER_FAILPOINT"),
+        };
         cmd.kill_on_drop(true);
-        cmd
+        async move { util::Run::from(cmd.output().await.unwrap()) }
     };
-    let r = util::Run::from(run(&["run", "--flush-rows", "150"]).output().await.unwrap());
-    r.ok();
-    let mut killed = run(&["run"]);
-    killed.env("ARCHIVER_FAILPOINT", "digest_stored:1");
-    assert_eq!(util::Run::from(killed.output().await.unwrap()).code, 134);
-    util::Run::from(run(&["run"]).output().await.unwrap()).ok();
+    run(&["run", "--flush-rows", "150"], None).await.ok();
+    for point in ["digest_stored_locally:1", "digest_stored:1"] {
+        env.sim.add_sessions(&env.portal(0), 40, 0);
+        let r = run(&["run"], Some(point)).await;
+        assert_eq!(r.code, 134, "{point}: {}", r.stderr);
+        // The killed run's lease, expired (what waiting out its TTL would do).
+        let lease_key = "state/archiver.db.lease";
+        let mut lease: Value =
+            serde_json::from_slice(&s3u::get(&c, "archive-bucket", lease_key).await).unwrap();
+        lease["expires_ms"] = serde_json::json!(1);
+        s3u::put(
+            &c,
+            "archive-bucket",
+            lease_key,
+            serde_json::to_vec(&lease).unwrap(),
+        )
+        .await;
+        run(&["run"], None).await.ok();
+    }
     let keys = s3u::keys(&c, "archive-bucket").await;
     assert!(!keys.iter().any(|k| k.contains("_digest")), "{keys:?}");
     let out = env.dir.path().join("out");
@@ -357,8 +377,19 @@ async fn on_s3_digests_go_to_another_bucket() {
         .iter()
         .map(|(b, _)| b["command"].as_str().unwrap())
         .collect();
-    assert_eq!(commands, ["run", "run", "run"]);
+    // run; (killed before its upload) run; (killed after) run, run.
+    assert_eq!(commands, ["run", "run", "run", "run"]);
     assert!(manifests_of(&chain[0].0) >= 4);
+    assert!(
+        manifests_of(&chain[1].0) >= 1,
+        "the first killed run's manifests"
+    );
+    assert!(
+        manifests_of(&chain[2].0) >= 1,
+        "the second killed run's manifests"
+    );
+    let archived = util::read_dataset(&out);
+    util::assert_exact(&archived, &env.expected());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

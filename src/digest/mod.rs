@@ -102,13 +102,27 @@ impl Digests {
     }
 
     /// Write this command's digest of the state: the manifests recorded since the previous
-    /// digest, chained to it. Also when nothing was written. Returns its key.
+    /// digest, chained to it. Also when nothing was written. Logs `digest <key> written: N
+    /// manifests`; see [`Digests::write_quietly`].
     pub async fn write(
         &self,
         state: &StateHandle,
         command: &str,
         passes: Vec<Pass>,
     ) -> Result<String> {
+        let (key, listed) = self.write_quietly(state, command, passes).await?;
+        info!("digest {key} written: {listed} manifests");
+        Ok(key)
+    }
+
+    /// [`Digests::write`] without its log line (a command that failed before its work says
+    /// so in its one error line alone). Returns the key and how many manifests it lists.
+    pub async fn write_quietly(
+        &self,
+        state: &StateHandle,
+        command: &str,
+        passes: Vec<Pass>,
+    ) -> Result<(String, usize)> {
         self.recover(state).await?;
         let basis = state.db(|st| st.digest_basis()).await?;
         let imported = if basis.import {
@@ -164,8 +178,7 @@ impl Digests {
             .with_context(|| format!("saving the state after storing digest {key}"))?;
         failpoint::hit("digest_stored");
         self.put(state, seq, &key, bytes).await?;
-        info!("digest {key} written: {listed} manifests");
-        Ok(key)
+        Ok((key, listed))
     }
 
     /// Write digest `seq` (never overwriting another), then mark it written.

@@ -126,7 +126,11 @@ async fn take_state_and_run(
             // The digest of what the run wrote (or that it wrote nothing), whatever its
             // outcome, once the digest writer is open.
             let result = match &digests {
-                Some(d) => write_digest(d, &state, command, run_id, result).await,
+                Some(d) => {
+                    // Its line only once the run reached its portals, like the summary line.
+                    let quiet = result.is_err() && summary.portals.is_empty();
+                    write_digest(d, &state, command, run_id, result, quiet).await
+                }
                 None => result,
             };
             // The run's outcome goes into the history before the state's last upload.
@@ -172,10 +176,15 @@ async fn write_digest(
     command: &str,
     run_id: i64,
     result: Result<()>,
+    quiet: bool,
 ) -> Result<()> {
     let written = async {
         let passes = crate::digest::passes_of_run(state, run_id).await?;
-        d.write(state, command, passes).await
+        let (key, listed) = d.write_quietly(state, command, passes).await?;
+        if !quiet {
+            info!("digest {key} written: {listed} manifests");
+        }
+        Ok::<_, anyhow::Error>(())
     }
     .await;
     match (result, written) {
