@@ -237,6 +237,21 @@ pub struct GlobalArgs {
     /// then turn its partition projection off (for thousands of portals).
     #[arg(long, global = true, env = "ARCHIVER_GLUE_PARTITIONS")]
     pub glue_partitions: bool,
+    /// Where the digests go (`_digest/` under it): a local folder, file:///abs/path or
+    /// s3://bucket/prefix. Default: the output. Best another bucket or account, with its own
+    /// IAM and Object Lock, so that whoever can write the archive cannot rewrite its proof.
+    #[arg(long, global = true, env = "ARCHIVER_DIGESTS", value_name = "URL")]
+    pub digests: Option<String>,
+    /// Sign each digest: an asymmetric KMS key's ARN (SIGN_VERIFY, RSASSA-PSS or ECDSA), or
+    /// a PKCS#8 PEM private key file. Default: digests are unsigned (they still chain by
+    /// SHA-256).
+    #[arg(
+        long,
+        global = true,
+        env = "ARCHIVER_SIGN_KEY",
+        value_name = "KMS_ARN|FILE"
+    )]
+    pub sign_key: Option<String>,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

@@ -114,7 +114,11 @@ pub async fn verify(
                 }
                 out
             }
-            true => repair_all(cfg, &sink, &state, &portals, &sources, &stop).await?,
+            true => {
+                let digests = crate::digest::Digests::open(cfg, s3.as_ref(), Some(&sdk)).await?;
+                let at = (&sink, &state, &digests);
+                repair_all(cfg, at, &portals, &sources, &stop).await?
+            }
         };
         // Without a listing there is nothing to repair from: checked, never repaired.
         for portal in &gone {
@@ -210,20 +214,29 @@ fn nothing_to_verify(cfg: &Config, sources: &discover::Sources) -> String {
 
 /// `--repair`, under the run lock: per portal, recover, verify collecting what to repair,
 /// repair, verify again. The run is recorded in the state's history.
+/// It ends with the state's digest, whatever its outcome.
 async fn repair_all(
     cfg: &Config,
-    sink: &Sink,
-    state: &StateHandle,
+    (sink, state, digests): (&Sink, &StateHandle, &crate::digest::Digests),
     portals: &[(PortalId, discover::Reach)],
     sources: &discover::Sources,
     stop: &AtomicBool,
 ) -> Result<Vec<PortalVerify>> {
     sink.check_writable().await?;
+    digests.recover(state).await?;
     let run_id = state.db(|st| st.start_run("verify --repair")).await?;
+    // What each portal's repair came to, for the digest; failed until it is done.
+    let mut passes: Vec<crate::digest::Pass> = Vec::new();
     let result = async {
         let mut out = Vec::new();
         let mut clients = sources.clients();
         for (portal, reach) in portals {
+            passes.push(crate::digest::Pass {
+                portal_id: portal.to_string(),
+                pass: "repair".into(),
+                ok: false,
+                rows: 0,
+            });
             let source = clients.source(reach);
             let ctx = Ctx {
                 sink,
@@ -285,12 +298,27 @@ async fn repair_all(
                 ok = v.ok,
                 "repaired"
             );
+            if let Some(p) = passes.last_mut() {
+                p.ok = true;
+                p.rows = repaired.written;
+            }
             v.repaired = Some(repaired);
             out.push(v);
         }
         Ok::<_, anyhow::Error>(out)
     }
     .await;
+    let result = match (
+        result,
+        digests.write(state, "verify --repair", passes).await,
+    ) {
+        (result, Ok(_)) => result,
+        (Ok(_), Err(e)) => Err(e),
+        (Err(e), Err(w)) => {
+            tracing::error!(error = %format!("{w:#}"), "writing the digest failed");
+            Err(e)
+        }
+    };
     let (outcome, detail) = match &result {
         Ok(_) => ("ok", None),
         Err(e) if e.is::<Interrupted>() => ("interrupted", Some(e.to_string())),
