@@ -241,45 +241,46 @@ async fn open_kms(arn: &str, kms: &aws_sdk_kms::Client) -> Result<SigningKey> {
 /// A PKCS#8 PEM private key file.
 fn open_file(path: &Path) -> Result<SigningKey> {
     let shown = path.display();
-    let text = std::fs::read(path)
-        .with_context(|| format!("cannot read the signing key file {shown}"))?;
+    let text =
+        std::fs::read(path).with_context(|| format!("cannot read the signing key file {shown}"))?;
     let der = pem_block(&text, "PRIVATE KEY").map_err(|found| {
-        let hint = match found.as_deref() {
-            Some("RSA PRIVATE KEY") | Some("EC PRIVATE KEY") => {
-                "; convert it with `openssl pkcs8 -topk8 -nocrypt -in OLD -out NEW`"
-            }
-            Some("ENCRYPTED PRIVATE KEY") => "; archiver reads only unencrypted keys",
-            _ => "",
+        let has = |l: &str| found.iter().any(|f| f == l);
+        let hint = if has("RSA PRIVATE KEY") || has("EC PRIVATE KEY") {
+            ": convert it with `openssl pkcs8 -topk8 -nocrypt -in OLD -out NEW`"
+        } else if has("ENCRYPTED PRIVATE KEY") {
+            ": archiver reads only unencrypted keys"
+        } else {
+            ""
         };
         anyhow!(
             "the signing key file {shown} is not a PEM PKCS#8 private key (-----BEGIN PRIVATE KEY-----){}{hint}",
-            found.map(|l| format!(", it holds a {l}")).unwrap_or_default()
+            holds(&found)
         )
     })?;
-    let (signer, algorithm, spki) =
-        if let Ok(k) = sig::EcdsaKeyPair::from_pkcs8(&sig::ECDSA_P256_SHA256_ASN1_SIGNING, &der) {
-            let spki = ec_spki(&k)?;
-            (Signer::Ecdsa(Arc::new(k)), ECDSA_SHA_256, spki)
-        } else if let Ok(k) =
-            sig::EcdsaKeyPair::from_pkcs8(&sig::ECDSA_P384_SHA384_ASN1_SIGNING, &der)
-        {
-            let spki = ec_spki(&k)?;
-            (Signer::Ecdsa(Arc::new(k)), ECDSA_SHA_384, spki)
-        } else if let Ok(k) = sig::RsaKeyPair::from_pkcs8(&der) {
-            let bits = k.public_modulus_len() * 8;
-            if !(2048..=4096).contains(&bits) {
-                bail!("the signing key file {shown} holds a {bits}-bit RSA key: archiver signs with {SUPPORTED}");
-            }
-            let spki = k
-                .public_key()
-                .as_der()
-                .map_err(|_| anyhow!("the signing key file {shown}: encoding its public key"))?
-                .as_ref()
-                .to_vec();
-            (Signer::Rsa(Arc::new(k)), RSASSA_PSS_SHA_256, spki)
-        } else {
-            bail!("the signing key file {shown} holds no key archiver signs with: {SUPPORTED}");
-        };
+    let (signer, algorithm, spki) = if let Ok(k) =
+        sig::EcdsaKeyPair::from_pkcs8(&sig::ECDSA_P256_SHA256_ASN1_SIGNING, &der)
+    {
+        let spki = ec_spki(&k)?;
+        (Signer::Ecdsa(Arc::new(k)), ECDSA_SHA_256, spki)
+    } else if let Ok(k) = sig::EcdsaKeyPair::from_pkcs8(&sig::ECDSA_P384_SHA384_ASN1_SIGNING, &der)
+    {
+        let spki = ec_spki(&k)?;
+        (Signer::Ecdsa(Arc::new(k)), ECDSA_SHA_384, spki)
+    } else if let Ok(k) = sig::RsaKeyPair::from_pkcs8(&der) {
+        let bits = k.public_modulus_len() * 8;
+        if !(2048..=4096).contains(&bits) {
+            bail!("the signing key file {shown} holds a {bits}-bit RSA key: archiver signs with {SUPPORTED}");
+        }
+        let spki = k
+            .public_key()
+            .as_der()
+            .map_err(|_| anyhow!("the signing key file {shown}: encoding its public key"))?
+            .as_ref()
+            .to_vec();
+        (Signer::Rsa(Arc::new(k)), RSASSA_PSS_SHA_256, spki)
+    } else {
+        bail!("the signing key file {shown} holds no key archiver signs with: {SUPPORTED}");
+    };
     let public = VerifyingKey::from_der(&spki)
         .with_context(|| format!("the signing key file {shown}: its public key"))?;
     Ok(SigningKey {
@@ -375,12 +376,12 @@ impl VerifyingKey {
     /// `archiver public-key` writes.
     pub fn from_pem_file(path: &Path) -> Result<VerifyingKey> {
         let shown = path.display();
-        let text =
-            std::fs::read(path).with_context(|| format!("cannot read the public key file {shown}"))?;
+        let text = std::fs::read(path)
+            .with_context(|| format!("cannot read the public key file {shown}"))?;
         let der = pem_block(&text, "PUBLIC KEY").map_err(|found| {
             anyhow!(
                 "the public key file {shown} is not a PEM public key (-----BEGIN PUBLIC KEY-----){}",
-                found.map(|l| format!(", it holds a {l}")).unwrap_or_default()
+                holds(&found)
             )
         })?;
         VerifyingKey::from_der(&der).with_context(|| format!("the public key file {shown}"))
@@ -507,11 +508,12 @@ pub fn pem_encode(label: &str, der: &[u8]) -> String {
     out
 }
 
-/// The bytes of the first PEM block labelled `label` in `text`. Otherwise `Err` with the
-/// label of the first block there is (`None`: no PEM block at all, or a malformed one).
-fn pem_block(text: &[u8], label: &str) -> Result<Vec<u8>, Option<String>> {
+/// The bytes of the first PEM block labelled `label` in `text`. Otherwise `Err` with what is
+/// there instead: the labels of the other blocks, or of the block that is malformed (empty if
+/// there is no PEM block at all).
+fn pem_block(text: &[u8], label: &str) -> Result<Vec<u8>, Vec<String>> {
     let text = String::from_utf8_lossy(text);
-    let mut first_label = None;
+    let mut others = Vec::new();
     let mut lines = text.lines().map(str::trim);
     while let Some(line) = lines.next() {
         let Some(found) = line
@@ -521,7 +523,7 @@ fn pem_block(text: &[u8], label: &str) -> Result<Vec<u8>, Option<String>> {
             continue;
         };
         if found != label {
-            first_label.get_or_insert_with(|| found.to_string());
+            others.push(found.to_string());
             continue;
         }
         let end = format!("-----END {label}-----");
@@ -530,17 +532,26 @@ fn pem_block(text: &[u8], label: &str) -> Result<Vec<u8>, Option<String>> {
             if l == end {
                 return base64_decode(&b64)
                     .filter(|d| !d.is_empty())
-                    .ok_or_else(|| Some(format!("malformed {label}")));
+                    .ok_or_else(|| vec![format!("malformed {label}")]);
             }
             if l.contains(':') {
                 // RFC 1421 headers (Proc-Type: 4,ENCRYPTED): not a plain PKCS#8 block.
-                return Err(Some(format!("{label} with headers")));
+                return Err(vec![format!("{label} with headers")]);
             }
             b64.push_str(l);
         }
-        return Err(Some(format!("{label} without its END line")));
+        return Err(vec![format!("{label} without its END line")]);
     }
-    Err(first_label)
+    Err(others)
+}
+
+/// `, it holds A, B` for [`pem_block`]'s error (nothing if it found no block).
+fn holds(found: &[String]) -> String {
+    if found.is_empty() {
+        String::new()
+    } else {
+        format!(" (it holds {})", found.join(", "))
+    }
 }
 
 const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -573,7 +584,7 @@ pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
         ALPHABET.iter().position(|&a| a == c).map(|v| v as u32)
     }
     let t = text.as_bytes();
-    if t.len() % 4 != 0 {
+    if !t.len().is_multiple_of(4) {
         return None;
     }
     let mut out = Vec::with_capacity(t.len() / 4 * 3);
@@ -639,10 +650,26 @@ mod tests {
     fn local_keys_sign_and_verify_round_trip() {
         let dir = tempfile::tempdir().unwrap();
         let keys = [
-            ("rsa2048", rsa_pkcs8(aws_lc_rs::rsa::KeySize::Rsa2048), RSASSA_PSS_SHA_256),
-            ("rsa3072", rsa_pkcs8(aws_lc_rs::rsa::KeySize::Rsa3072), RSASSA_PSS_SHA_256),
-            ("p256", ec_pkcs8(&sig::ECDSA_P256_SHA256_ASN1_SIGNING), ECDSA_SHA_256),
-            ("p384", ec_pkcs8(&sig::ECDSA_P384_SHA384_ASN1_SIGNING), ECDSA_SHA_384),
+            (
+                "rsa2048",
+                rsa_pkcs8(aws_lc_rs::rsa::KeySize::Rsa2048),
+                RSASSA_PSS_SHA_256,
+            ),
+            (
+                "rsa3072",
+                rsa_pkcs8(aws_lc_rs::rsa::KeySize::Rsa3072),
+                RSASSA_PSS_SHA_256,
+            ),
+            (
+                "p256",
+                ec_pkcs8(&sig::ECDSA_P256_SHA256_ASN1_SIGNING),
+                ECDSA_SHA_256,
+            ),
+            (
+                "p384",
+                ec_pkcs8(&sig::ECDSA_P384_SHA384_ASN1_SIGNING),
+                ECDSA_SHA_384,
+            ),
         ];
         let opened: Vec<SigningKey> = keys
             .iter()
@@ -677,7 +704,12 @@ mod tests {
             bad[last] ^= 0x40;
             assert!(!vk.verify(k.algorithm(), &message, &bad), "{name}");
             // An algorithm that is not the key's, or unknown.
-            for other in ["ECDSA_SHA_256", "ECDSA_SHA_384", "RSASSA_PSS_SHA_384", "nope"] {
+            for other in [
+                "ECDSA_SHA_256",
+                "ECDSA_SHA_384",
+                "RSASSA_PSS_SHA_384",
+                "nope",
+            ] {
                 if other != k.algorithm() {
                     assert!(!vk.verify(other, &message, &s), "{name} {other}");
                 }
@@ -700,8 +732,18 @@ mod tests {
     #[test]
     fn a_signature_by_another_key_of_the_same_kind_fails() {
         let dir = tempfile::tempdir().unwrap();
-        let a = write_pem(dir.path(), "a", "PRIVATE KEY", &ec_pkcs8(&sig::ECDSA_P256_SHA256_ASN1_SIGNING));
-        let b = write_pem(dir.path(), "b", "PRIVATE KEY", &ec_pkcs8(&sig::ECDSA_P256_SHA256_ASN1_SIGNING));
+        let a = write_pem(
+            dir.path(),
+            "a",
+            "PRIVATE KEY",
+            &ec_pkcs8(&sig::ECDSA_P256_SHA256_ASN1_SIGNING),
+        );
+        let b = write_pem(
+            dir.path(),
+            "b",
+            "PRIVATE KEY",
+            &ec_pkcs8(&sig::ECDSA_P256_SHA256_ASN1_SIGNING),
+        );
         let a = block_on(SigningKey::open(a.to_str().unwrap(), None)).unwrap();
         let b = block_on(SigningKey::open(b.to_str().unwrap(), None)).unwrap();
         let s = block_on(a.sign(b"digest body")).unwrap();
@@ -715,24 +757,14 @@ mod tests {
     fn rsa_pss_verifies_with_the_hash_length_or_the_longest_salt() {
         let der = rsa_pkcs8(aws_lc_rs::rsa::KeySize::Rsa2048);
         let key = sig::RsaKeyPair::from_pkcs8(&der).unwrap();
-        let vk = VerifyingKey::from_der(
-            key.public_key()
-                .as_der()
-                .unwrap()
-                .as_ref(),
-        )
-        .unwrap();
+        let vk = VerifyingKey::from_der(key.public_key().as_der().unwrap().as_ref()).unwrap();
         assert_eq!(vk.describe(), "RSA 2048-bit");
         let rng = SystemRandom::new();
         static MAX: sig::RsaSignatureEncoding =
             sig::RSA_PSS_SHA256.with_pss_salt_length(sig::RsaPssSaltLength::Max);
         static TEN: sig::RsaSignatureEncoding =
             sig::RSA_PSS_SHA256.with_pss_salt_length(sig::RsaPssSaltLength::Custom(10));
-        for (enc, ok) in [
-            (&sig::RSA_PSS_SHA256, true),
-            (&MAX, true),
-            (&TEN, false),
-        ] {
+        for (enc, ok) in [(&sig::RSA_PSS_SHA256, true), (&MAX, true), (&TEN, false)] {
             let mut s = vec![0; key.public_modulus_len()];
             key.sign(enc, &rng, b"m", &mut s).unwrap();
             assert_eq!(vk.verify(RSASSA_PSS_SHA_256, b"m", &s), ok);
@@ -752,9 +784,15 @@ mod tests {
         let missing = open(&dir.path().join("absent.pem"));
         assert!(missing.contains("cannot read"), "{missing}");
         // SEC1 (`openssl ecparam -genkey`): named, with the conversion.
-        let p = write_pem(dir.path(), "sec1", "EC PRIVATE KEY", &[1, 2, 3]);
+        let p = dir.path().join("sec1");
+        let sec1 =
+            pem_encode("EC PARAMETERS", &[6, 1, 1]) + &pem_encode("EC PRIVATE KEY", &[1, 2, 3]);
+        std::fs::write(&p, sec1).unwrap();
         let text = open(&p);
-        assert!(text.contains("EC PRIVATE KEY") && text.contains("openssl pkcs8"), "{text}");
+        assert!(
+            text.contains("EC PRIVATE KEY") && text.contains("openssl pkcs8"),
+            "{text}"
+        );
         let p = write_pem(dir.path(), "pub", "PUBLIC KEY", &[1, 2, 3]);
         assert!(open(&p).contains("PUBLIC KEY"));
         let p = dir.path().join("text");
@@ -764,9 +802,13 @@ mod tests {
         let p = write_pem(dir.path(), "junk", "PRIVATE KEY", &[0x30, 3, 2, 1, 0]);
         let text = open(&p);
         assert!(text.contains("holds no key"), "{text}");
-        // A 1024-bit RSA key is refused too (aws-lc refuses it to begin with).
-        // A public key file given as a private key, and the reverse.
-        let q = write_pem(dir.path(), "priv", "PRIVATE KEY", &ec_pkcs8(&sig::ECDSA_P256_SHA256_ASN1_SIGNING));
+        // A private key file given as a public key.
+        let q = write_pem(
+            dir.path(),
+            "priv",
+            "PRIVATE KEY",
+            &ec_pkcs8(&sig::ECDSA_P256_SHA256_ASN1_SIGNING),
+        );
         let e = VerifyingKey::from_pem_file(&q).unwrap_err();
         assert!(format!("{e:#}").contains("PRIVATE KEY"), "{e:#}");
     }
@@ -827,8 +869,8 @@ mod tests {
         assert_eq!(pem_block(framed.as_bytes(), "PUBLIC KEY").unwrap(), der);
         assert_eq!(
             pem_block(pem.as_bytes(), "PRIVATE KEY"),
-            Err(Some("PUBLIC KEY".to_string()))
+            Err(vec!["PUBLIC KEY".to_string()])
         );
-        assert_eq!(pem_block(b"nothing", "PRIVATE KEY"), Err(None));
+        assert_eq!(pem_block(b"nothing", "PRIVATE KEY"), Err(vec![]));
     }
 }

@@ -18,7 +18,9 @@ use crate::sign::{self, SigningKey};
 pub fn keygen(out: &Path) -> Result<()> {
     let shown = out.display();
     if out.symlink_metadata().is_ok() {
-        bail!("{shown} exists: keygen never overwrites a file (a key there may sign digests already)");
+        bail!(
+            "{shown} exists: keygen never overwrites a file (a key there may sign digests already)"
+        );
     }
     let (pem, public) = sign::generate_p256_pem()?;
     let dir = match out.parent() {
@@ -67,7 +69,11 @@ pub async fn public_key(g: &GlobalArgs, spec: &str, out: Option<&Path>) -> Resul
     let what = format!(
         "{} public key of {} ({}), SHA-256 {}",
         public.describe(),
-        if sign::is_kms(spec) { key.key_id() } else { spec },
+        if sign::is_kms(spec) {
+            key.key_id()
+        } else {
+            spec
+        },
         key.algorithm(),
         public.sha256()
     );
