@@ -237,6 +237,21 @@ pub struct GlobalArgs {
     /// then turn its partition projection off (for thousands of portals).
     #[arg(long, global = true, env = "ARCHIVER_GLUE_PARTITIONS")]
     pub glue_partitions: bool,
+    /// Where the digests go (`_digest/` under it): a local folder, file:///abs/path or
+    /// s3://bucket/prefix. Default: the output. Best another bucket or account, with its own
+    /// IAM and Object Lock, so that whoever can write the archive cannot rewrite its proof.
+    #[arg(long, global = true, env = "ARCHIVER_DIGESTS", value_name = "URL")]
+    pub digests: Option<String>,
+    /// Sign each digest: an asymmetric KMS key's ARN (SIGN_VERIFY, RSASSA-PSS or ECDSA), or
+    /// a PKCS#8 PEM private key file. Default: digests are unsigned (they still chain by
+    /// SHA-256).
+    #[arg(
+        long,
+        global = true,
+        env = "ARCHIVER_SIGN_KEY",
+        value_name = "KMS_ARN|FILE"
+    )]
+    pub sign_key: Option<String>,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -263,6 +278,12 @@ pub enum Command {
     Demo(DemoArgs),
     /// Serve the built-in WorkSpaces Web simulator on 127.0.0.1 (for tests and benchmarks).
     Simulator(SimulatorArgs),
+    /// Make a new EC P-256 private key file to sign digests with (`--sign-key FILE`), for
+    /// users without KMS.
+    Keygen(KeygenArgs),
+    /// Print the PEM public key of a signing key (a KMS key or a private key file): what an
+    /// auditor is handed for `verify --offline --public-key`.
+    PublicKey(PublicKeyArgs),
 }
 
 #[derive(Args, Debug)]
@@ -324,6 +345,25 @@ pub struct CompactArgs {
     /// d, w, ...), or several added up, e.g. 36h, 1.5d or 1d 12h.
     #[arg(long, default_value = "2d", value_name = "DURATION")]
     pub older_than: String,
+}
+
+#[derive(Args, Debug)]
+pub struct KeygenArgs {
+    /// The private key file to create (PEM PKCS#8, mode 0600). An existing file is never
+    /// overwritten.
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct PublicKeyArgs {
+    /// The signing key: a KMS key ARN (`arn:aws:kms:REGION:ACCOUNT:key/ID`) or a PEM PKCS#8
+    /// private key file.
+    #[arg(long, value_name = "ARN|FILE")]
+    pub sign_key: String,
+    /// Write the PEM public key to this file instead of printing it.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -415,6 +455,8 @@ mod tests {
             ("verify", "--repair"),
             ("compact", "--older-than"),
             ("demo", "--dir"),
+            ("keygen", "--out"),
+            ("public-key", "--sign-key"),
         ] {
             let text = help(&[command]);
             // Option lines, not mentions in a description.

@@ -60,6 +60,37 @@ impl std::fmt::Display for S3Url {
     }
 }
 
+/// `--digests`: a place like `--output`, but never the dataset itself (`sessions/` of the
+/// output, or inside it), where readers would see the digests as data.
+fn parse_digests(uri: &str, output: &Output) -> Result<Output, UsageError> {
+    let d = Output::parse(uri).map_err(|e| UsageError(e.0.replacen("--output", "--digests", 1)))?;
+    let inside = match (&d, output) {
+        (Output::Local(d), Output::Local(o)) => {
+            let dataset = o.join(crate::sink::DATASET);
+            let norm = |p: &std::path::Path| -> Vec<std::ffi::OsString> {
+                p.components()
+                    .filter(|c| !matches!(c, std::path::Component::CurDir))
+                    .map(|c| c.as_os_str().to_owned())
+                    .collect()
+            };
+            norm(d).starts_with(&norm(&dataset))
+        }
+        (Output::S3(d), Output::S3(o)) => {
+            let dataset = o.join(crate::sink::DATASET);
+            d.bucket == o.bucket && (d.key == dataset || d.key.starts_with(&format!("{dataset}/")))
+        }
+        _ => false,
+    };
+    if inside {
+        return Err(UsageError(format!(
+            "invalid --digests {uri:?}: it is inside the output's {}/ (the dataset); use the \
+             output itself, or better a place apart from it",
+            crate::sink::DATASET
+        )));
+    }
+    Ok(d)
+}
+
 /// Where the dataset goes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Output {
@@ -322,6 +353,10 @@ pub struct Config {
     /// `--glue-partitions`: register partitions even in a projected table, then turn its
     /// projection off.
     pub glue_partitions: bool,
+    /// `--digests`: where the digests go; `None`: the output.
+    pub digests: Option<Output>,
+    /// `--sign-key`: a KMS key ARN or a private key file that signs each digest.
+    pub sign_key: Option<String>,
 }
 
 /// Whose portals a run archives.
@@ -616,13 +651,24 @@ impl Config {
                     g.lease_ttl
                 ))
             })?;
+        let output = Output::parse(&g.output)?;
+        let digests = match g.digests.as_deref() {
+            None => None,
+            Some(d) => Some(parse_digests(d, &output)?),
+        };
+        let sign_key = match g.sign_key.as_deref() {
+            Some("") => return Err(UsageError("--sign-key is empty".into())),
+            k => k.map(str::to_string),
+        };
         Ok(Config {
+            digests,
+            sign_key,
             summary_json: g.summary_json.clone(),
             with_client_ips: g.with_client_ips,
             metrics_file: g.metrics_file.clone(),
             shard,
             state,
-            output: Output::parse(&g.output)?,
+            output,
             regions,
             s3: S3Options::from_args(g)?,
             lease_ttl,
@@ -637,7 +683,14 @@ impl Config {
 
     /// Does this run talk to S3 (output or state)?
     pub fn uses_s3(&self) -> bool {
-        matches!(self.output, Output::S3(_)) || matches!(self.state, StateLoc::S3(_))
+        matches!(self.output, Output::S3(_))
+            || matches!(self.state, StateLoc::S3(_))
+            || matches!(self.digests, Some(Output::S3(_)))
+    }
+
+    /// Where the digests go: `--digests`, or the output.
+    pub fn digest_root(&self) -> &Output {
+        self.digests.as_ref().unwrap_or(&self.output)
     }
 
     /// Sessions asked for per ListSessions call: never more than a flush holds.
@@ -743,6 +796,52 @@ mod tests {
         assert_eq!(
             template.arn("222222222222", "eu-west-1"),
             "arn:aws-us-gov:iam::222222222222:role/archiver-read"
+        );
+    }
+
+    #[test]
+    fn digests_go_anywhere_but_into_the_dataset() {
+        let local = Output::parse("/data/archive").unwrap();
+        for ok in [
+            "/data/archive",
+            "/data/proof",
+            "/data/archive/_digests",
+            "/data/sessions",
+        ] {
+            assert_eq!(
+                parse_digests(ok, &local).unwrap(),
+                Output::parse(ok).unwrap(),
+                "{ok}"
+            );
+        }
+        for bad in [
+            "/data/archive/sessions",
+            "/data/archive/sessions/",
+            "/data/archive/./sessions/x",
+            "file:///data/archive/sessions/p",
+        ] {
+            let e = parse_digests(bad, &local).unwrap_err();
+            assert!(e.0.contains("--digests"), "{bad}: {}", e.0);
+        }
+        let s3 = Output::parse("s3://bucket/team/archive").unwrap();
+        for ok in [
+            "s3://bucket/team/archive",
+            "s3://proof/team/archive/sessions",
+            "s3://bucket/team/sessions",
+        ] {
+            assert!(parse_digests(ok, &s3).is_ok(), "{ok}");
+        }
+        for bad in [
+            "s3://bucket/team/archive/sessions",
+            "s3://bucket/team/archive/sessions/x/",
+        ] {
+            assert!(parse_digests(bad, &s3).is_err(), "{bad}");
+        }
+        let e = parse_digests("gs://x/y", &s3).unwrap_err();
+        assert!(
+            e.0.contains("--digests") && !e.0.contains("--output"),
+            "{}",
+            e.0
         );
     }
 

@@ -183,6 +183,9 @@ fn parse_and_validate(argv: &[String]) -> Result<(Cli, Config), String> {
         Command::Demo(_) | Command::Simulator(_) => {
             return Err("a job runs demo or simulator, not the archiver".into());
         }
+        Command::Keygen(_) | Command::PublicKey(_) => {
+            return Err("a job runs keygen or public-key, not the archiver".into());
+        }
     }
     Ok((cli, config))
 }

@@ -162,6 +162,7 @@ impl T {
                 || (k.starts_with(&format!("{PREFIX}/_manifest/portal_id="))
                     && k.ends_with(".json"))
                 || (k.starts_with(&format!("{PREFIX}/_claim/portal_id=")) && k.ends_with(".json"))
+                || (k.starts_with(&format!("{PREFIX}/_digest/state_id=")) && k.ends_with(".json"))
                 || k.starts_with("team/state/");
             assert!(ok, "unexpected object {k}");
         }

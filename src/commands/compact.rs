@@ -18,6 +18,7 @@ use tracing::info;
 
 use crate::clock::{date_start_ms, now_ms};
 use crate::config::Config;
+use crate::digest::{Digests, Pass};
 use crate::encode::rewrite;
 use crate::error::Interrupted;
 use crate::failpoint;
@@ -92,11 +93,22 @@ async fn compact_on(
         .await?;
     let sink = Sink::new(&cfg.output, s3, &cfg.s3)?;
     sink.check_writable().await?;
+    let digests = Digests::open(cfg, s3, None).await?;
+    digests.recover(state).await?;
     let run_id = state.db(|st| st.start_run("compact")).await?;
     let mut summary = CompactSummary::default();
     let now = now_ms();
+    // What each portal's compaction came to, for the digest; failed until it is done.
+    let mut passes: Vec<Pass> = Vec::new();
     let result = async {
         for portal in &portals {
+            passes.push(Pass {
+                portal_id: portal.to_string(),
+                pass: "compaction".into(),
+                ok: false,
+                rows: 0,
+            });
+            let rows_before = summary.rows;
             recover(&sink, state, portal, Retired::Delete).await?;
             let target = Target {
                 sink: &sink,
@@ -115,10 +127,23 @@ async fn compact_on(
                     .await
                     .with_context(|| format!("compacting portal {portal} partition {date}"))?;
             }
+            if let Some(p) = passes.last_mut() {
+                p.ok = true;
+                p.rows = summary.rows - rows_before;
+            }
         }
         Ok::<_, anyhow::Error>(())
     }
     .await;
+    // The digest, whatever the outcome: it lists the manifests the compaction wrote.
+    let result = match (result, digests.write(state, "compact", passes).await) {
+        (result, Ok(_)) => result,
+        (Ok(()), Err(e)) => Err(e),
+        (Err(e), Err(w)) => {
+            tracing::error!(error = %format!("{w:#}"), "writing the digest failed");
+            Err(e)
+        }
+    };
     let (outcome, detail) = outcome_of(&result);
     state
         .db(move |st| st.finish_run(run_id, outcome, detail.as_deref()))

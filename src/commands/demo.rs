@@ -60,6 +60,8 @@ pub async fn demo(a: DemoArgs, g: &GlobalArgs, stop: Arc<AtomicBool>) -> Result<
         accounts: crate::config::Accounts::Own,
         glue_table: None,
         glue_partitions: false,
+        digests: None,
+        sign_key: None,
     };
 
     // The simulated history ends three hours ago: the activity below starts new sessions after

@@ -6,11 +6,13 @@
 //! - [`verify`]: compare the service's listing with the archive, and repair it;
 //! - [`compact`]: rewrite each old partition's files into one;
 //! - [`demo`]: the whole job end to end against the built-in simulator;
-//! - `simulator`: serve the built-in simulator.
+//! - `simulator`: serve the built-in simulator;
+//! - [`keys`]: `keygen` and `public-key`, for signing digests.
 
 pub mod compact;
 pub mod demo;
 pub mod dry_run;
+pub mod keys;
 pub mod status;
 pub mod verify;
 
@@ -41,7 +43,7 @@ pub async fn execute(cli: Cli) -> Result<()> {
             let config = Config::from_args(&cli.global)?;
             let ids = parse_portal_ids(&a.portal_ids)?;
             let named = (!ids.is_empty()).then_some(ids);
-            let proof = verify::Proof::from_args(&a, None)?;
+            let proof = verify::Proof::new(&a, &config).await?;
             if a.offline {
                 return verify::verify_offline(&config, &proof, a.json).await;
             }
@@ -73,6 +75,8 @@ pub async fn execute(cli: Cli) -> Result<()> {
         }
         Command::Demo(a) => demo::demo(a, &cli.global, watch_signals()).await,
         Command::Simulator(a) => archiver_simulator::run_cli(a.0).await,
+        Command::Keygen(a) => keys::keygen(&a.out),
+        Command::PublicKey(a) => keys::public_key(&cli.global, &a.sign_key, a.out.as_deref()).await,
     }
 }
 

@@ -19,6 +19,21 @@ pub struct Status {
     /// state or the archive knew them (also portals of the archive alone, which have no row
     /// in `portals`).
     pub unlisted_portals: Vec<UnlistedStatus>,
+    /// The newest digest of the state's chain; `None` before the first.
+    pub digest: Option<DigestStatus>,
+}
+
+/// The newest digest.
+#[derive(Debug, Serialize)]
+pub struct DigestStatus {
+    pub seq: u64,
+    /// Relative to the digest root (the output, or `--digests`).
+    pub key: String,
+    pub created_at: String,
+    pub signed: bool,
+    /// `false`: stored in the state by a command killed before writing it; the next command
+    /// writes it first.
+    pub written: bool,
 }
 
 /// A portal the service no longer listed.
@@ -229,12 +244,20 @@ fn read(st: &State, state: String) -> Result<Status> {
             since: rfc3339(started),
         })
         .collect();
+    let digest = st.newest_digest()?.map(|d| DigestStatus {
+        seq: d.seq,
+        key: d.key,
+        created_at: d.created_at,
+        signed: d.signature.is_some(),
+        written: d.written,
+    });
     Ok(Status {
         state,
         state_id: st.state_id()?,
         last_run,
         portals,
         unlisted_portals,
+        digest,
     })
 }
 
@@ -253,6 +276,21 @@ fn print_table(status: &Status) {
                 .as_deref()
                 .map(|d| format!(": {d}"))
                 .unwrap_or_default()
+        ),
+    }
+    match &status.digest {
+        None => println!("digest: none yet"),
+        Some(d) => println!(
+            "digest: #{} {} {} ({}{})",
+            d.seq,
+            d.key,
+            d.created_at,
+            if d.signed { "signed" } else { "unsigned" },
+            if d.written {
+                ""
+            } else {
+                ", not written yet: the next command writes it"
+            }
         ),
     }
     println!(

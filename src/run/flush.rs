@@ -167,15 +167,7 @@ impl Target<'_> {
         files: &[FileRecord],
         replaces: &[String],
     ) -> Result<()> {
-        write_manifest(
-            self.sink,
-            self.state.state_id(),
-            self.portal,
-            seq,
-            files,
-            replaces,
-        )
-        .await?;
+        write_manifest(self.sink, self.state, self.portal, seq, files, replaces).await?;
         failpoint::hit(self.points.manifested);
         Ok(())
     }
@@ -208,10 +200,11 @@ impl Target<'_> {
 }
 
 /// Write the manifest of committed flush `seq` of `portal`: once, never overwriting another
-/// (a replayed write finds the same bytes). A flush without files has none.
+/// (a replayed write finds the same bytes). A flush without files has none. Once written, its
+/// SHA-256 is recorded in the state for the next digest (a replayed write is recorded once).
 pub async fn write_manifest(
     sink: &Sink,
-    state_id: &str,
+    state: &StateHandle,
     portal: &PortalId,
     seq: i64,
     files: &[FileRecord],
@@ -228,6 +221,7 @@ pub async fn write_manifest(
             f.path
         );
     }
+    let state_id = state.state_id();
     let key = manifest_key(portal, state_id, seq);
     let entries: Vec<Entry> = files
         .iter()
@@ -239,11 +233,19 @@ pub async fn write_manifest(
         })
         .collect();
     let bytes = manifest_bytes(&portal.to_string(), state_id, seq, &entries, replaces);
+    let sha256 = sha256_hex(&bytes);
     sink.put_new(
         key.clone(),
         manifest_staging_key(portal, state_id, seq),
         bytes,
     )
     .await
-    .with_context(|| format!("portal {portal}: writing manifest {key}"))
+    .with_context(|| format!("portal {portal}: writing manifest {key}"))?;
+    // Killed before this records it, the flush is not published yet: recovery writes the
+    // manifest again (the same bytes) and records it then.
+    failpoint::hit("manifest_before_record");
+    let id = portal.to_string();
+    state
+        .db(move |st| st.record_manifest(&key, &id, seq, &sha256))
+        .await
 }

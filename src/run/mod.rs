@@ -25,6 +25,7 @@ use anyhow::{bail, Context, Result};
 use tracing::{error, info, warn, Instrument};
 
 use crate::config::{Config, Shard};
+use crate::digest::Digests;
 use crate::error::Interrupted;
 use crate::model::PortalId;
 use crate::report::{AccountReport, Failure, PortalReport, RunSummary};
@@ -108,6 +109,7 @@ async fn take_state_and_run(
     let command = job.command;
     let result = match state.db(move |st| st.start_run(command)).await {
         Ok(run_id) => {
+            let mut digests = None;
             let result = async {
                 let sink = Sink::new(&cfg.output, s3.as_ref(), &cfg.s3)?;
                 sink.check_writable().await?;
@@ -115,9 +117,22 @@ async fn take_state_and_run(
                     Some(sdk) => sdk,
                     None => sdk.await?,
                 };
+                let d = Digests::open(cfg, s3.as_ref(), Some(&sdk)).await?;
+                d.recover(&state).await?;
+                digests = Some(d);
                 run_on_state(job, &state, sink, &sdk, stop, run_id, summary).await
             }
             .await;
+            // The digest of what the run wrote (or that it wrote nothing), whatever its
+            // outcome, once the digest writer is open.
+            let result = match &digests {
+                Some(d) => {
+                    // Its line only once the run reached its portals, like the summary line.
+                    let quiet = result.is_err() && summary.portals.is_empty();
+                    write_digest(d, &state, command, run_id, result, quiet).await
+                }
+                None => result,
+            };
             // The run's outcome goes into the history before the state's last upload.
             let (outcome, detail) = crate::report::outcome_of(&result);
             let recorded = state
@@ -148,6 +163,35 @@ async fn take_state_and_run(
         (Err(e), Err(f)) if e.is::<Interrupted>() => Err(f),
         (Err(e), Err(f)) => {
             error!(error = %format!("{f:#}"), "saving the state at the end of the run failed");
+            Err(e)
+        }
+    }
+}
+
+/// Write the run's digest; a failure to write it fails a run that was ok, and is logged
+/// beside the error of one that failed.
+async fn write_digest(
+    d: &Digests,
+    state: &StateHandle,
+    command: &str,
+    run_id: i64,
+    result: Result<()>,
+    quiet: bool,
+) -> Result<()> {
+    let written = async {
+        let passes = crate::digest::passes_of_run(state, run_id).await?;
+        let (key, listed) = d.write_quietly(state, command, passes).await?;
+        if !quiet {
+            info!("digest {key} written: {listed} manifests");
+        }
+        Ok::<_, anyhow::Error>(())
+    }
+    .await;
+    match (result, written) {
+        (result, Ok(_)) => result,
+        (Ok(()), Err(e)) => Err(e),
+        (Err(e), Err(w)) => {
+            error!(error = %format!("{w:#}"), "writing the run's digest failed");
             Err(e)
         }
     }

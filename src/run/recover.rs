@@ -95,8 +95,16 @@ pub async fn recover(
         // as replaced).
         let manifest = manifest_key(portal, state.state_id(), seq);
         let lost_here = lost.iter().any(|f| f.seq == seq);
-        if !(lost_here && sink.exists(manifest).await?) {
-            write_manifest(sink, state.state_id(), portal, seq, seq_files, &replaces)
+        if lost_here && sink.exists(manifest.clone()).await? {
+            // Written before (perhaps by a run killed before it recorded it): recorded as
+            // it is for the next digest, unless it is already.
+            let sha256 = sha256_hex(&sink.read(manifest.clone()).await?);
+            let id = portal.to_string();
+            state
+                .db(move |st| st.record_found_manifest(&manifest, &id, seq, &sha256))
+                .await?;
+        } else {
+            write_manifest(sink, state, portal, seq, seq_files, &replaces)
                 .await
                 .with_context(|| format!("recovering flush {seq} of portal {portal}"))?;
         }

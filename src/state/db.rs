@@ -46,6 +46,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0007_glue_partitions",
         include_str!("../../migrations/0007_glue_partitions.sql"),
     ),
+    (
+        "0008_digests",
+        include_str!("../../migrations/0008_digests.sql"),
+    ),
 ];
 
 /// The state database.
@@ -245,6 +249,35 @@ mod tests {
             .unwrap();
         let err = State::open(&newer).err().unwrap();
         assert!(format!("{err:#}").contains("newer"), "{err:#}");
+    }
+
+    #[test]
+    fn a_state_that_archived_before_digests_imports_its_manifests_into_its_first_digest() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        // A schema v7 state, as an archiver before digests left it.
+        let conn = Connection::open(&path).unwrap();
+        for (_, sql) in &MIGRATIONS[..7] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.execute_batch(
+            "PRAGMA user_version = 7;
+             INSERT INTO meta (key, value) VALUES ('state_id', 'old');
+             INSERT INTO portals (portal_id, flush_seq) VALUES ('p', 3);
+             INSERT INTO runs (command, pid, started_at, outcome) VALUES ('run', 1, 1000, 'ok');",
+        )
+        .unwrap();
+        drop(conn);
+        let st = State::open(&path).unwrap();
+        let basis = st.digest_basis().unwrap();
+        assert!(basis.import);
+        assert_eq!(basis.created_at_ms, 1000);
+        assert!(basis.previous.is_none() && basis.manifests.is_empty());
+        // A new state imports nothing, and starts now.
+        let new = State::open(&dir.path().join("new.db")).unwrap();
+        let basis = new.digest_basis().unwrap();
+        assert!(!basis.import);
+        assert!((crate::clock::now_ms() - basis.created_at_ms).abs() < 600_000);
     }
 
     #[test]

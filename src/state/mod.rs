@@ -5,6 +5,7 @@
 //! - [`quarantine`]: sessions sent in a form that cannot be archived faithfully;
 //! - [`commit`]: a flush's or a compaction's commit, and what recovery needs of it;
 //! - [`runs`]: the history of runs;
+//! - [`digests`]: the manifests' SHA-256 and the newest digest of the chain;
 //! - [`glue`]: the partitions awaiting registration in a `--glue-table`;
 //! - where it lives: a local file under the run lock ([`lock`]), or an object in S3 under a
 //!   lease ([`lease`]), worked on as a local copy and uploaded after every commit
@@ -16,6 +17,7 @@
 
 mod commit;
 mod db;
+mod digests;
 mod glue;
 mod lease;
 pub mod lock;
@@ -32,6 +34,7 @@ use aws_sdk_s3::Client;
 
 pub use commit::{FileRecord, FlushCommit};
 pub use db::State;
+pub use digests::{DigestBasis, DigestRow, ManifestRow, NewDigest, Unwritten};
 pub use portals::{PassCheckpoint, PendingRow, PortalState};
 pub use quarantine::QuarantineRow;
 pub use runs::{LastSuccesses, PortalOutcome, RunRow};

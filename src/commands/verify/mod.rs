@@ -57,8 +57,10 @@ pub struct Proof {
 }
 
 impl Proof {
-    /// From `verify`'s options; `digests` is the configuration's `--digests`.
-    pub fn from_args(a: &VerifyArgs, digests: Option<Output>) -> Result<Proof> {
+    /// From `verify`'s options and the configuration's `--digests` and `--sign-key`: the
+    /// public key is `--public-key`'s, else `--sign-key`'s (a KMS key: one `GetPublicKey`).
+    pub async fn new(a: &VerifyArgs, cfg: &Config) -> Result<Proof> {
+        let digests = cfg.digests.clone();
         let max_age_ms = match &a.max_age {
             None => None,
             Some(text) => Some(
@@ -71,12 +73,18 @@ impl Proof {
                     .as_millis() as i64,
             ),
         };
-        let public_key = match &a.public_key {
-            None => None,
-            Some(path) => Some(
+        let public_key = match (&a.public_key, cfg.sign_key.as_deref()) {
+            (Some(path), _) => Some(
                 VerifyingKey::from_pem_file(path)
-                    .with_context(|| format!("reading the public key {}", path.display()))?,
+                    .with_context(|| format!("--public-key {}", path.display()))?,
             ),
+            (None, Some(spec)) => Some(
+                crate::digest::open_key(cfg, spec, None)
+                    .await
+                    .with_context(|| format!("--sign-key {spec}"))?
+                    .verifying_key(),
+            ),
+            (None, None) => None,
         };
         Ok(Proof {
             digests,
@@ -98,7 +106,15 @@ impl Proof {
 
     /// The sink of the digest root.
     fn sink(&self, cfg: &Config, s3: Option<&aws_sdk_s3::Client>) -> Result<Sink> {
-        Sink::new(self.digests.as_ref().unwrap_or(&cfg.output), s3, &cfg.s3)
+        let Some(root) = &self.digests else {
+            return Sink::new(&cfg.output, s3, &cfg.s3);
+        };
+        // Another bucket (another account) has its own owner, as the writer sees it.
+        let mut opts = cfg.s3.clone();
+        if !crate::digest::same_bucket(root, &cfg.output) {
+            opts.expected_bucket_owner = None;
+        }
+        Sink::new(root, s3, &opts)
     }
 
     fn uses_s3(&self) -> bool {
@@ -242,7 +258,11 @@ pub async fn verify(
                 }
                 out
             }
-            true => repair_all(cfg, &sink, &state, &portals, &sources, &stop).await?,
+            true => {
+                let digests = crate::digest::Digests::open(cfg, s3.as_ref(), Some(&sdk)).await?;
+                let at = (&sink, &state, &digests);
+                repair_all(cfg, at, &portals, &sources, &stop).await?
+            }
         };
         // Without a listing there is nothing to repair from: checked, never repaired.
         for portal in &gone {
@@ -262,6 +282,14 @@ pub async fn verify(
         let mut opts = proof.opts();
         if named.is_some() || cfg.shard != Shard::ALL {
             opts.portals = Some(out.iter().map(|p| p.portal_id.clone()).collect());
+        }
+        // The newest digest the state wrote must be there (one stored but not yet written is
+        // written by the next command, so the one before it is the newest written).
+        if let Some(d) = state.db(|st| st.newest_digest()).await? {
+            let seq = if d.written { d.seq } else { d.seq - 1 };
+            if seq > 0 {
+                opts.expected_newest = vec![(state.state_id().to_string(), seq)];
+            }
         }
         opts.files_checked = out
             .iter()
@@ -339,20 +367,29 @@ fn nothing_to_verify(cfg: &Config, sources: &discover::Sources) -> String {
 
 /// `--repair`, under the run lock: per portal, recover, verify collecting what to repair,
 /// repair, verify again. The run is recorded in the state's history.
+/// It ends with the state's digest, whatever its outcome.
 async fn repair_all(
     cfg: &Config,
-    sink: &Sink,
-    state: &StateHandle,
+    (sink, state, digests): (&Sink, &StateHandle, &crate::digest::Digests),
     portals: &[(PortalId, discover::Reach)],
     sources: &discover::Sources,
     stop: &AtomicBool,
 ) -> Result<Vec<PortalVerify>> {
     sink.check_writable().await?;
+    digests.recover(state).await?;
     let run_id = state.db(|st| st.start_run("verify --repair")).await?;
+    // What each portal's repair came to, for the digest; failed until it is done.
+    let mut passes: Vec<crate::digest::Pass> = Vec::new();
     let result = async {
         let mut out = Vec::new();
         let mut clients = sources.clients();
         for (portal, reach) in portals {
+            passes.push(crate::digest::Pass {
+                portal_id: portal.to_string(),
+                pass: "repair".into(),
+                ok: false,
+                rows: 0,
+            });
             let source = clients.source(reach);
             let ctx = Ctx {
                 sink,
@@ -414,12 +451,27 @@ async fn repair_all(
                 ok = v.ok,
                 "repaired"
             );
+            if let Some(p) = passes.last_mut() {
+                p.ok = true;
+                p.rows = repaired.written;
+            }
             v.repaired = Some(repaired);
             out.push(v);
         }
         Ok::<_, anyhow::Error>(out)
     }
     .await;
+    let result = match (
+        result,
+        digests.write(state, "verify --repair", passes).await,
+    ) {
+        (result, Ok(_)) => result,
+        (Ok(_), Err(e)) => Err(e),
+        (Err(e), Err(w)) => {
+            tracing::error!(error = %format!("{w:#}"), "writing the digest failed");
+            Err(e)
+        }
+    };
     let (outcome, detail) = match &result {
         Ok(_) => ("ok", None),
         Err(e) if e.is::<Interrupted>() => ("interrupted", Some(e.to_string())),
