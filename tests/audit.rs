@@ -177,7 +177,15 @@ fn openssl_verifies(dir: &Path, digest_file: &Path, public: &str) -> bool {
         format!("{}\n", sig["signature"].as_str().unwrap()),
     )
     .unwrap();
-    openssl(&["base64", "-d", "-A", "-in", &s(&sig_file), "-out", &s(&der_file)]);
+    openssl(&[
+        "base64",
+        "-d",
+        "-A",
+        "-in",
+        &s(&sig_file),
+        "-out",
+        &s(&der_file),
+    ]);
     std::process::Command::new("openssl")
         .args(["dgst", "-sha256", "-verify", public, "-signature"])
         .arg(&der_file)
@@ -222,7 +230,11 @@ async fn each_damage_is_found_offline_by_name() {
     assert_eq!(i["signatures"], "not checked (give --public-key)");
     let r = env.run(&["verify", "--offline"]).await;
     r.ok();
-    assert!(r.stdout.contains("integrity: intact: 3 digests"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("integrity: intact: 3 digests"),
+        "{}",
+        r.stdout
+    );
 
     let scratch = env.dir.path().join("damaged");
     let file = files[1].clone();
@@ -237,7 +249,9 @@ async fn each_damage_is_found_offline_by_name() {
     has(&i, "missing_file", &file_key, &its_manifest);
     assert_eq!(findings(&i).len(), 1, "{i:#}");
     assert!(
-        r.stderr.contains(&format!("missing file {file_key} (recorded by {its_manifest})")),
+        r.stderr.contains(&format!(
+            "missing file {file_key} (recorded by {its_manifest})"
+        )),
         "{}",
         r.stderr
     );
@@ -444,4 +458,33 @@ async fn on_s3_a_deleted_manifest_is_found_offline() {
             .any(|(k, o, by)| k == "missing_manifest" && o == key && by.starts_with("_digest/")),
         "{f:#?}"
     );
+}
+
+/// A compacted archive verifies intact offline: the compaction's manifest replaces its
+/// inputs, which are gone, and its digest lists it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compacted_archive_is_intact_and_its_inputs_are_not_missing() {
+    let env = Env::new(sim_config(1, 600, 0)).await;
+    env.run(&["run", "--flush-rows", "100"]).await.ok();
+    let before = util::parquet_files(&env.archive().join("sessions")).len();
+    env.run(&["compact", "--older-than", "1d"]).await.ok();
+    let after = util::parquet_files(&env.archive().join("sessions")).len();
+    assert!(after < before, "{before} files, then {after}");
+    let (code, i, _) = offline(&env.archive(), &[]).await;
+    assert_eq!(code, 0, "{i:#}");
+    assert_eq!(i["digests"], 2);
+    assert_eq!(i["files"], after as u64);
+    // An input file put back after compaction replaced it: nothing vouches for it.
+    let a = env.archive();
+    let compacted = files_under(&a.join("_manifest"))
+        .into_iter()
+        .map(|m| serde_json::from_slice::<Value>(&std::fs::read(m).unwrap()).unwrap())
+        .find(|m| m["kind"] == "compaction")
+        .unwrap();
+    let input = compacted["replaces"][0].as_str().unwrap().to_string();
+    let live = compacted["files"][0]["path"].as_str().unwrap().to_string();
+    std::fs::copy(a.join(&live), a.join(&input)).unwrap();
+    let (code, i, _) = offline(&a, &[]).await;
+    assert_eq!(code, 3);
+    has(&i, "unreferenced_file", &input, "");
 }

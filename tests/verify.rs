@@ -130,8 +130,9 @@ async fn a_clean_archive_verifies_with_the_services_counts() {
     let lines: Vec<&str> = r.stdout.lines().collect();
     assert!(lines[0].starts_with("PORTAL"), "{}", r.stdout);
     assert!(lines[0].contains("MISSING") && lines[0].contains("EXPIRED"));
-    assert_eq!(lines.len(), 4, "{}", r.stdout);
+    assert_eq!(lines.len(), 5, "{}", r.stdout);
     assert!(lines[3].starts_with("verified 2 portals: the archive matches"));
+    assert!(lines[4].starts_with("integrity: intact: "), "{}", r.stdout);
     // One portal only; an unknown portal cannot be verified (exit 1, one line).
     let one = env.portal(1);
     let (code, portals, _) = verify(&env, &["--portal-id", &one]).await;
@@ -362,7 +363,8 @@ async fn manifests_catch_altered_deleted_and_unlisted_files() {
     let m = &portals[&with]["manifest"];
     assert_eq!(m["checked"], Value::Bool(true));
     assert_eq!(n(m, "live_files"), files.len() as u64);
-    // An archive written before manifests existed: the check is skipped, and said so.
+    // A portal without manifests: the file check against them is skipped, and said so; but
+    // the digest lists the manifests deleted, and nothing vouches for the files any more.
     std::fs::remove_dir_all(
         env.archive()
             .join("_manifest")
@@ -370,9 +372,21 @@ async fn manifests_catch_altered_deleted_and_unlisted_files() {
     )
     .unwrap();
     let r = env.run(&["verify"]).await;
-    r.ok();
+    r.code(3);
     assert!(
         r.stdout.contains("no manifest (not checked)"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout
+            .contains(&format!("missing manifest _manifest/portal_id={without}/")),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout
+            .contains(&format!("unreferenced file sessions/portal_id={without}/")),
         "{}",
         r.stdout
     );
