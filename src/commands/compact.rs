@@ -93,7 +93,7 @@ async fn compact_on(
         .await?;
     let sink = Sink::new(&cfg.output, s3, &cfg.s3)?;
     sink.check_writable().await?;
-    let digests = Digests::open(cfg, s3, None).await?;
+    let digests = Digests::open(cfg, s3, None, state).await?;
     digests.recover(state).await?;
     let run_id = state.db(|st| st.start_run("compact")).await?;
     let mut summary = CompactSummary::default();

@@ -115,7 +115,7 @@ pub async fn verify(
                 out
             }
             true => {
-                let digests = crate::digest::Digests::open(cfg, s3.as_ref(), Some(&sdk)).await?;
+                let digests = crate::digest::Digests::open(cfg, s3.as_ref(), Some(&sdk), &state).await?;
                 let at = (&sink, &state, &digests);
                 repair_all(cfg, at, &portals, &sources, &stop).await?
             }
