@@ -28,6 +28,7 @@ use tracing::{info, warn};
 use crate::config::{Config, Shard};
 use crate::error::{Differences, Interrupted, StateRefused};
 use crate::model::PortalId;
+use crate::rows_digest::file_rows_digest;
 use crate::run::discover;
 use crate::run::flush::Target;
 use crate::run::recover::{check_unclaimed, claim, recover, Retired};
@@ -436,17 +437,27 @@ impl DayCtx<'_, '_> {
         for key in keys.clone() {
             let bytes = self.ctx.sink.read(key.clone()).await?;
             let hash = self.check.wants_hashes();
+            let proved = self.check.wants_rows_digest(&key);
             let name = key.clone();
-            let (sha, n, file_rows) = tokio::task::spawn_blocking(move || -> Result<_> {
+            let (sha, n, file_rows, digest) = tokio::task::spawn_blocking(move || -> Result<_> {
                 let sha = hash.then(|| sha256_hex(&bytes));
+                let bytes = bytes::Bytes::from(bytes);
+                // The output of a proved compaction: its rows digest, a batch at a time.
+                let digest = match proved {
+                    true => Some(file_rows_digest(bytes.clone(), &name)?.1.hex()),
+                    false => None,
+                };
                 let mut file_rows = Vec::new();
                 let n = read_compared(bytes, &name, &mut file_rows)?;
-                Ok((sha, n, file_rows))
+                Ok((sha, n, file_rows, digest))
             })
             .await
             .context("reader panicked")??;
             rows.extend(file_rows);
             self.check.file(&key, sha.as_deref().unwrap_or(""), n);
+            if let Some(d) = digest {
+                self.check.rows_digest(&key, &d);
+            }
         }
         let r = compare_day(day.sessions, &rows, expire_before);
         self.counts.add(&r.counts);
@@ -474,8 +485,8 @@ impl DayCtx<'_, '_> {
 }
 
 /// The four compared columns of one file, appended to `out`. Returns the file's row count.
-fn read_compared(bytes: Vec<u8>, name: &str, out: &mut Vec<ArchRow>) -> Result<u64> {
-    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes))
+fn read_compared(bytes: bytes::Bytes, name: &str, out: &mut Vec<ArchRow>) -> Result<u64> {
+    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes)
         .with_context(|| format!("reading {name}"))?;
     let rows = builder.metadata().file_metadata().num_rows() as u64;
     let descr = builder.parquet_schema();
@@ -527,16 +538,26 @@ fn read_compared(bytes: Vec<u8>, name: &str, out: &mut Vec<ArchRow>) -> Result<u
 
 /// The portal's manifests, read and parsed; unreadable ones are problems of the check.
 async fn load_manifests(sink: &Sink, portal: &PortalId) -> Result<FileCheck> {
+    let (keyed, errors) = read_manifests(sink, portal).await?;
+    let manifests: Vec<Manifest> = keyed.iter().map(|(_, m)| m.clone()).collect();
+    Ok(FileCheck::new(&manifests, errors).with_proofs(&keyed))
+}
+
+/// The portal's manifests, each with its key, and those that cannot be read (`key: reason`).
+pub(crate) async fn read_manifests(
+    sink: &Sink,
+    portal: &PortalId,
+) -> Result<(Vec<(String, Manifest)>, Vec<String>)> {
     let prefix = format!("{MANIFEST}/portal_id={portal}");
     let keys = sink.list(prefix).await?;
-    let mut manifests: Vec<Manifest> = Vec::new();
+    let mut manifests = Vec::new();
     let mut errors = Vec::new();
     for key in keys.into_iter().filter(|k| k.ends_with(".json")) {
         let bytes = sink.read(key.clone()).await?;
         match parse_manifest(&bytes, portal.as_str()) {
-            Ok(m) => manifests.push(m),
+            Ok(m) => manifests.push((key, m)),
             Err(e) => errors.push(format!("{key}: {e}")),
         }
     }
-    Ok(FileCheck::new(&manifests, errors))
+    Ok((manifests, errors))
 }
