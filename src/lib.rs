@@ -50,5 +50,5 @@ pub mod glue;
 pub mod ids;
 pub mod mem;
 pub mod model;
-pub mod progress;
 pub mod sign;
+pub mod progress;

@@ -238,10 +238,7 @@ mod tests {
         assert_eq!(p.body, b);
         assert_eq!(p.body_bytes, bytes);
         assert_eq!(p.signature.as_deref(), Some("c2ln"));
-        assert!(parse(&file_bytes(&bytes, None))
-            .unwrap()
-            .signature
-            .is_none());
+        assert!(parse(&file_bytes(&bytes, None)).unwrap().signature.is_none());
     }
 
     #[test]
