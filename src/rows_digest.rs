@@ -293,6 +293,45 @@ mod tests {
         assert_eq!(RowsDigest::parse("xyz"), None);
     }
 
+    /// What compaction refuses (a changed row: same count, other digest) and what a repair
+    /// records (removed rows and their digest).
+    #[test]
+    fn a_proof_tells_removed_and_changed_rows() {
+        let at = 1_795_700_000_000;
+        let (a, b) = (session("a", None, None), session("b", Some("u"), None));
+        let file = |rows: &[Session]| bytes::Bytes::from(encode(rows, at).unwrap());
+        let inputs = [
+            read_input("x/2.parquet", &file(std::slice::from_ref(&b))).unwrap(),
+            read_input("x/1.parquet", &file(std::slice::from_ref(&a))).unwrap(),
+        ];
+        let same = prove(&inputs, file(&[b.clone(), a.clone()]), "out").unwrap();
+        assert_eq!(same.removed_rows, 0);
+        assert!(RowsDigest::parse(&same.removed_rows_sha256)
+            .unwrap()
+            .is_zero());
+        assert_eq!(same.rows_sha256, digest_of(&[a.clone(), b.clone()]).hex());
+        assert_eq!(same.inputs[0].path, "x/1.parquet", "sorted by path");
+        assert_eq!(same.inputs[1].rows, 1);
+        assert_eq!(same.inputs[1].sha256.len(), 64);
+
+        let dropped = prove(&inputs, file(std::slice::from_ref(&a)), "out").unwrap();
+        assert_eq!(dropped.removed_rows, 1);
+        assert_eq!(
+            dropped.removed_rows_sha256,
+            digest_of(std::slice::from_ref(&b)).hex()
+        );
+
+        let mut changed = b.clone();
+        changed.end_ms = Some(changed.end_ms.unwrap() + 1);
+        let changed = prove(&inputs, file(&[a.clone(), changed]), "out").unwrap();
+        assert_eq!(changed.removed_rows, 0);
+        assert!(!RowsDigest::parse(&changed.removed_rows_sha256)
+            .unwrap()
+            .is_zero());
+
+        assert!(prove(&inputs, file(&[a.clone(), b.clone(), b]), "out").is_err());
+    }
+
     #[test]
     fn the_sum_wraps_modulo_2_to_the_256() {
         let mut max = RowsDigest::parse(&"f".repeat(64)).unwrap();
