@@ -26,9 +26,10 @@ use parquet::arrow::ProjectionMask;
 use tracing::{info, warn};
 
 use crate::config::{Config, Shard};
+use crate::encode::{conform, schema};
 use crate::error::{Differences, Interrupted, StateRefused};
 use crate::model::PortalId;
-use crate::rows_digest::file_rows_digest;
+use crate::rows_digest::RowsDigest;
 use crate::run::discover;
 use crate::run::flush::Target;
 use crate::run::recover::{check_unclaimed, claim, recover, Retired};
@@ -441,15 +442,10 @@ impl DayCtx<'_, '_> {
             let name = key.clone();
             let (sha, n, file_rows, digest) = tokio::task::spawn_blocking(move || -> Result<_> {
                 let sha = hash.then(|| sha256_hex(&bytes));
-                let bytes = bytes::Bytes::from(bytes);
-                // The output of a proved compaction: its rows digest, a batch at a time.
-                let digest = match proved {
-                    true => Some(file_rows_digest(bytes.clone(), &name)?.1.hex()),
-                    false => None,
-                };
+                // The output of a proved compaction: its rows digest too, a batch at a time.
                 let mut file_rows = Vec::new();
-                let n = read_compared(bytes, &name, &mut file_rows)?;
-                Ok((sha, n, file_rows, digest))
+                let (n, digest) = read_compared(bytes.into(), &name, &mut file_rows, proved)?;
+                Ok((sha, n, file_rows, digest.map(|d| d.hex())))
             })
             .await
             .context("reader panicked")??;
@@ -484,8 +480,14 @@ impl DayCtx<'_, '_> {
     }
 }
 
-/// The four compared columns of one file, appended to `out`. Returns the file's row count.
-fn read_compared(bytes: bytes::Bytes, name: &str, out: &mut Vec<ArchRow>) -> Result<u64> {
+/// The four compared columns of one file, appended to `out`. Returns the file's row count,
+/// and with `digest` its rows digest (every column is read then, in one pass).
+fn read_compared(
+    bytes: bytes::Bytes,
+    name: &str,
+    out: &mut Vec<ArchRow>,
+    digest: bool,
+) -> Result<(u64, Option<RowsDigest>)> {
     let builder = ParquetRecordBatchReaderBuilder::try_new(bytes)
         .with_context(|| format!("reading {name}"))?;
     let rows = builder.metadata().file_metadata().num_rows() as u64;
@@ -500,14 +502,23 @@ fn read_compared(bytes: bytes::Bytes, name: &str, out: &mut Vec<ArchRow>) -> Res
                 .ok_or_else(|| anyhow!("{name}: no column {w}"))
         })
         .collect::<Result<Vec<usize>>>()?;
-    let mask = ProjectionMask::leaves(descr, leaves);
-    let reader = builder
-        .with_projection(mask)
-        .build()
-        .with_context(|| format!("reading {name}"))?;
+    let builder = match digest {
+        true => builder,
+        false => {
+            let mask = ProjectionMask::leaves(descr, leaves);
+            builder.with_projection(mask)
+        }
+    };
+    let reader = builder.build().with_context(|| format!("reading {name}"))?;
+    let (target, mut sum) = (schema(), digest.then(RowsDigest::default));
     out.reserve(rows as usize);
     for batch in reader {
-        let b = batch.with_context(|| format!("reading {name}"))?;
+        let mut b = batch.with_context(|| format!("reading {name}"))?;
+        if let Some(sum) = sum.as_mut() {
+            b = conform(b, &target, name)?;
+            sum.add_batch(&b)
+                .with_context(|| format!("reading {name}"))?;
+        }
         let col = |n: &str| {
             b.column_by_name(n)
                 .ok_or_else(|| anyhow!("{name}: no column {n}"))
@@ -533,7 +544,7 @@ fn read_compared(bytes: bytes::Bytes, name: &str, out: &mut Vec<ArchRow>) -> Res
             });
         }
     }
-    Ok(rows)
+    Ok((rows, sum))
 }
 
 /// The portal's manifests, read and parsed; unreadable ones are problems of the check.
