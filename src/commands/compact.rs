@@ -15,11 +15,10 @@
 //! and the last delete, done back to back before any sync: measured and reported.
 //! Nothing is ever missing: old files go only after the new one is in place.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-
-use std::collections::BTreeMap;
 
 use anyhow::{bail, Context, Result};
 use tracing::info;
