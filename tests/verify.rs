@@ -233,7 +233,8 @@ async fn a_duplicated_file_is_counted_and_repair_keeps_one_row_each() {
     let portal = env.portal(0);
     let file = an_old_file(&env, &portal, 0);
     let copied = rows_in(&file) as u64;
-    std::fs::copy(&file, file.with_file_name("part-copy-0000000001.parquet")).unwrap();
+    let copy = file.with_file_name("part-copy-0000000001.parquet");
+    std::fs::copy(&file, &copy).unwrap();
     let (code, portals, _) = verify(&env, &[]).await;
     assert_eq!(code, 3);
     let p = &portals[&portal];
@@ -243,6 +244,20 @@ async fn a_duplicated_file_is_counted_and_repair_keeps_one_row_each() {
         0,
         "{p}"
     );
+    // A copy that no manifest records is not rewritten into the archive: repair refuses the
+    // partition, naming the file, and leaves it as it is.
+    let r = env.run(&["verify", "--repair"]).await;
+    r.code(1);
+    assert!(
+        r.last_line()
+            .contains(&format!("{}: in no manifest", rel_of(&env, &copy))),
+        "{}",
+        r.stderr
+    );
+    assert!(copy.exists() && file.exists());
+    // Recorded by a manifest (as an archiver that wrote a session twice would have), the
+    // duplicated rows are removed.
+    write_manifest(&env, &portal, 1, std::slice::from_ref(&copy), &[]);
 
     let (code, portals, _) = verify(&env, &["--repair"]).await;
     assert_eq!(code, 0);
@@ -250,6 +265,23 @@ async fn a_duplicated_file_is_counted_and_repair_keeps_one_row_each() {
     assert_eq!(n(rep, "partitions_rewritten"), 1);
     assert_eq!(n(rep, "rows_removed"), copied);
     env.assert_exact();
+    // Its manifest proves the rewrite: the inputs, and the duplicated rows it removed.
+    let dir = env
+        .archive()
+        .join("_manifest")
+        .join(format!("portal_id={portal}"));
+    let rewrites: Vec<Value> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| serde_json::from_slice(&std::fs::read(e.unwrap().path()).unwrap()).unwrap())
+        .filter(|m: &Value| m["kind"] == "compaction")
+        .collect();
+    assert_eq!(rewrites.len(), 1);
+    assert_eq!(rewrites[0]["removed_rows"].as_u64(), Some(copied));
+    assert!(rewrites[0]["inputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|i| i["path"] == rel_of(&env, &copy)));
     env.sim.add_sessions(&portal, 50, 0);
     env.sim.end_active(None, 4);
     env.run(&["run"]).await.ok();
@@ -455,8 +487,19 @@ async fn damaged() -> Env {
     let (a, b) = (&files[files.len() / 4], &files[files.len() / 2]);
     assert_ne!(a.parent(), b.parent());
     std::fs::remove_file(a).unwrap();
-    std::fs::copy(b, b.with_file_name("part-copy-0000000001.parquet")).unwrap();
+    // A copy recorded by a manifest (one without a manifest is not repaired: see
+    // a_duplicated_file_is_counted_and_repair_keeps_one_row_each).
+    let copy = b.with_file_name("part-copy-0000000001.parquet");
+    std::fs::copy(b, &copy).unwrap();
+    write_manifest(&env, &portal, 1, &[copy], &[]);
     env
+}
+
+fn rel_of(env: &Env, f: &std::path::Path) -> String {
+    f.strip_prefix(env.archive())
+        .unwrap()
+        .to_string_lossy()
+        .into_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
