@@ -36,9 +36,12 @@ fn fragmented_partitions(env: &Env) -> Vec<PathBuf> {
 }
 
 /// Every file below `dir` with its bytes, keyed relative to the archive.
+/// Every file of the archive but its digests (a refused `compact` still ends with a digest of
+/// what it did: nothing).
 fn snapshot(env: &Env, dir: &Path) -> BTreeMap<String, Vec<u8>> {
     util::files_below(dir)
         .into_iter()
+        .filter(|f| !f.starts_with(env.archive().join("_digest")))
         .map(|f| {
             let key = f
                 .strip_prefix(env.archive())
