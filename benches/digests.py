@@ -2,7 +2,7 @@
 """What digests and signing add to a nightly run: CPU per `archiver run`, and KMS calls per run.
 
     benches/digests.py --before /tmp/old/target/release/archiver [--after target/release/archiver]
-                       [--portals 50] [--sessions 2000] [--rounds 7] [--kms]
+                       [--portals 20] [--sessions 2000] [--rounds 7] [--kms]
 
 Starts `archiver simulator --portals P --sessions-per-portal S` on 127.0.0.1. Each contender
 gets its own state and archive and a first `run` (the backfill of every portal, not measured);
@@ -15,7 +15,8 @@ with wait4 (user + system CPU). Contenders:
 - `signed (file)`: this build with `--sign-key` a local key (`archiver keygen`);
 - `signed (KMS)` with --kms: this build with `--sign-key` an ECC_NIST_P256 key of moto's KMS
   (`moto_server` on PATH), reached through a counting proxy on 127.0.0.1 that tallies the KMS
-  calls by `X-Amz-Target`.
+  calls by `X-Amz-Target`. (The unmeasured backfill of this contender is unsigned: moto signs
+  messages over 4 KiB wrongly.)
 
 Every run must exit 0. Prints one Markdown table: median, min and max CPU, the ratio to
 `before`, and KMS calls per run.
@@ -110,11 +111,15 @@ def create_kms_key(port: int, env: dict) -> str:
     return data["KeyMetadata"]["Arn"]
 
 
+def slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in name)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--before", required=True, help="a release build without digests")
     ap.add_argument("--after", default=os.path.join(REPO, "target", "release", "archiver"))
-    ap.add_argument("--portals", type=int, default=50)
+    ap.add_argument("--portals", type=int, default=20, help="portals (default %(default)s; with --kms, at most about 25: a digest body over 4 KiB meets the moto bug above)")
     ap.add_argument("--sessions", type=int, default=2000, help="sessions per portal")
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--kms", action="store_true", help="also sign with moto's KMS (moto_server on PATH)")
@@ -141,20 +146,26 @@ def main():
         kms_calls = []
 
         def run(name, binary, extra):
-            d = os.path.join(tmp, name.replace(" ", "_").strip("()"))
+            d = os.path.join(tmp, slug(name))
             argv = [binary, "--state", d + "/state.db", "--output", d + "/out", *extra, "run"]
             before = proxy.calls() if proxy else 0
             p = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=open(d + ".log", "ab"))
             _, status, ru = os.wait4(p.pid, 0)
             if status != 0:
-                raise SystemExit(f"digests: {name} exited with status {status} (log: {d}.log)")
+                with open(d + ".log", "rb") as f:
+                    tail = f.read()[-2000:].decode(errors="replace")
+                raise SystemExit(f"digests: {name} exited with status {status}:\n{tail}")
             if proxy and "KMS" in name:
                 kms_calls.append(proxy.calls() - before)
             return ru.ru_utime + ru.ru_stime
 
         for name, binary, extra in contenders:
-            os.makedirs(os.path.join(tmp, name.replace(" ", "_").strip("()")), exist_ok=True)
-            run(name, binary, extra)  # the backfill, not measured
+            os.makedirs(os.path.join(tmp, slug(name)), exist_ok=True)
+            # The backfill, not measured. moto's KMS signs a message over 4 KiB wrongly (it
+            # ignores MessageType=DIGEST, which archiver's own check of the signature then
+            # refuses), and the backfill's digest lists every portal's manifest: it is unsigned
+            # there, the measured runs' digests are signed.
+            run(name, binary, [] if "KMS" in name else extra)
         kms_calls.clear()
         for _ in range(a.rounds):
             for name, binary, extra in contenders:

@@ -143,25 +143,31 @@ pub fn read_in_schema(bytes: Vec<u8>, name: &str) -> Result<Vec<RecordBatch>> {
     let mut out = Vec::new();
     for batch in reader {
         let batch = batch.with_context(|| format!("reading {name}"))?;
-        let n = batch.num_rows();
-        let columns = target
-            .fields()
-            .iter()
-            .map(|f| match batch.column_by_name(f.name()) {
-                Some(c) if c.data_type() == f.data_type() => Ok(c.clone()),
-                Some(c) => bail!(
-                    "{name}: column {} is {}, expected {}",
-                    f.name(),
-                    c.data_type(),
-                    f.data_type()
-                ),
-                None if f.is_nullable() => Ok(new_null_array(f.data_type(), n)),
-                None => bail!("{name}: no column {}", f.name()),
-            })
-            .collect::<Result<Vec<ArrayRef>>>()?;
-        out.push(RecordBatch::try_new(target.clone(), columns)?);
+        out.push(conform(batch, &target, name)?);
     }
     Ok(out)
+}
+
+/// One batch of file `name` in the `target` schema: a column an older file lacks becomes
+/// nulls; a column of another type is an error naming the file.
+pub fn conform(batch: RecordBatch, target: &SchemaRef, name: &str) -> Result<RecordBatch> {
+    let n = batch.num_rows();
+    let columns = target
+        .fields()
+        .iter()
+        .map(|f| match batch.column_by_name(f.name()) {
+            Some(c) if c.data_type() == f.data_type() => Ok(c.clone()),
+            Some(c) => bail!(
+                "{name}: column {} is {}, expected {}",
+                f.name(),
+                c.data_type(),
+                f.data_type()
+            ),
+            None if f.is_nullable() => Ok(new_null_array(f.data_type(), n)),
+            None => bail!("{name}: no column {}", f.name()),
+        })
+        .collect::<Result<Vec<ArrayRef>>>()?;
+    Ok(RecordBatch::try_new(target.clone(), columns)?)
 }
 
 /// Re-encode several files as one, column by column into the current schema (a column an

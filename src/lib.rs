@@ -14,7 +14,8 @@
 //!   - [`state`]: the SQLite state (checkpoints, watermarks, pending sessions, dedup ids,
 //!     flushes, runs) and where it lives: a local file under a lock, or S3 under a lease;
 //!   - [`report`]: the run summary as a log line, `--summary-json` and `--metrics-file`;
-//!   - [`verify`]: `verify`'s comparison of listing and archive, day by day (pure).
+//!   - [`verify`]: `verify`'s comparison of listing and archive, day by day (pure);
+//!   - [`rows_digest`]: the order-independent digest of rows that compaction manifests record.
 //! - Foundations: [`cli`] and [`config`] (flags, validated once into a `Config`), [`aws`]
 //!   (SDK configuration, S3 client, AWS errors), [`glue`] (`--glue-table`: the Athena
 //!   table's portal list or partitions), [`model`] (session, portal id, pass kind),
@@ -32,6 +33,7 @@ pub mod dedup;
 pub mod digest;
 pub mod encode;
 pub mod report;
+pub mod rows_digest;
 pub mod sink;
 pub mod source;
 pub mod state;

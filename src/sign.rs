@@ -238,6 +238,48 @@ async fn open_kms(arn: &str, kms: &aws_sdk_kms::Client) -> Result<SigningKey> {
     })
 }
 
+impl SigningKey {
+    /// What [`SigningKey::known_kms`] needs to open this KMS key again without a call:
+    /// `(key ARN, algorithm, public key DER)`. `None` for a local key.
+    pub fn kms_public(&self) -> Option<(String, String, Vec<u8>)> {
+        match self.signer {
+            Signer::Kms(_) => Some((
+                self.key_id.clone(),
+                self.algorithm.to_string(),
+                self.public.der().to_vec(),
+            )),
+            _ => None,
+        }
+    }
+
+    /// A KMS key opened before (its [`SigningKey::kms_public`]), without calling KMS: a KMS
+    /// key pair never changes, so a state that recorded it signs with one `Sign` call per
+    /// command. `spec` is the `--sign-key` it was opened as.
+    pub fn known_kms(
+        spec: &str,
+        key_id: &str,
+        algorithm: &str,
+        der: &[u8],
+        kms: &aws_sdk_kms::Client,
+    ) -> Result<SigningKey> {
+        let algorithm = match algorithm {
+            RSASSA_PSS_SHA_256 => RSASSA_PSS_SHA_256,
+            ECDSA_SHA_256 => ECDSA_SHA_256,
+            ECDSA_SHA_384 => ECDSA_SHA_384,
+            other => bail!(
+                "signing key {spec}: recorded algorithm {other} is not one archiver signs with"
+            ),
+        };
+        Ok(SigningKey {
+            signer: Signer::Kms(regional_client(kms, spec)?),
+            algorithm,
+            key_id: key_id.to_string(),
+            public: VerifyingKey::from_der(der)
+                .with_context(|| format!("signing key {spec}: its recorded public key"))?,
+        })
+    }
+}
+
 /// A PKCS#8 PEM private key file.
 fn open_file(path: &Path) -> Result<SigningKey> {
     let shown = path.display();

@@ -7,7 +7,7 @@
 //! order, so the listing and the archive are compared one day at a time: memory holds one day
 //! of each, whatever the size of the archive.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -215,7 +215,7 @@ fn as_day((day, sessions): (i64, HashMap<String, Session>)) -> ListedDay {
 }
 
 /// One manifest: `_manifest/portal_id=<id>/<state_id>-<seq:010>.json`.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 pub struct Manifest {
     pub version: u32,
     pub portal_id: String,
@@ -226,6 +226,25 @@ pub struct Manifest {
     pub files: Vec<ManifestFile>,
     #[serde(default)]
     pub replaces: Vec<String>,
+    /// A compaction's inputs, as it read them (absent before compaction proofs).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inputs: Vec<ManifestInput>,
+    /// A compaction's rows digest of its output (and of its inputs, less `removed_rows`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows_sha256: Option<String>,
+    /// Rows of the inputs a repair's rewrite removed (duplicated rows), and their digest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub removed_rows: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub removed_rows_sha256: Option<String>,
+}
+
+/// An input of a compaction, as its manifest records it.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+pub struct ManifestInput {
+    pub path: String,
+    pub sha256: String,
+    pub rows: u64,
 }
 
 /// A file a manifest records.
@@ -275,6 +294,147 @@ pub fn live_files(manifests: &[Manifest]) -> BTreeMap<String, ManifestFile> {
     live
 }
 
+/// Why an input file of a rewrite (compaction, or a repair's) cannot be trusted, if it cannot:
+/// `bytes`, `sha256` and `rows` as read, against the live files of its portal's manifests.
+pub fn input_problem(
+    live: &BTreeMap<String, ManifestFile>,
+    path: &str,
+    bytes: u64,
+    sha256: &str,
+    rows: u64,
+) -> Option<String> {
+    let f = match live.get(path) {
+        None => return Some(format!("{path}: in no manifest of its portal")),
+        Some(f) => f,
+    };
+    if f.bytes != bytes || !f.sha256.eq_ignore_ascii_case(sha256) {
+        Some(format!(
+            "{path}: altered since its manifest recorded it ({bytes} bytes with SHA-256 {sha256}; the manifest records {} bytes with SHA-256 {})",
+            f.bytes, f.sha256
+        ))
+    } else if f.rows != rows {
+        Some(format!(
+            "{path}: altered since its manifest recorded it ({rows} rows; the manifest records {})",
+            f.rows
+        ))
+    } else {
+        None
+    }
+}
+
+/// The live files under `prefix` (a partition's folder) that are not among `keys`.
+pub fn missing_from(
+    live: &BTreeMap<String, ManifestFile>,
+    prefix: &str,
+    keys: &[String],
+) -> Vec<String> {
+    let present: HashSet<&str> = keys.iter().map(String::as_str).collect();
+    live.range(prefix.to_string()..)
+        .take_while(|(p, _)| p.starts_with(prefix))
+        .filter(|(p, _)| !present.contains(p.as_str()))
+        .map(|(p, _)| p.clone())
+        .collect()
+}
+
+/// The check of a portal's compaction proofs: each compaction manifest with a `rows_sha256`
+/// must agree with the manifests of its inputs, and its output, while live, must hold rows of
+/// that digest.
+#[derive(Debug, Default)]
+pub struct ProofCheck {
+    /// Live output path → (its compaction manifest's key, the rows digest it must have).
+    outputs: HashMap<String, (String, String)>,
+    /// What the manifests alone show: `manifest: file: reason`.
+    pub problems: Vec<String>,
+    pub proved: u64,
+}
+
+impl ProofCheck {
+    /// Check the manifests (`key`, manifest) among themselves.
+    pub fn new(manifests: &[(String, Manifest)]) -> ProofCheck {
+        let mut check = ProofCheck::default();
+        let plain: Vec<Manifest> = manifests.iter().map(|(_, m)| m.clone()).collect();
+        let live = live_files(&plain);
+        // Every record of every file: path → (manifest key, record).
+        let mut records: HashMap<&str, Vec<(&str, &ManifestFile)>> = HashMap::new();
+        for (key, m) in manifests {
+            for f in &m.files {
+                records.entry(&f.path).or_default().push((key, f));
+            }
+        }
+        for (key, m) in manifests {
+            let Some(digest) = &m.rows_sha256 else {
+                continue;
+            };
+            check.proved += 1;
+            let mut bad = |what: String| check.problems.push(format!("{key}: {what}"));
+            if crate::rows_digest::RowsDigest::parse(digest).is_none() {
+                bad(format!("rows_sha256 {digest:?} is not 64 hex digits"));
+            }
+            let inputs: BTreeSet<&str> = m.inputs.iter().map(|i| i.path.as_str()).collect();
+            let replaces: BTreeSet<&str> = m.replaces.iter().map(String::as_str).collect();
+            if inputs != replaces {
+                bad("its inputs are not the files it replaces".into());
+            }
+            for i in &m.inputs {
+                let own: Vec<&(&str, &ManifestFile)> = records
+                    .get(i.path.as_str())
+                    .map(|r| r.iter().filter(|(k, _)| *k != key.as_str()).collect())
+                    .unwrap_or_default();
+                // An input written before manifests has none to agree with.
+                if own.is_empty() {
+                    continue;
+                }
+                let agrees = own
+                    .iter()
+                    .any(|(_, f)| f.sha256.eq_ignore_ascii_case(&i.sha256) && f.rows == i.rows);
+                if !agrees {
+                    bad(format!(
+                        "{}: input differs from its own manifest {} (SHA-256 or rows)",
+                        i.path, own[0].0
+                    ));
+                }
+            }
+            let rows_in: u64 = m.inputs.iter().map(|i| i.rows).sum();
+            let rows_out: u64 = m.files.iter().map(|f| f.rows).sum();
+            let removed = m.removed_rows.unwrap_or(0);
+            if rows_in != rows_out + removed {
+                bad(format!(
+                    "its inputs hold {rows_in} rows, its output {rows_out} (and {removed} removed)"
+                ));
+            }
+            match m.files.as_slice() {
+                [out] if live.contains_key(&out.path) => {
+                    check
+                        .outputs
+                        .insert(out.path.clone(), (key.clone(), digest.clone()));
+                }
+                [_] => {} // replaced since: its bytes are vouched for by the next compaction
+                _ => bad(format!(
+                    "{} output files (a compaction writes one)",
+                    m.files.len()
+                )),
+            }
+        }
+        check
+    }
+
+    /// Is `path` the live output of a proved compaction (must its rows digest be computed)?
+    pub fn wants(&self, path: &str) -> bool {
+        self.outputs.contains_key(path)
+    }
+
+    /// The rows digest of `path`, computed from its bytes.
+    pub fn output(&mut self, path: &str, rows_sha256: &str) {
+        if let Some((key, want)) = self.outputs.get(path) {
+            if !want.eq_ignore_ascii_case(rows_sha256) {
+                self.problems.push(format!(
+                    "{key}: {path}: its rows digest is {rows_sha256}, the compaction recorded {want}"
+                ));
+            }
+        }
+    }
+}
+
 /// The file check of one portal against its manifests.
 #[derive(Debug, Default, Serialize)]
 pub struct FileCheck {
@@ -290,10 +450,16 @@ pub struct FileCheck {
     pub unlisted: Vec<String>,
     /// Manifests that cannot be read: `path: reason`.
     pub errors: Vec<String>,
+    /// Compaction manifests with a rows digest, checked row for row.
+    pub compactions_proved: u64,
+    /// Compactions whose proof fails: `manifest: file: reason`.
+    pub unproved: Vec<String>,
     #[serde(skip)]
     live: BTreeMap<String, ManifestFile>,
     #[serde(skip)]
     seen: HashSet<String>,
+    #[serde(skip)]
+    proofs: ProofCheck,
 }
 
 impl FileCheck {
@@ -339,10 +505,33 @@ impl FileCheck {
         self.altered.sort();
         self.unlisted.sort();
         self.seen = HashSet::new();
+        self.unproved = std::mem::take(&mut self.proofs.problems);
+        self.unproved.sort();
     }
 
     pub fn problems(&self) -> u64 {
-        (self.altered.len() + self.deleted.len() + self.unlisted.len() + self.errors.len()) as u64
+        (self.altered.len()
+            + self.deleted.len()
+            + self.unlisted.len()
+            + self.errors.len()
+            + self.unproved.len()) as u64
+    }
+
+    /// Check the compaction proofs of these manifests (`key`, manifest) too.
+    pub fn with_proofs(mut self, manifests: &[(String, Manifest)]) -> FileCheck {
+        self.proofs = ProofCheck::new(manifests);
+        self.compactions_proved = self.proofs.proved;
+        self
+    }
+
+    /// Is `path` the live output of a proved compaction (is its rows digest needed)?
+    pub fn wants_rows_digest(&self, path: &str) -> bool {
+        self.proofs.wants(path)
+    }
+
+    /// The rows digest of `path`, computed from its bytes.
+    pub fn rows_digest(&mut self, path: &str, rows_sha256: &str) {
+        self.proofs.output(path, rows_sha256);
     }
 
     /// Is a sha256 needed for the files (is there anything to check them against)?
@@ -546,7 +735,136 @@ mod tests {
             kind: kind.into(),
             files,
             replaces: replaces.iter().map(|r| r.to_string()).collect(),
+            ..Manifest::default()
         }
+    }
+
+    #[test]
+    fn unknown_fields_are_ignored_and_the_proof_fields_are_read() {
+        let text = r#"{"version":1,"portal_id":"p","state_id":"s","seq":4,"kind":"compaction",
+            "files":[{"path":"c","rows":5,"bytes":10,"sha256":"ab"}],"replaces":["a","b"],
+            "inputs":[{"path":"a","sha256":"11","rows":2},{"path":"b","sha256":"22","rows":3}],
+            "rows_sha256":"ff","a_field_of_the_future":{"x":1}}"#;
+        let m = parse_manifest(text.as_bytes(), "p").unwrap();
+        assert_eq!(m.inputs.len(), 2);
+        assert_eq!(m.rows_sha256.as_deref(), Some("ff"));
+        assert_eq!(m.removed_rows, None);
+        let old = manifest(1, "flush", vec![mf("a", "1")], &[]);
+        let text = serde_json::to_string(&old).unwrap();
+        assert!(
+            !text.contains("inputs") && !text.contains("rows_sha256"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn an_input_is_checked_by_bytes_sha256_and_rows_and_missing_files_are_found() {
+        let ms = [manifest(
+            1,
+            "flush",
+            vec![mf("d1/a", "aa"), mf("d1/b", "bb"), mf("d2/c", "cc")],
+            &[],
+        )];
+        let live = live_files(&ms);
+        assert_eq!(input_problem(&live, "d1/a", 10, "AA", 3), None);
+        assert!(input_problem(&live, "d1/a", 11, "aa", 3)
+            .unwrap()
+            .starts_with("d1/a: altered"));
+        assert!(input_problem(&live, "d1/a", 10, "ab", 3).is_some());
+        assert!(input_problem(&live, "d1/a", 10, "aa", 2)
+            .unwrap()
+            .contains("2 rows; the manifest records 3"));
+        assert!(input_problem(&live, "d1/x", 10, "aa", 3)
+            .unwrap()
+            .contains("in no manifest"));
+        assert_eq!(missing_from(&live, "d1/", &["d1/a".into()]), ["d1/b"]);
+        assert!(missing_from(&live, "d2/", &["d2/c".into()]).is_empty());
+    }
+
+    fn proved(seq: i64, out: ManifestFile, inputs: &[(&str, &str, u64)], digest: &str) -> Manifest {
+        Manifest {
+            inputs: inputs
+                .iter()
+                .map(|(p, sha, rows)| ManifestInput {
+                    path: p.to_string(),
+                    sha256: sha.to_string(),
+                    rows: *rows,
+                })
+                .collect(),
+            rows_sha256: Some(digest.into()),
+            ..manifest(
+                seq,
+                "compaction",
+                vec![out],
+                &inputs.iter().map(|i| i.0).collect::<Vec<_>>(),
+            )
+        }
+    }
+
+    #[test]
+    fn compaction_proofs_agree_with_the_inputs_manifests_and_the_output_rows() {
+        let d = "0".repeat(63) + "7";
+        let flush = manifest(1, "flush", vec![mf("a", "1"), mf("b", "2")], &[]);
+        let out = |rows| ManifestFile {
+            rows,
+            ..mf("ab", "4")
+        };
+        let good = proved(2, out(6), &[("a", "1", 3), ("b", "2", 3)], &d);
+        let keyed = |ms: Vec<Manifest>| -> Vec<(String, Manifest)> {
+            ms.into_iter().map(|m| (format!("m{}", m.seq), m)).collect()
+        };
+        let mut c = ProofCheck::new(&keyed(vec![flush.clone(), good.clone()]));
+        assert_eq!(c.proved, 1);
+        assert!(c.problems.is_empty(), "{:?}", c.problems);
+        assert!(c.wants("ab") && !c.wants("a"));
+        c.output("ab", &d.to_uppercase());
+        assert!(c.problems.is_empty());
+        c.output("ab", &"0".repeat(64));
+        assert_eq!(c.problems.len(), 1);
+        assert!(
+            c.problems[0].starts_with("m2: ab: its rows digest is 000"),
+            "{:?}",
+            c.problems
+        );
+
+        // An input whose recorded SHA-256 is not its own manifest's; rows that do not add up;
+        // inputs that are not what it replaces.
+        let bad_sha = proved(2, out(6), &[("a", "9", 3), ("b", "2", 3)], &d);
+        let c = ProofCheck::new(&keyed(vec![flush.clone(), bad_sha]));
+        assert_eq!(
+            c.problems,
+            ["m2: a: input differs from its own manifest m1 (SHA-256 or rows)"]
+        );
+        let bad_rows = proved(2, out(5), &[("a", "1", 3), ("b", "2", 3)], &d);
+        let c = ProofCheck::new(&keyed(vec![flush.clone(), bad_rows]));
+        assert_eq!(
+            c.problems,
+            ["m2: its inputs hold 6 rows, its output 5 (and 0 removed)"]
+        );
+        let mut removed = proved(2, out(5), &[("a", "1", 3), ("b", "2", 3)], &d);
+        removed.removed_rows = Some(1);
+        assert!(ProofCheck::new(&keyed(vec![flush.clone(), removed]))
+            .problems
+            .is_empty());
+        let mut other = good.clone();
+        other.replaces = vec!["a".into()];
+        let c = ProofCheck::new(&keyed(vec![flush.clone(), other]));
+        assert_eq!(c.problems, ["m2: its inputs are not the files it replaces"]);
+
+        // Compacted again: the first output is an input of the second, which vouches for it.
+        let again = proved(
+            3,
+            ManifestFile {
+                rows: 6,
+                ..mf("abc", "5")
+            },
+            &[("ab", "4", 6)],
+            &d,
+        );
+        let c = ProofCheck::new(&keyed(vec![flush, good, again]));
+        assert!(c.problems.is_empty(), "{:?}", c.problems);
+        assert!(!c.wants("ab") && c.wants("abc"));
+        assert_eq!(c.proved, 2);
     }
 
     #[test]

@@ -153,6 +153,32 @@ async fn compaction_killed_at_each_step_is_finished_by_the_next_compaction_or_ru
         let staging = env.archive().join("_staging");
         let left: Vec<_> = walk(&staging);
         assert!(left.is_empty(), "{point}: staging left: {left:?}");
+        // Every compaction manifest, written by the compaction or by the recovery that
+        // finished it, carries its proof, and verify checks it.
+        let mut proved = 0;
+        for f in walk(&env.archive().join("_manifest")) {
+            let m: serde_json::Value = serde_json::from_slice(&std::fs::read(&f).unwrap()).unwrap();
+            if m["kind"] == "compaction" {
+                assert!(m["rows_sha256"].is_string(), "{point}: {f:?}: {m}");
+                assert_eq!(
+                    m["inputs"].as_array().map(Vec::len),
+                    m["replaces"].as_array().map(Vec::len),
+                    "{point}: {f:?}"
+                );
+                proved += 1;
+            }
+        }
+        assert!(proved > 0, "{point}");
+        let v = env.run(&["verify", "--json"]).await;
+        v.ok();
+        let doc: serde_json::Value = serde_json::from_str(&v.stdout).unwrap();
+        let checked: u64 = doc["portals"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["manifest"]["compactions_proved"].as_u64().unwrap())
+            .sum();
+        assert_eq!(checked, proved, "{point}");
     }
 }
 

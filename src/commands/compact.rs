@@ -5,15 +5,22 @@
 //! or compaction's recovery finishes the publish and the deletes, or drops the uncommitted
 //! stage.
 //!
+//! Before anything is written, every input file is checked against its portal's manifests
+//! (bytes, SHA-256, rows): an altered file, one in no manifest, or a live one missing stops
+//! the compaction, the partition untouched. The manifest records the inputs and the rows
+//! digest (see [`crate::rows_digest`]) of the output, computed over the inputs and over the
+//! output read back: they must be equal, or nothing is published.
+//!
 //! Readers can see both the new file and some old ones only between the publish (a rename)
 //! and the last delete, done back to back before any sync: measured and reported.
 //! Nothing is ever missing: old files go only after the new one is in place.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use tracing::info;
 
 use crate::clock::{date_start_ms, now_ms};
@@ -24,10 +31,16 @@ use crate::error::Interrupted;
 use crate::failpoint;
 use crate::model::PortalId;
 use crate::report::outcome_of;
+use crate::rows_digest::{prove, read_input, InputRead};
 use crate::run::flush::{Encoded, Points, Target};
 use crate::run::recover::{recover, Retired};
+use crate::sink::layout::DATASET;
+use crate::sink::manifest::Proof;
 use crate::sink::Sink;
 use crate::state::StateHandle;
+use crate::verify::{input_problem, live_files, missing_from, ManifestFile};
+
+use super::verify::read_manifests;
 
 /// The crash points of a compaction.
 const POINTS: Points = Points {
@@ -93,7 +106,7 @@ async fn compact_on(
         .await?;
     let sink = Sink::new(&cfg.output, s3, &cfg.s3)?;
     sink.check_writable().await?;
-    let digests = Digests::open(cfg, s3, None).await?;
+    let digests = Digests::open(cfg, s3, None, state).await?;
     digests.recover(state).await?;
     let run_id = state.db(|st| st.start_run("compact")).await?;
     let mut summary = CompactSummary::default();
@@ -116,6 +129,7 @@ async fn compact_on(
                 portal,
                 points: &POINTS,
             };
+            let mut live: Option<Option<Live>> = None;
             for (date, keys) in sink.partitions(portal).await? {
                 if keys.len() < 2 || !old_enough(&date, older_than, now) {
                     continue;
@@ -123,7 +137,16 @@ async fn compact_on(
                 if stop.load(Ordering::SeqCst) {
                     return Err(Interrupted.into());
                 }
-                compact_partition(&target, &date, keys, &mut summary)
+                // Read once per portal, when it has a partition to compact: each compaction
+                // only replaces files of its own partition.
+                if live.is_none() {
+                    let l = live_files_of(&sink, portal)
+                        .await
+                        .with_context(|| format!("compacting portal {portal}"))?;
+                    live = Some(l);
+                }
+                let live = live.as_ref().and_then(Option::as_ref);
+                compact_partition(&target, live, &date, keys, &mut summary)
                     .await
                     .with_context(|| format!("compacting portal {portal} partition {date}"))?;
             }
@@ -162,6 +185,7 @@ async fn compact_on(
 
 async fn compact_partition(
     target: &Target<'_>,
+    live: Option<&Live>,
     date: &str,
     keys: Vec<String>,
     summary: &mut CompactSummary,
@@ -169,13 +193,24 @@ async fn compact_partition(
     let (sink, state, portal) = (target.sink, target.state, target.portal);
     let mut inputs = Vec::with_capacity(keys.len());
     for k in &keys {
-        inputs.push(sink.read(k.clone()).await?);
+        inputs.push(bytes::Bytes::from(sink.read(k.clone()).await?));
     }
     let names = keys.clone();
     let date_owned = date.to_string();
-    let encoded = tokio::task::spawn_blocking(move || -> Result<Encoded> {
+    let live = live.map(|l| partition_of(l, portal, date));
+    let (encoded, proof) = tokio::task::spawn_blocking(move || -> Result<(Encoded, Proof)> {
+        let read = check_inputs(&inputs, &names, live.as_ref(), true)?;
+        let inputs = inputs.into_iter().map(Vec::from).collect();
         let (bytes, rows) = rewrite(inputs, &names)?;
-        Ok(Encoded::new(date_owned, rows as usize, bytes))
+        let bytes = bytes::Bytes::from(bytes);
+        let proof = prove(&read, bytes.clone(), "the compacted file")?;
+        if proof.removed_rows != 0 || proof.removed_rows_sha256 != "0".repeat(64) {
+            bail!("the compacted file's rows differ from its inputs' (their rows digests differ): nothing was published");
+        }
+        Ok((
+            Encoded::new(date_owned, rows as usize, Vec::from(bytes)),
+            proof,
+        ))
     })
     .await
     .context("compaction task panicked")??;
@@ -193,7 +228,7 @@ async fn compact_partition(
         })
         .await?;
     target
-        .manifest(seq, std::slice::from_ref(&file), &keys)
+        .proved_manifest(seq, std::slice::from_ref(&file), &keys, Some(&proof))
         .await?;
     state.guard()?;
     let window = sink.replace(file.staging, file.path, keys.clone()).await?;
@@ -212,6 +247,66 @@ async fn compact_partition(
     summary.max_overlap_ms = summary.max_overlap_ms.max(overlap);
     info!(portal_id = %portal, date, files = keys.len(), rows, overlap_ms = overlap, "compacted partition");
     Ok(())
+}
+
+/// The live files of a portal, as its manifests record them.
+pub(crate) type Live = BTreeMap<String, ManifestFile>;
+
+/// The live files of `portal` by its manifests; `None` if it has none (files written by an
+/// archiver before manifests: nothing to check them against). A manifest that cannot be read
+/// is an error naming it: a rewrite could not be checked.
+pub(crate) async fn live_files_of(sink: &Sink, portal: &PortalId) -> Result<Option<Live>> {
+    let (manifests, errors) = read_manifests(sink, portal).await?;
+    if let Some(e) = errors.first() {
+        bail!("cannot check the files against their manifests: {e}");
+    }
+    if manifests.is_empty() {
+        return Ok(None);
+    }
+    let manifests: Vec<_> = manifests.into_iter().map(|(_, m)| m).collect();
+    Ok(Some(live_files(&manifests)))
+}
+
+/// The live files of one partition: those under its folder, keyed as in the output.
+pub(crate) fn partition_of(live: &Live, portal: &PortalId, date: &str) -> (String, Live) {
+    let prefix = format!("{DATASET}/portal_id={portal}/start_date={date}/");
+    let files = live
+        .range(prefix.clone()..)
+        .take_while(|(p, _)| p.starts_with(&prefix))
+        .map(|(p, f)| (p.clone(), f.clone()))
+        .collect();
+    (prefix, files)
+}
+
+/// Read the input files of a rewrite of one partition (`names`, their bytes) and check each
+/// against the partition's live files by the manifests (`live`: its folder and files; `None`
+/// for a portal without manifests): bytes, SHA-256 and rows. A file altered, or in no
+/// manifest, is an error naming it; so is a live file missing from `names` if
+/// `missing_is_error`. Call it on a blocking thread.
+pub(crate) fn check_inputs(
+    inputs: &[bytes::Bytes],
+    names: &[String],
+    live: Option<&(String, Live)>,
+    missing_is_error: bool,
+) -> Result<Vec<InputRead>> {
+    if let (Some((prefix, files)), true) = (live, missing_is_error) {
+        if let Some(m) = missing_from(files, prefix, names).first() {
+            bail!("{m}: a manifest lists it, but it is missing from the output; the partition was left untouched");
+        }
+    }
+    let mut read = Vec::with_capacity(inputs.len());
+    for (bytes, name) in inputs.iter().zip(names) {
+        let input = read_input(name, bytes)?;
+        if let Some((_, files)) = live {
+            if let Some(problem) =
+                input_problem(files, name, input.bytes, &input.sha256, input.rows)
+            {
+                bail!("{problem}; the partition was left untouched");
+            }
+        }
+        read.push(input);
+    }
+    Ok(read)
 }
 
 #[cfg(test)]

@@ -61,6 +61,7 @@ impl Digests {
         cfg: &Config,
         s3: Option<&aws_sdk_s3::Client>,
         sdk: Option<&aws_config::SdkConfig>,
+        state: &StateHandle,
     ) -> Result<Digests> {
         let output = Sink::new(&cfg.output, s3, &cfg.s3)?;
         let sink = match &cfg.digests {
@@ -84,7 +85,7 @@ impl Digests {
         let key = match cfg.sign_key.as_deref() {
             None => None,
             Some(spec) => Some(
-                open_key(cfg, spec, sdk)
+                open_key(cfg, spec, sdk, state)
                     .await
                     .with_context(|| format!("--sign-key {spec}"))?,
             ),
@@ -327,13 +328,17 @@ pub fn same_bucket(a: &Output, b: &Output) -> bool {
     }
 }
 
-/// `--sign-key`: a KMS key ARN (its region is the ARN's), or a private key file.
-pub async fn open_key(
+/// `--sign-key`: a KMS key ARN (its region is the ARN's), or a private key file. A KMS key
+/// is checked with `GetPublicKey` the first time a state uses it; the state then records its
+/// public key (a KMS key pair never changes), so each later command makes one KMS call, its
+/// digest's `Sign`.
+async fn open_key(
     cfg: &Config,
     spec: &str,
     sdk: Option<&aws_config::SdkConfig>,
+    state: &StateHandle,
 ) -> Result<SigningKey> {
-    if !spec.starts_with("arn:") {
+    if !crate::sign::is_kms(spec) {
         return SigningKey::open(spec, None).await;
     }
     let sdk = match sdk {
@@ -349,5 +354,16 @@ pub async fn open_key(
         None => sdk,
     };
     let kms = crate::aws::kms_client(&sdk, cfg.max_attempts);
-    SigningKey::open(spec, Some(&kms)).await
+    let owned = spec.to_string();
+    if let Some((key_id, algorithm, der)) = state.db(move |st| st.kms_key_record(&owned)).await? {
+        return SigningKey::known_kms(spec, &key_id, &algorithm, &der, &kms);
+    }
+    let key = SigningKey::open(spec, Some(&kms)).await?;
+    if let Some((key_id, algorithm, der)) = key.kms_public() {
+        let owned = spec.to_string();
+        state
+            .db(move |st| st.record_kms_key(&owned, &key_id, &algorithm, &der))
+            .await?;
+    }
+    Ok(key)
 }

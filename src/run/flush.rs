@@ -20,7 +20,7 @@ use anyhow::{bail, Context, Result};
 use crate::encode::encode;
 use crate::failpoint;
 use crate::model::{PortalId, Session};
-use crate::sink::manifest::{manifest_bytes, sha256_hex, Entry};
+use crate::sink::manifest::{proved_manifest_bytes, sha256_hex, Entry, Proof};
 use crate::sink::{clash, final_key, manifest_key, manifest_staging_key, staging_key, Sink};
 use crate::state::{FileRecord, State, StateHandle};
 
@@ -167,7 +167,27 @@ impl Target<'_> {
         files: &[FileRecord],
         replaces: &[String],
     ) -> Result<()> {
-        write_manifest(self.sink, self.state, self.portal, seq, files, replaces).await?;
+        self.proved_manifest(seq, files, replaces, None).await
+    }
+
+    /// [`Target::manifest`], with a compaction's proof.
+    pub async fn proved_manifest(
+        &self,
+        seq: i64,
+        files: &[FileRecord],
+        replaces: &[String],
+        proof: Option<&Proof>,
+    ) -> Result<()> {
+        write_proved_manifest(
+            self.sink,
+            self.state,
+            self.portal,
+            seq,
+            files,
+            replaces,
+            proof,
+        )
+        .await?;
         failpoint::hit(self.points.manifested);
         Ok(())
     }
@@ -210,6 +230,19 @@ pub async fn write_manifest(
     files: &[FileRecord],
     replaces: &[String],
 ) -> Result<()> {
+    write_proved_manifest(sink, state, portal, seq, files, replaces, None).await
+}
+
+/// [`write_manifest`], with a compaction's proof (see [`crate::sink::manifest::Proof`]).
+pub async fn write_proved_manifest(
+    sink: &Sink,
+    state: &StateHandle,
+    portal: &PortalId,
+    seq: i64,
+    files: &[FileRecord],
+    replaces: &[String],
+    proof: Option<&Proof>,
+) -> Result<()> {
     // A flush without files writes none; a manifest that only replaces files (a repair
     // recording lost ones) is written.
     if files.is_empty() && replaces.is_empty() {
@@ -232,7 +265,14 @@ pub async fn write_manifest(
             sha256: &f.sha256,
         })
         .collect();
-    let bytes = manifest_bytes(&portal.to_string(), state_id, seq, &entries, replaces);
+    let bytes = proved_manifest_bytes(
+        &portal.to_string(),
+        state_id,
+        seq,
+        &entries,
+        replaces,
+        proof,
+    );
     let sha256 = sha256_hex(&bytes);
     sink.put_new(
         key.clone(),

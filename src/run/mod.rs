@@ -117,7 +117,7 @@ async fn take_state_and_run(
                     Some(sdk) => sdk,
                     None => sdk.await?,
                 };
-                let d = Digests::open(cfg, s3.as_ref(), Some(&sdk)).await?;
+                let d = Digests::open(cfg, s3.as_ref(), Some(&sdk), &state).await?;
                 d.recover(&state).await?;
                 digests = Some(d);
                 run_on_state(job, &state, sink, &sdk, stop, run_id, summary).await

@@ -6,11 +6,12 @@ use std::collections::HashSet;
 use anyhow::{anyhow, bail, Context, Result};
 use tracing::{info, warn};
 
-use super::flush::write_manifest;
+use super::flush::write_proved_manifest;
 use crate::aws::AwsError;
 use crate::model::PortalId;
+use crate::rows_digest::{prove, read_input};
 use crate::sink::layout::{claim_key, claim_staging_key, manifest_key};
-use crate::sink::manifest::sha256_hex;
+use crate::sink::manifest::{sha256_hex, Proof};
 use crate::sink::{staged_writer_of, staging_prefix, writer_of, Sink};
 use crate::state::FileRecord;
 use crate::state::StateHandle;
@@ -95,7 +96,8 @@ pub async fn recover(
         // as replaced).
         let manifest = manifest_key(portal, state.state_id(), seq);
         let lost_here = lost.iter().any(|f| f.seq == seq);
-        if lost_here && sink.exists(manifest.clone()).await? {
+        let written = (lost_here || !replaces.is_empty()) && sink.exists(manifest.clone()).await?;
+        if written {
             // Written before (perhaps by a run killed before it recorded it): recorded as
             // it is for the next digest, unless it is already.
             let sha256 = sha256_hex(&sink.read(manifest.clone()).await?);
@@ -104,9 +106,23 @@ pub async fn recover(
                 .db(move |st| st.record_found_manifest(&manifest, &id, seq, &sha256))
                 .await?;
         } else {
-            write_manifest(sink, state, portal, seq, seq_files, &replaces)
-                .await
-                .with_context(|| format!("recovering flush {seq} of portal {portal}"))?;
+            // A compaction's manifest proves it: its inputs are still there (they go only
+            // after the manifest is written and the output published), and so is its output.
+            let proof = match replaces.is_empty() {
+                true => None,
+                false => prove_again(sink, portal, seq_files, &replaces).await?,
+            };
+            write_proved_manifest(
+                sink,
+                state,
+                portal,
+                seq,
+                seq_files,
+                &replaces,
+                proof.as_ref(),
+            )
+            .await
+            .with_context(|| format!("recovering flush {seq} of portal {portal}"))?;
         }
         for f in seq_files {
             state.guard()?;
@@ -160,6 +176,51 @@ pub async fn recover(
         );
     }
     Ok(recovered)
+}
+
+/// The proof of a committed compaction (or repair's rewrite) whose manifest is not written yet,
+/// computed again as it was before its commit: from its inputs (`replaced`) and its output
+/// (staged, or published). `None`, with a warning, if an input is gone: the manifest is then
+/// written without a proof (the rows were checked before the commit).
+async fn prove_again(
+    sink: &Sink,
+    portal: &PortalId,
+    files: &[FileRecord],
+    replaced: &[String],
+) -> Result<Option<Proof>> {
+    let [out] = files else {
+        return Ok(None);
+    };
+    let mut inputs = Vec::with_capacity(replaced.len());
+    for key in replaced {
+        if !sink.exists(key.clone()).await? {
+            warn!(portal_id = %portal, file = %key, "an input of an interrupted compaction is gone: its manifest is written without a proof of its rows");
+            return Ok(None);
+        }
+        inputs.push((
+            key.clone(),
+            bytes::Bytes::from(sink.read(key.clone()).await?),
+        ));
+    }
+    let key = match sink.exists(out.staging.clone()).await? {
+        true => out.staging.clone(),
+        false => out.path.clone(),
+    };
+    let output = bytes::Bytes::from(sink.read(key).await?);
+    let name = out.path.clone();
+    let proved = tokio::task::spawn_blocking(move || -> Result<Proof> {
+        let read = inputs
+            .iter()
+            .map(|(k, b)| read_input(k, b))
+            .collect::<Result<Vec<_>>>()?;
+        prove(&read, output, &name)
+    })
+    .await
+    .context("recovery task panicked")?;
+    // Only inputs changed since the commit (which checked them) can fail it.
+    Ok(proved
+        .inspect_err(|e| warn!(portal_id = %portal, error = %format!("{e:#}"), "an interrupted compaction's rows cannot be proved again: its manifest is written without a proof"))
+        .ok())
 }
 
 /// A committed file lost before it was published: forget it, and un-record its sessions that

@@ -64,6 +64,43 @@ pub struct NewDigest {
 }
 
 impl State {
+    /// The KMS signing key `spec` as a command opened it before: `(key ARN, algorithm, public
+    /// key DER)`, so later commands need no `GetPublicKey` call.
+    pub fn kms_key_record(&self, spec: &str) -> Result<Option<(String, String, Vec<u8>)>> {
+        let value: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = ?1",
+                [format!("kms_key {spec}")],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(value.and_then(|v| {
+            let mut parts = v.splitn(3, ' ');
+            let (id, alg, der) = (parts.next()?, parts.next()?, parts.next()?);
+            let der = crate::sign::base64_decode(der)?;
+            Some((id.to_string(), alg.to_string(), der))
+        }))
+    }
+
+    /// Record what [`State::kms_key_record`] returns.
+    pub fn record_kms_key(
+        &self,
+        spec: &str,
+        key_id: &str,
+        algorithm: &str,
+        der: &[u8],
+    ) -> Result<()> {
+        self.conn.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
+            params![
+                format!("kms_key {spec}"),
+                format!("{key_id} {algorithm} {}", crate::sign::base64_encode(der))
+            ],
+        )?;
+        Ok(())
+    }
+
     /// A manifest was written with these bytes' SHA-256: record it for the next digest. The
     /// same manifest written again (recovery replays the write) is recorded once; another
     /// SHA-256 for a recorded key is an error (the write would have been a clash).

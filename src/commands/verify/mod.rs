@@ -28,8 +28,10 @@ use tracing::{info, warn};
 
 use crate::cli::VerifyArgs;
 use crate::config::{parse_duration, Config, Output, Shard};
+use crate::encode::{conform, schema};
 use crate::error::{Differences, Interrupted, StateRefused, UsageError};
 use crate::model::PortalId;
+use crate::rows_digest::RowsDigest;
 use crate::run::discover;
 use crate::run::flush::Target;
 use crate::run::recover::{check_unclaimed, claim, recover, Retired};
@@ -79,10 +81,9 @@ impl Proof {
                     .with_context(|| format!("--public-key {}", path.display()))?,
             ),
             (None, Some(spec)) => Some(
-                crate::digest::open_key(cfg, spec, None)
+                sign_key_public(cfg, spec)
                     .await
-                    .with_context(|| format!("--sign-key {spec}"))?
-                    .verifying_key(),
+                    .with_context(|| format!("--sign-key {spec}"))?,
             ),
             (None, None) => None,
         };
@@ -120,6 +121,27 @@ impl Proof {
     fn uses_s3(&self) -> bool {
         matches!(self.digests, Some(Output::S3(_)))
     }
+}
+
+/// The public key of `--sign-key`: a KMS key's (`GetPublicKey`, in the ARN's region), or a
+/// private key file's.
+async fn sign_key_public(cfg: &Config, spec: &str) -> Result<VerifyingKey> {
+    if !crate::sign::is_kms(spec) {
+        return Ok(crate::sign::SigningKey::open(spec, None)
+            .await?
+            .verifying_key());
+    }
+    let sdk = crate::aws::load_sdk(&cfg.regions).await?;
+    // arn:partition:kms:REGION:account:key/id
+    let sdk = match spec.split(':').nth(3).filter(|r| !r.is_empty()) {
+        Some(region) => sdk
+            .into_builder()
+            .region(aws_config::Region::new(region.to_string()))
+            .build(),
+        None => sdk,
+    };
+    let kms = crate::aws::kms_client(&sdk, cfg.max_attempts);
+    VerifyingKey::from_kms(&kms, spec).await
 }
 
 /// `verify --offline`: only the integrity walk: no WorkSpaces Web call, no state. With
@@ -259,7 +281,7 @@ pub async fn verify(
                 out
             }
             true => {
-                let digests = crate::digest::Digests::open(cfg, s3.as_ref(), Some(&sdk)).await?;
+                let digests = crate::digest::Digests::open(cfg, s3.as_ref(), Some(&sdk), &state).await?;
                 let at = (&sink, &state, &digests);
                 repair_all(cfg, at, &portals, &sources, &stop).await?
             }
@@ -617,17 +639,22 @@ impl DayCtx<'_, '_> {
         for key in keys.clone() {
             let bytes = self.ctx.sink.read(key.clone()).await?;
             let hash = self.check.wants_hashes();
+            let proved = self.check.wants_rows_digest(&key);
             let name = key.clone();
-            let (sha, n, file_rows) = tokio::task::spawn_blocking(move || -> Result<_> {
+            let (sha, n, file_rows, digest) = tokio::task::spawn_blocking(move || -> Result<_> {
                 let sha = hash.then(|| sha256_hex(&bytes));
+                // The output of a proved compaction: its rows digest too, a batch at a time.
                 let mut file_rows = Vec::new();
-                let n = read_compared(bytes, &name, &mut file_rows)?;
-                Ok((sha, n, file_rows))
+                let (n, digest) = read_compared(bytes.into(), &name, &mut file_rows, proved)?;
+                Ok((sha, n, file_rows, digest.map(|d| d.hex())))
             })
             .await
             .context("reader panicked")??;
             rows.extend(file_rows);
             self.check.file(&key, sha.as_deref().unwrap_or(""), n);
+            if let Some(d) = digest {
+                self.check.rows_digest(&key, &d);
+            }
         }
         let r = compare_day(day.sessions, &rows, expire_before);
         self.counts.add(&r.counts);
@@ -654,9 +681,15 @@ impl DayCtx<'_, '_> {
     }
 }
 
-/// The four compared columns of one file, appended to `out`. Returns the file's row count.
-fn read_compared(bytes: Vec<u8>, name: &str, out: &mut Vec<ArchRow>) -> Result<u64> {
-    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes))
+/// The four compared columns of one file, appended to `out`. Returns the file's row count,
+/// and with `digest` its rows digest (every column is read then, in one pass).
+fn read_compared(
+    bytes: bytes::Bytes,
+    name: &str,
+    out: &mut Vec<ArchRow>,
+    digest: bool,
+) -> Result<(u64, Option<RowsDigest>)> {
+    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes)
         .with_context(|| format!("reading {name}"))?;
     let rows = builder.metadata().file_metadata().num_rows() as u64;
     let descr = builder.parquet_schema();
@@ -670,14 +703,23 @@ fn read_compared(bytes: Vec<u8>, name: &str, out: &mut Vec<ArchRow>) -> Result<u
                 .ok_or_else(|| anyhow!("{name}: no column {w}"))
         })
         .collect::<Result<Vec<usize>>>()?;
-    let mask = ProjectionMask::leaves(descr, leaves);
-    let reader = builder
-        .with_projection(mask)
-        .build()
-        .with_context(|| format!("reading {name}"))?;
+    let builder = match digest {
+        true => builder,
+        false => {
+            let mask = ProjectionMask::leaves(descr, leaves);
+            builder.with_projection(mask)
+        }
+    };
+    let reader = builder.build().with_context(|| format!("reading {name}"))?;
+    let (target, mut sum) = (schema(), digest.then(RowsDigest::default));
     out.reserve(rows as usize);
     for batch in reader {
-        let b = batch.with_context(|| format!("reading {name}"))?;
+        let mut b = batch.with_context(|| format!("reading {name}"))?;
+        if let Some(sum) = sum.as_mut() {
+            b = conform(b, &target, name)?;
+            sum.add_batch(&b)
+                .with_context(|| format!("reading {name}"))?;
+        }
         let col = |n: &str| {
             b.column_by_name(n)
                 .ok_or_else(|| anyhow!("{name}: no column {n}"))
@@ -703,21 +745,31 @@ fn read_compared(bytes: Vec<u8>, name: &str, out: &mut Vec<ArchRow>) -> Result<u
             });
         }
     }
-    Ok(rows)
+    Ok((rows, sum))
 }
 
 /// The portal's manifests, read and parsed; unreadable ones are problems of the check.
 async fn load_manifests(sink: &Sink, portal: &PortalId) -> Result<FileCheck> {
+    let (keyed, errors) = read_manifests(sink, portal).await?;
+    let manifests: Vec<Manifest> = keyed.iter().map(|(_, m)| m.clone()).collect();
+    Ok(FileCheck::new(&manifests, errors).with_proofs(&keyed))
+}
+
+/// The portal's manifests, each with its key, and those that cannot be read (`key: reason`).
+pub(crate) async fn read_manifests(
+    sink: &Sink,
+    portal: &PortalId,
+) -> Result<(Vec<(String, Manifest)>, Vec<String>)> {
     let prefix = format!("{MANIFEST}/portal_id={portal}");
     let keys = sink.list(prefix).await?;
-    let mut manifests: Vec<Manifest> = Vec::new();
+    let mut manifests = Vec::new();
     let mut errors = Vec::new();
     for key in keys.into_iter().filter(|k| k.ends_with(".json")) {
         let bytes = sink.read(key.clone()).await?;
         match parse_manifest(&bytes, portal.as_str()) {
-            Ok(m) => manifests.push(m),
+            Ok(m) => manifests.push((key, m)),
             Err(e) => errors.push(format!("{key}: {e}")),
         }
     }
-    Ok(FileCheck::new(&manifests, errors))
+    Ok((manifests, errors))
 }

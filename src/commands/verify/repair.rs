@@ -12,9 +12,11 @@ use tracing::info;
 
 use super::Repaired;
 use crate::clock::now_ms;
+use crate::commands::compact::{check_inputs, live_files_of, partition_of};
 use crate::encode::{read_in_schema, schema, writer_properties};
 use crate::failpoint;
 use crate::model::Session;
+use crate::rows_digest::prove;
 use crate::run::flush::{encode_days, Encoded, Points, Target};
 use crate::state::FlushCommit;
 use crate::verify::{keep_one, Candidate, Listed};
@@ -163,15 +165,32 @@ impl<'a> Repairer<'a> {
         expected: HashMap<String, Option<Listed>>,
     ) -> Result<u64> {
         let (sink, state, portal) = (self.target.sink, self.target.state, self.target.portal);
+        // The inputs are checked against the manifests as a compaction's are; a live file
+        // missing from the partition is not a reason to stop (`finish` records it as lost).
+        let live = live_files_of(sink, portal)
+            .await?
+            .map(|l| partition_of(&l, portal, date));
         let mut inputs = Vec::with_capacity(keys.len());
         for k in &keys {
-            inputs.push(sink.read(k.clone()).await?);
+            inputs.push(bytes::Bytes::from(sink.read(k.clone()).await?));
         }
         let names = keys.clone();
-        let (bytes, rows, removed) =
-            tokio::task::spawn_blocking(move || rewrite_deduplicated(inputs, &names, &expected))
-                .await
-                .context("rewrite task panicked")??;
+        let (bytes, rows, removed, proof) = tokio::task::spawn_blocking(move || -> Result<_> {
+            let read = check_inputs(&inputs, &names, live.as_ref(), false)?;
+            let inputs = inputs.into_iter().map(Vec::from).collect();
+            let (bytes, rows, removed) = rewrite_deduplicated(inputs, &names, &expected)?;
+            let bytes = bytes::Bytes::from(bytes);
+            let proof = prove(&read, bytes.clone(), "the rewritten file")?;
+            if proof.removed_rows != removed {
+                bail!(
+                    "the rewritten file lacks {} rows of its inputs, not the {removed} duplicated ones",
+                    proof.removed_rows
+                );
+            }
+            Ok((Vec::from(bytes), rows, removed, proof))
+        })
+        .await
+        .context("rewrite task panicked")??;
         let id = portal.to_string();
         let seq = state
             .db(move |st| Ok(st.portal(&id)?.flush_seq + 1))
@@ -186,7 +205,7 @@ impl<'a> Repairer<'a> {
             })
             .await?;
         self.target
-            .manifest(seq, std::slice::from_ref(&file), &keys)
+            .proved_manifest(seq, std::slice::from_ref(&file), &keys, Some(&proof))
             .await?;
         state.guard()?;
         sink.replace(file.staging, file.path, keys.clone()).await?;

@@ -104,6 +104,7 @@ pub(super) fn print_table(r: &VerifyReport) {
             ("deleted", &m.deleted),
             ("unlisted", &m.unlisted),
             ("unreadable manifest", &m.errors),
+            ("compaction not proved", &m.unproved),
         ] {
             for path in paths.iter().take(20) {
                 println!("{}: {what}: {path}", p.portal_id);
@@ -152,6 +153,7 @@ fn files_summary(p: &PortalVerify) -> String {
         ("deleted", m.deleted.len()),
         ("unlisted", m.unlisted.len()),
         ("unreadable manifests", m.errors.len()),
+        ("compactions not proved", m.unproved.len()),
     ]
     .into_iter()
     .filter(|(_, n)| *n > 0)
