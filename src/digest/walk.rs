@@ -794,6 +794,7 @@ mod tests {
                     })
                     .collect(),
                 replaces: replaces.iter().map(|r| r.to_string()).collect(),
+                ..Manifest::default()
             },
         )
     }
