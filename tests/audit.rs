@@ -488,3 +488,95 @@ async fn a_compacted_archive_is_intact_and_its_inputs_are_not_missing() {
     assert_eq!(code, 3);
     has(&i, "unreferenced_file", &input, "");
 }
+
+/// KMS keys (moto's KMS, real signatures): `verify` checks the digests with the public key of
+/// `--sign-key` (GetPublicKey), or offline with that key's PEM made by openssl from the DER
+/// the test fetched itself; a digest signed by another KMS key is found.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kms_signed_digests_verify_with_the_kms_key_or_its_pem_offline() {
+    use aws_sdk_kms::types::{KeySpec, KeyUsageType};
+    let moto = Moto::start().await;
+    let conf = aws_sdk_kms::Config::builder()
+        .behavior_version(aws_sdk_kms::config::BehaviorVersion::latest())
+        .region(aws_sdk_kms::config::Region::new("us-east-1"))
+        .endpoint_url(&moto.endpoint)
+        .credentials_provider(aws_sdk_kms::config::Credentials::new(
+            "test", "test", None, None, "test",
+        ))
+        .http_client(archiver::aws::http_client())
+        .build();
+    let kms = aws_sdk_kms::Client::from_conf(conf);
+    let mut arns = Vec::new();
+    for spec in [KeySpec::Rsa2048, KeySpec::EccNistP256] {
+        let key = kms
+            .create_key()
+            .key_usage(KeyUsageType::SignVerify)
+            .key_spec(spec)
+            .send()
+            .await
+            .unwrap();
+        arns.push(key.key_metadata().unwrap().arn().unwrap().to_string());
+    }
+    let (rsa, ec) = (&arns[0], &arns[1]);
+    let env = Env::new(sim_config(1, 300, 0)).await;
+    let with_kms = |args: &[&str]| {
+        let mut c = env.cmd(args);
+        c.env("AWS_ENDPOINT_URL_KMS", &moto.endpoint);
+        async move { Run::from(c.output().await.unwrap()) }
+    };
+    with_kms(&["--sign-key", rsa, "run", "--flush-rows", "100"])
+        .await
+        .ok();
+    env.sim.add_sessions(&env.portal(0), 20, 0);
+    with_kms(&["--sign-key", rsa, "run"]).await.ok();
+    let a = env.archive();
+    let body = std::fs::read_to_string(a.join(digest(&a, 2))).unwrap();
+    assert!(body.contains("RSASSA_PSS_SHA_256"), "{body}");
+
+    // Online and offline with the KMS key.
+    let (code, i, _) = report(with_kms(&["--sign-key", rsa, "verify", "--json"]).await);
+    assert_eq!(
+        (code, i["signatures"].as_str()),
+        (0, Some("checked")),
+        "{i:#}"
+    );
+    let (code, i, _) =
+        report(with_kms(&["--sign-key", rsa, "verify", "--offline", "--json"]).await);
+    assert_eq!(
+        (code, i["signatures"].as_str()),
+        (0, Some("checked")),
+        "{i:#}"
+    );
+    // Offline with its PEM: no AWS endpoint at all.
+    let der = kms.get_public_key().key_id(rsa).send().await.unwrap();
+    let der_file = env.dir.path().join("rsa.der");
+    std::fs::write(&der_file, der.public_key().unwrap().as_ref()).unwrap();
+    let pem = s(&env.dir.path().join("rsa.pem"));
+    openssl(&[
+        "pkey",
+        "-pubin",
+        "-inform",
+        "DER",
+        "-in",
+        &s(&der_file),
+        "-out",
+        &pem,
+    ]);
+    let (code, i, _) = offline(&a, &["--public-key", &pem]).await;
+    assert_eq!(
+        (code, i["signatures"].as_str()),
+        (0, Some("checked")),
+        "{i:#}"
+    );
+
+    // A digest signed by another KMS key.
+    with_kms(&["--sign-key", ec, "run"]).await.ok();
+    let third = digest(&a, 3);
+    let (code, i, _) = offline(&a, &["--public-key", &pem]).await;
+    assert_eq!(code, 3);
+    has(&i, "bad_signature", &third, "");
+    assert_eq!(findings(&i).len(), 1, "{i:#}");
+    let (code, i, _) = report(with_kms(&["--sign-key", rsa, "verify", "--json"]).await);
+    assert_eq!(code, 3);
+    has(&i, "bad_signature", &third, "");
+}
