@@ -580,3 +580,46 @@ async fn kms_signed_digests_verify_with_the_kms_key_or_its_pem_offline() {
     assert_eq!(code, 3);
     has(&i, "bad_signature", &third, "");
 }
+
+/// Digests in another folder (`--digests`): verify reads them there; the output alone has
+/// none, and says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn digests_kept_elsewhere_are_read_there() {
+    let env = Env::new(sim_config(1, 300, 0)).await;
+    let proof = env.dir.path().join("proof");
+    let d = s(&proof);
+    env.run(&["--digests", &d, "run", "--flush-rows", "100"])
+        .await
+        .ok();
+    let (code, i, _) = offline(&env.archive(), &["--digests", &d]).await;
+    assert_eq!(code, 0, "{i:#}");
+    assert_eq!(i["digests"], 1);
+    let (code, i, _) = report(env.run(&["--digests", &d, "verify", "--json"]).await);
+    assert_eq!(code, 0, "{i:#}");
+    let (code, i, _) = offline(&env.archive(), &[]).await;
+    assert_eq!(code, 3);
+    has(&i, "no_digest", "", "");
+    // A digest moved to another seq: the seqs skipped are missing, and it is not where it
+    // claims to be.
+    let first = proof
+        .join("_digest")
+        .read_dir()
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let d1 = first.join("0000000001.json");
+    std::fs::rename(&d1, first.join("0000000004.json")).unwrap();
+    let (code, i, _) = offline(&env.archive(), &["--digests", &d]).await;
+    assert_eq!(code, 3);
+    let mut kinds: Vec<String> = findings(&i).into_iter().map(|f| f.0).collect();
+    kinds.sort();
+    assert_eq!(
+        kinds,
+        ["altered_digest", "broken_link", "missing_digest"],
+        "{i:#}"
+    );
+    let moved = rel(&proof, &first.join("0000000004.json"));
+    has(&i, "altered_digest", &moved, "");
+}
