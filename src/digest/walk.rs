@@ -231,7 +231,8 @@ impl<'a> ChainCheck<'a> {
             }
         };
         let body = &parsed.body;
-        if body.state_id != self.state_id || body.seq != seq {
+        let moved = body.state_id != self.state_id || body.seq != seq;
+        if moved {
             out.push(by(Finding::new(Kind::AlteredDigest, &key).because(
                 format!(
                     "it holds digest {} of state {} (moved?)",
@@ -246,7 +247,7 @@ impl<'a> ChainCheck<'a> {
             }
         }
         self.parsed += 1;
-        if self.newest.is_none() {
+        if self.newest.is_none() && !moved {
             self.newest = Some(Newest {
                 state_id: self.state_id.clone(),
                 key: key.clone(),
