@@ -94,14 +94,14 @@ pub async fn walk(archive: &Sink, digests: &Sink, opts: &WalkOpts<'_>) -> Result
         let have = states.get(state).and_then(|s| s.last().copied());
         findings.extend(newest_missing(state, *seq, have));
     }
-    if any_digest {
+    // No digest at all is a finding; digests none of which could be read are findings
+    // already.
+    if !any_digest || !newest.is_empty() {
         findings.extend(max_age_finding(
             &newest,
             opts.max_age_ms,
             crate::clock::now_ms(),
         ));
-    } else {
-        findings.extend(max_age_finding(&[], None, 0));
     }
 
     // 2. The manifests, portal by portal, and 3. each portal's files.
