@@ -599,6 +599,19 @@ async fn digests_kept_elsewhere_are_read_there() {
     let (code, i, _) = offline(&env.archive(), &[]).await;
     assert_eq!(code, 3);
     has(&i, "no_digest", "", "");
+    // Offline, no state is needed, opened or created.
+    let nowhere = env.dir.path().join("no-state.db");
+    let mut c = tokio::process::Command::new(BIN);
+    c.arg("--state")
+        .arg(&nowhere)
+        .arg("--output")
+        .arg(env.archive());
+    c.args(["--digests", &d, "verify", "--offline"]);
+    for (k, v) in aws_env("http://127.0.0.1:9") {
+        c.env(k, v);
+    }
+    Run::from(c.output().await.unwrap()).ok();
+    assert!(!nowhere.exists() && !env.dir.path().join("no-state.db.lock").exists());
     // A digest moved to another seq: the seqs skipped are missing, and it is not where it
     // claims to be.
     let first = proof
