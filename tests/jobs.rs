@@ -698,6 +698,10 @@ const CFN_VARIANTS: &[(&str, &str, Params)] = &[
             ("MemberRoleName", "archiver-read"),
             ("GlueDatabaseName", "audit"),
             ("GlueTableName", "workspaces_web_sessions"),
+            (
+                "DigestSigningKeyArn",
+                "arn:aws:kms:eu-west-1:123456789012:key/11111111-1111-1111-1111-111111111111",
+            ),
         ],
     ),
 ];

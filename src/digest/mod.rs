@@ -76,9 +76,19 @@ impl Digests {
                     opts.sse = None;
                 }
                 let sink = Sink::new(root, s3, &opts)?;
-                sink.check_writable()
-                    .await
-                    .with_context(|| format!("--digests {root}"))?;
+                match &sink {
+                    // A folder: made and probed now.
+                    Sink::Local(_) => sink.check_writable().await,
+                    // A bucket whose role may write digests but delete nothing (the output's
+                    // probe deletes what it writes): listing this state's digests shows the
+                    // bucket is there and reachable; a write refused later fails that
+                    // command, and every next one, until its stored digest is written.
+                    Sink::S3(_) => sink
+                        .list(format::state_prefix(state.state_id()))
+                        .await
+                        .map(drop),
+                }
+                .with_context(|| format!("--digests {root}"))?;
                 sink
             }
         };

@@ -239,8 +239,10 @@ def archive_stack(c, tdir, name, params):
     td_arn = outputs["TaskDefinitionArn"]
     td = c["ecs"].describe_task_definition(taskDefinition=td_arn)["taskDefinition"]
     (container,) = td["containerDefinitions"]
-    env = {e["name"]: e["value"] for e in container["environment"]}
-    check(len(env) == len(container["environment"]), f"a variable twice: {container['environment']}")
+    # moto keeps a null where AWS::NoValue drops an item (ARCHIVER_SIGN_KEY without a key).
+    environment = [e for e in container["environment"] if e is not None]
+    env = {e["name"]: e["value"] for e in environment}
+    check(len(env) == len(environment), f"a variable twice: {environment}")
     check(container["image"] == params["Image"], f"image {container['image']}")
     check(container["command"] == ["--log-format", "json", "run"], f"command {container['command']}")
     check(container["user"] == "10001:10001" and container["readonlyRootFilesystem"], "user")
@@ -263,6 +265,8 @@ def archive_stack(c, tdir, name, params):
         want["ARCHIVER_ACCOUNTS"] = params["AccountIds"]
     else:
         want["ARCHIVER_ORGANIZATION"] = "true"
+    if params.get("DigestSigningKeyArn"):
+        want["ARCHIVER_SIGN_KEY"] = params["DigestSigningKeyArn"]
     check(env == want, f"environment {env}, wanted {want}")
     logs = container["logConfiguration"]["options"]
     groups = c["logs"].describe_log_groups(logGroupNamePrefix=logs["awslogs-group"])["logGroups"]
@@ -284,8 +288,9 @@ def archive_stack(c, tdir, name, params):
     staged = f"{out_key}/_staging/portal_id=p/part-1.tmp"
     published = f"{out_key}/sessions/portal_id=p/start_date=2026-01-01/part-1.parquet"
     manifest = f"{out_key}/_manifest/portal_id=p/m.json"
+    digest = f"{out_key}/_digest/state_id=s/0000000001.json"
     probe = state_key + ".probe-0123"
-    keys = [state_key, state_key + ".lease", probe, staged, published, manifest]
+    keys = [state_key, state_key + ".lease", probe, staged, published, manifest, digest]
     want = {
         "s3:GetObject": set(keys),
         "s3:PutObject": set(keys),
@@ -329,7 +334,18 @@ def archive_stack(c, tdir, name, params):
         check(assume["Condition"] == limit, f"{name}: AssumeRole condition {assume['Condition']}, wanted {limit}")
         org = allows(perms, "organizations:ListAccounts", "*")
         check(org == ("ARCHIVER_ORGANIZATION" in env), f"organizations:ListAccounts granted: {org}")
-        kms = [s for s in perms if any(a.startswith("kms:") for a in as_list(s["Action"]))]
+        signing = [s for s in perms if set(as_list(s["Action"])) & {"kms:Sign", "kms:GetPublicKey"}]
+        if params.get("DigestSigningKeyArn"):
+            check(
+                [(sorted(as_list(s["Action"])), s["Resource"], s.get("Condition")) for s in signing]
+                == [(["kms:GetPublicKey", "kms:Sign"], params["DigestSigningKeyArn"], None)],
+                f"{name}: signing statement {signing}",
+            )
+        else:
+            check(signing == [], f"{name}: signing statement without a key: {signing}")
+        kms = [
+            s for s in perms if any(a.startswith("kms:") for a in as_list(s["Action"])) and s not in signing
+        ]
         if params.get("KmsKeyArn"):
             check(
                 [s["Resource"] for s in kms] == [params["KmsKeyArn"]]
@@ -359,6 +375,7 @@ def archive_stack(c, tdir, name, params):
     shared = {
         "s3:ListBucket", "s3:ListBucketMultipartUploads", "s3:GetObject", "s3:PutObject",
         "s3:DeleteObject", "s3:AbortMultipartUpload", "kms:GenerateDataKey", "kms:Decrypt",
+        "kms:Sign", "kms:GetPublicKey",
         "sts:AssumeRole", "organizations:ListAccounts",
     }
     glue_actions = {"glue:GetTable", "glue:UpdateTable", "glue:BatchCreatePartition"}
@@ -426,6 +443,7 @@ def archive_stack(c, tdir, name, params):
     for key, days in [
         (f"{prefix}/sessions/portal_id=p/start_date=2026-01-01/part-1.parquet", None),
         (f"{prefix}/_manifest/portal_id=p/0001.json", None),
+        (f"{prefix}/_digest/state_id=s/0000000001.json", None),
         (f"{prefix}/_staging/portal_id=p/part-1.tmp", staging_days),
         ("state/archiver.db", None),
         ("state/archiver.db.lease", None),
@@ -463,8 +481,10 @@ def archive_stack(c, tdir, name, params):
         and tls["Condition"] == {"Bool": {"aws:SecureTransport": "false"}},
         f"bucket policy {tls}",
     )
-    # The manifests and the portals' claims: never deleted, never overwritten.
-    manifests = sorted([f"arn:aws:s3:::{out_key}/_manifest/*", f"arn:aws:s3:::{out_key}/_claim/*"])
+    # The manifests, the digests and the portals' claims: never deleted, never overwritten.
+    manifests = sorted(
+        [f"arn:aws:s3:::{out_key}/_manifest/*", f"arn:aws:s3:::{out_key}/_digest/*", f"arn:aws:s3:::{out_key}/_claim/*"]
+    )
     d = denies["DenyDeletingManifests"]
     check(
         sorted(d["Resource"]) == manifests and sorted(d["Action"]) == ["s3:DeleteObject", "s3:DeleteObjectVersion"]
@@ -667,8 +687,9 @@ def main():
     outputs, env = archive_stack(c, tdir, "archiver", org)
     role = member_stack(c, tdir, outputs["TaskRoleArn"], outputs["MaintenanceRoleArn"], env["ARCHIVER_EXTERNAL_ID"])
     check(role["RoleName"] == env["ARCHIVER_ACCOUNT_ROLE"], "the job assumes another role name")
-    # Listed accounts, a KMS key, a named bucket, staged objects expiring.
+    # Listed accounts, a KMS key, a named bucket, staged objects expiring, signed digests.
     key = c["kms"].create_key()["KeyMetadata"]["Arn"]
+    signing_key = c["kms"].create_key(KeyUsage="SIGN_VERIFY", KeySpec="ECC_NIST_P256")["KeyMetadata"]["Arn"]
     archive_stack(
         c,
         tdir,
@@ -680,6 +701,7 @@ def main():
             BucketName="archiver-kms-archive",
             StagingExpirationDays="90",
             GlueDatabaseName="archiver_kms",
+            DigestSigningKeyArn=signing_key,
             ReaderRoleArns="arn:aws:iam::123456789012:role/analyst,arn:aws:iam::123456789012:role/audit-*",
         ),
     )
