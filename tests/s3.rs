@@ -406,13 +406,33 @@ async fn compaction_and_repair_killed_at_each_step_on_s3_are_finished_by_the_nex
         let crashed = t.run_crashing(args, point).await;
         assert_eq!(crashed.code, 134, "{point}: {}", crashed.stderr);
         expire_lease(&t).await;
-        t.run(args).await.ok();
-        t.assert_exact().await;
         if args[0] == "compact" {
+            t.run(args).await.ok();
+            t.assert_exact().await;
             t.assert_clean().await;
+            t.run(&["verify"]).await.ok();
+        } else {
+            ok_but_hand_written(&t.run(&["verify", "--repair", "--json"]).await, point);
+            t.assert_exact().await;
+            ok_but_hand_written(&t.run(&["verify", "--json"]).await, point);
         }
-        t.run(&["verify"]).await.ok();
     }
+}
+
+/// `verify --json` found nothing but the integrity walk's `unreferenced manifest` for the
+/// manifest [`put_flush_manifest`] writes by hand: no digest lists it.
+#[track_caller]
+fn ok_but_hand_written(r: &util::Run, point: &str) {
+    assert!(r.code == 0 || r.code == 3, "{point}: {}", r.stderr);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let portals = v["portals"].as_array().unwrap();
+    assert!(portals.iter().all(|p| p["ok"] == true), "{point}: {v:#}");
+    let found = v["integrity"]["findings"].as_array().unwrap();
+    assert!(
+        found.iter().all(|f| f["kind"] == "unreferenced_manifest"
+            && f["object"].as_str().unwrap().contains("/teststate-")),
+        "{point}: {v:#}"
+    );
 }
 
 /// A manifest of a flush of a state `teststate` recording the file `key` with `bytes`.
