@@ -269,8 +269,8 @@ pub enum Command {
     /// Per portal: checkpoint, watermark, pending sessions, last run.
     Status(StatusArgs),
     /// Prove the archive complete: compare every session the service lists with the Parquet
-    /// files (and their manifests). Exit 3 on differences; `--repair` fixes missing and
-    /// duplicated sessions.
+    /// files (and their manifests), and walk its digest chains. Exit 3 on differences;
+    /// `--repair` fixes missing and duplicated sessions; `--offline` walks the chains alone.
     Verify(VerifyArgs),
     /// Rewrite each partition's files into one (old partitions only), exactly once.
     Compact(CompactArgs),
