@@ -636,3 +636,70 @@ async fn digests_kept_elsewhere_are_read_there() {
     let moved = rel(&proof, &first.join("0000000004.json"));
     has(&i, "altered_digest", &moved, "");
 }
+
+/// Rewriting an unsigned chain to hide an altered compacted file (its manifest's SHA-256 and
+/// size fixed, the newest digest's record of that manifest fixed) is still found offline: the
+/// compaction's rows digest is recomputed from the file's rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compacted_file_altered_with_its_manifest_and_digest_rewritten_is_found_offline() {
+    let env = Env::new(sim_config(1, 600, 0)).await;
+    env.run(&["run", "--flush-rows", "100"]).await.ok();
+    env.run(&["compact", "--older-than", "1d"]).await.ok();
+    let a = env.archive();
+    let (manifest_path, manifest) = files_under(&a.join("_manifest"))
+        .into_iter()
+        .map(|m| {
+            let v = serde_json::from_slice::<Value>(&std::fs::read(&m).unwrap()).unwrap();
+            (m, v)
+        })
+        .find(|(_, m)| m["kind"] == "compaction")
+        .unwrap();
+    let output = a.join(manifest["files"][0]["path"].as_str().unwrap());
+    let old_file = std::fs::read(&output).unwrap();
+    // One username changed, by pyarrow.
+    let py = util::python_with("pyarrow");
+    let script = "import sys, pyarrow as pa, pyarrow.parquet as pq
+f = sys.argv[1]
+t = pq.read_table(f, partitioning=None)
+users = t.column('username').to_pylist()
+users[0] = 'someone-else@example.com'
+i = t.column_names.index('username')
+t = t.set_column(i, t.schema.field(i), pa.array(users, pa.string()))
+pq.write_table(t, f, compression='zstd')";
+    let out = std::process::Command::new(py)
+        .args(["-c", script])
+        .arg(&output)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let new_file = std::fs::read(&output).unwrap();
+    let sha = |b: &[u8]| archiver::sink::manifest::sha256_hex(b);
+    // The manifest made to vouch for the new bytes.
+    let old_manifest = std::fs::read_to_string(&manifest_path).unwrap();
+    let new_manifest = old_manifest
+        .replace(&sha(&old_file), &sha(&new_file))
+        .replace(
+            &format!("\"bytes\":{}", old_file.len()),
+            &format!("\"bytes\":{}", new_file.len()),
+        );
+    assert_ne!(new_manifest, old_manifest);
+    std::fs::write(&manifest_path, &new_manifest).unwrap();
+    // The newest digest (the compaction's, unsigned) made to vouch for the new manifest.
+    let newest = digest(&a, 2);
+    let digest_path = a.join(&newest);
+    let old_digest = std::fs::read_to_string(&digest_path).unwrap();
+    let new_digest =
+        old_digest.replace(&sha(old_manifest.as_bytes()), &sha(new_manifest.as_bytes()));
+    assert_ne!(new_digest, old_digest);
+    std::fs::write(&digest_path, new_digest).unwrap();
+
+    let (code, i, _) = offline(&a, &[]).await;
+    assert_eq!(code, 3, "{i:#}");
+    let key = rel(&a, &manifest_path);
+    has(&i, "unproved_compaction", &key, "");
+    assert_eq!(findings(&i).len(), 1, "{i:#}");
+}

@@ -76,6 +76,9 @@ pub enum Kind {
     AlteredFile,
     /// A `.parquet` file no manifest records as live.
     UnreferencedFile,
+    /// A compaction's proof fails: its live output's rows digest is not the one it recorded,
+    /// or its inputs disagree with their own manifests, or its rows do not add up.
+    UnprovedCompaction,
 }
 
 impl Kind {
@@ -96,6 +99,7 @@ impl Kind {
             Kind::MissingFile => "missing file",
             Kind::AlteredFile => "altered file",
             Kind::UnreferencedFile => "unreferenced file",
+            Kind::UnprovedCompaction => "compaction not proved",
         }
     }
 }
@@ -116,7 +120,7 @@ pub struct Finding {
 }
 
 impl Finding {
-    fn new(kind: Kind, object: impl Into<String>) -> Finding {
+    pub fn new(kind: Kind, object: impl Into<String>) -> Finding {
         Finding {
             kind,
             object: object.into(),
@@ -130,7 +134,7 @@ impl Finding {
         self
     }
 
-    fn because(mut self, detail: impl Into<String>) -> Finding {
+    pub fn because(mut self, detail: impl Into<String>) -> Finding {
         self.detail = Some(detail.into());
         self
     }

@@ -148,6 +148,9 @@ pub async fn walk(archive: &Sink, digests: &Sink, opts: &WalkOpts<'_>) -> Result
             seen_manifests.insert(key);
         }
         let live = LiveFiles::new(&manifests);
+        // Compactions prove themselves: their manifests among themselves now, each live
+        // output's rows digest as it is read.
+        let mut proofs = crate::verify::ProofCheck::new(&manifests);
         drop(manifests);
         let Ok(id) = PortalId::parse(&portal) else {
             continue;
@@ -162,14 +165,30 @@ pub async fn walk(archive: &Sink, digests: &Sink, opts: &WalkOpts<'_>) -> Result
             }
             let bytes = archive.read(key.clone()).await?;
             let name = key.clone();
-            let got = tokio::task::spawn_blocking(move || seen_of(bytes))
-                .await
-                .with_context(|| format!("reading {name}"))?;
+            let proved = proofs.wants(&key);
+            let (got, rows_digest) = tokio::task::spawn_blocking(move || {
+                let digest = proved.then(|| {
+                    crate::rows_digest::file_rows_digest(bytes::Bytes::from(bytes.clone()), &name)
+                        .map(|(_, d)| d.hex())
+                        .unwrap_or_else(|e| format!("unreadable ({e:#})"))
+                });
+                (seen_of(bytes), digest)
+            })
+            .await
+            .with_context(|| format!("reading {key}"))?;
+            if let Some(d) = rows_digest {
+                proofs.output(&key, &d);
+            }
             findings.extend(check_file(&live, &key, &got));
             seen.insert(key);
         }
         if !skip {
             findings.extend(missing_files(&live, &seen));
+            // (Checked by the portal's own file check when `skip`.)
+            findings.extend(proofs.problems.drain(..).map(|p| {
+                let (manifest, why) = p.split_once(": ").unwrap_or((&p, ""));
+                Finding::new(crate::digest::walk::Kind::UnprovedCompaction, manifest).because(why)
+            }));
         }
     }
     findings.extend(
