@@ -298,10 +298,11 @@ async fn a_progress_line_on_a_terminal_and_none_in_logs() {
     env.assert_exact();
 }
 
-/// The demo's last line is a command that runs as printed, from the folder the demo ran in:
-/// after `cargo run` there is no `archiver` on PATH, so it names the binary by its path.
+/// The demo's last two lines are commands that run as printed, from the folder the demo ran
+/// in: after `cargo run` there is no `archiver` on PATH, so they name the binary by its path.
+/// `status` lists the portals; `verify --offline` finds the archive's signed proof intact.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_demos_printed_status_command_runs_as_printed() {
+async fn the_demos_printed_status_and_audit_commands_run_as_printed() {
     let dir = tempfile::tempdir().unwrap();
     let cwd = env!("CARGO_MANIFEST_DIR");
     let demo = util::Run::from(
@@ -316,11 +317,33 @@ async fn the_demos_printed_status_command_runs_as_printed() {
             .unwrap(),
     );
     demo.ok();
-    let line = demo.stdout.trim_end().lines().last().unwrap_or_default();
+    let last: Vec<&str> = demo.stdout.trim_end().lines().rev().take(2).collect();
+    let (line, audit_line) = (last[1], last[0]);
     let command = line
         .strip_prefix("Status:")
-        .unwrap_or_else(|| panic!("the demo's last line is not the status command: {line:?}"))
+        .unwrap_or_else(|| {
+            panic!("the demo's last line but one is not the status command: {line:?}")
+        })
         .trim();
+    let audit = audit_line
+        .strip_prefix("Audit:")
+        .unwrap_or_else(|| panic!("the demo's last line is not the audit command: {audit_line:?}"))
+        .trim();
+    let proof = util::Run::from(
+        tokio::process::Command::new("sh")
+            .args(["-c", audit])
+            .current_dir(cwd)
+            .env("PATH", "/usr/bin:/bin")
+            .output()
+            .await
+            .unwrap(),
+    );
+    proof.ok();
+    assert!(
+        proof.stdout.contains("integrity: intact") && proof.stdout.contains("signatures checked"),
+        "`{audit}` printed:\n{}",
+        proof.stdout
+    );
     assert!(
         !command.starts_with("archiver "),
         "no archiver on PATH, yet the demo says {command:?}"

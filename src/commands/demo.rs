@@ -44,6 +44,22 @@ pub async fn demo(a: DemoArgs, g: &GlobalArgs, stop: Arc<AtomicBool>) -> Result<
         b"archiver demo folder; `archiver demo` replaces it\n",
     )?;
     let archive = dir.join("archive");
+    // A signing key of its own: every digest the demo's runs write is signed with it, and
+    // its public key is what `verify --offline` checks them with.
+    let (private_pem, public) = crate::sign::generate_p256_pem()?;
+    let key_file = dir.join("sign.pem");
+    let public_file = dir.join("public.pem");
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&key_file)
+            .with_context(|| format!("creating {}", key_file.display()))?;
+        std::io::Write::write_all(&mut f, private_pem.as_bytes())?;
+    }
+    std::fs::write(&public_file, public.to_pem())?;
     let config = Config {
         state: StateLoc::Local(dir.join("state.db")),
         output: Output::Local(archive.clone()),
@@ -61,7 +77,7 @@ pub async fn demo(a: DemoArgs, g: &GlobalArgs, stop: Arc<AtomicBool>) -> Result<
         glue_table: None,
         glue_partitions: false,
         digests: None,
-        sign_key: None,
+        sign_key: Some(key_file.display().to_string()),
     };
 
     // The simulated history ends three hours ago: the activity below starts new sessions after
@@ -149,6 +165,31 @@ pub async fn demo(a: DemoArgs, g: &GlobalArgs, stop: Arc<AtomicBool>) -> Result<
         "check:               the archive holds each of the simulator's {} ended sessions exactly once",
         expected.len()
     );
+    // The archive proves itself, as an auditor would check it: the digest chain, its
+    // signatures, the manifests and every file, with no state and no service.
+    let archive_sink = crate::sink::Sink::local(&archive);
+    let integrity = crate::commands::verify::integrity::walk(
+        &archive_sink,
+        &archive_sink,
+        &crate::commands::verify::integrity::WalkOpts {
+            key: Some(&public),
+            max_age_ms: None,
+            portals: None,
+            files_checked: Default::default(),
+            expected_newest: vec![],
+        },
+    )
+    .await?;
+    if !integrity.ok {
+        bail!(
+            "the demo archive's proof has findings: {}",
+            integrity.findings[0]
+        );
+    }
+    println!(
+        "proof:               {} signed digests vouch for {} manifests and {} files (verify --offline)",
+        integrity.digests, integrity.manifests, integrity.files
+    );
     let glob = archive.join("sessions/**/*.parquet");
     println!(
         "\nArchive: {}\nState:   {}",
@@ -165,6 +206,12 @@ pub async fn demo(a: DemoArgs, g: &GlobalArgs, stop: Arc<AtomicBool>) -> Result<
         "\nStatus:  {} --state {} status",
         self_command(),
         shell_word(&job.config.state.to_string())
+    );
+    println!(
+        "Audit:   {} --output {} verify --offline --public-key {}",
+        self_command(),
+        shell_word(&archive.display().to_string()),
+        shell_word(&public_file.display().to_string())
     );
     Ok(())
 }
