@@ -16,19 +16,7 @@ use util::{aws_env, sim_config, Env, Run, BIN};
 
 const DAY_MS: i64 = 86_400_000;
 
-/// `openssl ARGS`, which must succeed.
-fn openssl(args: &[&str]) -> Vec<u8> {
-    let out = std::process::Command::new("openssl")
-        .args(args)
-        .output()
-        .expect("openssl is needed by this test");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
-}
+use util::openssl;
 
 /// A P-256 private key and its public key, made by openssl: `(key.pem, pub.pem)`.
 fn keypair(dir: &Path, name: &str) -> (String, String) {
@@ -496,26 +484,10 @@ async fn a_compacted_archive_is_intact_and_its_inputs_are_not_missing() {
 async fn kms_signed_digests_verify_with_the_kms_key_or_its_pem_offline() {
     use aws_sdk_kms::types::{KeySpec, KeyUsageType};
     let moto = Moto::start().await;
-    let conf = aws_sdk_kms::Config::builder()
-        .behavior_version(aws_sdk_kms::config::BehaviorVersion::latest())
-        .region(aws_sdk_kms::config::Region::new("us-east-1"))
-        .endpoint_url(&moto.endpoint)
-        .credentials_provider(aws_sdk_kms::config::Credentials::new(
-            "test", "test", None, None, "test",
-        ))
-        .http_client(archiver::aws::http_client())
-        .build();
-    let kms = aws_sdk_kms::Client::from_conf(conf);
+    let kms = util::kms::client(&moto.endpoint, "us-east-1");
     let mut arns = Vec::new();
     for spec in [KeySpec::Rsa2048, KeySpec::EccNistP256] {
-        let key = kms
-            .create_key()
-            .key_usage(KeyUsageType::SignVerify)
-            .key_spec(spec)
-            .send()
-            .await
-            .unwrap();
-        arns.push(key.key_metadata().unwrap().arn().unwrap().to_string());
+        arns.push(util::kms::create_key(&kms, KeyUsageType::SignVerify, spec).await);
     }
     let (rsa, ec) = (&arns[0], &arns[1]);
     let env = Env::new(sim_config(1, 300, 0)).await;

@@ -91,24 +91,8 @@ async fn run_with_kms(env: &Env, endpoint: &str, args: &[&str]) -> Run {
 async fn kms_signed_digests_verify_independently_with_one_kms_call_per_command() {
     let moto = Moto::start().await;
     let proxy = FaultProxy::start(&moto.endpoint).await;
-    let conf = aws_sdk_kms::Config::builder()
-        .behavior_version(aws_sdk_kms::config::BehaviorVersion::latest())
-        .region(aws_sdk_kms::config::Region::new("us-east-1"))
-        .endpoint_url(&moto.endpoint)
-        .credentials_provider(aws_sdk_kms::config::Credentials::new(
-            "test", "test", None, None, "test",
-        ))
-        .http_client(archiver::aws::http_client())
-        .build();
-    let kms = aws_sdk_kms::Client::from_conf(conf);
-    let key = kms
-        .create_key()
-        .key_usage(KeyUsageType::SignVerify)
-        .key_spec(KeySpec::EccNistP256)
-        .send()
-        .await
-        .unwrap();
-    let arn = key.key_metadata().unwrap().arn().unwrap().to_string();
+    let kms = util::kms::client(&moto.endpoint, "us-east-1");
+    let arn = util::kms::create_key(&kms, KeyUsageType::SignVerify, KeySpec::EccNistP256).await;
     let der = kms.get_public_key().key_id(&arn).send().await.unwrap();
     let der_hex: String = der
         .public_key()

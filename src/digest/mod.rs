@@ -355,14 +355,7 @@ async fn open_key(
         Some(sdk) => sdk.clone(),
         None => crate::aws::load_sdk(&cfg.regions).await?,
     };
-    // arn:partition:kms:REGION:account:key/id
-    let sdk = match spec.split(':').nth(3).filter(|r| !r.is_empty()) {
-        Some(region) => sdk
-            .into_builder()
-            .region(aws_config::Region::new(region.to_string()))
-            .build(),
-        None => sdk,
-    };
+    // Called in the ARN's region, whatever the SDK's (`crate::sign` switches it).
     let kms = crate::aws::kms_client(&sdk, cfg.max_attempts);
     let owned = spec.to_string();
     if let Some((key_id, algorithm, der)) = state.db(move |st| st.kms_key_record(&owned)).await? {

@@ -9,6 +9,7 @@ use std::process::Output;
 
 use archiver_simulator::{SimConfig, SimSession, Simulator};
 
+pub mod kms;
 pub mod s3;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_archiver");
@@ -112,6 +113,20 @@ pub fn python_with(modules: &str) -> String {
         String::from_utf8_lossy(&probe.stderr)
     );
     py
+}
+
+/// `openssl ARGS`, which must succeed: its stdout.
+pub fn openssl(args: &[&str]) -> Vec<u8> {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("openssl is needed by this test");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
 }
 
 /// The standard AWS variables pointing the SDK at a local endpoint.

@@ -132,14 +132,7 @@ async fn sign_key_public(cfg: &Config, spec: &str) -> Result<VerifyingKey> {
             .verifying_key());
     }
     let sdk = crate::aws::load_sdk(&cfg.regions).await?;
-    // arn:partition:kms:REGION:account:key/id
-    let sdk = match spec.split(':').nth(3).filter(|r| !r.is_empty()) {
-        Some(region) => sdk
-            .into_builder()
-            .region(aws_config::Region::new(region.to_string()))
-            .build(),
-        None => sdk,
-    };
+    // Called in the ARN's region, whatever the SDK's (`crate::sign` switches it).
     let kms = crate::aws::kms_client(&sdk, cfg.max_attempts);
     VerifyingKey::from_kms(&kms, spec).await
 }
