@@ -629,25 +629,7 @@ async fn a_compacted_file_altered_with_its_manifest_and_digest_rewritten_is_foun
     let output = a.join(manifest["files"][0]["path"].as_str().unwrap());
     let old_file = std::fs::read(&output).unwrap();
     // One username changed, by pyarrow.
-    let py = util::python_with("pyarrow");
-    let script = "import sys, pyarrow as pa, pyarrow.parquet as pq
-f = sys.argv[1]
-t = pq.read_table(f, partitioning=None)
-users = t.column('username').to_pylist()
-users[0] = 'someone-else@example.com'
-i = t.column_names.index('username')
-t = t.set_column(i, t.schema.field(i), pa.array(users, pa.string()))
-pq.write_table(t, f, compression='zstd')";
-    let out = std::process::Command::new(py)
-        .args(["-c", script])
-        .arg(&output)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    util::pyarrow(util::CHANGE_A_USERNAME, &[&output]);
     let new_file = std::fs::read(&output).unwrap();
     let sha = |b: &[u8]| archiver::sink::manifest::sha256_hex(b);
     // The manifest made to vouch for the new bytes.

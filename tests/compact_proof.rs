@@ -83,20 +83,7 @@ fn py_digests(paths: &[PathBuf]) -> BTreeMap<String, (u64, String)> {
         .collect()
 }
 
-/// Run Python with pyarrow on `code`, with `args` as sys.argv[1:].
-fn py(code: &str, args: &[&Path]) {
-    let py = util::python_with("pyarrow");
-    let out = std::process::Command::new(py)
-        .args(["-c", code])
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+use util::pyarrow as py;
 
 /// The compaction manifests of the archive: (path, JSON).
 fn compaction_manifests(env: &Env) -> Vec<(PathBuf, serde_json::Value)> {
@@ -121,15 +108,7 @@ f = sys.argv[1]
 t = pq.read_table(f, partitioning=None)
 pq.write_table(t.slice(1), f, compression='zstd')";
 
-/// Rewrites the Parquet file argv[1] with its first row's username changed (pyarrow).
-const CHANGE_A_USERNAME: &str = "import sys, pyarrow as pa, pyarrow.parquet as pq
-f = sys.argv[1]
-t = pq.read_table(f, partitioning=None)
-users = t.column('username').to_pylist()
-users[0] = 'someone-else@example.com'
-i = t.column_names.index('username')
-t = t.set_column(i, t.schema.field(i), pa.array(users, pa.string()))
-pq.write_table(t, f, compression='zstd')";
+use util::CHANGE_A_USERNAME;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_altered_input_stops_compaction_naming_it_and_leaves_its_partition_untouched() {

@@ -115,6 +115,31 @@ pub fn python_with(modules: &str) -> String {
     py
 }
 
+/// Run Python with pyarrow on `code`, with `args` as sys.argv[1:]; it must succeed.
+pub fn pyarrow(code: &str, args: &[&Path]) {
+    let py = python_with("pyarrow");
+    let out = std::process::Command::new(py)
+        .args(["-c", code])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Rewrites the Parquet file argv[1] with its first row's username changed (pyarrow).
+pub const CHANGE_A_USERNAME: &str = "import sys, pyarrow as pa, pyarrow.parquet as pq
+f = sys.argv[1]
+t = pq.read_table(f, partitioning=None)
+users = t.column('username').to_pylist()
+users[0] = 'someone-else@example.com'
+i = t.column_names.index('username')
+t = t.set_column(i, t.schema.field(i), pa.array(users, pa.string()))
+pq.write_table(t, f, compression='zstd')";
+
 /// `openssl ARGS`, which must succeed: its stdout.
 pub fn openssl(args: &[&str]) -> Vec<u8> {
     let out = std::process::Command::new("openssl")
