@@ -186,6 +186,31 @@ pub struct GlobalArgs {
         default_value_t = 16
     )]
     pub s3_part_size_mib: u32,
+    /// Where files are staged before they are published (`_staging/` under it), for an S3
+    /// output: s3://bucket/prefix, in a bucket without Object Lock. Default: the output; for
+    /// an output with Object Lock, the folder of an S3 `--state`.
+    #[arg(long, global = true, env = "ARCHIVER_STAGING", value_name = "S3_URL")]
+    pub staging: Option<String>,
+    /// For an output bucket with Object Lock: keep each object archiver writes for this long
+    /// after it is written (e.g. `7y`, `400d`), instead of the bucket's default retention.
+    #[arg(
+        long,
+        global = true,
+        env = "ARCHIVER_RETAIN_FOR",
+        value_name = "DURATION"
+    )]
+    pub retain_for: Option<String>,
+    /// With `--retain-for`: the Object Lock mode, `governance` or `compliance` (which nobody,
+    /// root included, can shorten or remove). Default: the bucket's default mode, else
+    /// governance.
+    #[arg(
+        long,
+        global = true,
+        env = "ARCHIVER_LOCK_MODE",
+        value_enum,
+        requires = "retain_for"
+    )]
+    pub lock_mode: Option<LockMode>,
     /// Lease on an S3 state: how long it holds without renewal (a crashed run's lease blocks
     /// others at most this long). Renewed every third of it while the run lives.
     #[arg(
@@ -252,6 +277,23 @@ pub struct GlobalArgs {
         value_name = "KMS_ARN|FILE"
     )]
     pub sign_key: Option<String>,
+}
+
+/// `--lock-mode`.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LockMode {
+    Governance,
+    Compliance,
+}
+
+impl LockMode {
+    /// The name S3 gives it.
+    pub fn as_s3(self) -> &'static str {
+        match self {
+            LockMode::Governance => "GOVERNANCE",
+            LockMode::Compliance => "COMPLIANCE",
+        }
+    }
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

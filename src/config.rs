@@ -182,10 +182,19 @@ pub struct S3Options {
     pub storage_class: Option<String>,
     /// Multipart part size and threshold, in bytes.
     pub part_size: usize,
+    /// `--staging`: where files are staged, if not in the output.
+    pub staging: Option<S3Url>,
+    /// The state's location when it is in S3: under an output with Object Lock, files are
+    /// staged in its folder unless `--staging` says otherwise.
+    pub state: Option<S3Url>,
+    /// `--retain-for`: each object's retention under Object Lock, from its write.
+    pub retain_for: Option<std::time::Duration>,
+    /// `--lock-mode`.
+    pub lock_mode: Option<crate::cli::LockMode>,
 }
 
 impl S3Options {
-    fn from_args(g: &GlobalArgs) -> Result<S3Options, UsageError> {
+    fn from_args(g: &GlobalArgs, state: &StateLoc) -> Result<S3Options, UsageError> {
         let sse = match (g.s3_sse.as_deref(), &g.s3_kms_key_id) {
             (None, None) => None,
             (None, Some(_)) => Some("aws:kms".to_string()),
@@ -248,8 +257,30 @@ impl S3Options {
             expected_bucket_owner: g.s3_expected_bucket_owner.clone(),
             storage_class: g.s3_storage_class.clone(),
             part_size: g.s3_part_size_mib as usize * 1024 * 1024,
+            staging: g
+                .staging
+                .as_deref()
+                .map(|s| S3Url::parse(s, "--staging"))
+                .transpose()?,
+            state: match state {
+                StateLoc::S3(u) => Some(u.clone()),
+                StateLoc::Local(_) => None,
+            },
+            retain_for: g.retain_for.as_deref().map(parse_retention).transpose()?,
+            lock_mode: g.lock_mode,
         })
     }
+}
+
+/// `--retain-for`: a duration of at least a day (humantime's grammar: `7y`, `400d`, `18M`).
+fn parse_retention(s: &str) -> Result<std::time::Duration, UsageError> {
+    parse_duration(s)
+        .filter(|d| d.as_secs() >= 86_400)
+        .ok_or_else(|| {
+            UsageError(format!(
+                "invalid --retain-for {s:?}: a duration of at least 1d, e.g. 7y or 400d"
+            ))
+        })
 }
 
 /// The slice of the portals this process handles: shard `index` of `count`.
@@ -656,6 +687,20 @@ impl Config {
             None => None,
             Some(d) => Some(parse_digests(d, &output)?),
         };
+        let s3 = S3Options::from_args(g, &state)?;
+        if !matches!(output, Output::S3(_)) {
+            for (set, flag) in [
+                (s3.staging.is_some(), "--staging"),
+                (s3.retain_for.is_some(), "--retain-for"),
+            ] {
+                if set {
+                    return Err(UsageError(format!(
+                        "{flag} is for an S3 output (s3://bucket/prefix), not {}",
+                        g.output
+                    )));
+                }
+            }
+        }
         let sign_key = match g.sign_key.as_deref() {
             Some("") => return Err(UsageError("--sign-key is empty".into())),
             k => k.map(str::to_string),
@@ -670,7 +715,7 @@ impl Config {
             state,
             output,
             regions,
-            s3: S3Options::from_args(g)?,
+            s3,
             lease_ttl,
             accounts: Accounts::from_args(g)?,
             glue_table: g.glue_table.as_deref().map(GlueTable::parse).transpose()?,
