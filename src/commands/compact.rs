@@ -36,7 +36,7 @@ use crate::run::flush::{Encoded, Points, Target};
 use crate::run::recover::{recover, Retired};
 use crate::sink::layout::DATASET;
 use crate::sink::manifest::Proof;
-use crate::sink::Sink;
+use crate::sink::{Role, Sink};
 use crate::state::StateHandle;
 use crate::verify::{input_problem, live_files, missing_from, ManifestFile};
 
@@ -104,7 +104,14 @@ async fn compact_on(
                 .collect())
         })
         .await?;
-    let sink = Sink::new(&cfg.output, s3, &cfg.s3)?;
+    let sink = Sink::open(&cfg.output, s3, &cfg.s3, Role::Output).await?;
+    if sink.lock().is_some() {
+        bail!(
+            "compact: {} has Object Lock: compaction deletes the files it replaces, and a \
+             locked file cannot be deleted until its retention ends; nothing was changed",
+            cfg.output
+        );
+    }
     sink.check_writable().await?;
     let digests = Digests::open(cfg, s3, None, state).await?;
     digests.recover(state).await?;

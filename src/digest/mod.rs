@@ -29,7 +29,7 @@ use crate::failpoint;
 use crate::model::PortalId;
 use crate::sign::SigningKey;
 use crate::sink::manifest::sha256_hex;
-use crate::sink::{manifest_key, Sink, MANIFEST, STAGING};
+use crate::sink::{manifest_key, Role, Sink, MANIFEST, STAGING};
 use crate::state::{DigestBasis, ManifestRow, NewDigest, StateHandle};
 use format::{Body, ManifestRef, PortalPass, Previous, Range, Signing};
 
@@ -63,7 +63,7 @@ impl Digests {
         sdk: Option<&aws_config::SdkConfig>,
         state: &StateHandle,
     ) -> Result<Digests> {
-        let output = Sink::new(&cfg.output, s3, &cfg.s3)?;
+        let output = Sink::open(&cfg.output, s3, &cfg.s3, Role::Digests).await?;
         let sink = match &cfg.digests {
             None => output.clone(),
             Some(root) => {
@@ -75,7 +75,7 @@ impl Digests {
                     opts.kms_key_id = None;
                     opts.sse = None;
                 }
-                let sink = Sink::new(root, s3, &opts)?;
+                let sink = Sink::open(root, s3, &opts, Role::Digests).await?;
                 match &sink {
                     // A folder: made and probed now.
                     Sink::Local(_) => sink.check_writable().await,

@@ -29,7 +29,7 @@ use crate::digest::Digests;
 use crate::error::Interrupted;
 use crate::model::PortalId;
 use crate::report::{AccountReport, Failure, PortalReport, RunSummary};
-use crate::sink::Sink;
+use crate::sink::{Role, Sink};
 use crate::state::{LastSuccesses, PortalOutcome, StateHandle};
 use pass::{archive_portal, PortalCtx};
 
@@ -111,7 +111,7 @@ async fn take_state_and_run(
         Ok(run_id) => {
             let mut digests = None;
             let result = async {
-                let sink = Sink::new(&cfg.output, s3.as_ref(), &cfg.s3)?;
+                let sink = Sink::open(&cfg.output, s3.as_ref(), &cfg.s3, Role::Output).await?;
                 sink.check_writable().await?;
                 let sdk = match early {
                     Some(sdk) => sdk,

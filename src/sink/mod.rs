@@ -19,6 +19,7 @@
 
 pub mod layout;
 mod local;
+pub mod lock;
 pub mod manifest;
 mod s3;
 
@@ -31,7 +32,7 @@ pub use layout::{
     writer_of, DATASET, MANIFEST, STAGING,
 };
 pub use local::LocalSink;
-pub use s3::{dataset_url, S3Sink};
+pub use s3::{dataset_url, Role, S3Sink};
 
 use crate::config::{Output, S3Options};
 use crate::model::PortalId;
@@ -40,7 +41,7 @@ use crate::model::PortalId;
 #[derive(Clone, Debug)]
 pub enum Sink {
     Local(LocalSink),
-    S3(S3Sink),
+    S3(Box<S3Sink>),
 }
 
 impl Sink {
@@ -50,9 +51,65 @@ impl Sink {
             Output::Local(root) => Sink::Local(LocalSink::new(root)),
             Output::S3(url) => {
                 let client = s3.ok_or_else(|| anyhow::anyhow!("no S3 client for {url}"))?;
-                Sink::S3(S3Sink::new(client.clone(), url.clone(), opts.clone()))
+                Sink::S3(Box::new(S3Sink::new(
+                    client.clone(),
+                    url.clone(),
+                    opts.clone(),
+                )))
             }
         })
+    }
+
+    /// The sink for an output, opened for `role`: on S3, the bucket's Object Lock is found
+    /// and, for the output, where files are staged (see [`S3Sink::open`]).
+    pub async fn open(
+        output: &Output,
+        s3: Option<&aws_sdk_s3::Client>,
+        opts: &S3Options,
+        role: Role,
+    ) -> Result<Sink> {
+        Ok(match output {
+            Output::Local(root) => Sink::Local(LocalSink::new(root)),
+            Output::S3(url) => {
+                let client = s3.ok_or_else(|| anyhow::anyhow!("no S3 client for {url}"))?;
+                Sink::S3(Box::new(
+                    S3Sink::open(client.clone(), url.clone(), opts.clone(), role).await?,
+                ))
+            }
+        })
+    }
+
+    /// The Object Lock of an S3 output's bucket, if it has one (found by [`Sink::open`]).
+    pub fn lock(&self) -> Option<&lock::Lock> {
+        match self {
+            Sink::Local(_) => None,
+            Sink::S3(s) => s.lock(),
+        }
+    }
+
+    /// Under a lock, the delete markers hiding archived objects (data, manifests, digests):
+    /// `(key, marker version)`. Without a lock, none are looked for.
+    pub async fn hidden(&self) -> Result<Vec<(String, String)>> {
+        match self {
+            Sink::S3(s) if s.lock().is_some() => {
+                s.hidden(&[
+                    DATASET,
+                    MANIFEST,
+                    layout::CLAIM,
+                    crate::digest::format::DIGEST,
+                ])
+                .await
+            }
+            _ => Ok(Vec::new()),
+        }
+    }
+
+    /// Remove a delete marker found by [`Sink::hidden`].
+    pub async fn remove_marker(&self, key: &str, version_id: &str) -> Result<()> {
+        match self {
+            Sink::S3(s) => s.remove_marker(key, version_id).await,
+            Sink::Local(_) => Ok(()),
+        }
     }
 
     /// A local folder.
