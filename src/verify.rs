@@ -45,6 +45,9 @@ pub struct Counts {
     pub expired: u64,
     /// Rows of sessions the service does not list, though newer than the oldest it lists.
     pub extra: u64,
+    /// Duplicated sessions `verify --repair` could not rewrite (their files are under Object
+    /// Lock) and recorded as kept: not a difference.
+    pub kept_duplicates: u64,
 }
 
 impl Counts {
@@ -57,6 +60,7 @@ impl Counts {
         self.differing += o.differing;
         self.expired += o.expired;
         self.extra += o.extra;
+        self.kept_duplicates += o.kept_duplicates;
     }
 
     /// Rows or sessions that are not as they should be.

@@ -50,6 +50,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0008_digests",
         include_str!("../../migrations/0008_digests.sql"),
     ),
+    (
+        "0009_kept_duplicates",
+        include_str!("../../migrations/0009_kept_duplicates.sql"),
+    ),
 ];
 
 /// The state database.

@@ -19,6 +19,7 @@ mod commit;
 mod db;
 mod digests;
 mod glue;
+mod kept;
 mod lease;
 pub mod lock;
 mod portals;

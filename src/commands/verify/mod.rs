@@ -38,7 +38,7 @@ use crate::run::recover::{check_unclaimed, claim, recover, Retired};
 use crate::sign::VerifyingKey;
 use crate::sink::layout::MANIFEST;
 use crate::sink::manifest::sha256_hex;
-use crate::sink::Sink;
+use crate::sink::{Role, Sink};
 use crate::source::{FetchError, Order, Source};
 use crate::state::StateHandle;
 use crate::verify::{
@@ -149,13 +149,15 @@ pub async fn verify_offline(cfg: &Config, proof: &Proof, json: bool) -> Result<(
         }
         false => None,
     };
-    let archive = Sink::new(&cfg.output, s3.as_ref(), &cfg.s3)?;
+    let archive = Sink::open(&cfg.output, s3.as_ref(), &cfg.s3, Role::Read).await?;
     let digests = proof.sink(cfg, s3.as_ref())?;
     let integrity = integrity::walk(&archive, &digests, &proof.opts()).await?;
+    let hidden = archive.hidden().await?;
     let report = VerifyReport {
-        ok: integrity.ok,
+        ok: integrity.ok && hidden.is_empty(),
         portals: Vec::new(),
         integrity: Some(integrity),
+        delete_markers: hidden.into_iter().map(|(k, _)| k).collect(),
     };
     print_report(&report, json)?;
     finding_error(&report, None)
@@ -171,6 +173,9 @@ fn print_report(report: &VerifyReport, json: bool) -> Result<()> {
     }
     if let Some(i) = &report.integrity {
         integrity::print(i);
+    }
+    for key in &report.delete_markers {
+        println!("hidden by a delete marker: {key}");
     }
     Ok(())
 }
@@ -193,6 +198,12 @@ fn finding_error(report: &VerifyReport, unreachable: Option<&str>) -> Result<()>
         parts.push(match i.findings.len() {
             1 => format!("the archive's proof has 1 finding: {first}"),
             n => format!("the archive's proof has {n} findings, the first: {first}"),
+        });
+    }
+    if let Some(first) = report.delete_markers.first() {
+        parts.push(match report.delete_markers.len() {
+            1 => format!("1 archived object is hidden by a delete marker: {first}"),
+            n => format!("{n} archived objects are hidden by delete markers, the first: {first}"),
         });
     }
     let mut line = parts.join("; ");
@@ -236,7 +247,21 @@ pub async fn verify(
     // Accounts that could not be reached: verified nothing there, so never "ok".
     let mut unreachable: Option<String> = None;
     let result = async {
-        let sink = Sink::new(&cfg.output, s3.as_ref(), &cfg.s3)?;
+        let role = match repair {
+            true => Role::Output,
+            false => Role::Read,
+        };
+        let sink = Sink::open(&cfg.output, s3.as_ref(), &cfg.s3, role).await?;
+        // Under Object Lock, files and manifests hidden by a delete marker: a repair removes
+        // the markers first, so what they hid is compared (and not written again).
+        let mut hidden = sink.hidden().await?;
+        if repair {
+            for (key, version) in &hidden {
+                sink.remove_marker(key, version).await?;
+                info!(key = %key, "removed the delete marker that hid a locked object: it is back");
+            }
+            hidden.clear();
+        }
         let mut sources = discover::sources(&sdk, cfg, &stop).await?;
         // Every portal the service lists, and those the state or the archive knows that it no
         // longer lists (`gone`): the archive is their only record, verified without the
@@ -264,6 +289,7 @@ pub async fn verify(
                     let source = clients.source(reach);
                     let ctx = Ctx {
                         sink: &sink,
+                        state: &state,
                         source: Some(&source),
                         portal,
                         page_size: cfg.page_size(),
@@ -284,6 +310,7 @@ pub async fn verify(
             info!(portal_id = %portal, "no longer listed by the service: verifying its files against the manifests");
             let ctx = Ctx {
                 sink: &sink,
+                state: &state,
                 source: None,
                 portal,
                 page_size: cfg.page_size(),
@@ -313,18 +340,19 @@ pub async fn verify(
             .collect();
         let digests = proof.sink(cfg, s3.as_ref())?;
         let integrity = integrity::walk(&sink, &digests, &opts).await?;
-        Ok::<_, anyhow::Error>((out, integrity))
+        Ok::<_, anyhow::Error>((out, integrity, hidden))
     }
     .await;
     let finished = state.finish().await;
     if result.is_ok() {
         finished?;
     }
-    let (portals, integrity): (Vec<PortalVerify>, Integrity) = result?;
+    let (portals, integrity, hidden): (Vec<PortalVerify>, Integrity, _) = result?;
     let report = VerifyReport {
-        ok: portals.iter().all(|p| p.ok) && integrity.ok,
+        ok: portals.iter().all(|p| p.ok) && integrity.ok && hidden.is_empty(),
         portals,
         integrity: Some(integrity),
+        delete_markers: hidden.into_iter().map(|(k, _)| k).collect(),
     };
     print_report(&report, json)?;
     finding_error(&report, unreachable.as_deref())?;
@@ -408,6 +436,7 @@ async fn repair_all(
             let source = clients.source(reach);
             let ctx = Ctx {
                 sink,
+                state,
                 source: Some(&source),
                 portal,
                 page_size: cfg.page_size(),
@@ -452,17 +481,22 @@ async fn repair_all(
                 .finish()
                 .await
                 .with_context(|| format!("repairing portal {portal}"))?;
-            let mut v =
-                if repaired.written + repaired.partitions_rewritten + repaired.lost_files > 0 {
-                    verify_portal(&ctx, None).await?
-                } else {
-                    first
-                };
+            let mut v = if repaired.written
+                + repaired.partitions_rewritten
+                + repaired.lost_files
+                + repaired.duplicates_kept
+                > 0
+            {
+                verify_portal(&ctx, None).await?
+            } else {
+                first
+            };
             info!(
                 portal_id = %portal,
                 written = repaired.written,
                 partitions_rewritten = repaired.partitions_rewritten,
                 rows_removed = repaired.rows_removed,
+                duplicates_kept = repaired.duplicates_kept,
                 ok = v.ok,
                 "repaired"
             );
@@ -501,6 +535,8 @@ async fn repair_all(
 /// What verifying one portal reads from.
 struct Ctx<'a> {
     sink: &'a Sink,
+    /// Its duplicated sessions recorded as kept (under Object Lock) are read from it.
+    state: &'a StateHandle,
     /// `None`: the service no longer lists the portal; the archive is verified alone.
     source: Option<&'a Source>,
     portal: &'a PortalId,
@@ -520,11 +556,14 @@ async fn verify_portal(
     let mut parts: BTreeMap<String, Vec<String>> =
         ctx.sink.partitions(portal).await?.into_iter().collect();
     let files = parts.values().map(|k| k.len() as u64).sum();
+    let id = portal.to_string();
+    let kept = ctx.state.db(move |st| st.kept_duplicates(&id)).await?;
     let mut day = DayCtx {
         ctx,
         parts: &mut parts,
         check: load_manifests(ctx.sink, portal).await?,
         counts: Counts::default(),
+        kept,
     };
     let mut walker = Walker::default();
     let mut token: Option<String> = None;
@@ -617,6 +656,8 @@ struct DayCtx<'a, 'b> {
     parts: &'a mut BTreeMap<String, Vec<String>>,
     check: FileCheck,
     counts: Counts,
+    /// Duplicated sessions recorded as kept: counted as `kept_duplicates`.
+    kept: std::collections::HashSet<String>,
 }
 
 impl DayCtx<'_, '_> {
@@ -649,7 +690,14 @@ impl DayCtx<'_, '_> {
                 self.check.rows_digest(&key, &d);
             }
         }
-        let r = compare_day(day.sessions, &rows, expire_before);
+        let mut r = compare_day(day.sessions, &rows, expire_before);
+        if !self.kept.is_empty() {
+            let before = r.duplicated.len();
+            r.duplicated.retain(|(id, _)| !self.kept.contains(id));
+            let kept = (before - r.duplicated.len()) as u64;
+            r.counts.duplicated -= kept;
+            r.counts.kept_duplicates += kept;
+        }
         self.counts.add(&r.counts);
         if r.counts.differences() > 0 {
             info!(

@@ -120,12 +120,36 @@ impl<'a> Repairer<'a> {
         if keys.is_empty() {
             return Ok(());
         }
+        if self.target.sink.lock().is_some() {
+            return self.keep(date, expected.into_keys().collect()).await;
+        }
         let removed = self
             .dedup_partition(date, keys, expected)
             .await
             .with_context(|| format!("partition {date}"))?;
         self.done.partitions_rewritten += 1;
         self.done.rows_removed += removed;
+        Ok(())
+    }
+
+    /// Under Object Lock, a partition's files cannot be replaced: its duplicated sessions are
+    /// recorded as kept, and counted so by every later `verify`.
+    async fn keep(&mut self, date: &str, mut ids: Vec<String>) -> Result<()> {
+        let (state, portal) = (self.target.state, self.target.portal);
+        ids.sort();
+        let n = ids.len() as u64;
+        let (id, day) = (portal.to_string(), date.to_string());
+        state
+            .db(move |st| st.keep_duplicates(&id, &day, &ids, now_ms()))
+            .await?;
+        self.done.duplicates_kept += n;
+        tracing::warn!(
+            portal_id = %portal,
+            date,
+            sessions = n,
+            "sessions with more than one row in locked files: kept (a locked file cannot be \
+             replaced until its retention ends) and recorded; queries deduplicate by session_id"
+        );
         Ok(())
     }
 

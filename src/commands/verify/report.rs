@@ -13,6 +13,10 @@ pub struct VerifyReport {
     /// The archive's own proof: digest chains, manifests and files (see `docs/audit.md`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub integrity: Option<super::integrity::Integrity>,
+    /// Under Object Lock: archived objects (keys under the output) a delete marker hides from
+    /// readers. `verify --repair` removes the markers.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub delete_markers: Vec<String>,
 }
 
 /// One portal's verification.
@@ -50,6 +54,8 @@ pub struct Repaired {
     pub rows_removed: u64,
     /// Lost files recorded as replaced (their sessions were written again).
     pub lost_files: u64,
+    /// Duplicated sessions in locked files (Object Lock), recorded as kept.
+    pub duplicates_kept: u64,
 }
 
 /// The text report.
@@ -112,6 +118,12 @@ pub(super) fn print_table(r: &VerifyReport) {
             if paths.len() > 20 {
                 println!("{}: {what}: {} more", p.portal_id, paths.len() - 20);
             }
+        }
+        if p.counts.kept_duplicates > 0 {
+            println!(
+                "{}: {} sessions have more than one row in locked files: kept, as recorded by verify --repair",
+                p.portal_id, p.counts.kept_duplicates
+            );
         }
         if let Some(rep) = p
             .repaired
