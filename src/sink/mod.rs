@@ -87,9 +87,9 @@ impl Sink {
         }
     }
 
-    /// Under a lock, the delete markers hiding archived objects (data, manifests, digests):
-    /// `(key, marker version)`. Without a lock, none are looked for.
-    pub async fn hidden(&self) -> Result<Vec<(String, String)>> {
+    /// Under a lock, the archived objects (data, manifests, claims, digests) delete markers
+    /// hide: `(key, the version ids of its markers)`. Without a lock, none are looked for.
+    pub async fn hidden(&self) -> Result<Vec<(String, Vec<String>)>> {
         match self {
             Sink::S3(s) if s.lock().is_some() => {
                 s.hidden(&[

@@ -747,16 +747,20 @@ impl S3Sink {
         Ok(())
     }
 
-    /// Delete markers that hide an object version under these prefixes (relative to the
-    /// output): `(key, the marker's version id)`, sorted. ListObjectVersions, one call per
-    /// 1000 versions and markers.
-    pub async fn hidden(&self, rel_prefixes: &[&str]) -> Result<Vec<(String, String)>> {
+    /// Objects under these prefixes (keys relative to the output) that a delete marker hides:
+    /// their newest version is a marker, and an object version is under it. With each, the
+    /// version ids of all its markers (removing only the newest would leave the next one
+    /// current). Sorted by key. ListObjectVersions, one call per 1000 versions and markers.
+    pub async fn hidden(&self, rel_prefixes: &[&str]) -> Result<Vec<(String, Vec<String>)>> {
         let b = self.bucket();
         let root = self.key("");
         let mut out = Vec::new();
         for rel in rel_prefixes {
             let prefix = format!("{}/", self.key(rel));
-            let (mut kept, mut markers) = (std::collections::HashSet::new(), Vec::new());
+            let mut kept = std::collections::HashSet::new();
+            // key -> (a marker is the newest version, the markers' version ids)
+            let mut markers: std::collections::BTreeMap<String, (bool, Vec<String>)> =
+                Default::default();
             let (mut key_marker, mut version_marker) = (None::<String>, None::<String>);
             loop {
                 let page = self
@@ -775,10 +779,10 @@ impl S3Sink {
                     kept.extend(v.key().map(str::to_string));
                 }
                 for m in page.delete_markers() {
-                    if let (Some(k), Some(id), Some(true)) =
-                        (m.key(), m.version_id(), m.is_latest())
-                    {
-                        markers.push((k.to_string(), id.to_string()));
+                    if let (Some(k), Some(id)) = (m.key(), m.version_id()) {
+                        let e = markers.entry(k.to_string()).or_default();
+                        e.0 |= m.is_latest() == Some(true);
+                        e.1.push(id.to_string());
                     }
                 }
                 if page.is_truncated() != Some(true) {
@@ -787,14 +791,14 @@ impl S3Sink {
                 key_marker = page.next_key_marker().map(str::to_string);
                 version_marker = page.next_version_id_marker().map(str::to_string);
             }
-            for (k, id) in markers {
-                if kept.contains(&k) {
+            for (k, (latest, ids)) in markers {
+                if latest && kept.contains(&k) {
                     let rel = if root.is_empty() {
                         &k
                     } else {
                         k.strip_prefix(&root).unwrap_or(&k)
                     };
-                    out.push((rel.to_string(), id));
+                    out.push((rel.to_string(), ids));
                 }
             }
         }

@@ -256,9 +256,11 @@ pub async fn verify(
         // the markers first, so what they hid is compared (and not written again).
         let mut hidden = sink.hidden().await?;
         if repair {
-            for (key, version) in &hidden {
-                sink.remove_marker(key, version).await?;
-                info!(key = %key, "removed the delete marker that hid a locked object: it is back");
+            for (key, markers) in &hidden {
+                for version in markers {
+                    sink.remove_marker(key, version).await?;
+                }
+                info!(key = %key, markers = markers.len(), "removed the delete marker that hid a locked object: it is back");
             }
             hidden.clear();
         }
