@@ -93,9 +93,15 @@ impl Lock {
 }
 
 /// The bucket's Object Lock configuration: `None` if it has none. A store without the call
-/// (501, 405) has none; a policy that denies it (403) is warned about and taken as none, so
-/// a role without `s3:GetBucketObjectLockConfiguration` works as before on unlocked buckets.
-pub async fn detect(client: &Client, bucket: &str, opts: &S3Options) -> Result<Option<BucketLock>> {
+/// (501, 405) has none; a policy that denies it (403) is taken as none, so a role without
+/// `s3:GetBucketObjectLockConfiguration` works as before on unlocked buckets (`warn`: with a
+/// warning, for the output, where a lock changes how archiver writes).
+pub async fn detect(
+    client: &Client,
+    bucket: &str,
+    opts: &S3Options,
+    warn: bool,
+) -> Result<Option<BucketLock>> {
     let got = client
         .get_object_lock_configuration()
         .bucket(bucket)
@@ -111,6 +117,7 @@ pub async fn detect(client: &Client, bucket: &str, opts: &S3Options) -> Result<O
         {
             return Ok(None)
         }
+        Err(e) if e.status == Some(403) && !warn => return Ok(None),
         Err(e) if e.status == Some(403) => {
             tracing::warn!(
                 bucket,

@@ -86,7 +86,7 @@ impl S3Sink {
     /// stays (and is billed) until its retention ends. Errors are one line naming the fix.
     pub async fn open(client: Client, url: S3Url, opts: S3Options, role: Role) -> Result<S3Sink> {
         let b = url.bucket.clone();
-        let found = lock::detect(&client, &b, &opts).await?;
+        let found = lock::detect(&client, &b, &opts, role != Role::Read).await?;
         let lock = match (found, role) {
             (Some(l), Role::Read) => Some(Lock::of(&b, &l, &opts).unwrap_or(Lock {
                 mode: "GOVERNANCE",
@@ -121,15 +121,11 @@ impl S3Sink {
                 },
             };
             if let Some(l) = &lock {
-                if opts.state.as_ref().is_some_and(|st| st.bucket == b) {
-                    bail!(
-                        "the state cannot be in bucket {b}: it has Object Lock, so every save of \
-                         the state would stay locked; put --state in another bucket"
-                    );
-                }
                 if let Some(s) = &staging {
-                    let locked =
-                        s.bucket == b || lock::detect(&client, &s.bucket, &opts).await?.is_some();
+                    let locked = s.bucket == b
+                        || lock::detect(&client, &s.bucket, &opts, false)
+                            .await?
+                            .is_some();
                     if locked {
                         bail!(
                             "staging bucket {} has Object Lock: each staged copy would stay \

@@ -70,6 +70,18 @@ impl Remote {
         ttl: Duration,
         local: PathBuf,
     ) -> Result<Remote> {
+        // Every save of a state in a locked bucket would stay (and be billed) as a version
+        // until its retention ends: refused before anything is written there.
+        if crate::sink::lock::detect(client, &url.bucket, opts, false)
+            .await?
+            .is_some()
+        {
+            bail!(
+                "the state cannot be in bucket {}: it has Object Lock, so every save of the \
+                 state would stay locked; put --state in a bucket without it",
+                url.bucket
+            );
+        }
         probe_conditional_writes(client, url, opts).await?;
         let lease = Lease::acquire(client, url, opts, command, ttl).await?;
         let remote = Remote {
