@@ -872,8 +872,7 @@ async fn markers_found_and_removed(state: StateAt, layers: usize) {
         .expect("a published file");
     let manifest = before
         .keys()
-        .filter(|k| k.contains("/_manifest/"))
-        .last()
+        .rfind(|k| k.contains("/_manifest/"))
         .map(rel)
         .expect("a manifest");
     let mut victims = vec![file.clone(), manifest.clone()];
