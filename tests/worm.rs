@@ -1225,3 +1225,88 @@ async fn bad_set_ups_fail_in_one_line_before_archiving() {
         .collect();
     assert!(deletes.is_empty(), "deletes sent to {NODEF}: {deletes:?}");
 }
+
+/// A file over the part size, published into a locked bucket: a multipart upload to its final
+/// key, completed only if the key is free, so a replayed publish (a lost reply, a run killed
+/// before the staged copy was deleted) leaves one version; the staged copy is read from and
+/// deleted in the staging bucket, and nothing else is ever in the locked one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_over_the_part_size_is_written_once_in_parts() {
+    use archiver::config::{Output, S3Options, S3Url};
+    use archiver::sink::{Role, Sink};
+    let moto = Moto::start().await;
+    let proxy = FaultProxy::start(&moto.endpoint).await;
+    let c = s3u::client(&moto.endpoint);
+    create_locked(&c, LOCKED, Some((ObjectLockRetentionMode::Governance, 1))).await;
+    s3u::create_bucket(&c, WORK).await;
+    let opts = S3Options {
+        part_size: 5 * 1024 * 1024,
+        staging: Some(S3Url::parse(&format!("s3://{WORK}/{STAGING}"), "--staging").unwrap()),
+        ..S3Options::default()
+    };
+    let out = Output::parse(&format!("s3://{LOCKED}/{PREFIX}")).unwrap();
+    let via_proxy = s3u::client(&proxy.endpoint);
+    let sink = Sink::open(&out, Some(&via_proxy), &opts, Role::Output)
+        .await
+        .unwrap();
+    assert!(sink.lock().is_some());
+    sink.check_writable().await.unwrap();
+    // 12 MiB of incompressible bytes: three parts.
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let big: Vec<u8> = (0..12 * 1024 * 1024)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    let staged = "_staging/portal_id=p/part-a-0000000001-2026-01-01-t.tmp".to_string();
+    let fin = "sessions/portal_id=p/start_date=2026-01-01/part-a-0000000001.parquet".to_string();
+    sink.stage(staged.clone(), big.clone(), "").await.unwrap();
+    // Replayed with the staged copy still there: the second completion is refused (the key is
+    // taken) and recognised as this file's own.
+    sink.publish(staged.clone(), fin.clone()).await.unwrap();
+    s3u::put(&c, WORK, &format!("{STAGING}/{staged}"), big.clone()).await;
+    sink.publish(staged.clone(), fin.clone()).await.unwrap();
+    assert_eq!(s3u::get(&c, LOCKED, &format!("{PREFIX}/{fin}")).await, big);
+    let vs = versions(&c, LOCKED).await;
+    assert_eq!(
+        vs.keys().cloned().collect::<Vec<_>>(),
+        vec![format!("{PREFIX}/{fin}")],
+        "only the final file is in the locked bucket: {vs:?}"
+    );
+    assert_eq!(vs.values().next().unwrap().len(), 1, "one version: {vs:?}");
+    assert!(
+        s3u::uploads(&c, LOCKED).await.is_empty(),
+        "no upload left open"
+    );
+    assert!(
+        !s3u::keys(&c, WORK)
+            .await
+            .iter()
+            .any(|k| k.contains("part-a")),
+        "the staged copy is deleted"
+    );
+    let seen = proxy.faults().seen.clone();
+    let in_locked = |m: &str| {
+        seen.iter()
+            .filter(|(method, p, _)| method == m && p.starts_with(&format!("/{LOCKED}/")))
+            .count()
+    };
+    assert_eq!(in_locked("DELETE"), 1, "only the refused upload's abort");
+    assert!(seen
+        .iter()
+        .filter(|(m, p, _)| m == "DELETE" && p.starts_with(&format!("/{LOCKED}/")))
+        .all(|(_, p, _)| p.contains("uploadId=")));
+    let completions: Vec<_> = seen
+        .iter()
+        .filter(|(m, p, _)| {
+            m == "POST" && p.starts_with(&format!("/{LOCKED}/")) && p.contains("uploadId=")
+        })
+        .collect();
+    assert_eq!(completions.len(), 2);
+    assert!(completions
+        .iter()
+        .all(|(_, _, h)| h.iter().any(|(k, v)| k == "if-none-match" && v == "*")));
+}
