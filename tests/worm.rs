@@ -1310,3 +1310,111 @@ async fn a_file_over_the_part_size_is_written_once_in_parts() {
         .iter()
         .all(|(_, _, h)| h.iter().any(|(k, v)| k == "if-none-match" && v == "*")));
 }
+
+/// A session archived twice into locked files (as a copy that a manifest records would be)
+/// cannot be rewritten: `verify` counts it as duplicated (exit 3); `verify --repair` sends no
+/// delete and writes no file, and records it as kept; from then on `verify` counts it under
+/// `kept_duplicates`, not as a difference, and the portal is ok.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicates_in_locked_files_are_reported_and_kept_not_counted_twice() {
+    let w = W::new(
+        Some((ObjectLockRetentionMode::Governance, 1)),
+        StateAt::Local,
+        600,
+    )
+    .await;
+    w.run(&RUN).await.ok();
+    let keys = w.locked_keys().await;
+    // A file of an older day (the newest may still receive sessions), copied under a new name
+    // with a manifest recording it.
+    let file = keys
+        .iter()
+        .find(|k| k.ends_with(".parquet"))
+        .expect("a published file")
+        .clone();
+    let portal = file
+        .split('/')
+        .find_map(|s| s.strip_prefix("portal_id="))
+        .unwrap()
+        .to_string();
+    let bytes = s3u::get(&w.s3, LOCKED, &file).await;
+    let rows = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+        bytes::Bytes::from(bytes.clone()),
+    )
+    .unwrap()
+    .metadata()
+    .file_metadata()
+    .num_rows() as u64;
+    let copy = file.replace(".parquet", "-copy.parquet");
+    let rel = |k: &str| k.strip_prefix(&format!("{PREFIX}/")).unwrap().to_string();
+    let manifest = serde_json::json!({
+        "version": 1,
+        "portal_id": portal,
+        "state_id": "teststate",
+        "seq": 1,
+        "kind": "flush",
+        "files": [{
+            "path": rel(&copy),
+            "rows": rows,
+            "bytes": bytes.len(),
+            "sha256": archiver::sink::manifest::sha256_hex(&bytes),
+        }],
+        "replaces": [],
+    });
+    for (key, body) in [
+        (copy.clone(), bytes.clone()),
+        (
+            format!("{PREFIX}/_manifest/portal_id={portal}/teststate-0000000001.json"),
+            serde_json::to_vec(&manifest).unwrap(),
+        ),
+    ] {
+        w.s3.put_object()
+            .bucket(LOCKED)
+            .key(key)
+            .body(body.into())
+            .checksum_algorithm(aws_sdk_s3::types::ChecksumAlgorithm::Sha256)
+            .send()
+            .await
+            .unwrap();
+    }
+    let portal_of = |json: &serde_json::Value| -> serde_json::Value {
+        json["portals"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["portal_id"] == portal.as_str())
+            .unwrap_or_else(|| panic!("no portal {portal} in {json}"))
+            .clone()
+    };
+    let (code, json, _) = verify_json(&w, &[]).await;
+    assert_eq!(code, 3);
+    let p = portal_of(&json);
+    assert_eq!(p["duplicated"], rows, "{p}");
+    assert_eq!(p["kept_duplicates"], 0, "{p}");
+    assert_eq!(p["ok"], false);
+
+    let before = w.versions(LOCKED).await;
+    let from = w.seen();
+    // The hand-written manifest is in no digest: the proof's finding, not the portal's.
+    let (_, json, r) = verify_json(&w, &["--repair"]).await;
+    let p = portal_of(&json);
+    assert_eq!(p["repaired"]["duplicates_kept"], rows, "{p}\n{}", r.stderr);
+    assert_eq!(p["repaired"]["partitions_rewritten"], 0, "{p}");
+    assert_eq!(p["duplicated"], 0, "{p}");
+    assert_eq!(p["kept_duplicates"], rows, "{p}");
+    assert_eq!(p["ok"], true, "{p}");
+    w.assert_no_delete_on_locked(from, "verify --repair");
+    let after = w.versions(LOCKED).await;
+    for key in after.keys().filter(|k| !before.contains_key(*k)) {
+        assert!(
+            key.starts_with(&format!("{PREFIX}/_digest/")),
+            "verify --repair wrote {key}"
+        );
+    }
+    // Recorded: a later verify counts them as kept, once.
+    let (_, json, _) = verify_json(&w, &[]).await;
+    let p = portal_of(&json);
+    assert_eq!(p["duplicated"], 0, "{p}");
+    assert_eq!(p["kept_duplicates"], rows, "{p}");
+    assert_eq!(p["ok"], true, "{p}");
+}
