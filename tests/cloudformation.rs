@@ -6,7 +6,10 @@
 //!
 //! checkov finds nothing in `jobs/` (its CloudFormation, Kubernetes, Dockerfile and secrets
 //! checks; the IAM policies in JSON through its CloudFormation IAM checks) but what a file
-//! skips inline, with its reason.
+//! skips inline, with its reason. Both linters also check the archive-account template as
+//! deployed with S3 Object Lock (its `ObjectLock` parameter's default turned to `Enabled`:
+//! checkov evaluates conditions from the defaults, and leaves out the resources made only with
+//! the lock).
 //!
 //! The IAM table of `docs/operations.md` names exactly what each shipped policy grants
 //! (`tests/py/iam_table.py`).
@@ -24,6 +27,14 @@ const CFN_LINT: &str = "import sys; from cfnlint.runner import main; sys.exit(ma
 
 fn templates_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("jobs/cloudformation")
+}
+
+/// The archive-account template with S3 Object Lock on by default, as a stack deployed with
+/// `ObjectLock=Enabled` reads.
+fn with_object_lock(text: &str) -> String {
+    let off = "  ObjectLock:\n    Type: String\n    Default: Disabled\n";
+    assert_eq!(text.matches(off).count(), 1, "no ObjectLock parameter");
+    text.replace(off, &off.replace("Disabled", "Enabled"))
 }
 
 fn templates() -> Vec<PathBuf> {
@@ -44,9 +55,17 @@ fn every_template_passes_cfn_lint() {
         .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
         .collect();
     assert_eq!(names, ["archive-account.yaml", "member-read-role.yaml"]);
+    let dir = tempfile::tempdir().unwrap();
+    let locked = dir.path().join("archive-account.object-lock.yaml");
+    std::fs::write(
+        &locked,
+        with_object_lock(&std::fs::read_to_string(&files[0]).unwrap()),
+    )
+    .unwrap();
     let out = std::process::Command::new(&py)
         .args(["-c", CFN_LINT, "--format", "parseable", "--"])
         .args(&files)
+        .arg(&locked)
         .output()
         .unwrap();
     let (stdout, stderr) = (
@@ -60,7 +79,6 @@ fn every_template_passes_cfn_lint() {
         out.status
     );
     // The linter did read them: a broken template is reported.
-    let dir = tempfile::tempdir().unwrap();
     let broken = dir.path().join("broken.yaml");
     let text = std::fs::read_to_string(&files[1]).unwrap();
     std::fs::write(
@@ -165,6 +183,14 @@ fn checkov_finds_nothing_in_jobs_but_argued_skips() {
     let jobs = Path::new(env!("CARGO_MANIFEST_DIR")).join("jobs");
     let mut checked = Vec::new();
     copy_for_checkov(&jobs, &dir.path().join("jobs"), "/jobs", &mut checked);
+    let template = jobs.join("cloudformation/archive-account.yaml");
+    std::fs::write(
+        dir.path()
+            .join("jobs/cloudformation/archive-account.object-lock.yaml"),
+        with_object_lock(&std::fs::read_to_string(template).unwrap()),
+    )
+    .unwrap();
+    checked.push("/jobs/cloudformation/archive-account.object-lock.yaml".into());
     checked.sort();
     // The control: a policy granting everything, which checkov must fail (so the policies
     // above were really checked, not skipped as unparsed).
@@ -210,6 +236,7 @@ fn checkov_finds_nothing_in_jobs_but_argued_skips() {
         one => vec![one],
     };
     let mut seen = std::collections::BTreeSet::new();
+    let mut resources = std::collections::BTreeSet::new();
     let (mut failed, mut unargued, mut control) = (Vec::new(), Vec::new(), 0);
     for report in &reports {
         let results = &report["results"];
@@ -220,6 +247,11 @@ fn checkov_finds_nothing_in_jobs_but_argued_skips() {
             .chain(&list("skipped_checks"))
         {
             seen.insert(c["file_path"].as_str().unwrap_or("").to_string());
+            resources.insert(format!(
+                "{} {}",
+                c["file_path"].as_str().unwrap_or(""),
+                c["resource"].as_str().unwrap_or("")
+            ));
         }
         let line = |c: &Value| {
             format!(
@@ -267,6 +299,12 @@ fn checkov_finds_nothing_in_jobs_but_argued_skips() {
         missed.is_empty(),
         "checkov checked nothing in {missed:?} (it checked {seen:?})"
     );
+    // The second bucket exists only with Object Lock, and was checked then.
+    let state_bucket = "archive-account.object-lock.yaml AWS::S3::Bucket.StateBucket";
+    assert!(
+        resources.contains(&format!("/jobs/cloudformation/{state_bucket}")),
+        "checkov did not check the state bucket: {resources:?}"
+    );
 }
 
 /// `tests/py/iam_table.py` on an operations.md and a jobs folder.
@@ -307,6 +345,27 @@ fn the_iam_table_names_what_every_shipped_policy_grants() {
         !out.status.success()
             && stderr.contains("jobs/iam-policy.json names s3:AbortMultipartUpload"),
         "iam_table.py accepted a table without {row}: {}\n{stderr}",
+        out.status
+    );
+    // Nor does it accept a table that no longer says what the roles deny.
+    let row = "| `s3:BypassGovernanceRetention` |";
+    let (i, line) = text
+        .lines()
+        .enumerate()
+        .find(|(_, l)| l.starts_with(row))
+        .unwrap_or_else(|| panic!("no row {row}"));
+    let mut cells: Vec<&str> = line.trim_matches('|').split('|').collect();
+    cells[2] = " — ";
+    let unsaid = format!("|{}|", cells.join("|"));
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines[i] = &unsaid;
+    std::fs::write(&cut, lines.join("\n")).unwrap();
+    let out = iam_table(&py, &cut, &jobs);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && stderr.contains("a Deny statement names s3:BypassGovernanceRetention"),
+        "iam_table.py accepted a nightly column not saying it denies s3:BypassGovernanceRetention: {}\n{stderr}",
         out.status
     );
 }

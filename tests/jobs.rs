@@ -66,7 +66,7 @@ use yaml_rust2::{Yaml, YamlLoader};
 const EXPECTED: &[(&str, usize)] = &[
     ("Dockerfile", 1),
     ("README.md", 6),
-    ("cloudformation/archive-account.yaml", 2),
+    ("cloudformation/archive-account.yaml", 3),
     ("cloudformation/member-read-role.yaml", 0),
     ("crontab", 2),
     ("ecs/scheduler.json", 0),
@@ -704,6 +704,20 @@ const CFN_VARIANTS: &[(&str, &str, Params)] = &[
             ),
         ],
     ),
+    (
+        "cloudformation/archive-account.yaml",
+        "object lock",
+        &[
+            ("Image", IMAGE),
+            ("ExternalId", "archiver-ext-7f3a"),
+            ("Subnets", "subnet-0123456789abcdef0"),
+            ("SecurityGroup", "sg-0123456789abcdef0"),
+            ("OrganizationId", "o-a1b2c3d4e5"),
+            ("ObjectLock", "Enabled"),
+            ("ObjectLockRetentionDays", "2557"),
+            ("Prefix", "audit/workspaces-web"),
+        ],
+    ),
 ];
 
 /// Pseudo parameters, as a stack in the job files' sample account and region would see them.
@@ -853,8 +867,9 @@ impl CfnStack<'_> {
             return Ok(v.clone());
         }
         match self.template["Resources"][name]["Type"].as_str() {
-            // The physical id of a resource: a sample of the right shape.
-            Some("AWS::S3::Bucket") => Ok("my-archive-bucket".into()),
+            // The physical id of a resource: a sample of the right shape, one per bucket.
+            Some("AWS::S3::Bucket") if name == "Bucket" => Ok("my-archive-bucket".into()),
+            Some("AWS::S3::Bucket") => Ok(format!("my-archive-{}", name.to_ascii_lowercase())),
             Some(_) => Ok(name.to_ascii_lowercase()),
             None => Err(format!(
                 "Ref {name}: neither a parameter with a value (a default or one in CFN_VARIANTS), \
@@ -1357,8 +1372,8 @@ fn every_command_line_in_jobs_parses_with_the_real_cli() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
-    // 14 lines, the Indexed Job's once per index (4).
-    assert_eq!(parses, 17);
+    // 15 lines, the Indexed Job's once per index (4).
+    assert_eq!(parses, 18);
 }
 
 #[test]
@@ -1609,7 +1624,7 @@ fn cloudformation_lines_resolve_the_templates_functions() {
             .map(|(_, v)| v.clone())
     };
     // `!Sub`, `!Ref` of parameters, pseudo parameters and resources, `!If` on conditions.
-    let (org, listed) = (&lines[0], &lines[1]);
+    let (org, listed, locked) = (&lines[0], &lines[1], &lines[2]);
     assert_eq!(org.argv, ["archiver", "--log-format", "json", "run"]);
     assert_eq!(
         env_of(org, "ARCHIVER_STATE").as_deref(),
@@ -1643,6 +1658,28 @@ fn cloudformation_lines_resolve_the_templates_functions() {
     );
     let (_, cfg) = check(&listed.argv, &listed.env).unwrap();
     assert_eq!(cfg.regions, ["eu-west-1", "us-east-1"]);
+    // Without Object Lock nothing says where to stage (the output); with it, the state and the
+    // staged files are in the second bucket, the staged files under the output's prefix there.
+    assert_eq!(env_of(org, "ARCHIVER_STAGING"), None);
+    assert_eq!(
+        env_of(locked, "ARCHIVER_STATE").as_deref(),
+        Some("s3://my-archive-statebucket/state/archiver.db")
+    );
+    assert_eq!(
+        env_of(locked, "ARCHIVER_OUTPUT").as_deref(),
+        Some("s3://my-archive-bucket/audit/workspaces-web")
+    );
+    assert_eq!(
+        env_of(locked, "ARCHIVER_STAGING").as_deref(),
+        Some("s3://my-archive-statebucket/audit/workspaces-web")
+    );
+    let (_, cfg) = check(&locked.argv, &locked.env).unwrap();
+    let staging = cfg.s3.staging.as_ref().unwrap();
+    assert_eq!(
+        (staging.bucket.as_str(), staging.key.as_str()),
+        ("my-archive-statebucket", "audit/workspaces-web")
+    );
+    assert_eq!((cfg.s3.retain_for, cfg.s3.lock_mode), (None, None));
     // What cannot be resolved is an error; a bad value is refused by the CLI.
     let task = |env: &str| {
         format!(

@@ -6,18 +6,23 @@ Usage: cfn_check.py ENDPOINT TEMPLATE_DIR   (ENDPOINT: a moto_server, http://127
 Every value checked is read back from moto's services (S3, IAM, ECS, Logs, Glue, Scheduler),
 never from the template. moto 5.2's CloudFormation creates AWS::S3::Bucket (tags and
 BucketEncryption only: no public access block, versioning, lifecycle rules, ownership
-controls), AWS::IAM::Role (inline policies; ManagedPolicyArns not attached), AWS::ECS::Cluster,
+controls, Object Lock), AWS::IAM::Role (inline policies; ManagedPolicyArns not attached), AWS::ECS::Cluster,
 AWS::ECS::TaskDefinition (container definitions; no task role, CPU or compatibilities),
 AWS::Logs::LogGroup; it skips AWS::S3::BucketPolicy, AWS::Glue::Database, AWS::Glue::Table
 and AWS::Scheduler::Schedule (and leaves a null where AWS::NoValue drops a list item). For
 those, the resource's properties are resolved here from the template (parameters, conditions,
 and the physical ids of what moto created), sent through the service's own API, and read back:
 so at least the definitions are accepted by that API, refer to things that exist, and mean
-what Athena, S3 and the scheduler need. Exits non-zero with a message on the first mismatch.
-Run by tests/cloudformation.rs.
+what Athena, S3 and the scheduler need. The archive bucket's Object Lock (ObjectLockEnabled and
+its default retention) is applied the same way, with PutObjectLockConfiguration on the bucket
+moto's CloudFormation made, and then shown to hold in moto's S3: an object written there gets
+the retention, its version cannot be deleted, and a delete marker over it can be removed. The
+template's Rules, which moto ignores, are evaluated here. Exits non-zero with a message on the
+first mismatch. Run by tests/cloudformation.rs.
 """
 
 import ast
+import datetime
 import fnmatch
 import json
 import re
@@ -128,6 +133,8 @@ class Resolver:
                 return str(a) == str(b)
             if k == "Fn::Not":
                 return not self.value(v[0])
+            if k == "Fn::And":
+                return all(self.value(y) for y in v)
             if k == "Fn::Join":
                 return v[0].join(str(y) for y in self.value(v[1]))
             if k == "Fn::Split":
@@ -136,6 +143,16 @@ class Resolver:
                 raise Mismatch(f"{k}: not resolved by this check")
         out = {k: self.value(v) for k, v in x.items()}
         return {k: v for k, v in out.items() if v is not NO_VALUE}
+
+    def failed_rules(self, template):
+        """The template's Rules whose condition holds and an assertion fails, by name."""
+        out = []
+        for name, rule in template.get("Rules", {}).items():
+            if "RuleCondition" in rule and not self.value(rule["RuleCondition"]):
+                continue
+            if not all(self.value(a["Assert"]) for a in rule["Assertions"]):
+                out.append(name)
+        return out
 
 
 # ------------------------------------------------------------------ moto
@@ -189,16 +206,21 @@ def as_list(x):
     return x if isinstance(x, list) else [x]
 
 
-def allows(stmts, action, resource):
+def allows(stmts, action, resource, effect="Allow"):
     """Whether an Allow statement (without conditions) of `stmts` grants `action` on `resource`."""
     for s in stmts:
-        if s["Effect"] != "Allow":
+        if s["Effect"] != effect:
             continue
         if any(fnmatch.fnmatchcase(action, a) for a in as_list(s["Action"])) and any(
             fnmatch.fnmatchcase(resource, r) for r in as_list(s["Resource"])
         ):
             return True
     return False
+
+
+def refuses(stmts, action, resource):
+    """Whether a Deny statement of `stmts` without conditions refuses `action` on `resource`."""
+    return allows([s for s in stmts if "Condition" not in s], action, resource, effect="Deny")
 
 
 def role_of_arn(c, arn):
@@ -216,6 +238,45 @@ def inline_policies(c, role_name):
 # ------------------------------------------------------------------ the archive account
 
 
+def lock_probe(c, bucket, key, days):
+    """In a bucket with Object Lock: an object written there (with its checksum, as S3 requires)
+    gets the bucket's default retention, its version cannot be deleted, a delete only hides it
+    behind a delete marker, and deleting the marker's version (what `verify --repair` does)
+    brings it back, still one version."""
+    s3 = c["s3"]
+    put = s3.put_object(Bucket=bucket, Key=key, Body=b"locked", ChecksumAlgorithm="SHA256")
+    version = put["VersionId"]
+    head = s3.head_object(Bucket=bucket, Key=key)
+    check(head.get("ObjectLockMode") == "GOVERNANCE", f"{key}: lock mode {head.get('ObjectLockMode')}")
+    until = head["ObjectLockRetainUntilDate"]
+    wanted = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=days)
+    check(abs((until - wanted).total_seconds()) < 3600, f"{key}: kept until {until}, wanted about {wanted}")
+
+    def refused(**kw):
+        try:
+            s3.delete_object(Bucket=bucket, Key=key, **kw)
+        except s3.exceptions.ClientError as e:
+            return e.response["Error"]["Code"]
+        return None
+
+    check(refused(VersionId=version) == "AccessDenied", f"{key}: a locked version was deleted")
+    marker = s3.delete_object(Bucket=bucket, Key=key)
+    check(marker.get("DeleteMarker") is True, f"{key}: delete gave {marker}")
+    try:
+        s3.head_object(Bucket=bucket, Key=key)
+        raise Mismatch(f"{key} is still visible under its delete marker")
+    except s3.exceptions.ClientError as e:
+        check(e.response["Error"]["Code"] in ("404", "NoSuchKey", "405"), f"{key}: {e}")
+    check(refused(VersionId=marker["VersionId"]) is None, f"{key}: the delete marker cannot be removed")
+    back = s3.head_object(Bucket=bucket, Key=key)
+    check(back["VersionId"] == version, f"{key}: back as {back['VersionId']}, not {version}")
+    listed = s3.list_object_versions(Bucket=bucket, Prefix=key)
+    check(
+        [v["VersionId"] for v in listed.get("Versions", [])] == [version] and not listed.get("DeleteMarkers"),
+        f"{key}: versions {listed.get('Versions')}, markers {listed.get('DeleteMarkers')}",
+    )
+
+
 def archive_stack(c, tdir, name, params):
     body = open(f"{tdir}/archive-account.yaml").read()
     template = load(f"{tdir}/archive-account.yaml")
@@ -223,15 +284,27 @@ def archive_stack(c, tdir, name, params):
     account = c["sts"].get_caller_identity()["Account"]
     created = {k for k, r in resources.items() if r.get("ResourceType")}
 
-    # -- the bucket: moto applies the encryption
+    # -- the buckets: moto applies the encryption. With Object Lock, a second bucket holds the
+    # state and the staged files.
+    locked = params.get("ObjectLock", template["Parameters"]["ObjectLock"]["Default"]) == "Enabled"
+    lock_days = int(params.get("ObjectLockRetentionDays", template["Parameters"]["ObjectLockRetentionDays"]["Default"]))
+    lock_days = lock_days if locked else 0
     bucket = outputs["BucketName"]
-    check(bucket in [b["Name"] for b in c["s3"].list_buckets()["Buckets"]], f"no bucket {bucket}")
-    enc = c["s3"].get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]
-    default = enc["Rules"][0]["ApplyServerSideEncryptionByDefault"]
-    if params.get("KmsKeyArn"):
-        check(default == {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": params["KmsKeyArn"]}, f"SSE {enc}")
-    else:
-        check(default == {"SSEAlgorithm": "AES256"}, f"SSE {enc}")
+    state_bucket = outputs.get("StateBucketName")
+    check((state_bucket is not None) == (lock_days > 0), f"state bucket {state_bucket} with {lock_days} days of lock")
+    check(state_bucket != bucket, "the state bucket is the archive bucket")
+    if params.get("StateBucketName"):
+        check(state_bucket == params["StateBucketName"], f"state bucket {state_bucket}")
+    names = [b["Name"] for b in c["s3"].list_buckets()["Buckets"]]
+    for b in [bucket] + ([state_bucket] if state_bucket else []):
+        check(b in names, f"no bucket {b}")
+        enc = c["s3"].get_bucket_encryption(Bucket=b)["ServerSideEncryptionConfiguration"]
+        default = enc["Rules"][0]["ApplyServerSideEncryptionByDefault"]
+        if params.get("KmsKeyArn"):
+            check(default == {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": params["KmsKeyArn"]}, f"{b}: SSE {enc}")
+        else:
+            check(default == {"SSEAlgorithm": "AES256"}, f"{b}: SSE {enc}")
+    work = state_bucket or bucket  # where the state and the staged files are
 
     # -- the task definition, its roles, the log group, the cluster
     cluster_arn = outputs["ClusterArn"]
@@ -249,10 +322,11 @@ def archive_stack(c, tdir, name, params):
     caps = container.get("linuxParameters", {}).get("capabilities", {})
     check(caps.get("drop") == ["ALL"] and not caps.get("add"), f"capabilities {caps}")
     check(container["stopTimeout"] == 60, "stopTimeout")
+    prefix = params.get("Prefix", "archiver")
     want = {
         "AWS_REGION": REGION,
-        "ARCHIVER_STATE": f"s3://{bucket}/state/archiver.db",
-        "ARCHIVER_OUTPUT": f"s3://{bucket}/{params.get('Prefix', 'archiver')}",
+        "ARCHIVER_STATE": f"s3://{work}/state/archiver.db",
+        "ARCHIVER_OUTPUT": f"s3://{bucket}/{prefix}",
         "ARCHIVER_S3_EXPECTED_BUCKET_OWNER": account,
         "ARCHIVER_REGIONS": params.get("Regions") or REGION,
         "ARCHIVER_ACCOUNT_ROLE": params.get("MemberRoleName", "archiver-read"),
@@ -267,6 +341,11 @@ def archive_stack(c, tdir, name, params):
         want["ARCHIVER_ORGANIZATION"] = "true"
     if params.get("DigestSigningKeyArn"):
         want["ARCHIVER_SIGN_KEY"] = params["DigestSigningKeyArn"]
+    if lock_days:
+        # Staged under PREFIX/_staging/ of the state bucket.
+        want["ARCHIVER_STAGING"] = f"s3://{state_bucket}/{prefix}"
+        check(outputs["StagingUri"] == want["ARCHIVER_STAGING"], f"StagingUri {outputs['StagingUri']}")
+    check(outputs["StateUri"] == want["ARCHIVER_STATE"], f"StateUri {outputs['StateUri']}")
     check(env == want, f"environment {env}, wanted {want}")
     logs = container["logConfiguration"]["options"]
     groups = c["logs"].describe_log_groups(logGroupNamePrefix=logs["awslogs-group"])["logGroups"]
@@ -285,43 +364,76 @@ def archive_stack(c, tdir, name, params):
             f"{role['RoleName']} trust {trust}",
         )
     # What each role may do with which key (conditions aside; they are checked below).
-    staged = f"{out_key}/_staging/portal_id=p/part-1.tmp"
+    staged = f"{work}/{prefix}/_staging/portal_id=p/part-1.tmp"
     published = f"{out_key}/sessions/portal_id=p/start_date=2026-01-01/part-1.parquet"
     manifest = f"{out_key}/_manifest/portal_id=p/m.json"
     digest = f"{out_key}/_digest/state_id=s/0000000001.json"
+    claim = f"{out_key}/_claim/portal_id=p.json"
+    archived = [published, manifest, digest, claim]
     probe = state_key + ".probe-0123"
-    keys = [state_key, state_key + ".lease", probe, staged, published, manifest, digest]
+    keys = [state_key, state_key + ".lease", probe, staged] + archived
     want = {
         "s3:GetObject": set(keys),
         "s3:PutObject": set(keys),
-        "s3:AbortMultipartUpload": {staged},
+        # With Object Lock, also a failed upload in parts to a file's final key.
+        "s3:AbortMultipartUpload": {staged, published} if lock_days else {staged},
     }
     nightly_deletes = {staged, probe}
-    roles = [(task_role, nightly_deletes), (maint_role, nightly_deletes | {published})]
+    # Without Object Lock, compact and verify --repair delete the files they replaced; with
+    # it, nothing is deleted in the archive bucket, and only a delete marker's version is.
+    maint_deletes = nightly_deletes if lock_days else nightly_deletes | {published}
+    roles = [(task_role, nightly_deletes, set()), (maint_role, maint_deletes, {published} if lock_days else set())]
     perms_of = {}
-    for role, deletes in roles:
+    for role, deletes, version_deletes in roles:
         name = role["RoleName"]
         perms = perms_of[name] = inline_policies(c, name)
-        for action, allowed in dict(want, **{"s3:DeleteObject": deletes}).items():
+        for action, allowed in dict(
+            want, **{"s3:DeleteObject": deletes, "s3:DeleteObjectVersion": version_deletes}
+        ).items():
             for key in keys:
                 got = allows(perms, action, f"arn:aws:s3:::{key}")
                 check(got == (key in allowed), f"{name}: {action} on {key} is {'' if got else 'not '}allowed")
-            check(not allows(perms, action, f"arn:aws:s3:::{bucket}/elsewhere/x"), f"{name}: {action} elsewhere")
+            for b in {bucket, work}:
+                check(not allows(perms, action, f"arn:aws:s3:::{b}/elsewhere/x"), f"{name}: {action} elsewhere")
             check(not allows(perms, action, f"arn:aws:s3:::other-bucket/{out_key}/x"), f"{name}: {action} on another bucket")
-        for action in ["s3:ListBucket", "s3:ListBucketMultipartUploads"]:
-            check(allows(perms, action, f"arn:aws:s3:::{bucket}"), f"{name} lacks {action}")
+        for action in ["s3:ListBucket", "s3:GetBucketObjectLockConfiguration"]:
+            for b in {bucket, work}:
+                check(allows(perms, action, f"arn:aws:s3:::{b}"), f"{name} lacks {action} on {b}")
+        # Uploads left by a killed run are looked for where files are staged.
+        check(allows(perms, "s3:ListBucketMultipartUploads", f"arn:aws:s3:::{work}"), f"{name} lacks s3:ListBucketMultipartUploads")
         for st in perms:
-            if any(a.startswith("s3:") for a in as_list(st["Action"])):
+            if st["Effect"] == "Allow" and any(a.startswith("s3:") for a in as_list(st["Action"])):
                 check(
                     st["Condition"]["StringEquals"].get("s3:ResourceAccount") == account,
                     f"{name}: S3 statement {st['Sid']} not limited to s3:ResourceAccount {account}",
                 )
         (listing,) = [st for st in perms if st["Action"] == "s3:ListBucket"]
         check(
-            sorted(listing["Condition"]["StringLike"]["s3:prefix"])
-            == sorted([f"{params.get('Prefix', 'archiver')}/*", "state/*"]),
+            sorted(listing["Condition"]["StringLike"]["s3:prefix"]) == sorted([f"{prefix}/*", "state/*"]),
             f"{name}: s3:ListBucket condition {listing['Condition']}",
         )
+        # With Object Lock: verify lists the versions under the archive (delete markers), and
+        # whatever else the role is given, it never deletes, unlocks or hides an archived
+        # object. Without it, nothing of the kind.
+        versions = [st for st in perms if st["Action"] == "s3:ListBucketVersions"]
+        if lock_days:
+            check(
+                [(st["Resource"], st["Condition"]["StringLike"]) for st in versions]
+                == [(f"arn:aws:s3:::{bucket}", {"s3:prefix": f"{prefix}/*"})],
+                f"{name}: s3:ListBucketVersions {versions}",
+            )
+            refused = ["s3:BypassGovernanceRetention", "s3:PutObjectRetention", "s3:PutObjectLegalHold", "s3:DeleteObject"]
+            if role is task_role:
+                refused.append("s3:DeleteObjectVersion")
+            for action in refused:
+                for key in archived + [f"{out_key}/anything"]:
+                    check(refuses(perms, action, f"arn:aws:s3:::{key}"), f"{name}: {action} on {key} is not denied")
+            check(not refuses(perms, "s3:DeleteObject", f"arn:aws:s3:::{staged}"), f"{name}: staged deletes denied")
+            if role is maint_role:
+                check(not refuses(perms, "s3:DeleteObjectVersion", f"arn:aws:s3:::{published}"), f"{name} cannot remove a delete marker")
+        else:
+            check(versions == [], f"{name}: s3:ListBucketVersions without Object Lock")
+            check([st for st in perms if st["Effect"] != "Allow"] == [], f"{name}: Deny statements without Object Lock")
         role_name = env["ARCHIVER_ACCOUNT_ROLE"]
         for m in MEMBERS:
             check(allows(perms, "sts:AssumeRole", f"arn:aws:iam::{m}:role/{role_name}"), f"cannot assume {role_name} in {m}")
@@ -358,6 +470,14 @@ def archive_stack(c, tdir, name, params):
                             f"arn:aws:s3:::{out_key}/*",
                             f"arn:aws:s3:::{bucket}/state/*",
                         ]
+                        if not lock_days
+                        else [
+                            f"arn:aws:s3:::{bucket}",
+                            f"arn:aws:s3:::{out_key}/*",
+                            f"arn:aws:s3:::{work}",
+                            f"arn:aws:s3:::{work}/{prefix}/*",
+                            f"arn:aws:s3:::{work}/state/*",
+                        ]
                     },
                 },
                 f"{name}: KMS statement {kms}",
@@ -374,18 +494,28 @@ def archive_stack(c, tdir, name, params):
         check(not allows(perms, action, f"arn:aws:glue:{REGION}:{account}:table/{db}/other"), "glue *")
     shared = {
         "s3:ListBucket", "s3:ListBucketMultipartUploads", "s3:GetObject", "s3:PutObject",
-        "s3:DeleteObject", "s3:AbortMultipartUpload", "kms:GenerateDataKey", "kms:Decrypt",
-        "kms:Sign", "kms:GetPublicKey",
+        "s3:DeleteObject", "s3:AbortMultipartUpload", "s3:GetBucketObjectLockConfiguration",
+        "kms:GenerateDataKey", "kms:Decrypt", "kms:Sign", "kms:GetPublicKey",
         "sts:AssumeRole", "organizations:ListAccounts",
     }
+    if lock_days:
+        shared.add("s3:ListBucketVersions")
     glue_actions = {"glue:GetTable", "glue:UpdateTable", "glue:BatchCreatePartition"}
-    for role, extra in [(task_role, glue_actions), (maint_role, set())]:
-        granted = {a for s in perms_of[role["RoleName"]] for a in as_list(s["Action"])}
+    maint_extra = {"s3:DeleteObjectVersion"} if lock_days else set()
+    for role, extra in [(task_role, glue_actions), (maint_role, maint_extra)]:
+        granted = {a for s in perms_of[role["RoleName"]] if s["Effect"] == "Allow" for a in as_list(s["Action"])}
         check(granted <= shared | extra, f"{role['RoleName']} grants more: {granted - shared - extra}")
 
     # -- what moto's CloudFormation skips: resolved from the template, through the real APIs
-    skipped = {"BucketPolicy", "GlueDatabase", "GlueTable", "Schedule"}
-    check(created >= set(template["Resources"]) - skipped - {"Cluster"}, f"created: {created}")
+    skipped = {"BucketPolicy", "StateBucketPolicy", "GlueDatabase", "GlueTable", "Schedule"}
+    pseudo = {"AWS::AccountId": account, "AWS::Region": REGION, "AWS::Partition": "aws", "AWS::StackName": name}
+    # The conditions, and the Rules moto ignores (CloudFormation would refuse the stack).
+    r = Resolver(template, params, pseudo, {}, {})
+    check(r.failed_rules(template) == [], f"rules fail: {r.failed_rules(template)}")
+    conditional = {k for k, v in template["Resources"].items() if not r.conditions.get(v.get("Condition"), True)}
+    check(("StateBucket" in conditional) == (not lock_days), f"resources left out: {conditional}")
+    check(created >= set(template["Resources"]) - skipped - conditional - {"Cluster"}, f"created: {created}")
+    check(not (created & conditional), f"created {created & conditional}, whose condition is false")
     check(not (created & skipped), f"moto now creates {created & skipped}: check them from the stack")
     refs = {k: r["PhysicalResourceId"] for k, r in resources.items() if r.get("ResourceType")}
     atts = {
@@ -398,69 +528,112 @@ def archive_stack(c, tdir, name, params):
         "SchedulerRole.Arn": c["iam"].get_role(RoleName=refs["SchedulerRole"])["Role"]["Arn"],
         "Cluster.Arn": cluster_arn,
     }
-    pseudo = {"AWS::AccountId": account, "AWS::Region": REGION, "AWS::Partition": "aws", "AWS::StackName": name}
+    if state_bucket:
+        atts["StateBucket.Arn"] = f"arn:aws:s3:::{state_bucket}"
     r = Resolver(template, params, pseudo, refs, atts)
     # Ref of an AWS::Glue::Database is its name.
     gdb = r.value(template["Resources"]["GlueDatabase"]["Properties"])
     r.refs["GlueDatabase"] = gdb["DatabaseInput"]["Name"]
-    props = {k: r.value(v.get("Properties", {})) for k, v in template["Resources"].items()}
+    props = {k: r.value(v.get("Properties", {})) for k, v in template["Resources"].items() if k not in conditional}
 
     # S3 settings moto's CloudFormation ignores, put with the S3 API and read back.
-    b = props["Bucket"]
-    c["s3"].put_public_access_block(Bucket=bucket, PublicAccessBlockConfiguration=b["PublicAccessBlockConfiguration"])
-    pab = c["s3"].get_public_access_block(Bucket=bucket)["PublicAccessBlockConfiguration"]
-    check(all(pab[k] is True for k in ["BlockPublicAcls", "IgnorePublicAcls", "BlockPublicPolicy", "RestrictPublicBuckets"]), f"PAB {pab}")
-    c["s3"].put_bucket_versioning(Bucket=bucket, VersioningConfiguration=b["VersioningConfiguration"])
-    check(c["s3"].get_bucket_versioning(Bucket=bucket).get("Status") == "Enabled", "versioning")
-    rules = []
-    for rule in b["LifecycleConfiguration"]["Rules"]:
-        api = {"ID": rule["Id"], "Status": rule["Status"], "Filter": {"Prefix": rule.get("Prefix", "")}}
-        if "ExpirationInDays" in rule:
-            api["Expiration"] = {"Days": int(rule["ExpirationInDays"])}
-        if "AbortIncompleteMultipartUpload" in rule:
-            api["AbortIncompleteMultipartUpload"] = {
-                "DaysAfterInitiation": int(rule["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"])
-            }
-        if "NoncurrentVersionExpiration" in rule:
-            api["NoncurrentVersionExpiration"] = {
-                "NoncurrentDays": int(rule["NoncurrentVersionExpiration"]["NoncurrentDays"])
-            }
-        rules.append(api)
-    c["s3"].put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration={"Rules": rules})
-    back = c["s3"].get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
+    def settings(bucket, b):
+        c["s3"].put_public_access_block(Bucket=bucket, PublicAccessBlockConfiguration=b["PublicAccessBlockConfiguration"])
+        pab = c["s3"].get_public_access_block(Bucket=bucket)["PublicAccessBlockConfiguration"]
+        check(all(pab[k] is True for k in ["BlockPublicAcls", "IgnorePublicAcls", "BlockPublicPolicy", "RestrictPublicBuckets"]), f"{bucket}: PAB {pab}")
+        c["s3"].put_bucket_versioning(Bucket=bucket, VersioningConfiguration=b["VersioningConfiguration"])
+        check(c["s3"].get_bucket_versioning(Bucket=bucket).get("Status") == "Enabled", f"{bucket}: versioning")
+        rules = []
+        for rule in b["LifecycleConfiguration"]["Rules"]:
+            api = {"ID": rule["Id"], "Status": rule["Status"], "Filter": {"Prefix": rule.get("Prefix", "")}}
+            if "ExpirationInDays" in rule:
+                api["Expiration"] = {"Days": int(rule["ExpirationInDays"])}
+            if "AbortIncompleteMultipartUpload" in rule:
+                api["AbortIncompleteMultipartUpload"] = {
+                    "DaysAfterInitiation": int(rule["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"])
+                }
+            if "NoncurrentVersionExpiration" in rule:
+                api["NoncurrentVersionExpiration"] = {
+                    "NoncurrentDays": int(rule["NoncurrentVersionExpiration"]["NoncurrentDays"])
+                }
+            rules.append(api)
+        c["s3"].put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration={"Rules": rules})
+        return c["s3"].get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
 
-    def expires_after(key):
+    lifecycle = {bucket: settings(bucket, props["Bucket"])}
+    if lock_days:
+        lifecycle[work] = settings(work, props["StateBucket"])
+
+    def expires_after(bucket, key):
         """Days after which the current version of `key` expires, or None."""
         days = [
             x["Expiration"]["Days"]
-            for x in back
+            for x in lifecycle[bucket]
             if x["Status"] == "Enabled" and "Expiration" in x and key.startswith(x["Filter"].get("Prefix", ""))
         ]
         return min(days) if days else None
 
-    prefix = params.get("Prefix", "archiver")
     staging_days = int(params.get("StagingExpirationDays", "0")) or None
-    for key, days in [
-        (f"{prefix}/sessions/portal_id=p/start_date=2026-01-01/part-1.parquet", None),
-        (f"{prefix}/_manifest/portal_id=p/0001.json", None),
-        (f"{prefix}/_digest/state_id=s/0000000001.json", None),
-        (f"{prefix}/_staging/portal_id=p/part-1.tmp", staging_days),
-        ("state/archiver.db", None),
-        ("state/archiver.db.lease", None),
+    for b, key, days in [
+        (bucket, f"{prefix}/sessions/portal_id=p/start_date=2026-01-01/part-1.parquet", None),
+        (bucket, f"{prefix}/_manifest/portal_id=p/0001.json", None),
+        (bucket, f"{prefix}/_claim/portal_id=p.json", None),
+        (bucket, f"{prefix}/_digest/state_id=s/0000000001.json", None),
+        (work, f"{prefix}/_staging/portal_id=p/part-1.tmp", staging_days),
+        (work, "state/archiver.db", None),
+        (work, "state/archiver.db.lease", None),
     ]:
-        check(expires_after(key) == days, f"{key} expires after {expires_after(key)} days, wanted {days}")
-    aborts = [x for x in back if "AbortIncompleteMultipartUpload" in x]
-    check(
-        [(x["Filter"].get("Prefix", ""), x["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"]) for x in aborts]
-        == [("", 1)],
-        f"abort rule {aborts}",
-    )
-    noncurrent = sorted(
-        (x["Filter"]["Prefix"], x["NoncurrentVersionExpiration"]["NoncurrentDays"])
-        for x in back
-        if "NoncurrentVersionExpiration" in x
-    )
-    check(noncurrent == [(f"{prefix}/_staging/", 1), ("state/", 30)], f"noncurrent {noncurrent}")
+        got = expires_after(b, key)
+        check(got == days, f"{b}/{key} expires after {got} days, wanted {days}")
+    for b, back in lifecycle.items():
+        aborts = [x for x in back if "AbortIncompleteMultipartUpload" in x]
+        check(
+            [(x["Filter"].get("Prefix", ""), x["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"]) for x in aborts]
+            == [("", 1)],
+            f"{b}: abort rule {aborts}",
+        )
+        noncurrent = sorted(
+            (x["Filter"]["Prefix"], x["NoncurrentVersionExpiration"]["NoncurrentDays"])
+            for x in back
+            if "NoncurrentVersionExpiration" in x
+        )
+        # Noncurrent versions of the state and the staged files only: with Object Lock, the
+        # archive bucket has none (a version hidden by a delete marker is kept).
+        want = [(f"{prefix}/_staging/", 1), ("state/", 30)] if b == work else []
+        check(noncurrent == want, f"{b}: noncurrent {noncurrent}, wanted {want}")
+        if b != work:
+            check([x for x in back if "Expiration" in x] == [], f"{b}: expiration rules {back}")
+
+    # Object Lock, which moto's CloudFormation leaves out: the template's configuration put on
+    # the bucket it made, read back, and shown to hold.
+    b = props["Bucket"]
+    if lock_days:
+        check(b.get("ObjectLockEnabled") is True, f"ObjectLockEnabled {b.get('ObjectLockEnabled')}")
+        conf = json.loads(json.dumps(b["ObjectLockConfiguration"]))
+        retention = conf["Rule"]["DefaultRetention"]
+        for unit in ["Days", "Years"]:
+            if unit in retention:
+                retention[unit] = int(retention[unit])  # a Ref of a Number parameter reads as text
+        c["s3"].put_object_lock_configuration(Bucket=bucket, ObjectLockConfiguration=conf)
+        conf = c["s3"].get_object_lock_configuration(Bucket=bucket)["ObjectLockConfiguration"]
+        retention = conf.get("Rule", {}).get("DefaultRetention", {})
+        check(
+            conf["ObjectLockEnabled"] == "Enabled"
+            and retention.get("Mode") == "GOVERNANCE"
+            and retention.get("Days") == lock_days
+            and not retention.get("Years"),
+            f"Object Lock {conf}, wanted governance for {lock_days} days",
+        )
+        lock_probe(c, bucket, f"{prefix}/sessions/portal_id=p/start_date=2026-01-01/probe.parquet", lock_days)
+    else:
+        check("ObjectLockEnabled" not in b and "ObjectLockConfiguration" not in b, f"Object Lock without days: {b}")
+    for unlocked in {work} - {bucket} if lock_days else [bucket]:
+        try:
+            got = c["s3"].get_object_lock_configuration(Bucket=unlocked)
+            raise Mismatch(f"{unlocked} has Object Lock: {got}")
+        except c["s3"].exceptions.ClientError as e:
+            code = e.response["Error"]["Code"]
+            check(code == "ObjectLockConfigurationNotFoundError", f"{unlocked}: {code}")
 
     pol = props["BucketPolicy"]
     check(pol["Bucket"] == bucket, f"policy bucket {pol['Bucket']}")
@@ -473,6 +646,8 @@ def archive_stack(c, tdir, name, params):
     }
     if params.get("KmsKeyArn"):
         want_sids |= {"DenyWritesNotEncryptedWithKms", "DenyWritesWithAnotherKmsKey"}
+    if lock_days:
+        want_sids |= {"DenyDeletingArchivedFiles", "DenyDeletingArchivedFileVersionsButToRepair"}
     check(set(denies) == want_sids, f"bucket policy statements {sorted(denies)}, wanted {sorted(want_sids)}")
     tls = denies["DenyInsecureTransport"]
     check(
@@ -497,6 +672,40 @@ def archive_stack(c, tdir, name, params):
         and o["Condition"] == {"Null": {"s3:if-none-match": "true"}},
         f"manifest overwrites {o}",
     )
+    if lock_days:
+        # Nobody hides an archived file behind a delete marker; only the maintenance role
+        # deletes a version there (a marker: a locked version cannot be).
+        d = denies["DenyDeletingArchivedFiles"]
+        check(
+            d["Action"] == "s3:DeleteObject" and d["Resource"] == f"arn:aws:s3:::{out_key}/sessions/*"
+            and "Condition" not in d,
+            f"archived file deletes {d}",
+        )
+        v = denies["DenyDeletingArchivedFileVersionsButToRepair"]
+        check(
+            v["Action"] == "s3:DeleteObjectVersion" and v["Resource"] == f"arn:aws:s3:::{out_key}/sessions/*"
+            and v["Condition"] == {"ArnNotLike": {"aws:PrincipalArn": maint_role["Arn"]}},
+            f"archived version deletes {v}",
+        )
+        # The state bucket's policy: TLS only, and with a KMS key that key only.
+        sp = props["StateBucketPolicy"]
+        check(sp["Bucket"] == work, f"state bucket policy on {sp['Bucket']}")
+        c["s3"].put_bucket_policy(Bucket=work, Policy=json.dumps(sp["PolicyDocument"]))
+        sdenies = {st["Sid"]: st for st in statements(c["s3"].get_bucket_policy(Bucket=work)["Policy"])}
+        want_state = {"DenyInsecureTransport"}
+        if params.get("KmsKeyArn"):
+            want_state |= {"DenyWritesNotEncryptedWithKms", "DenyWritesWithAnotherKmsKey"}
+        check(set(sdenies) == want_state, f"state bucket policy {sorted(sdenies)}, wanted {sorted(want_state)}")
+        for sid, st in sdenies.items():
+            plain = {k: v for k, v in st.items() if k not in ("Resource", "Sid")}
+            of_archive = {k: v for k, v in denies[sid].items() if k not in ("Resource", "Sid")}
+            check(st["Effect"] == "Deny" and st["Principal"] == "*" and plain == of_archive, f"state bucket {sid}: {st}")
+            check(
+                sorted(as_list(st["Resource"])) == sorted(
+                    x.replace(f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{work}") for x in as_list(denies[sid]["Resource"])
+                ),
+                f"state bucket {sid} resources {st['Resource']}",
+            )
     r = denies["DenyReadingSessionsButToTheJobAndTheReaders"]
     readers = [x for x in params.get("ReaderRoleArns", "").split(",") if x]
     check(
@@ -705,7 +914,36 @@ def main():
             ReaderRoleArns="arn:aws:iam::123456789012:role/analyst,arn:aws:iam::123456789012:role/audit-*",
         ),
     )
-    print("cfn_check: ok (2 archive-account stacks, 1 member-read-role stack)")
+    # Object Lock: the archive bucket locked in governance mode, the state and the staged files
+    # in a second bucket; named buckets, another prefix, a KMS key, staged objects expiring.
+    archive_stack(
+        c,
+        tdir,
+        "archiver-worm",
+        dict(
+            org,
+            ObjectLock="Enabled",
+            ObjectLockRetentionDays="7",
+            BucketName="archiver-worm-archive",
+            StateBucketName="archiver-worm-state",
+            Prefix="audit/sessions-archive",
+            KmsKeyArn=key,
+            StagingExpirationDays="90",
+            GlueDatabaseName="archiver_worm",
+        ),
+    )
+    # The template's Rules refuse what would contradict the lock (moto ignores Rules).
+    template = load(f"{tdir}/archive-account.yaml")
+    pseudo = {"AWS::AccountId": "123456789012", "AWS::Region": REGION, "AWS::Partition": "aws", "AWS::StackName": "x"}
+    for extra, failing in [
+        ({"ObjectLock": "Enabled", "Versioning": "Suspended"}, ["ObjectLockKeepsVersioning"]),
+        ({"StateBucketName": "archiver-state"}, ["StateBucketOnlyWithObjectLock"]),
+        ({"ObjectLock": "Enabled", "StateBucketName": "archiver-state"}, []),
+        ({"Versioning": "Suspended"}, []),
+    ]:
+        got = Resolver(template, dict(org, **extra), pseudo, {}, {}).failed_rules(template)
+        check(got == failing, f"rules failing with {extra}: {got}, wanted {failing}")
+    print("cfn_check: ok (3 archive-account stacks, 1 member-read-role stack)")
 
 
 if __name__ == "__main__":

@@ -6,14 +6,19 @@ Usage: iam_table.py OPERATIONS_MD JOBS_DIR
 The table (the first one under `## IAM`) has one row per action and a column per policy:
 `nightly` (jobs/iam-policy.json and the template's TaskRole), `maintenance`
 (jobs/iam-policy-maintenance.json and MaintenanceRole), `member read role` (ReadRole of
-member-read-role.yaml), `scheduler role` (SchedulerRole) and `bucket policy` (BucketPolicy).
+member-read-role.yaml), `scheduler role` (SchedulerRole) and `bucket policy` (the template's
+bucket policies, BucketPolicy and StateBucketPolicy, taken together).
 A cell `—` means not granted; `✓` granted by both the policy file and the template's role;
 `file` by the policy file only; `template` by the template's role only (a column without a
 policy file takes any other text as granted). Text after the first word (`✓ (optional)`) is a
-note. For every policy: the actions it names (Allow in the roles, Deny in the bucket policy;
-both branches of an Fn::If) must be exactly the rows that say it grants them. Every inline
-policy and bucket policy of the templates must belong to a column. Exits non-zero naming each
-difference. Run by tests/cloudformation.rs.
+note. In a column with a policy file, a cell whose first word is `denied`, or whose note has
+the word `denied`, says that the policy file or the template's role (the note says which)
+denies the action in a Deny statement. For every policy: the actions it names (Allow in the
+roles, Deny in the bucket policy; both branches of an Fn::If) must be exactly the rows that
+say it grants them, and the actions the roles deny (the policy file's and the template's
+together) exactly the rows that say `denied`. Every inline policy and bucket policy of the
+templates must belong to a column. Exits non-zero naming each difference. Run by
+tests/cloudformation.rs.
 """
 
 import json
@@ -24,15 +29,16 @@ import sys
 import yaml
 
 COLUMNS = ["nightly", "maintenance", "member read role", "scheduler role", "bucket policy"]
-# column -> (policy file or None, (template, logical id of the resource holding its policy))
+# column -> (policy file or None, (template, logical ids of the resources holding its policies))
 SOURCES = {
-    "nightly": ("iam-policy.json", ("archive-account.yaml", "TaskRole")),
-    "maintenance": ("iam-policy-maintenance.json", ("archive-account.yaml", "MaintenanceRole")),
-    "member read role": (None, ("member-read-role.yaml", "ReadRole")),
-    "scheduler role": (None, ("archive-account.yaml", "SchedulerRole")),
-    "bucket policy": (None, ("archive-account.yaml", "BucketPolicy")),
+    "nightly": ("iam-policy.json", ("archive-account.yaml", ["TaskRole"])),
+    "maintenance": ("iam-policy-maintenance.json", ("archive-account.yaml", ["MaintenanceRole"])),
+    "member read role": (None, ("member-read-role.yaml", ["ReadRole"])),
+    "scheduler role": (None, ("archive-account.yaml", ["SchedulerRole"])),
+    "bucket policy": (None, ("archive-account.yaml", ["BucketPolicy", "StateBucketPolicy"])),
 }
 NONE = {"—", "-", ""}
+DENIED = "denied"
 
 
 def load_template(path):
@@ -110,16 +116,23 @@ def statements(doc):
     return out
 
 
-def actions_of(docs, effect, where, problems):
-    """The actions the statements of `docs` name; each statement must have `effect`."""
-    out = set()
+def actions_of(docs, effects, where, problems):
+    """{effect: the actions the statements of `docs` with that effect name}; each statement's
+    effect must be one of `effects`."""
+    out = {e: set() for e in effects}
     for doc in docs:
         for s in statements(doc):
-            if s.get("Effect") != effect:
-                problems.append(f"{where}: statement {s.get('Sid')} is {s.get('Effect')}, not {effect}")
+            if s.get("Effect") not in effects:
+                problems.append(f"{where}: statement {s.get('Sid')} is {s.get('Effect')}, not {' or '.join(effects)}")
+                continue
             acts = s.get("Action", [])
-            out.update(acts if isinstance(acts, list) else [acts])
+            out[s["Effect"]].update(acts if isinstance(acts, list) else [acts])
     return out
+
+
+def says_denied(cell):
+    """The cell says the column's policies deny the action (its first word, or a word of its note)."""
+    return DENIED in re.findall(r"[a-z]+", cell)
 
 
 def template_policies(jobs):
@@ -146,20 +159,22 @@ def main():
     if not table:
         problems.append("docs: the IAM table has no rows")
     policies = template_policies(jobs)
-    named = {src for _, src in SOURCES.values()}
+    named = {(t, rid) for _, (t, rids) in SOURCES.values() for rid in rids}
     for key in sorted(set(policies) - named):
         problems.append(f"{key[0]}: {key[1]} holds a policy, but no column of the IAM table is its")
     files = sorted(f for f in os.listdir(jobs) if f.startswith("iam-policy") and f.endswith(".json"))
     for f in sorted(set(files) - {p for p, _ in SOURCES.values() if p}):
         problems.append(f"jobs/{f}: a policy file no column of the IAM table is for")
 
-    for column, (pfile, (tname, rid)) in SOURCES.items():
+    for column, (pfile, (tname, rids)) in SOURCES.items():
+        # A role's policies allow, and may deny; a bucket policy only denies.
         effect = "Deny" if column == "bucket policy" else "Allow"
+        effects = [effect] if column == "bucket policy" or not pfile else ["Allow", "Deny"]
         cells = {a: cols[column] for a, cols in table.items()}
         for a, cell in cells.items():
             word = cell.split(" ")[0] if cell else ""
-            if pfile and word not in NONE | {"✓", "file", "template"}:
-                problems.append(f"docs: {a}, column {column}: {cell!r} is none of —, ✓, file, template")
+            if pfile and word not in NONE | {"✓", "file", "template", DENIED}:
+                problems.append(f"docs: {a}, column {column}: {cell!r} is none of —, ✓, file, template, denied")
         sources = []
         if pfile:
             path = os.path.join(jobs, pfile)
@@ -168,12 +183,18 @@ def main():
                     sources.append((f"jobs/{pfile}", [json.load(f)], {"✓", "file"}))
             else:
                 problems.append(f"jobs/{pfile}: missing")
-        if (tname, rid) in policies:
-            sources.append((f"{tname} {rid}", policies[(tname, rid)], {"✓", "template"}))
-        else:
-            problems.append(f"{tname}: no {rid} with a policy")
+        docs = []
+        for rid in rids:
+            if (tname, rid) in policies:
+                docs += policies[(tname, rid)]
+            else:
+                problems.append(f"{tname}: no {rid} with a policy")
+        sources.append((f"{tname} {'+'.join(rids)}", docs, {"✓", "template"}))
+        denied = set()
         for where, docs, says in sources:
-            granted = actions_of(docs, effect, where, problems)
+            named = actions_of(docs, effects, where, problems)
+            granted = named[effect]
+            denied |= named.get("Deny", set()) if effect == "Allow" else set()
             if pfile:
                 listed = {a for a, c in cells.items() if c and c.split(" ")[0] in says}
             else:
@@ -182,6 +203,12 @@ def main():
                 problems.append(f"{where} names {a}, but the IAM table's {column} column does not say so")
             for a in sorted(listed - granted):
                 problems.append(f"the IAM table says {column} has {a}, but {where} does not name it")
+        if pfile:
+            said = {a for a, c in cells.items() if says_denied(c)}
+            for a in sorted(denied - said):
+                problems.append(f"{column}: a Deny statement names {a}, but the IAM table's {column} column does not say denied")
+            for a in sorted(said - denied):
+                problems.append(f"the IAM table says {column} denies {a}, but no Deny statement of its policies names it")
 
     if problems:
         for p in problems:
