@@ -86,9 +86,22 @@ impl Lock {
             ),
             Retain::Explicit(d) => format!(
                 "each object is kept {} after it is written ({mode} mode, --retain-for)",
-                humantime::format_duration(*d)
+                period(*d)
             ),
         }
+    }
+}
+
+/// `--retain-for` as people write it: `7 years` (of 365.25 days, humantime's `y`), `400 days`.
+fn period(d: Duration) -> String {
+    let plural = |n: u64, unit: &str| match n {
+        1 => format!("1 {unit}"),
+        n => format!("{n} {unit}s"),
+    };
+    match d.as_secs() {
+        s if s % 31_557_600 == 0 => plural(s / 31_557_600, "year"),
+        s if s % 86_400 == 0 => plural(s / 86_400, "day"),
+        _ => humantime::format_duration(d).to_string(),
     }
 }
 
@@ -188,6 +201,20 @@ mod tests {
         assert_eq!(
             Lock::of("b", &none, &opts(Some(2), None)).unwrap().mode,
             "GOVERNANCE"
+        );
+        let seven = Lock {
+            mode: "COMPLIANCE",
+            retain: Retain::Explicit(humantime::parse_duration("7y").unwrap()),
+        };
+        assert!(
+            seven.describe().contains("kept 7 years after"),
+            "{}",
+            seven.describe()
+        );
+        assert!(
+            l.describe().contains("kept 2 days after"),
+            "{}",
+            l.describe()
         );
         let e = Lock::of("b", &none, &opts(None, None)).unwrap_err();
         assert!(e.to_string().contains("no default retention"), "{e}");
